@@ -1,0 +1,62 @@
+"""Settings, read from ``settings.GEARATTACH`` at access time (so override_settings works)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+from .gearman.routing import Address, parse_addresses
+
+DEFAULTS: dict[str, Any] = {
+    # gearmand servers as "host:port" strings; keys are routed among them by hashing.
+    "SERVERS": ["127.0.0.1:4730"],
+    # A job that kills its worker this many times is failed instead of retried again.
+    "MAX_ATTEMPTS": 3,
+    # Seconds to wait for a gearmand reply before giving up on a connection.
+    "TIMEOUT": 10.0,
+    # How often (seconds) an attacher re-checks a queued job: first, then at most.
+    "POLL_INTERVAL": 0.02,
+    "POLL_INTERVAL_MAX": 0.5,
+    # Minimum seconds between progress writes to the job record (every WORK_STATUS is sent).
+    "PROGRESS_WRITE_INTERVAL": 0.5,
+    # Default priority of submitted jobs: "high", "normal" or "low".
+    "DEFAULT_PRIORITY": "normal",
+}
+
+
+class Settings:
+    def _get(self, name: str) -> Any:
+        user = getattr(django_settings, "GEARATTACH", {}) or {}
+        return user.get(name, DEFAULTS[name])
+
+    @property
+    def SERVERS(self) -> list[Address]:
+        return parse_addresses(self._get("SERVERS"))
+
+    @property
+    def MAX_ATTEMPTS(self) -> int:
+        return int(self._get("MAX_ATTEMPTS"))
+
+    @property
+    def TIMEOUT(self) -> float:
+        return float(self._get("TIMEOUT"))
+
+    @property
+    def POLL_INTERVAL(self) -> float:
+        return float(self._get("POLL_INTERVAL"))
+
+    @property
+    def POLL_INTERVAL_MAX(self) -> float:
+        return float(self._get("POLL_INTERVAL_MAX"))
+
+    @property
+    def PROGRESS_WRITE_INTERVAL(self) -> float:
+        return float(self._get("PROGRESS_WRITE_INTERVAL"))
+
+    @property
+    def DEFAULT_PRIORITY(self) -> str:
+        return str(self._get("DEFAULT_PRIORITY"))
+
+
+conf = Settings()

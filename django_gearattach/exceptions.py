@@ -1,0 +1,39 @@
+"""The app's exceptions; each message says what to do next."""
+
+from __future__ import annotations
+
+
+class GearattachError(Exception):
+    """Base class of the app's errors."""
+
+
+class InvalidKey(GearattachError, ValueError):
+    """A job key that gearmand would refuse, truncate or misread."""
+
+
+class BadPayload(GearattachError, ValueError):
+    """Job arguments or a result that are not the JSON this app speaks."""
+
+
+class UnknownTask(GearattachError, LookupError):
+    """No task is registered under a Gearman function name."""
+
+
+class JobNotFound(GearattachError, LookupError):
+    """No record and no gearmand job exist for a (function, key)."""
+
+    def __init__(self, function: str, key: str) -> None:
+        super().__init__(
+            f"no job {function!r} with key {key!r}: it was never submitted, or its record was "
+            "deleted. Check the function name and the key."
+        )
+        self.function = function
+        self.key = key
+
+
+class SubmitFailed(GearattachError):
+    """No configured gearmand accepted the job; the record is marked failed."""
+
+
+class AttachTimeout(GearattachError, TimeoutError):
+    """The job did not finish within the attach timeout; it keeps running."""

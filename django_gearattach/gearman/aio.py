@@ -1,0 +1,252 @@
+"""asyncio Gearman client: one connection per server per event loop, many jobs on each.
+
+Replies to requests come back in the order the requests were sent, so they are
+matched first-in first-out; WORK_* packets are matched by job handle. A second
+attachment to the same (function, unique) on one connection shares the first one's
+gearmand attachment, because gearmand would otherwise send every event twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .client import UniqueStatus, WorkEvent, event_from_packet, raise_for_error
+from .errors import ConnectionFailed, GearmanError
+from .protocol import Command, Packet, PacketParser, Priority, check_unique, encode, submit_command
+from .routing import Address
+
+
+@dataclass(eq=False)
+class _Shared:
+    """One gearmand attachment, fanned out to local subscribers."""
+
+    function: str
+    unique: bytes
+    handle: bytes = b""
+    subscribers: set[asyncio.Queue[WorkEvent | BaseException]] = field(default_factory=set)
+    finished: bool = False
+
+    def publish(self, item: WorkEvent | BaseException) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(item)
+
+
+@dataclass(eq=False)
+class _Pending:
+    future: asyncio.Future[Packet]
+    shared: _Shared | None = None
+
+
+class AsyncConnection:
+    def __init__(self, address: Address, timeout: float | None = 10.0) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pending: deque[_Pending] = deque()
+        self._by_handle: dict[bytes, _Shared] = {}
+        self._shared: dict[tuple[str, bytes], _Shared] = {}
+        self._connect_lock = asyncio.Lock()
+        self._exceptions_enabled = False
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def connect(self) -> None:
+        async with self._connect_lock:
+            if self.connected:
+                return
+            try:
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.address.host, self.address.port), self.timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                raise ConnectionFailed(str(self.address), f"cannot connect ({exc})") from exc
+            self._task = asyncio.create_task(self._read_loop(), name=f"gearman {self.address}")
+            self._exceptions_enabled = False
+            future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
+            self._pending.append(_Pending(future))
+            self._writer.write(encode(Command.OPTION_REQ, b"exceptions"))
+        await self._wait(future)
+        self._exceptions_enabled = True
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        parser = PacketParser()
+        error: GearmanError
+        try:
+            while True:
+                data = await self._reader.read(256 * 1024)
+                if not data:
+                    error = ConnectionFailed(str(self.address), "server closed the connection")
+                    break
+                parser.feed(data)
+                for packet in parser.packets():
+                    self._dispatch(packet)
+        except (OSError, GearmanError) as exc:
+            error = (
+                exc
+                if isinstance(exc, GearmanError)
+                else ConnectionFailed(str(self.address), str(exc))
+            )
+        except asyncio.CancelledError:
+            error = ConnectionFailed(str(self.address), "connection closed")
+        self._fail_all(error)
+
+    def _dispatch(self, packet: Packet) -> None:
+        event = event_from_packet(packet)
+        if event is not None:
+            shared = self._by_handle.get(event.handle)
+            if shared is None:
+                return
+            if event.terminal:
+                shared.finished = True
+                self._by_handle.pop(event.handle, None)
+                self._shared.pop((shared.function, shared.unique), None)
+            shared.publish(event)
+            return
+        if packet.command is Command.NOOP or not self._pending:
+            return
+        pending = self._pending.popleft()
+        if packet.command is Command.JOB_CREATED and pending.shared is not None:
+            pending.shared.handle = packet.args[0]
+            self._by_handle[pending.shared.handle] = pending.shared
+        if not pending.future.done():
+            pending.future.set_result(packet)
+
+    def _fail_all(self, error: GearmanError) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        while self._pending:
+            pending = self._pending.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        for shared in list(self._shared.values()):
+            shared.publish(error)
+        self._shared.clear()
+        self._by_handle.clear()
+
+    async def _wait(self, future: asyncio.Future[Packet]) -> Packet:
+        try:
+            packet = await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            self._fail_all(ConnectionFailed(str(self.address), f"no reply within {self.timeout} s"))
+            raise ConnectionFailed(str(self.address), "no reply in time") from None
+        raise_for_error(packet)
+        return packet
+
+    async def _request(
+        self, command: Command, *args: bytes | str | int, shared: _Shared | None = None
+    ) -> Packet:
+        await self.connect()
+        assert self._writer is not None
+        future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(future, shared))
+        self._writer.write(encode(command, *args))
+        return await self._wait(future)
+
+    async def submit_background(
+        self, function: str, unique: bytes, data: bytes, priority: Priority | str = Priority.NORMAL
+    ) -> bytes:
+        check_unique(unique)
+        packet = await self._request(
+            submit_command(priority, background=True), function, unique, data
+        )
+        return packet.args[0]
+
+    async def status_unique(self, unique: bytes) -> UniqueStatus:
+        check_unique(unique)
+        return UniqueStatus.from_packet(await self._request(Command.GET_STATUS_UNIQUE, unique))
+
+    async def echo(self, payload: bytes = b"ping") -> bytes:
+        return (await self._request(Command.ECHO_REQ, payload)).args[0]
+
+    @contextlib.asynccontextmanager
+    async def foreground(
+        self, function: str, unique: bytes, data: bytes, priority: Priority | str = Priority.NORMAL
+    ) -> AsyncIterator[AsyncIterator[WorkEvent]]:
+        """Join (or submit) a foreground job; the body iterates its events.
+
+        Leaving the body early only drops this subscriber: the gearmand attachment
+        stays on the shared connection until the job ends, so leaving never makes
+        gearmand drop a queued job.
+        """
+        check_unique(unique)
+        queue: asyncio.Queue[WorkEvent | BaseException] = asyncio.Queue()
+        shared = self._shared.get((function, unique))
+        if shared is None or shared.finished:
+            shared = _Shared(function, unique)
+            shared.subscribers.add(queue)
+            self._shared[(function, unique)] = shared
+            try:
+                await self._request(
+                    submit_command(priority, background=False), function, unique, data, shared=shared
+                )
+            except BaseException:
+                shared.subscribers.discard(queue)
+                if self._shared.get((function, unique)) is shared and not shared.handle:
+                    del self._shared[(function, unique)]
+                raise
+        else:
+            shared.subscribers.add(queue)
+        try:
+            yield _iterate(queue)
+        finally:
+            shared.subscribers.discard(queue)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._fail_all(ConnectionFailed(str(self.address), "connection closed"))
+
+    def attachment_count(self) -> int:
+        return len(self._shared)
+
+
+async def _iterate(queue: asyncio.Queue[WorkEvent | BaseException]) -> AsyncIterator[WorkEvent]:
+    while True:
+        item = await queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+        if item.terminal:
+            return
+
+
+class AsyncClient:
+    """Hands out one :class:`AsyncConnection` per server per running event loop."""
+
+    def __init__(self, timeout: float | None = 10.0) -> None:
+        self.timeout = timeout
+        self._pools: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[Address, AsyncConnection]
+        ] = weakref.WeakKeyDictionary()
+
+    def connection(self, address: Address) -> AsyncConnection:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.setdefault(loop, {})
+        conn = pool.get(address)
+        if conn is None:
+            conn = pool[address] = AsyncConnection(address, self.timeout)
+        return conn
+
+    def connections(self) -> list[AsyncConnection]:
+        with contextlib.suppress(RuntimeError):
+            return list(self._pools.get(asyncio.get_running_loop(), {}).values())
+        return []
+
+    async def close(self) -> None:
+        pool = self._pools.pop(asyncio.get_running_loop(), {})
+        for conn in pool.values():
+            await conn.close()

@@ -1,0 +1,151 @@
+"""Blocking worker side: register functions on every server, grab jobs, report on them.
+
+:class:`WorkerPool` keeps one connection per server. ``grab()`` asks each server
+for a job in turn; when none has work it sends PRE_SLEEP everywhere and waits for
+a NOOP wake-up. Servers that fail are retried with exponential backoff, so a
+restarted gearmand is picked up again without restarting the worker.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .connection import Connection
+from .errors import GearmanError
+from .protocol import Command
+from .routing import Address
+
+BACKOFF_START = 0.1
+BACKOFF_MAX = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A job handed to this worker (JOB_ASSIGN_UNIQ)."""
+
+    connection: Connection
+    handle: bytes
+    function: str
+    unique: bytes
+    data: bytes
+
+    @property
+    def server(self) -> Address:
+        return self.connection.address
+
+    def send(self, command: Command, *args: bytes | str | int) -> None:
+        self.connection.send(command, self.handle, *args)
+
+
+class _Server:
+    def __init__(self, address: Address, timeout: float) -> None:
+        self.conn = Connection(address, timeout)
+        self.registered = False
+        self.failures = 0
+        self.retry_at = 0.0
+
+    def failed(self) -> None:
+        self.conn.close()
+        self.registered = False
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(BACKOFF_START * 2 ** (self.failures - 1), BACKOFF_MAX)
+
+
+class WorkerPool:
+    def __init__(
+        self, servers: Sequence[Address], functions: Iterable[str], timeout: float = 10.0
+    ) -> None:
+        self.functions = sorted(set(functions))
+        self._servers = [_Server(a, timeout) for a in servers]
+        self._next = 0
+
+    @property
+    def servers(self) -> list[Address]:
+        return [s.conn.address for s in self._servers]
+
+    def connected_servers(self) -> list[Address]:
+        return [s.conn.address for s in self._servers if s.registered]
+
+    def _ensure(self, server: _Server) -> bool:
+        if server.registered:
+            return True
+        if time.monotonic() < server.retry_at:
+            return False
+        try:
+            server.conn.connect()
+            for name in self.functions:
+                server.conn.send(Command.CAN_DO, name)
+        except GearmanError:
+            server.failed()
+            return False
+        server.registered = True
+        server.failures = 0
+        return True
+
+    def _grab_from(self, server: _Server) -> Assignment | None:
+        conn = server.conn
+        conn.send(Command.GRAB_JOB_UNIQ)
+        while True:
+            packet = conn.read_packet()
+            assert packet is not None
+            if packet.command is Command.NOOP:
+                continue
+            if packet.command is Command.NO_JOB:
+                return None
+            if packet.command is Command.JOB_ASSIGN_UNIQ:
+                handle, function, unique, data = packet.args
+                return Assignment(conn, handle, function.decode(), unique, data)
+            if packet.command is Command.ERROR:
+                # A late error for a finished job (for instance JOB_NOT_FOUND); ignore it.
+                continue
+            raise GearmanError(f"unexpected {packet.command.name} while grabbing a job")
+
+    def grab(self, wait: float = 1.0) -> Assignment | None:
+        """Return the next job from any server, or ``None`` after ``wait`` seconds idle."""
+        count = len(self._servers)
+        for offset in range(count):
+            server = self._servers[(self._next + offset) % count]
+            if not self._ensure(server):
+                continue
+            try:
+                job = self._grab_from(server)
+            except GearmanError:
+                server.failed()
+                continue
+            if job is not None:
+                self._next = (self._next + offset + 1) % count
+                return job
+        self._sleep(wait)
+        return None
+
+    def _sleep(self, wait: float) -> None:
+        live: list[_Server] = []
+        for server in self._servers:
+            if not server.registered:
+                continue
+            try:
+                server.conn.send(Command.PRE_SLEEP)
+                live.append(server)
+            except GearmanError:
+                server.failed()
+        if not live:
+            time.sleep(min(wait, BACKOFF_START))
+            return
+        try:
+            select.select([s.conn.fileno() for s in live], [], [], wait)
+        except (OSError, ValueError, GearmanError):
+            return
+        # The NOOP (or EOF) is read by the next GRAB_JOB_UNIQ round.
+
+    def report_failure(self, job: Assignment) -> None:
+        for server in self._servers:
+            if server.conn is job.connection:
+                server.failed()
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.conn.close()
+            server.registered = False

@@ -1,0 +1,109 @@
+"""``manage.py gearattach``: submit, attach to and inspect jobs from the shell.
+
+``attach`` exits 0 on complete, 1 on failed and 2 when the key is unknown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from django_gearattach.attachment import attach
+from django_gearattach.conf import conf
+from django_gearattach.exceptions import GearattachError, JobNotFound
+from django_gearattach.gearman.connection import admin_command
+from django_gearattach.gearman.errors import GearmanError
+from django_gearattach.gearman.protocol import parse_status
+from django_gearattach.models import Job
+from django_gearattach.submission import submit
+
+
+def json_value(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+        if not isinstance(value, kind):
+            raise argparse.ArgumentTypeError(f"must be a JSON {kind.__name__}")
+        return value
+
+    return parse
+
+
+class Command(BaseCommand):
+    help = "Submit a job, attach to one, print a record, or show the gearmand servers."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        p = sub.add_parser("submit", help="Submit a background job and print its key.")
+        p.add_argument("function")
+        p.add_argument("--key")
+        p.add_argument("--args", type=json_value(list), default=[])
+        p.add_argument("--kwargs", type=json_value(dict), default={})
+        p.add_argument("--priority", choices=["high", "normal", "low"])
+        p.add_argument("--rerun", action="store_true", help="Run a finished key again.")
+        p = sub.add_parser("attach", help="Print one JSON line per event until the outcome.")
+        p.add_argument("function")
+        p.add_argument("key")
+        p.add_argument("--timeout", type=float)
+        p = sub.add_parser("status", help="Print the job record as JSON.")
+        p.add_argument("function")
+        p.add_argument("key")
+        sub.add_parser("servers", help="Print each server's health and queue as JSON lines.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        try:
+            getattr(self, f"do_{action}")(options)
+        except JobNotFound as exc:
+            self.stderr.write(str(exc))
+            sys.exit(2)
+        except (GearattachError, GearmanError) as exc:
+            raise CommandError(str(exc)) from None
+
+    def _print(self, value: Any) -> None:
+        self.stdout.write(json.dumps(value, default=str))
+        self.stdout.flush()
+
+    def do_submit(self, options: dict[str, Any]) -> None:
+        job = submit(
+            options["function"],
+            options["args"],
+            options["kwargs"],
+            key=options["key"],
+            priority=options["priority"],
+            rerun=options["rerun"],
+        )
+        self.stdout.write(job.key)
+
+    def do_attach(self, options: dict[str, Any]) -> None:
+        for event in attach(options["function"], options["key"], timeout=options["timeout"]):
+            self._print(event.as_dict())
+            if event.event == "failed":
+                sys.exit(1)
+
+    def do_status(self, options: dict[str, Any]) -> None:
+        job = Job.objects.for_key(options["function"], options["key"]).first()
+        if job is None:
+            raise JobNotFound(options["function"], options["key"])
+        self._print(job.as_dict())
+
+    def do_servers(self, options: dict[str, Any]) -> None:
+        for address in conf.SERVERS:
+            report: dict[str, Any] = {"server": str(address)}
+            try:
+                report["version"] = admin_command(address, "version")[0].removeprefix("OK ")
+                report["functions"] = [
+                    {"function": f.function, "queued": f.queued, "running": f.running,
+                     "workers": f.workers}
+                    for f in parse_status(admin_command(address, "status"))
+                ]
+                report["reachable"] = True
+            except GearmanError as exc:
+                report.update(reachable=False, error=str(exc))
+            self._print(report)

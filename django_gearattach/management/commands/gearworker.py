@@ -1,0 +1,62 @@
+"""``manage.py gearworker``: run the registered tasks' workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils.module_loading import autodiscover_modules
+
+from django_gearattach.conf import conf
+from django_gearattach.exceptions import UnknownTask
+from django_gearattach.supervisor import Supervisor
+from django_gearattach.tasks import get_task, registered_tasks
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+class Command(BaseCommand):
+    help = "Run Gearman workers for the registered tasks (found in each app's tasks.py)."
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--function",
+            action="append",
+            dest="functions",
+            metavar="NAME",
+            help="Only run this Gearman function (repeatable). Default: every task.",
+        )
+        parser.add_argument(
+            "--concurrency", type=positive_int, default=1, help="Worker processes (default 1)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        autodiscover_modules("tasks")
+        tasks = registered_tasks()
+        if options["functions"]:
+            try:
+                selected = [get_task(name) for name in options["functions"]]
+            except UnknownTask as exc:
+                raise CommandError(str(exc)) from None
+        else:
+            selected = list(tasks.values())
+        if not selected:
+            raise CommandError("no tasks are registered: decorate functions with @task")
+        if options["verbosity"] >= 1:
+            logger = logging.getLogger("django_gearattach")
+            if not logger.handlers:
+                handler = logging.StreamHandler(self.stderr._out)
+                handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+                logger.addHandler(handler)
+                logger.setLevel(logging.DEBUG if options["verbosity"] > 1 else logging.INFO)
+        Supervisor(selected, conf.SERVERS, options["concurrency"]).run()

@@ -1,0 +1,140 @@
+"""The job record: one row per (function, key), owned by the workers that run it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETE = "complete", "Complete"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE = (Status.QUEUED, Status.RUNNING)
+FINISHED = (Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED)
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def for_key(self, function: str, key: str) -> JobQuerySet:
+        return self.filter(function=function, key=key)
+
+    def active(self) -> JobQuerySet:
+        return self.filter(status__in=ACTIVE)
+
+    def finished(self) -> JobQuerySet:
+        return self.filter(status__in=FINISHED)
+
+    def failed(self) -> JobQuerySet:
+        return self.filter(status=Status.FAILED)
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    function = models.CharField(max_length=255)
+    key = models.CharField(max_length=63)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    priority = models.CharField(max_length=8, default="normal")
+    arguments = models.JSONField(
+        null=True, blank=True, help_text="{'args': [...], 'kwargs': {...}} as submitted."
+    )
+    progress_numerator = models.BigIntegerField(default=0)
+    progress_denominator = models.BigIntegerField(default=0)
+    data = models.JSONField(null=True, blank=True, help_text="The last WORK_DATA payload.")
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    server = models.CharField(max_length=255, blank=True, help_text="gearmand host:port.")
+    handle = models.CharField(max_length=64, blank=True, help_text="gearmand job handle.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="gearattach_jobs",
+    )
+    session_key = models.CharField(max_length=40, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    worker_host = models.CharField(max_length=255, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["function", "key"], name="gearattach_job_function_key")
+        ]
+        indexes = [
+            models.Index(fields=["status", "-created_at"], name="gearattach_status_created"),
+            models.Index(fields=["function", "-created_at"], name="gearattach_function_created"),
+            models.Index(fields=["-created_at"], name="gearattach_created"),
+            models.Index(fields=["server", "status"], name="gearattach_server_status"),
+        ]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.function}[{self.key}] {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE
+
+    @property
+    def progress(self) -> float | None:
+        """Progress as a fraction in [0, 1], or None when the task never reported any."""
+        if self.progress_denominator <= 0:
+            return None
+        return min(max(self.progress_numerator / self.progress_denominator, 0.0), 1.0)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as JSON-ready data (``manage.py gearattach status``, HTTP endpoints)."""
+
+        def iso(value: Any) -> str | None:
+            return value.isoformat() if value is not None else None
+
+        return {
+            "id": str(self.id),
+            "function": self.function,
+            "key": self.key,
+            "status": self.status,
+            "progress": {
+                "numerator": self.progress_numerator,
+                "denominator": self.progress_denominator,
+            },
+            "data": self.data,
+            "result": self.result,
+            "error": self.error,
+            "server": self.server,
+            "handle": self.handle,
+            "attempts": self.attempts,
+            "worker": {"host": self.worker_host, "pid": self.worker_pid},
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+    def mark_cancelled(self) -> None:
+        self.status = Status.CANCELLED
+        self.finished_at = timezone.now()
+        self.save(update_fields=["status", "finished_at"])

@@ -1,0 +1,94 @@
+"""What travels in Gearman packets: JSON arguments, JSON results, the attach marker.
+
+Arguments are ``{"args": [...], "kwargs": {...}}`` or empty for none, so the stock
+``gearman`` CLI can submit jobs. Never pickle: a worker must not execute what a
+client sends.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .exceptions import BadPayload, InvalidKey
+from .gearman.protocol import MAX_UNIQUE_BYTES
+
+#: Sent as the data of an attach request. A worker that receives it answers from the
+#: job record instead of running anything the payload says.
+ATTACH_MARKER = b'{"gearattach": "attach"}'
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise BadPayload(f"value is not JSON serialisable: {exc}") from exc
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON types (what the database and the wire will hold)."""
+    return json.loads(dumps(value))
+
+
+def encode_arguments(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
+    if not args and not kwargs:
+        return b""
+    return dumps({"args": list(args), "kwargs": dict(kwargs or {})})
+
+
+def decode_arguments(data: bytes) -> tuple[list[Any], dict[str, Any]]:
+    """Parse job data; raise :class:`BadPayload` with a message saying what was wrong."""
+    if not data.strip():
+        return [], {}
+    try:
+        value = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadPayload(
+            'job data is not JSON; send {"args": [...], "kwargs": {...}} or nothing'
+        ) from exc
+    if not isinstance(value, dict) or not set(value) <= {"args", "kwargs"}:
+        raise BadPayload('job data must be a JSON object with only "args" and "kwargs"')
+    args, kwargs = value.get("args", []), value.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise BadPayload('"args" must be a JSON array and "kwargs" a JSON object')
+    return args, kwargs
+
+
+def is_attach_marker(data: bytes) -> bool:
+    return data == ATTACH_MARKER
+
+
+def decode_result(data: bytes) -> Any:
+    """A WORK_COMPLETE payload; data that is not JSON (a foreign worker's) stays text."""
+    if not data:
+        return None
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return data.decode("utf-8", "replace")
+
+
+def new_key() -> str:
+    """A random key of 128 bits (32 hex characters)."""
+    return secrets.token_hex(16)
+
+
+def check_key(key: str) -> bytes:
+    """Validate a caller's key and return its bytes."""
+    if not isinstance(key, str):
+        raise InvalidKey(f"a job key must be a string, got {type(key).__name__}")
+    raw = key.encode()
+    if not raw:
+        raise InvalidKey("a job key must not be empty")
+    if b"\0" in raw:
+        raise InvalidKey("a job key must not contain NUL characters")
+    if len(raw) > MAX_UNIQUE_BYTES:
+        raise InvalidKey(
+            f"a job key is at most {MAX_UNIQUE_BYTES} bytes in UTF-8, this one has {len(raw)}; "
+            "gearmand truncates longer keys silently. Hash long keys (e.g. sha256 hex[:40])."
+        )
+    return raw

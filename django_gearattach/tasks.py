@@ -1,0 +1,159 @@
+"""The ``@task`` decorator, the task registry and the context a running task reports to."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
+
+from .exceptions import UnknownTask
+
+if TYPE_CHECKING:
+    from .models import Job
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_registry: dict[str, Task[Any, Any]] = {}
+
+
+class Reporter(Protocol):
+    """Where a running task's reports go (the worker, or a test double of it)."""
+
+    def progress(self, numerator: int, denominator: int) -> None: ...
+    def data(self, value: Any) -> None: ...
+    def warning(self, message: str) -> None: ...
+
+
+class JobContext:
+    """Handed to ``bind=True`` tasks and returned by :func:`current_job` inside a task."""
+
+    def __init__(self, function: str, key: str, reporter: Reporter) -> None:
+        self.function = function
+        self.key = key
+        self._reporter = reporter
+
+    def progress(self, numerator: int, denominator: int) -> None:
+        """Report progress: sent to attached clients (WORK_STATUS) and kept in the record."""
+        self._reporter.progress(int(numerator), int(denominator))
+
+    def data(self, value: Any) -> None:
+        """Send intermediate JSON data to attached clients (WORK_DATA)."""
+        self._reporter.data(value)
+
+    def warning(self, message: str) -> None:
+        """Send a warning to attached clients (WORK_WARNING)."""
+        self._reporter.warning(str(message))
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "gearattach_job", default=None
+)
+
+
+def current_job() -> JobContext | None:
+    """The context of the task running in this thread, or None outside a task."""
+    return _current.get()
+
+
+class Task(Generic[P, R]):
+    """A function registered under a Gearman function name."""
+
+    def __init__(
+        self, func: Callable[..., R], name: str, priority: str | None, bind: bool
+    ) -> None:
+        self.func = func
+        self.name = name
+        self.priority = priority
+        self.bind = bind
+        functools.update_wrapper(self, func)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function directly, in this process (no Gearman involved)."""
+        if self.bind:
+            return self.func(current_job(), *args, **kwargs)
+        return self.func(*args, **kwargs)
+
+    def run(self, context: JobContext, args: list[Any], kwargs: dict[str, Any]) -> R:
+        token = _current.set(context)
+        try:
+            if self.bind:
+                return self.func(context, *args, **kwargs)
+            return self.func(*args, **kwargs)
+        finally:
+            _current.reset(token)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Submit as a background job with a random key; return its record."""
+        from .submission import submit
+
+        return submit(self, args=args, kwargs=kwargs)
+
+    async def asubmit(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        from .submission import asubmit
+
+        return await asubmit(self, args=args, kwargs=kwargs)
+
+
+@overload
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
+@overload
+def task(
+    *, name: str | None = None, priority: str | None = None, bind: bool = False
+) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
+
+
+def task(
+    func: Callable[..., R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    priority: str | None = None,
+    bind: bool = False,
+) -> Task[Any, R] | Callable[[Callable[..., R]], Task[Any, R]]:
+    """Register a function as a task.
+
+    The Gearman function name defaults to ``"module.qualname"``; ``name=`` overrides
+    it (``@task(name="example.slow")``). With ``bind=True`` the function receives a
+    :class:`JobContext` as its first argument.
+    """
+
+    def register(f: Callable[..., R]) -> Task[Any, R]:
+        task_name = name or f"{f.__module__}.{f.__qualname__}"
+        existing = _registry.get(task_name)
+        if existing is not None and existing.func is not f and _origin(existing.func) != _origin(f):
+            raise ValueError(
+                f"two tasks are registered as {task_name!r}: {_origin(existing.func)} and "
+                f"{_origin(f)}; give one of them another name="
+            )
+        registered: Task[Any, R] = Task(f, task_name, priority, bind)
+        _registry[task_name] = registered
+        return registered
+
+    return register(func) if func is not None else register
+
+
+def _origin(func: Callable[..., Any]) -> str:
+    return f"{func.__module__}.{func.__qualname__}"
+
+
+def get_task(name: str) -> Task[Any, Any]:
+    try:
+        return _registry[name]
+    except KeyError:
+        raise UnknownTask(
+            f"no task is registered as {name!r}; is its module imported? Tasks in an app's "
+            "tasks.py are found automatically."
+        ) from None
+
+
+def registered_tasks() -> dict[str, Task[Any, Any]]:
+    return dict(_registry)
+
+
+def function_name(task_or_name: Task[Any, Any] | str) -> str:
+    return task_or_name if isinstance(task_or_name, str) else task_or_name.name

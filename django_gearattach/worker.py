@@ -1,0 +1,239 @@
+"""The worker loop: run assigned jobs and keep their records.
+
+Per job the normal path costs two database round trips: one upsert-like UPDATE
+that marks the job running (and counts the attempt), one UPDATE with the outcome.
+The outcome is committed BEFORE WORK_COMPLETE/WORK_EXCEPTION is sent, so anyone
+who sees gearmand forget the job finds the outcome in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import DatabaseError, IntegrityError, close_old_connections
+from django.db.models import F
+from django.utils import timezone
+
+from .conf import conf
+from .exceptions import BadPayload, GearattachError
+from .gearman.errors import GearmanError
+from .gearman.protocol import Command
+from .gearman.routing import Address
+from .gearman.worker import Assignment, WorkerPool
+from .models import ACTIVE, Job, Status
+from .payload import decode_arguments, dumps, is_attach_marker
+from .tasks import JobContext, Task
+
+logger = logging.getLogger("django_gearattach.worker")
+
+
+class _Reporter:
+    """Sends a running task's reports to gearmand and (throttled) to its record."""
+
+    def __init__(self, job: Assignment, key: str, interval: float) -> None:
+        self.job = job
+        self.rows = Job.objects.for_key(job.function, key)
+        self.interval = interval
+        self._last_write = 0.0
+        self._unsaved: dict[str, Any] = {}
+
+    def progress(self, numerator: int, denominator: int) -> None:
+        self.job.send(Command.WORK_STATUS, numerator, denominator)
+        self._save(progress_numerator=numerator, progress_denominator=denominator)
+
+    def data(self, value: Any) -> None:
+        raw = dumps(value)
+        self.job.send(Command.WORK_DATA, raw)
+        self._save(data=json.loads(raw))
+
+    def warning(self, message: str) -> None:
+        self.job.send(Command.WORK_WARNING, message)
+
+    def _save(self, **fields: Any) -> None:
+        self._unsaved.update(fields)
+        now = time.monotonic()
+        if now - self._last_write >= self.interval:
+            self.flush_fields()
+            self._last_write = now
+
+    def flush_fields(self) -> dict[str, Any]:
+        """Write pending fields now; also returns them for the final update."""
+        fields, self._unsaved = self._unsaved, {}
+        if fields:
+            self.rows.update(**fields)
+        return fields
+
+    def pending(self) -> dict[str, Any]:
+        fields, self._unsaved = self._unsaved, {}
+        return fields
+
+
+class Worker:
+    """Runs jobs for ``tasks`` from every server until :meth:`stop` is called."""
+
+    def __init__(self, tasks: Iterable[Task[Any, Any]], servers: list[Address]) -> None:
+        self.tasks = {t.name: t for t in tasks}
+        if not self.tasks:
+            raise GearattachError("no tasks to run: register some with @task first")
+        self.pool = WorkerPool(servers, self.tasks, timeout=conf.TIMEOUT)
+        self.host = socket.gethostname()[:255]
+        self.pid = os.getpid()
+        self._stop = threading.Event()
+        self.jobs_done = 0
+
+    def stop(self) -> None:
+        """Finish the current job, then return from :meth:`run`."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, max_jobs: int | None = None) -> None:
+        self.pid = os.getpid()
+        try:
+            while not self._stop.is_set():
+                job = self.pool.grab(wait=0.5)
+                if job is None:
+                    continue
+                close_old_connections()
+                self.handle(job)
+                self.jobs_done += 1
+                if max_jobs is not None and self.jobs_done >= max_jobs:
+                    break
+        finally:
+            self.pool.close()
+
+    # -- one job -----------------------------------------------------------------------
+    def handle(self, job: Assignment) -> None:
+        key = job.unique.decode("utf-8", "replace")
+        started = time.monotonic()
+        try:
+            outcome = self._handle(job, key)
+        except (GearmanError, DatabaseError) as exc:
+            # Nothing was reported: dropping the connection makes gearmand requeue the job.
+            logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
+            self.pool.report_failure(job)
+            return
+        logger.info(
+            "job %s[%s] %s in %.3fs (server %s)",
+            job.function, key, outcome, time.monotonic() - started, job.server,
+        )
+
+    def _handle(self, job: Assignment, key: str) -> str:
+        rows = Job.objects.for_key(job.function, key)
+        if is_attach_marker(job.data):
+            record = rows.first()
+            if record is None:
+                return self._send_error(job, f"JobNotFound: no job {job.function}[{key}]")
+            if record.is_finished:
+                return self._answer_stored(job, record)
+            if record.arguments is None:
+                message = "the job was lost and its arguments are unknown"
+                self._finish(rows, Status.LOST, error=message)
+                return self._send_error(job, message)
+            payload: bytes | dict[str, Any] = record.arguments
+        else:
+            payload = job.data
+        try:
+            args, kwargs = (
+                decode_arguments(payload) if isinstance(payload, bytes) else _split(payload)
+            )
+            problem = None
+        except BadPayload as exc:
+            args, kwargs, problem = [], {}, str(exc)
+        verdict = self._start(job, key, rows, None if problem else {"args": args, "kwargs": kwargs})
+        if verdict is not None:
+            return verdict
+        if problem is not None:
+            self._finish(rows, Status.FAILED, error=f"BadPayload: {problem}")
+            return self._send_error(job, f"BadPayload: {problem}")
+        return self._run(job, key, rows, args, kwargs)
+
+    def _start(
+        self, job: Assignment, key: str, rows: Any, arguments: dict[str, Any] | None
+    ) -> str | None:
+        """Mark the job running; return an outcome instead when it must not run."""
+        fields = {
+            "status": Status.RUNNING,
+            "started_at": timezone.now(),
+            "finished_at": None,
+            "handle": job.handle.decode(errors="replace"),
+            "server": str(job.server),
+            "worker_host": self.host,
+            "worker_pid": self.pid,
+        }
+        for _ in range(3):
+            updated = rows.filter(status__in=ACTIVE, attempts__lt=conf.MAX_ATTEMPTS).update(
+                attempts=F("attempts") + 1, **fields
+            )
+            if updated:
+                return None
+            record = rows.first()
+            if record is None:
+                try:
+                    Job.objects.create(
+                        function=job.function, key=key, attempts=1, arguments=arguments, **fields
+                    )
+                except IntegrityError:
+                    continue  # a submitter recorded it meanwhile: take the UPDATE path
+                return None
+            if record.is_finished:
+                return self._answer_stored(job, record)
+            message = (
+                f"gave up after {record.attempts} attempts: the job stopped its worker each "
+                "time (GEARATTACH['MAX_ATTEMPTS'])"
+            )
+            self._finish(rows, Status.FAILED, error=message)
+            return self._send_error(job, message)
+        raise DatabaseError(f"could not record job {job.function}[{key}]")
+
+    def _run(
+        self, job: Assignment, key: str, rows: Any, args: list[Any], kwargs: dict[str, Any]
+    ) -> str:
+        reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
+        context = JobContext(job.function, key, reporter)
+        try:
+            value = self.tasks[job.function].run(context, args, kwargs)
+            raw = dumps(value)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._finish(
+                rows, Status.FAILED, error=error, traceback=traceback.format_exc(),
+                **reporter.pending(),
+            )
+            return self._send_error(job, error)
+        self._finish(rows, Status.COMPLETE, result=json.loads(raw), **reporter.pending())
+        job.send(Command.WORK_COMPLETE, raw)
+        return "complete"
+
+    def _finish(self, rows: Any, status: Status, **fields: Any) -> None:
+        rows.update(status=status, finished_at=timezone.now(), **fields)
+
+    def _answer_stored(self, job: Assignment, record: Job) -> str:
+        if record.status == Status.COMPLETE:
+            job.send(Command.WORK_COMPLETE, dumps(record.result))
+            return "answered from the record (complete)"
+        self._send_error(job, record.error or f"the job was {record.status}")
+        return f"answered from the record ({record.status})"
+
+    def _send_error(self, job: Assignment, message: str) -> str:
+        # WORK_EXCEPTION ends the job in gearmand 1.1.20; clients that did not ask for
+        # exceptions receive WORK_FAIL from the server instead.
+        job.send(Command.WORK_EXCEPTION, message.encode("utf-8", "replace"))
+        return "failed"
+
+
+def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    args, kwargs = arguments.get("args", []), arguments.get("kwargs", {})
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise BadPayload("the stored arguments are malformed")
+    return args, kwargs

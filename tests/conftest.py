@@ -1,0 +1,81 @@
+"""Fixtures that start real gearmand servers and real gearworker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from django_gearattach.testing import Gearmand, GearmandNotFound, WorkerProcess, find_gearmand
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    try:
+        find_gearmand()
+    except GearmandNotFound as exc:
+        # Never skip silently: a run without gearmand fails loudly, saying how to fix it.
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.fixture
+def gearmand_factory() -> Iterator[Callable[..., Gearmand]]:
+    started: list[Gearmand] = []
+
+    def start(*extra_args: str) -> Gearmand:
+        server = Gearmand(extra_args=extra_args).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__()
+
+
+@pytest.fixture
+def gearmand(gearmand_factory: Callable[..., Gearmand], settings) -> Gearmand:
+    """One gearmand, configured as the only server."""
+    server = gearmand_factory()
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [server.address]}
+    return server
+
+
+@pytest.fixture
+def worker_factory(
+    transactional_db: None,
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``manage.py gearworker`` subprocesses on the test database."""
+    started: list[WorkerProcess] = []
+    env = {"GEARATTACH_TEST_DATABASE": str(connection.settings_dict["NAME"])}
+    if os.environ.get("DATABASE_URL"):
+        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
+
+    def start(servers: list[Gearmand], *args: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            [s.address for s in servers], "tests.settings", env=env, args=args, cwd=str(ROOT)
+        ).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.cleanup()
+
+
+@pytest.fixture
+def worker(gearmand: Gearmand, worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return worker_factory([gearmand])
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    """A file the ``tests.record`` task appends one line to per execution."""
+    return tmp_path / "executions.log"
+
+
+def executions(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []

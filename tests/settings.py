@@ -1,0 +1,95 @@
+"""Settings for the test suite (and for the gearworker subprocesses the tests start)."""
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "django_gearattach",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def database_from_url(url: str, default_test_name: str) -> dict:
+    if not url:
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": BASE_DIR / "db.sqlite3",
+            # A file, not memory: the gearworker subprocesses must see the same database.
+            "TEST": {"NAME": default_test_name},
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    parsed = urlparse(url)
+    if parsed.scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"DATABASE_URL {url!r}: only postgres:// and SQLite are supported")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/") or "test",
+        "USER": parsed.username or "postgres",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.hostname or "127.0.0.1",
+        "PORT": parsed.port or 5432,
+    }
+
+
+DATABASES = {
+    "default": database_from_url(
+        os.environ.get("DATABASE_URL", ""),
+        str(BASE_DIR / f"test-{os.getpid()}.sqlite3"),
+    )
+}
+# The suite's subprocesses use the test database that pytest-django created.
+if os.environ.get("GEARATTACH_TEST_DATABASE"):
+    DATABASES["default"]["NAME"] = os.environ["GEARATTACH_TEST_DATABASE"]
+
+GEARATTACH = {
+    "SERVERS": os.environ.get("GEARATTACH_SERVERS", "127.0.0.1:4730").split(","),
+    "MAX_ATTEMPTS": 3,
+    "TIMEOUT": 10.0,
+    "PROGRESS_WRITE_INTERVAL": 0,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"django_gearattach": {"handlers": ["console"], "level": "INFO"}},
+}
