@@ -15,7 +15,7 @@ from typing import Literal
 
 from . import linger
 from .connection import Connection
-from .errors import ServerError
+from .errors import ConnectionFailed, ServerError
 from .protocol import Command, Packet, Priority, check_unique, submit_command
 from .routing import Address
 
@@ -109,6 +109,23 @@ class Client:
         for conn in self._local.__dict__.pop("pool", {}).values():
             conn.close()
 
+    def request(
+        self, address: Address, command: Command, *args: bytes | str | int, reply: Command
+    ) -> Packet:
+        """A request on this thread's connection; a stale reused connection is retried once.
+
+        A kept connection may have been closed by a gearmand restart since its last
+        use; that shows only when it is used again, so one fresh attempt follows.
+        """
+        conn = self.connection(address)
+        reused = conn.connected
+        try:
+            return conn.request(command, *args, reply=reply)
+        except ConnectionFailed:
+            if not reused:
+                raise
+        return conn.request(command, *args, reply=reply)
+
     def submit_background(
         self,
         address: Address,
@@ -119,8 +136,8 @@ class Client:
     ) -> bytes:
         """Submit a background job and return its handle."""
         check_unique(unique)
-        conn = self.connection(address)
-        packet = conn.request(
+        packet = self.request(
+            address,
             submit_command(priority, background=True),
             function,
             unique,
@@ -131,15 +148,13 @@ class Client:
 
     def status_unique(self, address: Address, unique: bytes) -> UniqueStatus:
         check_unique(unique)
-        packet = self.connection(address).request(
-            Command.GET_STATUS_UNIQUE, unique, reply=Command.STATUS_RES_UNIQUE
+        packet = self.request(
+            address, Command.GET_STATUS_UNIQUE, unique, reply=Command.STATUS_RES_UNIQUE
         )
         return UniqueStatus.from_packet(packet)
 
     def echo(self, address: Address, payload: bytes = b"ping") -> bytes:
-        return self.connection(address).request(
-            Command.ECHO_REQ, payload, reply=Command.ECHO_RES
-        ).args[0]
+        return self.request(address, Command.ECHO_REQ, payload, reply=Command.ECHO_RES).args[0]
 
     def foreground(
         self,

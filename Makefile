@@ -1,0 +1,36 @@
+# `make test` and `make demo` do all the set-up on a fresh Debian/Ubuntu machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test demo bench lint docs gearmand clean
+
+$(BIN)/tox: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet tox -e '.[test]'
+	touch $@
+
+gearmand:
+	@if ! command -v gearmand >/dev/null && [ ! -x /usr/sbin/gearmand ]; then \
+		echo "Installing gearmand (gearman-job-server, gearman-tools) with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q gearman-job-server gearman-tools; \
+	fi
+
+## Every check: ruff, mypy, makemigrations --check, the suite on Django 5.2 and 6
+## with SQLite and PostgreSQL, and the Sphinx docs with warnings as errors.
+test: gearmand $(BIN)/tox
+	$(BIN)/python tests/matrix.py $(ARGS)
+
+## The example project: gearmand, two workers and the web server. Ctrl-C stops all.
+demo: gearmand $(BIN)/tox
+	$(BIN)/python example_project/rundemo.py
+
+## Benchmark: raw gearmand floor versus end-to-end jobs/s on SQLite and PostgreSQL.
+bench: gearmand $(BIN)/tox
+	$(BIN)/python -m django_gearattach.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) .tox docs/_build

@@ -1,0 +1,63 @@
+"""Small helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from django.db import close_old_connections
+
+from django_gearattach import attach
+from django_gearattach.attachment import JobEvent
+from django_gearattach.clients import get_client
+from django_gearattach.gearman.routing import Address
+from django_gearattach.models import Job
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_status(function: str, key: str, status: str, timeout: float = 20.0) -> Job:
+    def check() -> Job | None:
+        return Job.objects.filter(function=function, key=key, status=status).first()
+
+    return wait_until(check, timeout, f"{function}[{key}] to be {status}")
+
+
+def foreground_clients(address: str, key: str) -> int:
+    return get_client().status_unique(Address.parse(address), key.encode()).clients
+
+
+class AttachThread(threading.Thread):
+    """Runs the sync ``attach`` in a thread and keeps every event it got."""
+
+    def __init__(self, function: str, key: str, timeout: float = 30.0) -> None:
+        super().__init__(daemon=True)
+        self.function, self.key, self.timeout = function, key, timeout
+        self.events: list[JobEvent] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for event in attach(self.function, self.key, timeout=self.timeout):
+                self.events.append(event)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            close_old_connections()
+
+    def result(self) -> list[JobEvent]:
+        self.join(self.timeout + 5)
+        assert not self.is_alive(), "attach did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.events
