@@ -43,8 +43,8 @@ class Command(BaseCommand):
         p = sub.add_parser("submit", help="Submit a background job and print its key.")
         p.add_argument("function")
         p.add_argument("--key")
-        p.add_argument("--args", type=json_value(list), default=[])
-        p.add_argument("--kwargs", type=json_value(dict), default={})
+        p.add_argument("--args", dest="job_args", type=json_value(list), default=[])
+        p.add_argument("--kwargs", dest="job_kwargs", type=json_value(dict), default={})
         p.add_argument("--priority", choices=["high", "normal", "low"])
         p.add_argument("--rerun", action="store_true", help="Run a finished key again.")
         p = sub.add_parser("attach", help="Print one JSON line per event until the outcome.")
@@ -73,8 +73,8 @@ class Command(BaseCommand):
     def do_submit(self, options: dict[str, Any]) -> None:
         job = submit(
             options["function"],
-            options["args"],
-            options["kwargs"],
+            options["job_args"],
+            options["job_kwargs"],
             key=options["key"],
             priority=options["priority"],
             rerun=options["rerun"],

@@ -1,0 +1,89 @@
+"""``manage.py gearattach``: submit, attach, status and servers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from django_gearattach.models import Job
+from django_gearattach.testing import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("gearattach", *args, stdout=out, stderr=err)
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_submit_prints_the_key_and_attach_prints_events(gearmand, worker, tmp_path):
+    code, out, _ = run("submit", "tests.record", "--args", json.dumps([str(tmp_path / "log")]),
+                       "--kwargs", '{"steps": 2}', "--key", "cli-1")
+    assert (code, out.strip()) == (0, "cli-1")
+    code, out, _ = run("attach", "tests.record", "cli-1", "--timeout", "20")
+    events = lines(out)
+    assert code == 0
+    assert events[-1]["event"] == "complete"
+    assert set(events[-1]["result"]) == {"done"}
+
+
+def test_attach_exits_1_on_failure(gearmand, worker):
+    run("submit", "tests.fail", "--key", "cli-2", "--args", '["nope"]')
+    code, out, _ = run("attach", "tests.fail", "cli-2", "--timeout", "20")
+    assert code == 1
+    assert lines(out)[-1] == {"event": "failed", "error": "ValueError: nope"}
+
+
+def test_attach_exits_2_for_an_unknown_key_and_creates_nothing(gearmand):
+    code, out, err = run("attach", "tests.add", "never-submitted")
+    assert (code, out) == (2, "")
+    assert "never submitted" in err
+    assert not Job.objects.exists()
+
+
+def test_status_prints_the_record(gearmand):
+    run("submit", "tests.add", "--args", "[1, 2]", "--key", "cli-3")
+    code, out, _ = run("status", "tests.add", "cli-3")
+    record = json.loads(out)
+    assert (code, record["status"], record["key"]) == (0, "queued", "cli-3")
+    code, _, err = run("status", "tests.add", "nope")
+    assert code == 2
+
+
+def test_servers_reports_health_and_queue(gearmand, settings):
+    down = f"127.0.0.1:{free_port()}"
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [gearmand.address, down]}
+    run("submit", "tests.add", "--args", "[1, 2]")
+    code, out, _ = run("servers")
+    up, gone = lines(out)
+    assert up["reachable"] is True
+    assert up["version"].startswith("1.1")
+    assert {"function": "tests.add", "queued": 1, "running": 0, "workers": 0} in up["functions"]
+    assert gone == {"server": down, "reachable": False, "error": gone["error"]}
+    assert "cannot connect" in gone["error"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "tests.add", "--args", "{not json"], "not valid JSON"),
+        (["submit", "tests.add", "--args", '{"a": 1}'], "must be a JSON list"),
+        (["submit", "tests.add", "--key", "x" * 64], "at most 63 bytes"),
+    ],
+)
+def test_bad_input_is_a_clear_error(gearmand, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("gearattach", *args)
+    assert not Job.objects.exists()
