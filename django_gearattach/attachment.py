@@ -139,19 +139,31 @@ class _Clock:
         return delay if left is None else min(delay, left)
 
 
+def _target(
+    job: Job | Task[Any, Any] | str, key: str | None
+) -> tuple[str, str, bytes, Job | None]:
+    if isinstance(job, Job):
+        return job.function, job.key, check_key(job.key), job
+    if key is None:
+        raise TypeError("attach(function, key) needs a key (or pass the Job record alone)")
+    return function_name(job), key, check_key(key), None
+
+
 def attach(
-    function: Task[Any, Any] | str, key: str, *, timeout: float | None = None
+    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
 ) -> Iterator[JobEvent]:
     """Yield the job's events until ``complete`` or ``failed``.
 
-    Raises :class:`JobNotFound` for an unknown key and :class:`AttachTimeout` when
-    ``timeout`` seconds pass first (the job itself keeps running).
+    Call it as ``attach(function, key)`` or with a record, ``attach(job)`` (which
+    saves reading the record first). Raises :class:`JobNotFound` for an unknown key
+    and :class:`AttachTimeout` when ``timeout`` seconds pass first (the job itself
+    keeps running).
     """
-    name = function_name(function)
-    unique = check_key(key)
+    name, key, unique, record = _target(job, key)
     client = get_client()
     clock = _Clock(timeout)
-    record = _load(name, key)
+    if record is None:
+        record = _load(name, key)
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:
@@ -220,18 +232,18 @@ def _revive_sync(record: Job, function: str, unique: bytes) -> None:
 
 
 async def aattach(
-    function: Task[Any, Any] | str, key: str, *, timeout: float | None = None
+    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
 ) -> AsyncIterator[JobEvent]:
     """The async twin of :func:`attach`, on the event loop's shared connections.
 
     Many attachers of one job in one event loop share one gearmand attachment.
     """
-    name = function_name(function)
-    unique = check_key(key)
+    name, key, unique, record = _target(job, key)
     client = get_async_client()
     clock = _Clock(timeout)
     load = sync_to_async(_load)
-    record = await load(name, key)
+    if record is None:
+        record = await load(name, key)
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:

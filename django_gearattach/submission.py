@@ -1,13 +1,16 @@
 """``submit``/``asubmit``: record a job and hand it to gearmand as a background job.
 
-gearmand gets the job first and the record is inserted after, so a submission costs
-one database round trip. A worker that starts the job before the insert lands
-records it itself (it upserts by function and key); the insert then only adds what
-the worker could not know (owner, session, priority).
+The record is inserted first (one database round trip), then gearmand gets the job,
+so a worker always finds the record it updates. Inside ``transaction.atomic`` the
+gearmand submit waits for the commit (``on_commit``): a worker never starts a job
+whose record may still be rolled back. The job handle is recorded by the worker
+when the job starts.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +28,8 @@ from .gearman.routing import Address
 from .models import Job, Status
 from .payload import check_key, encode_arguments, new_key, to_json_value
 from .tasks import Task, function_name
+
+logger = logging.getLogger("django_gearattach")
 
 
 class _Request:
@@ -76,14 +81,8 @@ class _Request:
             created_at=timezone.now(),
         )
 
-    def record(self, server: Address, handle: bytes, existing: Job | None) -> Job:
-        fields: dict[str, Any] = {
-            "server": str(server),
-            "handle": handle.decode(errors="replace"),
-        }
-        if existing is not None:
-            Job.objects.filter(pk=existing.pk).update(**fields)
-            return Job.objects.get(pk=existing.pk)
+    def insert(self) -> tuple[Job, bool]:
+        """Insert the queued record on the key's home server; an existing one wins."""
         job = Job(
             function=self.function,
             key=self.key,
@@ -92,7 +91,7 @@ class _Request:
             arguments=self.arguments,
             owner=self.owner,
             session_key=self.session_key,
-            **fields,
+            server=str(self.servers[0]),
         )
         try:
             if connection.in_atomic_block:
@@ -101,46 +100,58 @@ class _Request:
             else:
                 job.save(force_insert=True)
         except IntegrityError:
-            # A worker (or a concurrent submitter of the same key) recorded it first.
-            rows = Job.objects.for_key(self.function, self.key)
-            rows.filter(owner__isnull=True, session_key="").update(
-                owner=self.owner, session_key=self.session_key
-            )
-            rows.update(priority=self.priority)
-            return rows.get()
-        return job
+            # A concurrent submitter of the same key recorded it first and submits it.
+            return Job.objects.for_key(self.function, self.key).get(), False
+        return job, True
 
-    def failed(self, reason: str, existing: Job | None) -> SubmitFailed:
+    def sent_to(self, job: Job, server: Address) -> None:
+        """Record a failover (the job went to another server than its home)."""
+        if str(server) != job.server:
+            job.server = str(server)
+            Job.objects.filter(pk=job.pk).update(server=job.server)
+
+    def failed(self, job: Job, reason: str) -> SubmitFailed:
         message = f"no gearmand accepted the job ({reason}); is gearmand running?"
-        if existing is not None:
-            Job.objects.filter(pk=existing.pk).update(
-                status=Status.FAILED, error=message, finished_at=timezone.now()
-            )
-        else:
-            Job.objects.get_or_create(
-                function=self.function,
-                key=self.key,
-                defaults={
-                    "status": Status.FAILED,
-                    "priority": self.priority,
-                    "arguments": self.arguments,
-                    "owner": self.owner,
-                    "session_key": self.session_key,
-                    "error": message,
-                    "finished_at": timezone.now(),
-                },
-            )
+        job.status, job.error, job.finished_at = Status.FAILED, message, timezone.now()
+        Job.objects.filter(pk=job.pk).update(
+            status=job.status, error=message, finished_at=job.finished_at
+        )
         return SubmitFailed(message)
 
 
-def _decide(request: _Request, existing: Job | None, rerun: bool) -> Job | None:
-    """The existing record to return instead of submitting, if any."""
+def _prepare(request: _Request, rerun: bool) -> tuple[Job, bool]:
+    """The record to return, and whether gearmand must be sent the job."""
+    existing = request.existing()
     if existing is None:
-        return None
+        return request.insert()
     if existing.is_active or not rerun:
-        return existing
+        return existing, False
     request.reset(existing)
-    return None
+    existing.refresh_from_db()
+    return existing, True
+
+
+def _send(request: _Request, job: Job) -> None:
+    client = get_client()
+    errors = []
+    for address in request.servers:
+        try:
+            client.submit_background(
+                address, request.function, request.unique, request.data, request.priority
+            )
+        except ConnectionFailed as exc:
+            errors.append(str(exc))
+            continue
+        request.sent_to(job, address)
+        return
+    raise request.failed(job, "; ".join(errors))
+
+
+def _send_on_commit(request: _Request, job: Job) -> None:
+    try:
+        _send(request, job)
+    except SubmitFailed as exc:
+        logger.error("job %s[%s] not submitted after commit: %s", job.function, job.key, exc)
 
 
 def submit(
@@ -159,24 +170,18 @@ def submit(
     With ``key=None`` a random 128-bit key is used. With a key whose job is queued or
     running, nothing new is submitted and that job's record is returned (attach to
     it). With a key whose job finished, the stored record is returned, unless
-    ``rerun=True`` asks to run it again.
+    ``rerun=True`` asks to run it again. Inside ``transaction.atomic`` gearmand gets
+    the job when the transaction commits. Raises :class:`SubmitFailed` (and marks
+    the record failed) when no configured gearmand accepts it.
     """
     request = _Request(task, args, kwargs, key, priority, owner, session_key)
-    existing = request.existing()
-    if (answer := _decide(request, existing, rerun)) is not None:
-        return answer
-    client = get_client()
-    errors = []
-    for address in request.servers:
-        try:
-            handle = client.submit_background(
-                address, request.function, request.unique, request.data, request.priority
-            )
-        except ConnectionFailed as exc:
-            errors.append(str(exc))
-            continue
-        return request.record(address, handle, existing)
-    raise request.failed("; ".join(errors), existing)
+    job, send = _prepare(request, rerun)
+    if send:
+        if connection.in_atomic_block:
+            transaction.on_commit(functools.partial(_send_on_commit, request, job))
+        else:
+            _send(request, job)
+    return job
 
 
 async def asubmit(
@@ -190,22 +195,22 @@ async def asubmit(
     owner: AbstractBaseUser | None = None,
     session_key: str = "",
 ) -> Job:
-    """The async twin of :func:`submit`."""
+    """The async twin of :func:`submit`, on the event loop's shared connections."""
     request = _Request(task, args, kwargs, key, priority, owner, session_key)
-    existing = await sync_to_async(request.existing)() if request.caller_key else None
-    if existing is not None:
-        answer = await sync_to_async(_decide)(request, existing, rerun)
-        if answer is not None:
-            return answer
+    job, send = await sync_to_async(_prepare)(request, rerun)
+    if not send:
+        return job
     client = get_async_client()
     errors = []
     for address in request.servers:
         try:
-            handle = await client.connection(address).submit_background(
+            await client.connection(address).submit_background(
                 request.function, request.unique, request.data, request.priority
             )
         except ConnectionFailed as exc:
             errors.append(str(exc))
             continue
-        return await sync_to_async(request.record)(address, handle, existing)
-    raise await sync_to_async(request.failed)("; ".join(errors), existing)
+        if str(address) != job.server:
+            await sync_to_async(request.sent_to)(job, address)
+        return job
+    raise await sync_to_async(request.failed)(job, "; ".join(errors))

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, close_old_connections
+from django.db import DatabaseError, IntegrityError, connections
 from django.db.models import F
 from django.utils import timezone
 
@@ -104,7 +104,7 @@ class Worker:
                 job = self.pool.grab(wait=0.5)
                 if job is None:
                     continue
-                close_old_connections()
+                _drop_broken_connections()
                 self.handle(job)
                 self.jobs_done += 1
                 if max_jobs is not None and self.jobs_done >= max_jobs:
@@ -188,6 +188,8 @@ class Worker:
                 return None
             if record.is_finished:
                 return self._answer_stored(job, record)
+            if record.attempts < conf.MAX_ATTEMPTS:
+                continue  # the submitter's insert landed between our UPDATE and SELECT
             message = (
                 f"gave up after {record.attempts} attempts: the job stopped its worker each "
                 "time (GEARATTACH['MAX_ATTEMPTS'])"
@@ -230,6 +232,16 @@ class Worker:
         # exceptions receive WORK_FAIL from the server instead.
         job.send(Command.WORK_EXCEPTION, message.encode("utf-8", "replace"))
         return "failed"
+
+
+def _drop_broken_connections() -> None:
+    # A worker keeps its database connections across jobs (reconnecting per job, as
+    # CONN_MAX_AGE=0 would, costs more than a no-op job); only a broken one is dropped.
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            conn.errors_occurred = False
+            if not conn.is_usable():
+                conn.close()
 
 
 def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

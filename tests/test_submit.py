@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.db import transaction
 
 from django_gearattach import InvalidKey, SubmitFailed, attach, submit, task
 from django_gearattach.clients import get_client
@@ -30,8 +31,32 @@ def test_the_record_holds_what_was_submitted(gearmand):
     assert record.arguments == {"args": [2], "kwargs": {"b": 3}}
     assert record.status == Status.QUEUED
     assert record.server == gearmand.address
-    assert record.handle.startswith("H:")
+    assert record.handle == ""  # the worker records the handle when the job starts
     assert get_client().status_unique(Address.parse(gearmand.address), job.key.encode()).known
+
+
+def test_the_worker_records_the_handle_and_where_it_ran(gearmand, worker):
+    job = add.submit(2, 3)
+    record = wait_for_status("tests.add", job.key, Status.COMPLETE)
+    assert record.handle.startswith("H:")
+    assert (record.result, record.attempts, record.worker_pid) == (5, 1, worker.pid)
+
+
+def test_inside_a_transaction_gearmand_gets_the_job_on_commit(gearmand):
+    address = Address.parse(gearmand.address)
+    with transaction.atomic():
+        job = submit("tests.add", [1, 2])
+        assert not get_client().status_unique(address, job.key.encode()).known
+    assert get_client().status_unique(address, job.key.encode()).known
+
+
+def test_a_rolled_back_submit_sends_nothing(gearmand):
+    address = Address.parse(gearmand.address)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        job = submit("tests.add", [1, 2])
+        raise RuntimeError("roll back")
+    assert not Job.objects.exists()
+    assert not get_client().status_unique(address, job.key.encode()).known
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,99 @@
+"""``python -m django_gearattach.bench``: the raw floor and end-to-end rates, side by side."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from urllib.parse import urlparse
+
+from ..testing import Gearmand
+from .floor import measure_floor
+
+
+def _pg_database(url: str) -> tuple[str, str] | None:
+    """Create a scratch database next to ``url``'s; return (its url, its name)."""
+    try:
+        import psycopg
+    except ImportError:
+        return None
+    parsed = urlparse(url)
+    name = f"gearattach_bench_{os.getpid()}"
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        print(f"PostgreSQL at {url} is not usable: {exc}", file=sys.stderr)
+        return None
+    return parsed._replace(path=f"/{name}").geturl(), name
+
+
+def _drop_pg(url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _e2e(url: str, server: str, jobs: int, window: int, workers: int) -> dict[str, float]:
+    cmd = [
+        sys.executable, "-m", "django_gearattach.bench.e2e", "client", url, server,
+        str(jobs), str(window), str(workers),
+    ]
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m django_gearattach.bench")
+    parser.add_argument("--jobs", type=int, default=5000, help="jobs per measurement")
+    parser.add_argument("--window", type=int, default=128, help="jobs in flight")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("GEARATTACH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
+        help="a PostgreSQL database to create the scratch database next to",
+    )
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args()
+
+    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"{args.jobs} jobs per row, {args.window} in flight, {args.workers} worker processes\n")
+    rows: list[tuple[str, float, str]] = []
+    with Gearmand() as gearmand:
+        floor = measure_floor(gearmand.port, args.jobs * 4, args.window, args.workers)
+        rows.append(("raw gearmand floor (our codec, no database)", floor, ""))
+        with tempfile.TemporaryDirectory() as tmp:
+            result = _e2e(f"sqlite:{tmp}/bench.sqlite3", gearmand.address, args.jobs, args.window, args.workers)
+            rows.append(("end to end, SQLite (WAL)", result["rate"], _detail(result, args.jobs)))
+        if not args.no_postgres:
+            scratch = _pg_database(args.pg_url)
+            if scratch is None:
+                rows.append(("end to end, PostgreSQL", 0.0, "NOT RUN: PostgreSQL unreachable"))
+            else:
+                try:
+                    result = _e2e(scratch[0], gearmand.address, args.jobs, args.window, args.workers)
+                    rows.append(("end to end, PostgreSQL", result["rate"], _detail(result, args.jobs)))
+                finally:
+                    _drop_pg(args.pg_url, scratch[1])
+    print(f"{'measurement':48} {'jobs/s':>9} {'of floor':>9}  database round trips per job")
+    for name, rate, detail in rows:
+        ratio = f"{rate / floor:.1%}" if rate else "-"
+        print(f"{name:48} {rate:9.0f} {ratio:>9}  {detail}")
+    return 0
+
+
+def _detail(result: dict[str, float], jobs: int) -> str:
+    assert result["complete"] == jobs, f"only {result['complete']} of {jobs} jobs complete"
+    return (
+        f"client {result['client_queries_per_job']:.2f} + "
+        f"worker {result['worker_queries_per_job']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

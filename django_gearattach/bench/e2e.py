@@ -1,0 +1,171 @@
+"""End to end: submit, worker, record and an attacher receiving completion.
+
+Runs in a process of its own per database (Django is configured once per process):
+``python -m django_gearattach.bench.e2e client|worker DB_URL GEARMAND_ADDRESS ...``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+import django
+from django.conf import settings
+
+from ..tasks import task
+
+FUNCTION = "gearattach.bench.noop"
+QUERIES = {"count": 0}
+
+
+@task(name=FUNCTION)
+def noop() -> None:
+    return None
+
+
+def database(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite:"):
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": url.removeprefix("sqlite:"),
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    parsed = urlparse(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parsed.path.lstrip("/"),
+        "USER": parsed.username or "postgres",
+        "PASSWORD": parsed.password or "",
+        "HOST": parsed.hostname or "127.0.0.1",
+        "PORT": parsed.port or 5432,
+        "CONN_MAX_AGE": None,
+    }
+
+
+def configure(url: str, server: str) -> None:
+    settings.configure(
+        INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_gearattach"],
+        DATABASES={"default": database(url)},
+        USE_TZ=True,
+        GEARATTACH={"SERVERS": [server], "PROGRESS_WRITE_INTERVAL": 1.0},
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
+    from django.db.backends.signals import connection_created
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        QUERIES["count"] += 1
+        return execute(sql, params, many, context)
+
+    def install(sender: Any, connection: Any, **kwargs: Any) -> None:
+        if count not in connection.execute_wrappers:
+            connection.execute_wrappers.append(count)
+
+    connection_created.connect(install, weak=False)
+
+
+def run_worker(url: str, server: str, report: str) -> None:
+    configure(url, server)
+    from ..gearman.routing import Address
+    from ..worker import Worker
+
+    worker = Worker([noop], [Address.parse(server)])
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.run()
+    with open(report, "w") as out:
+        json.dump({"jobs": worker.jobs_done, "queries": QUERIES["count"]}, out)
+
+
+async def _drive(jobs: int, window: int) -> float:
+    from ..attachment import aattach
+    from ..submission import asubmit
+
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(jobs):
+        queue.put_nowait(i)
+    failures = []
+
+    async def one_lane() -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            job = await asubmit(FUNCTION)
+            last = None
+            async for event in aattach(job, timeout=60):
+                last = event
+            if last is None or last.event != "complete":
+                failures.append(last)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one_lane() for _ in range(window)))
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} jobs did not complete: {failures[:3]}")
+    return jobs / elapsed
+
+
+def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> dict[str, Any]:
+    configure(url, server)
+    from django.core.management import call_command
+
+    from ..models import Job
+    from ..testing import wait_for_workers
+
+    call_command("migrate", verbosity=0)
+    reports = [tempfile.mktemp(prefix="gearattach-bench-") for _ in range(workers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "django_gearattach.bench.e2e", "worker", url, server, report]
+        )
+        for report in reports
+    ]
+    try:
+        wait_for_workers(server, FUNCTION, workers)
+        asyncio.run(_drive(min(300, jobs), window))  # warm-up
+        Job.objects.all().delete()
+        before = QUERIES["count"]
+        rate = asyncio.run(_drive(jobs, window))
+        client_queries = QUERIES["count"] - before
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait(30)
+    worker_jobs = worker_queries = 0
+    for report in reports:
+        with open(report) as data:
+            figures = json.load(data)
+        os.unlink(report)
+        worker_jobs += figures["jobs"]
+        worker_queries += figures["queries"]
+    complete = Job.objects.filter(status="complete").count()
+    return {
+        "rate": rate,
+        "complete": complete,
+        "client_queries_per_job": client_queries / jobs,
+        "worker_queries_per_job": worker_queries / max(worker_jobs, 1),
+    }
+
+
+def main(argv: list[str]) -> None:
+    role, url, server, *rest = argv
+    if role == "worker":
+        run_worker(url, server, rest[0])
+    else:
+        jobs, window, workers = (int(x) for x in rest)
+        print(json.dumps(run_client(url, server, jobs, window, workers)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

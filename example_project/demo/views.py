@@ -1,0 +1,71 @@
+"""Plain request/response pages; the web issue replaces the refresh with a live widget."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from django_gearattach import SubmitFailed, submit
+from django_gearattach.models import Job
+
+from .forms import SlowJobForm
+from .tasks import slow
+
+RECENT_JOBS = 20
+
+
+@require_http_methods(["GET", "POST"])
+def index(request: HttpRequest) -> HttpResponse:
+    form = SlowJobForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        if not request.session.session_key:
+            request.session.save()  # anonymous visitors own their jobs through the session
+        # Only to tell the visitor what happened; submit() itself decides.
+        before = Job.objects.for_key(slow.name, data["key"]).first() if data["key"] else None
+        try:
+            job = submit(
+                slow,
+                kwargs={"seconds": data["seconds"], "steps": data["steps"]},
+                key=data["key"],
+                rerun=data["rerun"],
+                owner=request.user if request.user.is_authenticated else None,
+                session_key=request.session.session_key or "",
+            )
+        except SubmitFailed as exc:
+            form.add_error(None, str(exc))
+        else:
+            if before is not None and before.is_active:
+                messages.info(
+                    request,
+                    "A job with this key was already queued or running: this page follows "
+                    "that job, nothing new was started.",
+                )
+            elif before is not None and not data["rerun"]:
+                messages.info(
+                    request,
+                    "A job with this key already finished: this is its stored outcome. "
+                    "Tick “Run again if finished” to start it anew.",
+                )
+            return redirect("demo:job", function=job.function, key=job.key)
+    recent = Job.objects.order_by("-created_at")[:RECENT_JOBS]
+    return render(request, "demo/index.html", {"form": form, "recent": recent})
+
+
+@require_http_methods(["GET"])
+def job_detail(request: HttpRequest, function: str, key: str) -> HttpResponse:
+    job = get_object_or_404(Job, function=function, key=key)
+    context = {
+        "job": job,
+        "result_json": json.dumps(job.result, indent=2) if job.result is not None else "",
+        "percent": round(job.progress * 100) if job.progress is not None else None,
+        "attach_command": shlex.join(
+            ["python", "example_project/manage.py", "gearattach", "attach", job.function, job.key]
+        ),
+    }
+    return render(request, "demo/job.html", context)

@@ -1,0 +1,147 @@
+"""Settings of the example project, read from environment variables with working defaults.
+
+``GEARATTACH_SERVERS``  comma-separated gearmand addresses (default ``127.0.0.1:4730``)
+``DATABASE_URL``        ``postgres://user:password@host:port/name`` or ``sqlite:///path``
+                        (default: SQLite in ``example_project/db.sqlite3``)
+``DJANGO_DEBUG``        ``1``/``0`` (default ``1``: this is a demo)
+``DJANGO_SECRET_KEY``   required for anything but local use
+``DJANGO_ALLOWED_HOSTS`` comma-separated (default ``127.0.0.1,localhost``)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r}: use 1 or 0")
+
+
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+def sqlite_database(path: Path | str) -> dict[str, Any]:
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": path,
+        # The web server and the gearworker processes write to one file at once: WAL
+        # lets readers and the writer proceed together, IMMEDIATE takes the write lock
+        # at BEGIN (no deadlocked upgrades), and the timeout waits out a busy writer.
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+
+
+def database_from_url(url: str) -> dict[str, Any]:
+    """A ``DATABASES`` entry from a URL, without a dj-database-url dependency."""
+    if not url:
+        return sqlite_database(BASE_DIR / "db.sqlite3")
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:///relative/path or sqlite:////absolute/path, as dj-database-url reads them.
+        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+        if not path or path == ":memory:":
+            raise ImproperlyConfigured(
+                f"DATABASE_URL={url!r}: give SQLite a file (the workers share it), "
+                "e.g. sqlite:////tmp/demo.sqlite3"
+            )
+        return sqlite_database(path)
+    if parts.scheme in {"postgres", "postgresql", "pgsql"}:
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": unquote(parts.hostname or ""),
+            "PORT": str(parts.port or ""),
+            # Query parameters (sslmode=require, ...) are libpq connection options.
+            "OPTIONS": dict(parse_qsl(parts.query)),
+        }
+    raise ImproperlyConfigured(
+        f"DATABASE_URL scheme {parts.scheme!r} is not supported: use postgres://user:password"
+        "@host:port/name, sqlite:///path, or leave it unset for the default SQLite file"
+    )
+
+
+DEBUG = env_bool("DJANGO_DEBUG", True)
+
+# A development default so that the demo runs with no configuration. The
+# "django-insecure-" prefix makes `manage.py check --deploy` flag it: set
+# DJANGO_SECRET_KEY to a long random value anywhere other people can reach.
+SECRET_KEY = os.environ.get(
+    "DJANGO_SECRET_KEY", "django-insecure-example-project-dev-key-do-not-deploy"
+)
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_gearattach",
+    "example_project.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "example_project.urls"
+WSGI_APPLICATION = "example_project.wsgi.application"
+ASGI_APPLICATION = "example_project.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": database_from_url(os.environ.get("DATABASE_URL", "").strip())}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+
+GEARATTACH = {
+    "SERVERS": env_list("GEARATTACH_SERVERS", "127.0.0.1:4730"),
+}
