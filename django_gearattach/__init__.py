@@ -31,20 +31,41 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from .attachment import JobEvent, aattach, attach
-    from .exceptions import (
-        AttachTimeout,
-        BadPayload,
-        GearattachError,
-        InvalidKey,
-        JobNotFound,
-        SubmitFailed,
-        UnknownTask,
-    )
-    from .submission import asubmit, submit
-    from .tasks import JobContext, Task, current_job, task
+    from .attachment import JobEvent as JobEvent
+    from .attachment import aattach as aattach
+    from .attachment import attach as attach
+    from .exceptions import AttachTimeout as AttachTimeout
+    from .exceptions import BadPayload as BadPayload
+    from .exceptions import GearattachError as GearattachError
+    from .exceptions import InvalidKey as InvalidKey
+    from .exceptions import JobNotFound as JobNotFound
+    from .exceptions import SubmitFailed as SubmitFailed
+    from .exceptions import UnknownTask as UnknownTask
+    from .submission import asubmit as asubmit
+    from .submission import submit as submit
+    from .tasks import JobContext as JobContext
+    from .tasks import Task as Task
+    from .tasks import current_job as current_job
+    from .tasks import task as task
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AttachTimeout",
+    "BadPayload",
+    "GearattachError",
+    "InvalidKey",
+    "JobContext",
+    "JobEvent",
+    "JobNotFound",
+    "SubmitFailed",
+    "Task",
+    "UnknownTask",
+    "aattach",
+    "asubmit",
+    "attach",
+    "current_job",
+    "submit",
+    "task",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ when the job starts.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from . import records
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
 from .exceptions import SubmitFailed
@@ -26,7 +28,7 @@ from .gearman.errors import ConnectionFailed
 from .gearman.protocol import Priority
 from .gearman.routing import Address
 from .models import Job, Status
-from .payload import check_key, encode_arguments, new_key, to_json_value
+from .payload import check_key, encode_arguments, new_key
 from .tasks import Task, function_name
 
 logger = logging.getLogger("django_gearattach")
@@ -49,7 +51,7 @@ class _Request:
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)
-        self.arguments = to_json_value({"args": list(args), "kwargs": dict(kwargs or {})})
+        self.arguments = json.loads(self.data) if self.data else {"args": [], "kwargs": {}}
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
@@ -96,9 +98,9 @@ class _Request:
         try:
             if connection.in_atomic_block:
                 with transaction.atomic():
-                    job.save(force_insert=True)
+                    records.insert(job)
             else:
-                job.save(force_insert=True)
+                records.insert(job)
         except IntegrityError:
             # A concurrent submitter of the same key recorded it first and submits it.
             return Job.objects.for_key(self.function, self.key).get(), False

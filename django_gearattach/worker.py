@@ -2,8 +2,8 @@
 
 Per job the normal path costs two database round trips: one upsert-like UPDATE
 that marks the job running (and counts the attempt), one UPDATE with the outcome.
-The outcome is committed BEFORE WORK_COMPLETE/WORK_EXCEPTION is sent, so anyone
-who sees gearmand forget the job finds the outcome in the database.
+The outcome is committed BEFORE WORK_COMPLETE/WORK_FAIL is sent, so anyone who
+sees gearmand forget the job finds the outcome in the database.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections
-from django.db.models import F
 from django.utils import timezone
 
+from . import records
 from .conf import conf
 from .exceptions import BadPayload, GearattachError
 from .gearman.errors import GearmanError
@@ -40,7 +40,7 @@ class _Reporter:
 
     def __init__(self, job: Assignment, key: str, interval: float) -> None:
         self.job = job
-        self.rows = Job.objects.for_key(job.function, key)
+        self.key = key
         self.interval = interval
         self._last_write = 0.0
         self._unsaved: dict[str, Any] = {}
@@ -61,17 +61,11 @@ class _Reporter:
         self._unsaved.update(fields)
         now = time.monotonic()
         if now - self._last_write >= self.interval:
-            self.flush_fields()
+            records.update(self.job.function, self.key, self.pending())
             self._last_write = now
 
-    def flush_fields(self) -> dict[str, Any]:
-        """Write pending fields now; also returns them for the final update."""
-        fields, self._unsaved = self._unsaved, {}
-        if fields:
-            self.rows.update(**fields)
-        return fields
-
     def pending(self) -> dict[str, Any]:
+        """Reports not written yet; the final update of the record carries them."""
         fields, self._unsaved = self._unsaved, {}
         return fields
 
@@ -129,17 +123,16 @@ class Worker:
         )
 
     def _handle(self, job: Assignment, key: str) -> str:
-        rows = Job.objects.for_key(job.function, key)
         if is_attach_marker(job.data):
-            record = rows.first()
+            record = Job.objects.for_key(job.function, key).first()
             if record is None:
-                return self._send_error(job, f"JobNotFound: no job {job.function}[{key}]")
+                return self._send_error(job, key, f"JobNotFound: no job {job.function}[{key}]")
             if record.is_finished:
-                return self._answer_stored(job, record)
+                return self._answer_stored(job, key, record)
             if record.arguments is None:
                 message = "the job was lost and its arguments are unknown"
-                self._finish(rows, Status.LOST, error=message)
-                return self._send_error(job, message)
+                self._finish(job, key, Status.LOST, error=message)
+                return self._send_error(job, key, message)
             payload: bytes | dict[str, Any] = record.arguments
         else:
             payload = job.data
@@ -150,17 +143,16 @@ class Worker:
             problem = None
         except BadPayload as exc:
             args, kwargs, problem = [], {}, str(exc)
-        verdict = self._start(job, key, rows, None if problem else {"args": args, "kwargs": kwargs})
+        arguments = None if problem else {"args": args, "kwargs": kwargs}
+        verdict = self._start(job, key, arguments)
         if verdict is not None:
             return verdict
         if problem is not None:
-            self._finish(rows, Status.FAILED, error=f"BadPayload: {problem}")
-            return self._send_error(job, f"BadPayload: {problem}")
-        return self._run(job, key, rows, args, kwargs)
+            self._finish(job, key, Status.FAILED, error=f"BadPayload: {problem}")
+            return self._send_error(job, key, f"BadPayload: {problem}")
+        return self._run(job, key, args, kwargs)
 
-    def _start(
-        self, job: Assignment, key: str, rows: Any, arguments: dict[str, Any] | None
-    ) -> str | None:
+    def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
         """Mark the job running; return an outcome instead when it must not run."""
         fields = {
             "status": Status.RUNNING,
@@ -172,13 +164,19 @@ class Worker:
             "worker_pid": self.pid,
         }
         for _ in range(3):
-            updated = rows.filter(status__in=ACTIVE, attempts__lt=conf.MAX_ATTEMPTS).update(
-                attempts=F("attempts") + 1, **fields
+            updated = records.update(
+                job.function,
+                key,
+                fields,
+                statuses=ACTIVE,
+                attempts_below=conf.MAX_ATTEMPTS,
+                increment_attempts=True,
             )
             if updated:
                 return None
-            record = rows.first()
+            record = Job.objects.for_key(job.function, key).first()
             if record is None:
+                # Submitted by another client (pygearman, the gearman CLI): record it now.
                 try:
                     Job.objects.create(
                         function=job.function, key=key, attempts=1, arguments=arguments, **fields
@@ -187,20 +185,18 @@ class Worker:
                     continue  # a submitter recorded it meanwhile: take the UPDATE path
                 return None
             if record.is_finished:
-                return self._answer_stored(job, record)
+                return self._answer_stored(job, key, record)
             if record.attempts < conf.MAX_ATTEMPTS:
-                continue  # the submitter's insert landed between our UPDATE and SELECT
+                continue  # its record changed between our UPDATE and SELECT: try again
             message = (
                 f"gave up after {record.attempts} attempts: the job stopped its worker each "
                 "time (GEARATTACH['MAX_ATTEMPTS'])"
             )
-            self._finish(rows, Status.FAILED, error=message)
-            return self._send_error(job, message)
+            self._finish(job, key, Status.FAILED, error=message)
+            return self._send_error(job, key, message)
         raise DatabaseError(f"could not record job {job.function}[{key}]")
 
-    def _run(
-        self, job: Assignment, key: str, rows: Any, args: list[Any], kwargs: dict[str, Any]
-    ) -> str:
+    def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
         reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
         context = JobContext(job.function, key, reporter)
         try:
@@ -209,28 +205,31 @@ class Worker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._finish(
-                rows, Status.FAILED, error=error, traceback=traceback.format_exc(),
-                **reporter.pending(),
+                job, key, Status.FAILED,
+                error=error, traceback=traceback.format_exc(), **reporter.pending(),
             )
-            return self._send_error(job, error)
-        self._finish(rows, Status.COMPLETE, result=json.loads(raw), **reporter.pending())
-        job.send(Command.WORK_COMPLETE, raw)
+            return self._send_error(job, key, error)
+        self._finish(job, key, Status.COMPLETE, result=json.loads(raw), **reporter.pending())
+        job.send_last(Command.WORK_COMPLETE, raw)
         return "complete"
 
-    def _finish(self, rows: Any, status: Status, **fields: Any) -> None:
-        rows.update(status=status, finished_at=timezone.now(), **fields)
+    def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
+        records.update(job.function, key, {"status": status, "finished_at": timezone.now(), **fields})
 
-    def _answer_stored(self, job: Assignment, record: Job) -> str:
+    def _answer_stored(self, job: Assignment, key: str, record: Job) -> str:
         if record.status == Status.COMPLETE:
-            job.send(Command.WORK_COMPLETE, dumps(record.result))
+            job.send_last(Command.WORK_COMPLETE, dumps(record.result))
             return "answered from the record (complete)"
-        self._send_error(job, record.error or f"the job was {record.status}")
+        self._send_error(job, key, record.error or f"the job was {record.status}")
         return f"answered from the record ({record.status})"
 
-    def _send_error(self, job: Assignment, message: str) -> str:
-        # WORK_EXCEPTION ends the job in gearmand 1.1.20; clients that did not ask for
-        # exceptions receive WORK_FAIL from the server instead.
-        job.send(Command.WORK_EXCEPTION, message.encode("utf-8", "replace"))
+    def _send_error(self, job: Assignment, key: str, message: str) -> str:
+        # A plain WORK_FAIL, not WORK_EXCEPTION: gearmand 1.1.20 turns WORK_EXCEPTION
+        # into a WORK_FAIL with a stray NUL after the handle for every client that did
+        # not ask for exceptions, which hangs the gearman CLI and crashes pygearman.
+        # The message is in the record (committed before this), where attach reads it.
+        logger.debug("job %s[%s] failed: %s", job.function, key, message)
+        job.send_last(Command.WORK_FAIL)
         return "failed"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -76,6 +77,11 @@ def configure(url: str, server: str) -> None:
     connection_created.connect(install, weak=False)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_worker(url: str, server: str, report: str) -> None:
     configure(url, server)
     from ..gearman.routing import Address
@@ -85,7 +91,7 @@ def run_worker(url: str, server: str, report: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run()
     with open(report, "w") as out:
-        json.dump({"jobs": worker.jobs_done, "queries": QUERIES["count"]}, out)
+        json.dump({"jobs": worker.jobs_done, "queries": QUERIES["count"], "cpu": cpu_seconds()}, out)
 
 
 async def _drive(jobs: int, window: int) -> float:
@@ -134,27 +140,31 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
         wait_for_workers(server, FUNCTION, workers)
         asyncio.run(_drive(min(300, jobs), window))  # warm-up
         Job.objects.all().delete()
-        before = QUERIES["count"]
+        before, cpu_before = QUERIES["count"], cpu_seconds()
         rate = asyncio.run(_drive(jobs, window))
         client_queries = QUERIES["count"] - before
+        client_cpu = cpu_seconds() - cpu_before
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(30)
-    worker_jobs = worker_queries = 0
+    worker_jobs = worker_queries = worker_cpu = 0.0
     for report in reports:
         with open(report) as data:
             figures = json.load(data)
         os.unlink(report)
         worker_jobs += figures["jobs"]
         worker_queries += figures["queries"]
+        worker_cpu += figures["cpu"]
     complete = Job.objects.filter(status="complete").count()
     return {
         "rate": rate,
         "complete": complete,
         "client_queries_per_job": client_queries / jobs,
         "worker_queries_per_job": worker_queries / max(worker_jobs, 1),
+        "client_cpu_ms_per_job": client_cpu * 1000 / jobs,
+        "worker_cpu_ms_per_job": worker_cpu * 1000 / max(worker_jobs, 1),
     }
 
 

@@ -54,6 +54,7 @@ class AsyncConnection:
         self._shared: dict[tuple[str, bytes], _Shared] = {}
         self._connect_lock = asyncio.Lock()
         self._exceptions_enabled = False
+        self._outbox: list[bytes] = []
 
     @property
     def connected(self) -> bool:
@@ -73,7 +74,8 @@ class AsyncConnection:
             self._exceptions_enabled = False
             future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
             self._pending.append(_Pending(future))
-            self._writer.write(encode(Command.OPTION_REQ, b"exceptions"))
+            self._outbox.clear()
+            self._write(encode(Command.OPTION_REQ, b"exceptions"))
         await self._wait(future)
         self._exceptions_enabled = True
 
@@ -100,6 +102,18 @@ class AsyncConnection:
             error = ConnectionFailed(str(self.address), "connection closed")
         self._fail_all(error)
 
+    def _write(self, data: bytes) -> None:
+        # Requests made in one turn of the event loop leave in one send(): under load
+        # this saves a system call and a gearmand wake-up per request.
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        data, self._outbox = b"".join(self._outbox), []
+        if self._writer is not None and data:
+            self._writer.write(data)
+
     def _dispatch(self, packet: Packet) -> None:
         event = event_from_packet(packet)
         if event is not None:
@@ -122,6 +136,7 @@ class AsyncConnection:
             pending.future.set_result(packet)
 
     def _fail_all(self, error: GearmanError) -> None:
+        self._outbox.clear()
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
@@ -150,7 +165,7 @@ class AsyncConnection:
         assert self._writer is not None
         future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(future, shared))
-        self._writer.write(encode(command, *args))
+        self._write(encode(command, *args))
         return await self._wait(future)
 
     async def submit_background(

@@ -28,6 +28,7 @@ class Connection:
         self._sock: socket.socket | None = None
         self._parser = PacketParser()
         self._pending: deque[Packet] = deque()
+        self._deferred = b""
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -48,6 +49,7 @@ class Connection:
         self._sock = sock
         self._parser = PacketParser()
         self._pending.clear()
+        self._deferred = b""
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
@@ -80,10 +82,19 @@ class Connection:
     def send_bytes(self, data: bytes) -> None:
         self.connect()
         assert self._sock is not None
+        data, self._deferred = self._deferred + data, b""
         try:
             self._sock.sendall(data)
         except OSError as exc:
             raise self._fail(f"send failed ({exc})", exc) from exc
+
+    def defer(self, command: Command, *args: bytes | str | int) -> None:
+        """Queue a packet to leave with the next send (one system call for both)."""
+        self._deferred += encode(command, *args)
+
+    def flush(self) -> None:
+        if self._deferred:
+            self.send_bytes(b"")
 
     def send(self, command: Command, *args: bytes | str | int) -> None:
         self.send_bytes(encode(command, *args))

@@ -256,14 +256,14 @@ class TextReplyParser:
                 raise ProtocolError(text.strip())
             return None
         if text == ".\n" or text.endswith("\n.\n"):
-            return text[:-2].splitlines()
+            return [line.rstrip("\r") for line in text[:-2].splitlines()]
         return None
 
     def complete_line(self) -> str | None:
         text = self._buffer.decode("utf-8", "replace")
         if "\n" not in text:
             return None
-        line = text.split("\n", 1)[0]
+        line = text.split("\n", 1)[0].rstrip("\r")  # some replies end with CRLF
         if line.startswith("ERR "):
             raise ProtocolError(line)
         return line

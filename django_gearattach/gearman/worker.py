@@ -39,6 +39,10 @@ class Assignment:
     def send(self, command: Command, *args: bytes | str | int) -> None:
         self.connection.send(command, self.handle, *args)
 
+    def send_last(self, command: Command, *args: bytes | str | int) -> None:
+        """Send the job's final packet together with the pool's next request."""
+        self.connection.defer(command, self.handle, *args)
+
 
 class _Server:
     def __init__(self, address: Address, timeout: float) -> None:
@@ -106,6 +110,8 @@ class WorkerPool:
     def grab(self, wait: float = 1.0) -> Assignment | None:
         """Return the next job from any server, or ``None`` after ``wait`` seconds idle."""
         count = len(self._servers)
+        for offset in range(1, count):
+            self._flush(self._servers[(self._next + offset) % count])
         for offset in range(count):
             server = self._servers[(self._next + offset) % count]
             if not self._ensure(server):
@@ -120,6 +126,12 @@ class WorkerPool:
                 return job
         self._sleep(wait)
         return None
+
+    def _flush(self, server: _Server) -> None:
+        try:
+            server.conn.flush()
+        except GearmanError:
+            server.failed()
 
     def _sleep(self, wait: float) -> None:
         live: list[_Server] = []
@@ -147,5 +159,6 @@ class WorkerPool:
 
     def close(self) -> None:
         for server in self._servers:
+            self._flush(server)
             server.conn.close()
             server.registered = False
