@@ -27,6 +27,8 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 
+from . import records
+from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
 from .exceptions import AttachTimeout, JobNotFound
@@ -109,6 +111,13 @@ def decide(record: Job | None, status: UniqueStatus | None) -> Step:
 
 def _load(function: str, key: str) -> Job | None:
     return Job.objects.for_key(function, key).first()
+
+
+def _load_many(targets: list[tuple[str, str]]) -> list[Job | None | BaseException]:
+    return list(records.load(targets))
+
+
+_load_batched: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
 
 
 def _addresses(record: Job | None, function: str, key: str) -> list[Address]:
@@ -241,9 +250,8 @@ async def aattach(
     name, key, unique, record = _target(job, key)
     client = get_async_client()
     clock = _Clock(timeout)
-    load = sync_to_async(_load)
     if record is None:
-        record = await load(name, key)
+        record = await _load_batched((name, key))
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:
@@ -281,12 +289,12 @@ async def aattach(
             except TimeoutError:
                 raise AttachTimeout("the job did not finish in time; it keeps running") from None
             await asyncio.sleep(clock.backoff())
-            record = await load(name, key)
+            record = await _load_batched((name, key))
             continue
         if step is Step.WAIT:
             await asyncio.sleep(clock.backoff())
             continue
-        record = await load(name, key)
+        record = await _load_batched((name, key))
         if record is None:
             if status is None:
                 raise ConnectionFailed(",".join(map(str, _addresses(None, name, key))), "unreachable")

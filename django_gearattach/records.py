@@ -66,18 +66,45 @@ def update(
 _INSERT_FIELDS = [f for f in Job._meta.concrete_fields]
 
 
-def insert(job: Job) -> None:
-    """INSERT a new record (raises IntegrityError when (function, key) exists)."""
+def insert(*jobs: Job) -> None:
+    """INSERT new records in as few statements as the database allows.
+
+    Raises IntegrityError when a (function, key) exists; wrap several jobs in
+    ``transaction.atomic`` to make that all or nothing.
+    """
     alias = router.db_for_write(Job)
     conn, table = _table(alias)
-    sql = _cache.get(("insert", alias))
-    if sql is None:
-        q = conn.ops.quote_name
-        columns = ", ".join(q(f.column) for f in _INSERT_FIELDS)
-        marks = ", ".join(["%s"] * len(_INSERT_FIELDS))
-        sql = _cache["insert", alias] = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
-    params = [f.get_db_prep_save(getattr(job, f.attname), connection=conn) for f in _INSERT_FIELDS]
+    size = max(1, conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs))
+    q = conn.ops.quote_name
+    row = f"({', '.join(['%s'] * len(_INSERT_FIELDS))})"
+    columns = ", ".join(q(f.column) for f in _INSERT_FIELDS)
     with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-    job._state.adding = False
-    job._state.db = alias
+        for start in range(0, len(jobs), size):
+            chunk = jobs[start : start + size]
+            sql = _cache.get(("insert", alias, len(chunk)))
+            if sql is None:
+                values = ", ".join([row] * len(chunk))
+                sql = _cache["insert", alias, len(chunk)] = (
+                    f"INSERT INTO {table} ({columns}) VALUES {values}"
+                )
+            params = [
+                f.get_db_prep_save(getattr(job, f.attname), connection=conn)
+                for job in chunk
+                for f in _INSERT_FIELDS
+            ]
+            cursor.execute(sql, params)
+    for job in jobs:
+        job._state.adding = False
+        job._state.db = alias
+
+
+def load(targets: list[tuple[str, str]]) -> list[Job | None]:
+    """The records of several (function, key) pairs, one query per function."""
+    by_function: dict[str, list[str]] = {}
+    for function, key in targets:
+        by_function.setdefault(function, []).append(key)
+    found: dict[tuple[str, str], Job] = {}
+    for function, keys in by_function.items():
+        for job in Job.objects.filter(function=function, key__in=keys).order_by():
+            found[job.function, job.key] = job
+    return [found.get(target) for target in targets]

@@ -1,0 +1,75 @@
+"""The Batcher gathers one event-loop turn's database calls into one hop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from django_gearattach import asubmit
+from django_gearattach.batching import Batcher
+from django_gearattach.models import Job
+
+
+async def test_calls_of_one_loop_turn_share_one_batch():
+    batches: list[list[int]] = []
+
+    def double(items: list[int]) -> list[int | BaseException]:
+        batches.append(items)
+        return [i * 2 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(double)
+    results = await asyncio.gather(*(batcher(i) for i in range(50)))
+    assert results == [i * 2 for i in range(50)]
+    assert batches == [list(range(50))]
+
+
+async def test_calls_made_while_a_batch_runs_wait_and_go_together():
+    batches: list[list[int]] = []
+
+    def slow(items: list[int]) -> list[int | BaseException]:
+        batches.append(items)
+        import time
+
+        time.sleep(0.05)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(slow)
+    first = asyncio.ensure_future(batcher(0))
+    await asyncio.sleep(0.01)  # the first batch is now in the database thread
+    rest = [asyncio.ensure_future(batcher(i)) for i in range(1, 30)]
+    assert await asyncio.gather(first, *rest) == list(range(30))
+    assert batches == [[0], list(range(1, 30))]
+
+
+async def test_an_error_reaches_only_its_own_caller():
+    def check(items: list[int]) -> list[int | BaseException]:
+        return [ValueError(f"bad {i}") if i % 2 else i for i in items]
+
+    batcher: Batcher[int, int] = Batcher(check)
+    results = await asyncio.gather(*(batcher(i) for i in range(4)), return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    assert [str(results[1]), str(results[3])] == ["bad 1", "bad 3"]
+
+
+async def test_a_failing_batch_fails_every_caller_with_its_error():
+    def broken(items: list[int]) -> list[int | BaseException]:
+        raise RuntimeError("database is down")
+
+    batcher: Batcher[int, int] = Batcher(broken)
+    results = await asyncio.gather(*(batcher(i) for i in range(3)), return_exceptions=True)
+    assert [str(r) for r in results] == ["database is down"] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_asubmits_are_all_recorded_and_sent(gearmand):
+    jobs = await asyncio.gather(*(asubmit("tests.add", [i, i]) for i in range(40)))
+    assert len({j.key for j in jobs}) == 40
+    assert await Job.objects.filter(status="queued").acount() == 40
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_concurrent_asubmits_of_one_key_make_one_job(gearmand):
+    jobs = await asyncio.gather(*(asubmit("tests.add", [1, 2], key="same") for _ in range(10)))
+    assert {j.pk for j in jobs} == {jobs[0].pk}
+    assert await Job.objects.acount() == 1
