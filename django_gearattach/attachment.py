@@ -113,7 +113,7 @@ def _load(function: str, key: str) -> Job | None:
     return Job.objects.for_key(function, key).first()
 
 
-def _load_many(targets: list[tuple[str, str]]) -> list[Job | None | BaseException]:
+def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
     return list(records.load(targets))
 
 
@@ -218,7 +218,9 @@ def attach(
         record = _load(name, key)
         if record is None:
             if status is None:
-                raise ConnectionFailed(",".join(map(str, _addresses(None, name, key))), "unreachable")
+                raise ConnectionFailed(
+                    ",".join(map(str, _addresses(None, name, key))), "unreachable"
+                )
             raise JobNotFound(name, key)
         if record.is_active:
             _revive_sync(record, name, unique)
@@ -297,7 +299,9 @@ async def aattach(
         record = await _load_batched((name, key))
         if record is None:
             if status is None:
-                raise ConnectionFailed(",".join(map(str, _addresses(None, name, key))), "unreachable")
+                raise ConnectionFailed(
+                    ",".join(map(str, _addresses(None, name, key))), "unreachable"
+                )
             raise JobNotFound(name, key)
         if record.is_active:
             for address in _addresses(record, name, key):

@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connections, router
+from django.db.models import Field
 
 from .models import Job
 
 _cache: dict[tuple[Any, ...], str] = {}
+_FIELDS: dict[str, Field[Any, Any]] = {f.name: f for f in Job._meta.concrete_fields}
 
 
 def _table(alias: str) -> tuple[Any, str]:
@@ -25,7 +27,7 @@ def _table(alias: str) -> tuple[Any, str]:
 
 
 def _prep(conn: Any, name: str, value: Any) -> Any:
-    return Job._meta.get_field(name).get_db_prep_save(value, connection=conn)
+    return _FIELDS[name].get_db_prep_save(value, connection=conn)
 
 
 def update(
@@ -45,7 +47,7 @@ def update(
     sql = _cache.get(shape)
     q = conn.ops.quote_name
     if sql is None:
-        sets = [f"{q(Job._meta.get_field(n).column)} = %s" for n in fields]
+        sets = [f"{q(_FIELDS[n].column)} = %s" for n in fields]
         if increment_attempts:
             sets.append(f"{q('attempts')} = {q('attempts')} + 1")
         where = [f"{q('function')} = %s", f"{q('key')} = %s"]
@@ -63,7 +65,7 @@ def update(
         return int(cursor.rowcount)
 
 
-_INSERT_FIELDS = [f for f in Job._meta.concrete_fields]
+_INSERT_FIELDS = list(_FIELDS.values())
 
 
 def insert(*jobs: Job) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -45,7 +46,7 @@ class _Request:
         kwargs: Mapping[str, Any] | None,
         key: str | None,
         priority: str | None,
-        owner: AbstractBaseUser | None,
+        owner: AbstractBaseUser | AnonymousUser | None,
         session_key: str,
     ) -> None:
         self.function = function_name(task)
@@ -56,7 +57,8 @@ class _Request:
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
-        self.owner = owner if owner is not None and owner.is_authenticated else None
+        # Anonymous users own nothing here; their session key binds the job to them.
+        self.owner_id = owner.pk if owner is not None and owner.is_authenticated else None
         self.session_key = session_key or ""
         self.servers = servers_for(self.function, self.key)
 
@@ -91,7 +93,7 @@ class _Request:
             status=Status.QUEUED,
             priority=self.priority,
             arguments=self.arguments,
-            owner=self.owner,
+            owner_id=self.owner_id,
             session_key=self.session_key,
             server=str(self.servers[0]),
         )
@@ -196,7 +198,7 @@ def submit(
     key: str | None = None,
     priority: str | None = None,
     rerun: bool = False,
-    owner: AbstractBaseUser | None = None,
+    owner: AbstractBaseUser | AnonymousUser | None = None,
     session_key: str = "",
 ) -> Job:
     """Submit ``task`` as a background job and return its record.
@@ -226,7 +228,7 @@ async def asubmit(
     key: str | None = None,
     priority: str | None = None,
     rerun: bool = False,
-    owner: AbstractBaseUser | None = None,
+    owner: AbstractBaseUser | AnonymousUser | None = None,
     session_key: str = "",
 ) -> Job:
     """The async twin of :func:`submit`, on the event loop's shared connections."""

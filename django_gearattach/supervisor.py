@@ -5,6 +5,7 @@ SIGTERM or SIGINT asks every worker to finish its current job and exit.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -38,7 +39,10 @@ class Supervisor:
         names = ", ".join(sorted(t.name for t in self.tasks))
         logger.info(
             "gearworker pid %s: %s process(es) on %s for %s",
-            os.getpid(), self.concurrency, ", ".join(map(str, self.servers)), names,
+            os.getpid(),
+            self.concurrency,
+            ", ".join(map(str, self.servers)),
+            names,
         )
         if self.concurrency == 1:
             self._run_inline()
@@ -76,10 +80,8 @@ class Supervisor:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.stopping = True
             for pid in list(self.children):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -92,9 +94,9 @@ class Supervisor:
                 break
             except InterruptedError:
                 continue
-            slot = self.children.pop(pid, None)
-            if slot is None:
+            if pid not in self.children:
                 continue
+            slot = self.children.pop(pid)
             if not self.stopping:
                 logger.warning(
                     "worker process %s exited (status %s); starting another", pid, status

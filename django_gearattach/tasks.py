@@ -125,7 +125,11 @@ def task(
     def register(f: Callable[..., R]) -> Task[Any, R]:
         task_name = name or f"{f.__module__}.{f.__qualname__}"
         existing = _registry.get(task_name)
-        if existing is not None and existing.func is not f and _origin(existing.func) != _origin(f):
+        if (
+            existing is not None
+            and existing.func is not f
+            and _origin(existing.func) != _origin(f)
+        ):
             raise ValueError(
                 f"two tasks are registered as {task_name!r}: {_origin(existing.func)} and "
                 f"{_origin(f)}; give one of them another name="

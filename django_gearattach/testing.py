@@ -44,7 +44,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    port: int, timeout: float = 10.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -77,8 +79,13 @@ class Gearmand:
 
     def start(self) -> Gearmand:
         cmd = [
-            self.binary, "--round-robin", "--listen=127.0.0.1", f"--port={self.port}",
-            "--threads=2", f"--log-file={self.log_dir / 'gearmand.log'}", "--verbose=ERROR",
+            self.binary,
+            "--round-robin",
+            "--listen=127.0.0.1",
+            f"--port={self.port}",
+            "--threads=2",
+            f"--log-file={self.log_dir / 'gearmand.log'}",
+            "--verbose=ERROR",
             *self.extra_args,
         ]
         self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -125,14 +132,20 @@ class WorkerProcess:
         cwd: str | None = None,
     ) -> None:
         self.cmd = [
-            sys.executable, "-m", "django", "gearworker", f"--settings={settings}", *args,
+            sys.executable,
+            "-m",
+            "django",
+            "gearworker",
+            f"--settings={settings}",
+            *args,
         ]
         self.env = {**os.environ, **(env or {}), "GEARATTACH_SERVERS": ",".join(servers)}
         self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="gearworker-", suffix=".log", delete=False)
+        fd, self.log_path = tempfile.mkstemp(prefix="gearworker-", suffix=".log")
+        self.log = os.fdopen(fd, "wb")
 
-    def start(self, ready_servers: Sequence[str] = (), functions: int = 1) -> WorkerProcess:
+    def start(self) -> WorkerProcess:
         self.process = subprocess.Popen(
             self.cmd, env=self.env, cwd=self.cwd, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -144,7 +157,7 @@ class WorkerProcess:
         return self.process.pid
 
     def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
+        return Path(self.log_path).read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         process = self.process
@@ -162,7 +175,7 @@ class WorkerProcess:
     def cleanup(self) -> None:
         self.stop()
         self.log.close()
-        os.unlink(self.log.name)
+        os.unlink(self.log_path)
 
 
 def wait_for_workers(address: str, function: str, count: int = 1, timeout: float = 20.0) -> None:

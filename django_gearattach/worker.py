@@ -119,7 +119,11 @@ class Worker:
             return
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
-            job.function, key, outcome, time.monotonic() - started, job.server,
+            job.function,
+            key,
+            outcome,
+            time.monotonic() - started,
+            job.server,
         )
 
     def _handle(self, job: Assignment, key: str) -> str:
@@ -205,8 +209,12 @@ class Worker:
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._finish(
-                job, key, Status.FAILED,
-                error=error, traceback=traceback.format_exc(), **reporter.pending(),
+                job,
+                key,
+                Status.FAILED,
+                error=error,
+                traceback=traceback.format_exc(),
+                **reporter.pending(),
             )
             return self._send_error(job, key, error)
         self._finish(job, key, Status.COMPLETE, result=json.loads(raw), **reporter.pending())
@@ -214,7 +222,9 @@ class Worker:
         return "complete"
 
     def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
-        records.update(job.function, key, {"status": status, "finished_at": timezone.now(), **fields})
+        records.update(
+            job.function, key, {"status": status, "finished_at": timezone.now(), **fields}
+        )
 
     def _answer_stored(self, job: Assignment, key: str, record: Job) -> str:
         if record.status == Status.COMPLETE:

@@ -16,7 +16,9 @@ from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -30,7 +32,8 @@ def wait_for_status(function: str, key: str, status: str, timeout: float = 20.0)
     def check() -> Job | None:
         return Job.objects.filter(function=function, key=key, status=status).first()
 
-    return wait_until(check, timeout, f"{function}[{key}] to be {status}")
+    job: Job = wait_until(check, timeout, f"{function}[{key}] to be {status}")
+    return job
 
 
 def foreground_clients(address: str, key: str) -> int:

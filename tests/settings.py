@@ -44,7 +44,7 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def database_from_url(url: str, default_test_name: str) -> dict:
+def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",

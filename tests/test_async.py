@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -18,7 +19,7 @@ from .helpers import foreground_clients, wait_for_status, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-async def collect(function: str, key: str, timeout: float = 30.0) -> list[dict]:
+async def collect(function: str, key: str, timeout: float = 30.0) -> list[dict[str, Any]]:
     return [e.as_dict() async for e in aattach(function, key, timeout=timeout)]
 
 
@@ -45,7 +46,7 @@ async def test_many_attachers_in_one_loop_share_one_gearmand_attachment(
     conn = get_async_client().connection(Address.parse(gearmand.address))
 
     async def attached() -> bool:
-        while conn.attachment_count() != 1 or not _subscribers(conn) == 50:
+        while conn.attachment_count() != 1 or _subscribers(conn) != 50:
             await asyncio.sleep(0.01)
         return True
 

@@ -30,7 +30,9 @@ def test_unknown_key_raises_job_not_found_and_creates_nothing(gearmand):
     with pytest.raises(JobNotFound, match="never submitted"):
         list(attach("tests.record", "no-such-key"))
     assert not Job.objects.exists()
-    assert get_client().status_unique(Address.parse(gearmand.address), b"no-such-key").known is False
+    assert (
+        get_client().status_unique(Address.parse(gearmand.address), b"no-such-key").known is False
+    )
 
 
 def test_many_attachers_get_every_event_and_the_job_runs_once(gearmand, worker, tmp_path):
@@ -73,13 +75,15 @@ def test_the_race_where_the_job_ends_while_the_attacher_connects_runs_it_once(
     assert executions(log_path) == [record.result["done"]]
 
 
-def test_attachers_racing_many_short_jobs_never_cause_a_second_run(worker_factory, gearmand, log_path):
+def test_attachers_racing_many_short_jobs_never_cause_a_second_run(
+    worker_factory, gearmand, log_path
+):
     worker_factory([gearmand], "--concurrency", "2")
     jobs = [submit("tests.record", [str(log_path)]) for _ in range(20)]
     threads = [AttachThread("tests.record", j.key) for j in jobs for _ in range(2)]
     for thread in threads:
         thread.start()
-    outcomes = {}
+    outcomes: dict[str, set[str]] = {}
     for thread in threads:
         events = thread.result()
         assert events[-1].event == "complete"
@@ -104,7 +108,10 @@ def test_an_attacher_that_gives_up_on_a_queued_job_never_makes_it_vanish(
 def test_a_job_gearmand_forgot_is_revived_from_its_record(gearmand, worker_factory, log_path):
     job = submit("tests.add", [2, 3])
     gearmand.restart()  # no persistent queue: the queued job is gone from gearmand
-    assert get_client().status_unique(Address.parse(gearmand.address), job.key.encode()).known is False
+    assert (
+        get_client().status_unique(Address.parse(gearmand.address), job.key.encode()).known
+        is False
+    )
     worker_factory([gearmand])
     events = list(attach("tests.add", job.key, timeout=20))
     assert events[-1].as_dict() == {"event": "complete", "result": 5}
@@ -117,7 +124,7 @@ def test_a_failing_task_reports_its_error_and_keeps_the_traceback(worker):
     assert events[-1].as_dict() == {"event": "failed", "error": "ValueError: kaput"}
     record = Job.objects.get(key=job.key)
     assert record.status == Status.FAILED
-    assert 'raise ValueError(message)' in record.traceback
+    assert "raise ValueError(message)" in record.traceback
     # Attaching later gives the same outcome from the record.
     assert list(attach("tests.fail", job.key)) == [events[-1]]
 

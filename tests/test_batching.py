@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -29,10 +30,8 @@ async def test_calls_made_while_a_batch_runs_wait_and_go_together():
 
     def slow(items: list[int]) -> list[int | BaseException]:
         batches.append(items)
-        import time
-
         time.sleep(0.05)
-        return items
+        return list(items)
 
     batcher: Batcher[int, int] = Batcher(slow)
     first = asyncio.ensure_future(batcher(0))
@@ -48,7 +47,7 @@ async def test_an_error_reaches_only_its_own_caller():
 
     batcher: Batcher[int, int] = Batcher(check)
     results = await asyncio.gather(*(batcher(i) for i in range(4)), return_exceptions=True)
-    assert results[0] == 0 and results[2] == 2
+    assert (results[0], results[2]) == (0, 2)
     assert [str(results[1]), str(results[3])] == ["bad 1", "bad 3"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -24,13 +25,21 @@ def run(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def lines(text: str) -> list[dict]:
+def lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
 
 
 def test_submit_prints_the_key_and_attach_prints_events(gearmand, worker, tmp_path):
-    code, out, _ = run("submit", "tests.record", "--args", json.dumps([str(tmp_path / "log")]),
-                       "--kwargs", '{"steps": 2}', "--key", "cli-1")
+    code, out, _ = run(
+        "submit",
+        "tests.record",
+        "--args",
+        json.dumps([str(tmp_path / "log")]),
+        "--kwargs",
+        '{"steps": 2}',
+        "--key",
+        "cli-1",
+    )
     assert (code, out.strip()) == (0, "cli-1")
     code, out, _ = run("attach", "tests.record", "cli-1", "--timeout", "20")
     events = lines(out)
@@ -60,6 +69,7 @@ def test_status_prints_the_record(gearmand):
     assert (code, record["status"], record["key"]) == (0, "queued", "cli-3")
     code, _, err = run("status", "tests.add", "nope")
     assert code == 2
+    assert "never submitted" in err
 
 
 def test_servers_reports_health_and_queue(gearmand, settings):
@@ -67,6 +77,7 @@ def test_servers_reports_health_and_queue(gearmand, settings):
     settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [gearmand.address, down]}
     run("submit", "tests.add", "--args", "[1, 2]")
     code, out, _ = run("servers")
+    assert code == 0
     up, gone = lines(out)
     assert up["reachable"] is True
     assert up["version"].startswith("1.1")

@@ -66,5 +66,8 @@ def test_workers_take_jobs_from_every_server(three, worker_factory):
     worker_factory(three)
     jobs = [submit("tests.add", [i, 1]) for i in range(12)]
     for job in jobs:
-        assert list(attach("tests.add", job.key, timeout=30))[-1].result == int(job.arguments["args"][0]) + 1
+        assert (
+            list(attach("tests.add", job.key, timeout=30))[-1].result
+            == int(job.arguments["args"][0]) + 1
+        )
     assert {j.server for j in jobs} == {s.address for s in three}

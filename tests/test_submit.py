@@ -52,11 +52,17 @@ def test_inside_a_transaction_gearmand_gets_the_job_on_commit(gearmand):
 
 def test_a_rolled_back_submit_sends_nothing(gearmand):
     address = Address.parse(gearmand.address)
-    with pytest.raises(RuntimeError), transaction.atomic():
-        job = submit("tests.add", [1, 2])
-        raise RuntimeError("roll back")
+    submitted = []
+
+    def submit_then_fail() -> None:
+        with transaction.atomic():
+            submitted.append(submit("tests.add", [1, 2]))
+            raise RuntimeError("roll back")
+
+    with pytest.raises(RuntimeError):
+        submit_then_fail()
     assert not Job.objects.exists()
-    assert not get_client().status_unique(address, job.key.encode()).known
+    assert not get_client().status_unique(address, submitted[0].key.encode()).known
 
 
 @pytest.mark.parametrize(

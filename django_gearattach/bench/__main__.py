@@ -41,8 +41,15 @@ def _drop_pg(url: str, name: str) -> None:
 
 def _e2e(url: str, server: str, jobs: int, window: int, workers: int) -> dict[str, float]:
     cmd = [
-        sys.executable, "-m", "django_gearattach.bench.e2e", "client", url, server,
-        str(jobs), str(window), str(workers),
+        sys.executable,
+        "-m",
+        "django_gearattach.bench.e2e",
+        "client",
+        url,
+        server,
+        str(jobs),
+        str(window),
+        str(workers),
     ]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -61,14 +68,22 @@ def main() -> int:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
 
-    print(f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     print(f"{args.jobs} jobs per row, {args.window} in flight, {args.workers} worker processes\n")
     rows: list[tuple[str, float, str]] = []
     with Gearmand() as gearmand:
         floor = measure_floor(gearmand.port, args.jobs * 4, args.window, args.workers)
         rows.append(("raw gearmand floor (our codec, no database)", floor, ""))
         with tempfile.TemporaryDirectory() as tmp:
-            result = _e2e(f"sqlite:{tmp}/bench.sqlite3", gearmand.address, args.jobs, args.window, args.workers)
+            result = _e2e(
+                f"sqlite:{tmp}/bench.sqlite3",
+                gearmand.address,
+                args.jobs,
+                args.window,
+                args.workers,
+            )
             rows.append(("end to end, SQLite (WAL)", result["rate"], _detail(result, args.jobs)))
         if not args.no_postgres:
             scratch = _pg_database(args.pg_url)
@@ -76,8 +91,12 @@ def main() -> int:
                 rows.append(("end to end, PostgreSQL", 0.0, "NOT RUN: PostgreSQL unreachable"))
             else:
                 try:
-                    result = _e2e(scratch[0], gearmand.address, args.jobs, args.window, args.workers)
-                    rows.append(("end to end, PostgreSQL", result["rate"], _detail(result, args.jobs)))
+                    result = _e2e(
+                        scratch[0], gearmand.address, args.jobs, args.window, args.workers
+                    )
+                    rows.append(
+                        ("end to end, PostgreSQL", result["rate"], _detail(result, args.jobs))
+                    )
                 finally:
                     _drop_pg(args.pg_url, scratch[1])
     print(f"{'measurement':48} {'jobs/s':>9} {'of floor':>9}  database round trips per job")

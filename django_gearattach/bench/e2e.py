@@ -91,7 +91,9 @@ def run_worker(url: str, server: str, report: str) -> None:
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run()
     with open(report, "w") as out:
-        json.dump({"jobs": worker.jobs_done, "queries": QUERIES["count"], "cpu": cpu_seconds()}, out)
+        json.dump(
+            {"jobs": worker.jobs_done, "queries": QUERIES["count"], "cpu": cpu_seconds()}, out
+        )
 
 
 async def _drive(jobs: int, window: int) -> float:

@@ -72,7 +72,9 @@ def measure_floor(port: int, jobs: int, window: int, workers: int = 2) -> float:
     """Jobs/second through gearmand with ``workers`` raw worker processes."""
     function = "gearattach.bench.floor"
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=raw_worker, args=(port, function), daemon=True) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=raw_worker, args=(port, function), daemon=True) for _ in range(workers)
+    ]
     for proc in procs:
         proc.start()
     try:

@@ -153,7 +153,9 @@ class AsyncConnection:
         try:
             packet = await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except TimeoutError:
-            self._fail_all(ConnectionFailed(str(self.address), f"no reply within {self.timeout} s"))
+            self._fail_all(
+                ConnectionFailed(str(self.address), f"no reply within {self.timeout} s")
+            )
             raise ConnectionFailed(str(self.address), "no reply in time") from None
         raise_for_error(packet)
         return packet
@@ -203,7 +205,11 @@ class AsyncConnection:
             self._shared[(function, unique)] = shared
             try:
                 await self._request(
-                    submit_command(priority, background=False), function, unique, data, shared=shared
+                    submit_command(priority, background=False),
+                    function,
+                    unique,
+                    data,
+                    shared=shared,
                 )
             except BaseException:
                 shared.subscribers.discard(queue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import time
@@ -54,10 +55,8 @@ class Connection:
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
     def fileno(self) -> int:
         if self._sock is None:
@@ -119,7 +118,7 @@ class Connection:
     def has_buffered(self) -> bool:
         return bool(self._pending)
 
-    def read_packet(self, timeout: float | None | bool = True) -> Packet | None:
+    def read_packet(self, timeout: float | bool | None = True) -> Packet | None:
         """Next packet from the server.
 
         ``timeout=True`` uses the connection's timeout and raises on expiry; a number

@@ -55,7 +55,9 @@ class _Server:
         self.conn.close()
         self.registered = False
         self.failures += 1
-        self.retry_at = time.monotonic() + min(BACKOFF_START * 2 ** (self.failures - 1), BACKOFF_MAX)
+        self.retry_at = time.monotonic() + min(
+            BACKOFF_START * 2 ** (self.failures - 1), BACKOFF_MAX
+        )
 
 
 class WorkerPool:

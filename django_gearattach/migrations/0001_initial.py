@@ -9,7 +9,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -18,35 +17,94 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Job',
+            name="Job",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('function', models.CharField(max_length=255)),
-                ('key', models.CharField(max_length=63)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('complete', 'Complete'), ('failed', 'Failed'), ('lost', 'Lost'), ('cancelled', 'Cancelled')], default='queued', max_length=16)),
-                ('priority', models.CharField(default='normal', max_length=8)),
-                ('arguments', models.JSONField(blank=True, help_text="{'args': [...], 'kwargs': {...}} as submitted.", null=True)),
-                ('progress_numerator', models.BigIntegerField(default=0)),
-                ('progress_denominator', models.BigIntegerField(default=0)),
-                ('data', models.JSONField(blank=True, help_text='The last WORK_DATA payload.', null=True)),
-                ('result', models.JSONField(blank=True, null=True)),
-                ('error', models.TextField(blank=True)),
-                ('traceback', models.TextField(blank=True)),
-                ('server', models.CharField(blank=True, help_text='gearmand host:port.', max_length=255)),
-                ('handle', models.CharField(blank=True, help_text='gearmand job handle.', max_length=64)),
-                ('session_key', models.CharField(blank=True, max_length=40)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('worker_host', models.CharField(blank=True, max_length=255)),
-                ('worker_pid', models.PositiveIntegerField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='gearattach_jobs', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("function", models.CharField(max_length=255)),
+                ("key", models.CharField(max_length=63)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("complete", "Complete"),
+                            ("failed", "Failed"),
+                            ("lost", "Lost"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("priority", models.CharField(default="normal", max_length=8)),
+                (
+                    "arguments",
+                    models.JSONField(
+                        blank=True,
+                        help_text="{'args': [...], 'kwargs': {...}} as submitted.",
+                        null=True,
+                    ),
+                ),
+                ("progress_numerator", models.BigIntegerField(default=0)),
+                ("progress_denominator", models.BigIntegerField(default=0)),
+                (
+                    "data",
+                    models.JSONField(
+                        blank=True, help_text="The last WORK_DATA payload.", null=True
+                    ),
+                ),
+                ("result", models.JSONField(blank=True, null=True)),
+                ("error", models.TextField(blank=True)),
+                ("traceback", models.TextField(blank=True)),
+                (
+                    "server",
+                    models.CharField(blank=True, help_text="gearmand host:port.", max_length=255),
+                ),
+                (
+                    "handle",
+                    models.CharField(blank=True, help_text="gearmand job handle.", max_length=64),
+                ),
+                ("session_key", models.CharField(blank=True, max_length=40)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("worker_host", models.CharField(blank=True, max_length=255)),
+                ("worker_pid", models.PositiveIntegerField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="gearattach_jobs",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['status', '-created_at'], name='gearattach_status_created'), models.Index(fields=['function', '-created_at'], name='gearattach_function_created'), models.Index(fields=['-created_at'], name='gearattach_created'), models.Index(fields=['server', 'status'], name='gearattach_server_status')],
-                'constraints': [models.UniqueConstraint(fields=('function', 'key'), name='gearattach_job_function_key')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(
+                        fields=["status", "-created_at"], name="gearattach_status_created"
+                    ),
+                    models.Index(
+                        fields=["function", "-created_at"], name="gearattach_function_created"
+                    ),
+                    models.Index(fields=["-created_at"], name="gearattach_created"),
+                    models.Index(fields=["server", "status"], name="gearattach_server_status"),
+                ],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("function", "key"), name="gearattach_job_function_key"
+                    )
+                ],
             },
         ),
     ]

@@ -99,8 +99,12 @@ class Command(BaseCommand):
             try:
                 report["version"] = admin_command(address, "version")[0].removeprefix("OK ")
                 report["functions"] = [
-                    {"function": f.function, "queued": f.queued, "running": f.running,
-                     "workers": f.workers}
+                    {
+                        "function": f.function,
+                        "queued": f.queued,
+                        "running": f.running,
+                        "workers": f.workers,
+                    }
                     for f in parse_status(admin_command(address, "status"))
                 ]
                 report["reachable"] = True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -55,7 +56,7 @@ class Command(BaseCommand):
         if options["verbosity"] >= 1:
             logger = logging.getLogger("django_gearattach")
             if not logger.handlers:
-                handler = logging.StreamHandler(self.stderr._out)
+                handler = logging.StreamHandler(sys.stderr)
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
                 logger.addHandler(handler)
                 logger.setLevel(logging.DEBUG if options["verbosity"] > 1 else logging.INFO)
