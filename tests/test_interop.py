@@ -278,3 +278,48 @@ def test_pygearman_foreground_client_learns_that_a_job_failed(serving):
     assert request.state == gearman.constants.JOB_FAILED
     assert not request.timed_out
     assert finished_record("tests.fail", key).error == "ValueError: boom"
+
+
+# -- we attach to a running job that a foreign client submitted -------------------------
+
+
+@pytest.mark.parametrize("submitter", ["cli", "pygearman"])
+def test_our_attachers_join_a_running_foreign_job_and_it_runs_once(
+    serving, log_path, tmp_path, submitter
+):
+    key = new_key()
+    gate = tmp_path / "gate"
+    payload = json.dumps({"kwargs": {"log_path": str(log_path), "gate": str(gate)}})
+    if submitter == "cli":
+        done = cli(
+            serving, "-f", "tests.chatty", "-u", key, "-b", json.dumps({"args": [str(gate)]})
+        )
+        assert done.returncode == 0, done.stderr
+        function = "tests.chatty"
+    else:
+        client = gearman.GearmanClient([serving.address])
+        client.submit_job("tests.record", payload, unique=key, background=True)
+        function = "tests.record"
+    # The worker records the foreign job when it starts it (an upsert by function and key).
+    eventually(lambda: Job.objects.for_key(function, key).filter(status="running").exists())
+    threads = [in_thread(lambda: attach_events(function, key)) for _ in range(3)]
+    eventually(lambda: gearmand_status(serving, key).clients == 3)
+    gate.touch()
+    for thread, _ in threads:
+        thread.join(TIMEOUT)
+    record = finished_record(function, key)
+    assert record.status == Status.COMPLETE
+    for _, out in threads:
+        assert "error" not in out, out.get("error")
+        assert out["result"][-1] == JobEvent("complete", result=record.result)
+    if submitter == "cli":
+        assert [e.event for e in threads[0][1]["result"]] == [
+            "status",
+            "data",
+            "warning",
+            "status",
+            "complete",
+        ]
+    else:
+        assert executions(log_path) == [record.result["done"]]
+    assert record.attempts == 1
