@@ -35,8 +35,14 @@ def to_json_value(value: Any) -> Any:
 
 
 def encode_arguments(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> bytes:
+    """JSON job data; ``{}`` for no arguments.
+
+    Workers accept empty data too (the ``gearman`` CLI sends none), but we never send
+    it: gearmand 1.1.20's SQLite queue stores empty data as NULL and then refuses to
+    start ("failed to reload queue").
+    """
     if not args and not kwargs:
-        return b""
+        return b"{}"
     return dumps({"args": list(args), "kwargs": dict(kwargs or {})})
 
 

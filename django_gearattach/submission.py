@@ -53,7 +53,7 @@ class _Request:
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)
-        self.arguments = json.loads(self.data) if self.data else {"args": [], "kwargs": {}}
+        self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
