@@ -40,6 +40,7 @@ class _Shared:
 class _Pending:
     future: asyncio.Future[Packet]
     shared: _Shared | None = None
+    sent_at: float = 0.0
 
 
 class AsyncConnection:
@@ -55,6 +56,7 @@ class AsyncConnection:
         self._connect_lock = asyncio.Lock()
         self._exceptions_enabled = False
         self._outbox: list[bytes] = []
+        self._watchdog: asyncio.TimerHandle | None = None
 
     @property
     def connected(self) -> bool:
@@ -73,7 +75,7 @@ class AsyncConnection:
             self._task = asyncio.create_task(self._read_loop(), name=f"gearman {self.address}")
             self._exceptions_enabled = False
             future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-            self._pending.append(_Pending(future))
+            self._enqueue(_Pending(future))
             self._outbox.clear()
             self._write(encode(Command.OPTION_REQ, b"exceptions"))
         await self._wait(future)
@@ -150,15 +152,31 @@ class AsyncConnection:
         self._by_handle.clear()
 
     async def _wait(self, future: asyncio.Future[Packet]) -> Packet:
-        try:
-            packet = await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except TimeoutError:
+        packet = await future
+        raise_for_error(packet)
+        return packet
+
+    def _enqueue(self, pending: _Pending) -> None:
+        loop = asyncio.get_running_loop()
+        pending.sent_at = loop.time()
+        self._pending.append(pending)
+        if self._watchdog is None and self.timeout is not None:
+            self._watchdog = loop.call_later(self.timeout, self._check_timeouts)
+
+    def _check_timeouts(self) -> None:
+        # Replies come in request order, so only the oldest request can be overdue:
+        # one timer per connection instead of one per request.
+        self._watchdog = None
+        if not self._pending or self.timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        overdue = loop.time() - self._pending[0].sent_at - self.timeout
+        if overdue >= 0:
             self._fail_all(
                 ConnectionFailed(str(self.address), f"no reply within {self.timeout} s")
             )
-            raise ConnectionFailed(str(self.address), "no reply in time") from None
-        raise_for_error(packet)
-        return packet
+            return
+        self._watchdog = loop.call_later(-overdue, self._check_timeouts)
 
     async def _request(
         self, command: Command, *args: bytes | str | int, shared: _Shared | None = None
@@ -166,7 +184,7 @@ class AsyncConnection:
         await self.connect()
         assert self._writer is not None
         future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(future, shared))
+        self._enqueue(_Pending(future, shared))
         self._write(encode(command, *args))
         return await self._wait(future)
 
