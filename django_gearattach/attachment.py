@@ -128,6 +128,10 @@ def _addresses(record: Job | None, function: str, key: str) -> list[Address]:
     return ordered
 
 
+def _expired() -> AttachTimeout:
+    return AttachTimeout("the job did not finish in time; it keeps running")
+
+
 class _Clock:
     def __init__(self, timeout: float | None) -> None:
         self.deadline = None if timeout is None else time.monotonic() + timeout
@@ -138,7 +142,7 @@ class _Clock:
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise AttachTimeout("the job did not finish in time; it keeps running")
+            raise _expired()
         return left
 
     def backoff(self) -> float:
@@ -217,14 +221,18 @@ def attach(
             continue
         record = _load(name, key)
         if record is None:
-            if status is None:
-                raise ConnectionFailed(
-                    ",".join(map(str, _addresses(None, name, key))), "unreachable"
-                )
-            raise JobNotFound(name, key)
+            raise _not_found(status, name, key)
         if record.is_active:
             _revive_sync(record, name, unique)
             time.sleep(clock.backoff())
+
+
+def _not_found(status: UniqueStatus | None, function: str, key: str) -> Exception:
+    """No record and no gearmand job; or, when no server answered, we cannot tell."""
+    if status is None:
+        servers = ",".join(map(str, _addresses(None, function, key)))
+        return ConnectionFailed(servers, "no gearmand answered, so the job's state is unknown")
+    return JobNotFound(function, key)
 
 
 def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
@@ -289,7 +297,7 @@ async def aattach(
             except ConnectionFailed:
                 pass
             except TimeoutError:
-                raise AttachTimeout("the job did not finish in time; it keeps running") from None
+                raise _expired() from None
             await asyncio.sleep(clock.backoff())
             record = await _load_batched((name, key))
             continue
@@ -298,11 +306,7 @@ async def aattach(
             continue
         record = await _load_batched((name, key))
         if record is None:
-            if status is None:
-                raise ConnectionFailed(
-                    ",".join(map(str, _addresses(None, name, key))), "unreachable"
-                )
-            raise JobNotFound(name, key)
+            raise _not_found(status, name, key)
         if record.is_active:
             for address in _addresses(record, name, key):
                 try:

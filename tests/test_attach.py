@@ -144,3 +144,21 @@ def test_attach_times_out_on_a_running_job_and_leaves_it_running(gearmand, worke
         list(attach("tests.chatty", job.key, timeout=0.3))
     gate.touch()
     assert list(attach("tests.chatty", job.key, timeout=20))[-1].result == {"answer": 42}
+
+
+def test_attach_with_every_server_down_says_the_state_is_unknown(settings):
+    from django_gearattach.gearman.errors import ConnectionFailed
+    from django_gearattach.testing import free_port
+
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [f"127.0.0.1:{free_port()}"]}
+    with pytest.raises(ConnectionFailed, match="state is unknown"):
+        list(attach("tests.add", "some-key"))
+    assert not Job.objects.exists()
+
+
+def test_attach_waits_out_a_vanished_server_then_times_out_cleanly(gearmand):
+    job = submit("tests.add", [1, 2])
+    gearmand.stop()
+    with pytest.raises(AttachTimeout):
+        list(attach(job, timeout=1.0))
+    assert Job.objects.get(pk=job.pk).status == Status.QUEUED  # nothing lost
