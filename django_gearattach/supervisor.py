@@ -6,6 +6,7 @@ SIGTERM or SIGINT asks every worker to finish its current job and exit.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ from .worker import Worker
 logger = logging.getLogger("django_gearattach.worker")
 
 RESPAWN_DELAY = 0.5
+PR_SET_PDEATHSIG = 1
 
 
 class Supervisor:
@@ -68,6 +70,7 @@ class Supervisor:
             code = 0
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
+                _die_with_parent()
                 self._run_inline()
             except BaseException:
                 logger.exception("worker process crashed")
@@ -102,4 +105,14 @@ class Supervisor:
                     "worker process %s exited (status %s); starting another", pid, status
                 )
                 time.sleep(RESPAWN_DELAY)
-                self._spawn(slot)
+                if not self.stopping:  # a SIGTERM may have come during the pause
+                    self._spawn(slot)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this child if the supervisor dies (even by SIGKILL)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM must do
+        pass

@@ -110,3 +110,10 @@ def test_unknown_function_option_is_a_clear_error(gearmand, worker_factory):
     worker = worker_factory([gearmand], "--function", "tests.nope")
     assert worker.process.wait(20) != 0
     assert "no task is registered as 'tests.nope'" in worker.output()
+
+
+def test_children_exit_when_their_supervisor_is_killed(gearmand, worker_factory):
+    worker = worker_factory([gearmand], "--concurrency", "2")
+    wait_for_workers(gearmand.address, "tests.add", 2)
+    worker.process.kill()  # SIGKILL: the supervisor cannot forward anything
+    wait_until(lambda: registered_workers(gearmand.address, "tests.add") == 0, what="no workers")
