@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_WRITE_INTERVAL": 0.5,
     # Default priority of submitted jobs: "high", "normal" or "low".
     "DEFAULT_PRIORITY": "normal",
+    # Seconds a progress-page token stays valid (web layer: tokens.py).
+    "TOKEN_MAX_AGE": 24 * 3600,
+    # The longest ?timeout= (seconds) the long-poll endpoint accepts.
+    "LONGPOLL_MAX_TIMEOUT": 60.0,
 }
 
 
@@ -57,6 +61,14 @@ class Settings:
     @property
     def DEFAULT_PRIORITY(self) -> str:
         return str(self._get("DEFAULT_PRIORITY"))
+
+    @property
+    def TOKEN_MAX_AGE(self) -> int:
+        return int(self._get("TOKEN_MAX_AGE"))
+
+    @property
+    def LONGPOLL_MAX_TIMEOUT(self) -> float:
+        return float(self._get("LONGPOLL_MAX_TIMEOUT"))
 
 
 conf = Settings()
