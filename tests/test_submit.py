@@ -72,6 +72,7 @@ def test_a_rolled_back_submit_sends_nothing(gearmand):
         ("é" * 32, "at most 63 bytes"),
         ("a\0b", "NUL"),
         ("", "empty"),
+        ("-", "hash the payload"),
     ],
 )
 def test_bad_keys_are_refused_before_anything_is_sent(gearmand, key, message):

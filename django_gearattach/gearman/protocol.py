@@ -155,6 +155,8 @@ def check_unique(unique: bytes) -> bytes:
         raise ValueError("a unique key must not be empty (gearmand never coalesces it)")
     if b"\0" in unique:
         raise ValueError("a unique key must not contain NUL bytes")
+    if unique == b"-":
+        raise ValueError('the unique "-" makes gearmand hash the payload; send a real key')
     if len(unique) > MAX_UNIQUE_BYTES:
         raise ValueError(
             f"a unique key is at most {MAX_UNIQUE_BYTES} bytes, got {len(unique)} "
