@@ -177,6 +177,8 @@ def attach(
     clock = _Clock(timeout)
     if record is None:
         record = _load(name, key)
+        if record is None and conf.IMMEDIATE:
+            raise JobNotFound(name, key)  # immediate mode: every job has a record
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:
@@ -262,6 +264,8 @@ async def aattach(
     clock = _Clock(timeout)
     if record is None:
         record = await _load_batched((name, key))
+        if record is None and conf.IMMEDIATE:
+            raise JobNotFound(name, key)  # immediate mode: every job has a record
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:

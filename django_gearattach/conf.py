@@ -22,6 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_WRITE_INTERVAL": 0.5,
     # Default priority of submitted jobs: "high", "normal" or "low".
     "DEFAULT_PRIORITY": "normal",
+    # Run submitted jobs in the submitting process, without gearmand (unit tests only).
+    "IMMEDIATE": False,
     # Seconds a progress-page token stays valid (web layer: tokens.py).
     "TOKEN_MAX_AGE": 24 * 3600,
     # The longest ?timeout= (seconds) the long-poll endpoint accepts.
@@ -69,6 +71,10 @@ class Settings:
     @property
     def LONGPOLL_MAX_TIMEOUT(self) -> float:
         return float(self._get("LONGPOLL_MAX_TIMEOUT"))
+
+    @property
+    def IMMEDIATE(self) -> bool:
+        return bool(self._get("IMMEDIATE"))
 
 
 conf = Settings()

@@ -21,7 +21,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import records
+from . import immediate, records, signals
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
@@ -179,6 +179,8 @@ def _send(request: _Request, job: Job) -> None:
             errors.append(str(exc))
             continue
         request.sent_to(job, address)
+        if signals.job_submitted.receivers:
+            signals.send(signals.job_submitted, job)
         return
     raise request.failed(job, "; ".join(errors))
 
@@ -213,6 +215,8 @@ def submit(
     request = _Request(task, args, kwargs, key, priority, owner, session_key)
     job, send = _prepare(request, rerun)
     if send:
+        if conf.IMMEDIATE:
+            return immediate.run(job, request.data)
         if connection.in_atomic_block:
             transaction.on_commit(functools.partial(_send_on_commit, request, job))
         else:
@@ -236,6 +240,8 @@ async def asubmit(
     job, send = await _prepare_batched((request, rerun))
     if not send:
         return job
+    if conf.IMMEDIATE:
+        return await sync_to_async(immediate.run)(job, request.data)
     client = get_async_client()
     errors = []
     for address in request.servers:
@@ -248,5 +254,7 @@ async def asubmit(
             continue
         if str(address) != job.server:
             await sync_to_async(request.sent_to)(job, address)
+        if signals.job_submitted.receivers:
+            await signals.asend(signals.job_submitted, job)
         return job
     raise await sync_to_async(request.failed)(job, "; ".join(errors))

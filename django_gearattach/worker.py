@@ -21,7 +21,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, connections
 from django.utils import timezone
 
-from . import records
+from . import records, signals
 from .conf import conf
 from .exceptions import BadPayload, GearattachError
 from .gearman.errors import GearmanError
@@ -44,10 +44,15 @@ class _Reporter:
         self.interval = interval
         self._last_write = 0.0
         self._unsaved: dict[str, Any] = {}
+        self._record: Job | None = None  # read only for job_progress receivers
 
     def progress(self, numerator: int, denominator: int) -> None:
         self.job.send(Command.WORK_STATUS, numerator, denominator)
         self._save(progress_numerator=numerator, progress_denominator=denominator)
+        if signals.job_progress.receivers:
+            self._record = signals.send_progress(
+                self._record, self.job.function, self.key, numerator, denominator
+            )
 
     def data(self, value: Any) -> None:
         raw = dumps(value)
@@ -203,6 +208,8 @@ class Worker:
     def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
         reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
         context = JobContext(job.function, key, reporter)
+        if signals.job_started.receivers:
+            signals.send_started(job.function, key)
         try:
             value = self.tasks[job.function].run(context, args, kwargs)
             raw = dumps(value)
@@ -225,6 +232,8 @@ class Worker:
         records.update(
             job.function, key, {"status": status, "finished_at": timezone.now(), **fields}
         )
+        if signals.job_finished.receivers:
+            signals.send_finished(job.function, key)
 
     def _answer_stored(self, job: Assignment, key: str, record: Job) -> str:
         if record.status == Status.COMPLETE:
