@@ -1,6 +1,7 @@
 """Settings for the test suite (and for the gearworker subprocesses the tests start)."""
 
 import os
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -41,6 +42,12 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "/static/"
+# Uploads and downloads of @offload views: shared with the worker subprocesses, which
+# inherit the environment variable set here.
+MEDIA_ROOT = os.environ.setdefault(
+    "GEARATTACH_TEST_MEDIA", str(Path(tempfile.gettempdir()) / f"gearattach-media-{os.getpid()}")
+)
+ASGI_APPLICATION = "tests.asgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 

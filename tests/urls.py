@@ -1,4 +1,22 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
-urlpatterns = [path("admin/", admin.site.urls)]
+from .testapp import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("gearattach/", include("django_gearattach.urls")),
+    path("offload/sync/", views.sync_report, name="sync-report"),
+    path("offload/async/", views.async_report, name="async-report"),
+    path("offload/keyed/", views.keyed_report, name="keyed-report"),
+    path("offload/shared/", views.shared_report, name="shared-report"),
+    path("offload/private/", views.private_report, name="private-report"),
+    path("offload/item/<int:number>/", views.item, name="item"),
+    path("offload/redirect/", views.redirecting, name="redirecting"),
+    path("offload/csv/", views.csv_export, name="csv-export"),
+    path("offload/upload/", views.upload, name="upload"),
+    path("offload/no-files/", views.no_files, name="no-files"),
+    path("offload/broken/", views.broken, name="broken"),
+    path("offload/missing/", views.missing, name="missing"),
+    path("explicit/", views.explicit, name="explicit"),
+]

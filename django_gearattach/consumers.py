@@ -1,0 +1,102 @@
+"""The websocket consumer: a browser follows one job, named by a signed token in the path.
+
+The consumer is thin. It checks the token against the connection's user or session,
+then relays the :mod:`~django_gearattach.hub`'s messages (already encoded once per
+job, not once per socket) until the job's outcome, and closes with 1000.
+
+Close codes: 4403 for a token that is forged, altered, expired or someone else's;
+4404 for a job whose record no longer exists; 1011 when following the job failed
+(the widget reconnects); 1009 for an oversized frame.
+
+The browser may send ``{"type": "ping"}`` (answered ``{"type": "pong"}``). Any other
+frame is answered with ``{"type": "error", "error": "..."}`` and the socket stays
+open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from .hub import BROKEN, MISSING, get_hub
+from .tokens import Identity, TokenRefused, check_token
+
+#: The largest frame a browser may send, in bytes; larger ones close the socket (1009).
+MAX_FRAME_BYTES = 4096
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+CLOSE_TOO_BIG = 1009
+CLOSE_ERROR = 1011
+
+
+class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """``ws/gearattach/<token>/``: the job's messages, then a normal close."""
+
+    # The hub is in-process: no channel layer is needed, and not creating a layer
+    # channel per socket keeps each socket small.
+    channel_layer_alias = "gearattach-no-channel-layer"
+
+    follower: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        """Accept, then check the token (close codes need an accepted socket)."""
+        await self.accept()
+        token = self.scope.get("url_route", {}).get("kwargs", {}).get("token", "")
+        try:
+            ref = check_token(token, Identity.of_scope(self.scope))
+        except TokenRefused:
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        self.follower = asyncio.get_running_loop().create_task(self.follow(ref.function, ref.key))
+
+    async def follow(self, function: str, key: str) -> None:
+        """Relay the job's messages; close when the job has ended."""
+        async with get_hub().subscribe(function, key) as subscription:
+            async for message in subscription:
+                if message.type == MISSING:
+                    await self.close(code=CLOSE_NOT_FOUND)
+                    return
+                if message.type == BROKEN:
+                    await self.send_error("cannot follow the job right now; retry shortly")
+                    await self.close(code=CLOSE_ERROR)
+                    return
+                await self.send(text_data=message.text)
+        await self.close(code=1000)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Answer the browser's frames; a bad one gets an error message, not a close."""
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
+            await self.send_error(f"frame too large: at most {MAX_FRAME_BYTES} bytes")
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        if text_data is None:
+            await self.send_error('send JSON text frames, e.g. {"type": "ping"}')
+            return
+        try:
+            frame: Any = json.loads(text_data)
+        except ValueError:
+            await self.send_error('malformed frame: not JSON; send e.g. {"type": "ping"}')
+            return
+        if not isinstance(frame, dict) or frame.get("type") != "ping":
+            kind = frame.get("type") if isinstance(frame, dict) else None
+            await self.send_error(
+                f"unknown message type {kind!r}: this socket only accepts "
+                '{"type": "ping"}; job messages come from the server'
+            )
+            return
+        await self.send(text_data='{"type":"pong"}')
+
+    async def send_error(self, error: str) -> None:
+        await self.send(text_data=json.dumps({"type": "error", "error": error}))
+
+    async def disconnect(self, code: int) -> None:
+        if self.follower is not None:
+            self.follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.follower

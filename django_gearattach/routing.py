@@ -1,0 +1,34 @@
+"""Websocket routes: add them to your ASGI application's ``URLRouter``.
+
+.. code-block:: python
+
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import ProtocolTypeRouter, URLRouter
+    from channels.security.websocket import AllowedHostsOriginValidator
+    from django_gearattach.routing import websocket_urlpatterns
+
+    application = ProtocolTypeRouter({
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
+        ),
+    })
+
+``AuthMiddlewareStack`` matters: tokens are bound to the user or session, which the
+consumer reads from the scope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import path
+
+from .consumers import JobConsumer
+
+#: The path the widget connects to (below the site's script prefix).
+WEBSOCKET_PATH = "ws/gearattach/"
+
+websocket_urlpatterns: list[Any] = [
+    path(f"{WEBSOCKET_PATH}<str:token>/", JobConsumer.as_asgi(), name="gearattach-websocket"),
+]

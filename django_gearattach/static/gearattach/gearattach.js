@@ -1,0 +1,313 @@
+/* django-gearattach progress widget. No build step, no framework.
+ *
+ * Every element with [data-gearattach] follows one job: over a websocket first, then
+ * Server-Sent Events, then long-polling (data-transports sets the order). Lost
+ * connections are retried with exponential backoff and jitter; a transport that keeps
+ * failing before it delivers anything gives way to the next one. Several widgets may
+ * share a page. Each one dispatches "gearattach:message", "gearattach:complete" and
+ * "gearattach:failed" events (bubbling, detail = the message); calling
+ * preventDefault() on "gearattach:complete" stops the built-in outcome handling.
+ */
+(function () {
+  "use strict";
+
+  if (window.GearAttach) {
+    window.GearAttach.scan();
+    return;
+  }
+
+  var FAILURES_BEFORE_FALLBACK = 3;
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+  var PING_MS = 25000;
+  var POLL_TIMEOUT_S = 25;
+
+  function backoff(attempt) {
+    var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
+    return delay * (0.5 + Math.random() / 2);
+  }
+
+  function wsUrl(path) {
+    var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
+    return scheme + "//" + window.location.host + path;
+  }
+
+  function Widget(el) {
+    this.el = el;
+    this.bar = el.querySelector(".gearattach-bar");
+    this.fill = el.querySelector(".gearattach-fill");
+    this.statusLine = el.querySelector(".gearattach-status");
+    this.dataBox = el.querySelector(".gearattach-data");
+    this.warnings = el.querySelector(".gearattach-warnings");
+    this.outcome = el.querySelector(".gearattach-outcome");
+    var supported = {
+      ws: "WebSocket" in window,
+      sse: "EventSource" in window,
+      poll: "fetch" in window,
+    };
+    this.transports = (el.dataset.transports || "ws sse poll")
+      .split(/\s+/)
+      .filter(function (name) { return supported[name]; });
+    this.index = 0;
+    this.failures = 0;
+    this.attempt = 0;
+    this.done = false;
+    this.cursor = "";
+    this.connection = null;
+    this.timer = null;
+  }
+
+  Widget.prototype.start = function () {
+    var url = this.el.dataset.outcomeUrl;
+    if (url && window.history && window.history.replaceState) {
+      // Reloading the page now shows this job again instead of starting another.
+      window.history.replaceState(window.history.state, "", url);
+    }
+    if (this.el.hasAttribute("data-finished")) {
+      this.done = true;
+      return;
+    }
+    this.connect();
+  };
+
+  Widget.prototype.transport = function () {
+    return this.transports[this.index] || null;
+  };
+
+  Widget.prototype.connect = function () {
+    this.timer = null;
+    if (this.done) return;
+    this.el.dataset.transport = this.transport() || "none";
+    switch (this.transport()) {
+      case "ws": return this.connectWebSocket();
+      case "sse": return this.connectEventSource();
+      case "poll": return this.poll();
+      default: return this.fail("This browser cannot follow the job; reload the page later.");
+    }
+  };
+
+  /* A connection ended without the outcome: retry, or fall back to the next transport. */
+  Widget.prototype.retry = function (delivered) {
+    if (this.done) return;
+    this.connection = null;
+    if (delivered) {
+      this.failures = 0;
+      this.attempt = 0;
+    } else {
+      this.failures += 1;
+      if (this.failures >= FAILURES_BEFORE_FALLBACK && this.index < this.transports.length - 1) {
+        this.index += 1;
+        this.failures = 0;
+        this.attempt = 0;
+        return this.connect();
+      }
+    }
+    var self = this;
+    this.timer = window.setTimeout(function () { self.connect(); }, backoff(this.attempt++));
+  };
+
+  Widget.prototype.connectWebSocket = function () {
+    var self = this;
+    var delivered = false;
+    var socket = new WebSocket(wsUrl(this.el.dataset.wsUrl));
+    var ping = null;
+    this.connection = socket;
+    socket.onopen = function () {
+      ping = window.setInterval(function () {
+        if (socket.readyState === WebSocket.OPEN) socket.send('{"type":"ping"}');
+      }, PING_MS);
+    };
+    socket.onmessage = function (event) {
+      delivered = true;
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      self.handle(message);
+    };
+    socket.onclose = function (event) {
+      if (ping) window.clearInterval(ping);
+      if (self.done) return;
+      if (event.code === 4403) return self.fail("You cannot follow this job: the link is invalid, expired or not yours.");
+      if (event.code === 4404) return self.fail("This job no longer exists.");
+      self.retry(delivered);
+    };
+  };
+
+  Widget.prototype.connectEventSource = function () {
+    var self = this;
+    var delivered = false;
+    var source = new EventSource(this.el.dataset.eventsUrl);
+    this.connection = source;
+    source.onmessage = function (event) {
+      delivered = true;
+      var message;
+      try { message = JSON.parse(event.data); } catch (e) { return; }
+      self.handle(message);
+      if (self.done) source.close();
+    };
+    source.onerror = function () {
+      source.close();
+      if (self.done) return;
+      if (!delivered && source.readyState === EventSource.CLOSED) {
+        // Refused (an HTTP error) rather than dropped: long-polling says why, clearly.
+        self.failures = FAILURES_BEFORE_FALLBACK - 1;
+      }
+      self.retry(delivered);
+    };
+  };
+
+  Widget.prototype.poll = function () {
+    var self = this;
+    var url = this.el.dataset.pollUrl + "?timeout=" + POLL_TIMEOUT_S +
+      (this.cursor ? "&cursor=" + encodeURIComponent(this.cursor) : "");
+    this.connection = { close: function () {} };
+    window.fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.json().then(
+          function (body) { return { status: response.status, body: body }; },
+          function () { return { status: response.status, body: {} }; }
+        );
+      })
+      .then(function (answer) {
+        if (self.done) return;
+        if (answer.status === 403) return self.fail("You cannot follow this job: the link is invalid, expired or not yours.");
+        if (answer.status === 404) return self.fail("This job no longer exists.");
+        if (answer.status !== 200) {
+          self.attempt = Math.max(self.attempt, 1);
+          return self.retryPoll();
+        }
+        self.attempt = 0;
+        self.cursor = answer.body.cursor || self.cursor;
+        (answer.body.messages || []).forEach(function (m) { self.handle(m); });
+        if (!self.done) self.poll();
+      })
+      .catch(function () { self.retryPoll(); });
+  };
+
+  Widget.prototype.retryPoll = function () {
+    var self = this;
+    if (this.done) return;
+    this.timer = window.setTimeout(function () { self.poll(); }, backoff(this.attempt++));
+  };
+
+  Widget.prototype.emit = function (name, message) {
+    var event = new CustomEvent("gearattach:" + name, { bubbles: true, cancelable: true, detail: message });
+    return this.el.dispatchEvent(event);
+  };
+
+  Widget.prototype.handle = function (message) {
+    if (this.done || !message || typeof message.type !== "string") return;
+    this.emit("message", message);
+    switch (message.type) {
+      case "status": return this.status(message.numerator, message.denominator);
+      case "data": return this.data(message.data);
+      case "warning": return this.warning(message.message);
+      case "complete": return this.complete(message);
+      case "failed": return this.fail(message.error || "The job failed.");
+      case "error": if (window.console) window.console.warn("gearattach:", message.error); return;
+      default: return;
+    }
+  };
+
+  Widget.prototype.status = function (numerator, denominator) {
+    if (!(denominator > 0)) {
+      this.statusLine.textContent = "Working…";
+      return;
+    }
+    var percent = Math.max(0, Math.min(100, Math.round((100 * numerator) / denominator)));
+    this.fill.style.width = percent + "%";
+    this.bar.setAttribute("aria-valuenow", String(percent));
+    this.bar.setAttribute("aria-valuetext", numerator + " of " + denominator);
+    this.statusLine.textContent = "Step " + numerator + " of " + denominator + " (" + percent + "%)";
+  };
+
+  Widget.prototype.data = function (value) {
+    this.dataBox.hidden = false;
+    this.dataBox.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  };
+
+  Widget.prototype.warning = function (text) {
+    var item = document.createElement("li");
+    item.textContent = text;
+    this.warnings.hidden = false;
+    this.warnings.appendChild(item);
+  };
+
+  Widget.prototype.finish = function (kind) {
+    this.done = true;
+    if (this.timer) window.clearTimeout(this.timer);
+    if (this.connection) this.connection.close();
+    this.el.classList.add("gearattach-" + kind);
+    this.el.dataset.state = kind;
+    this.fill.style.width = "100%";
+    this.bar.setAttribute("aria-valuenow", "100");
+    this.bar.setAttribute("aria-valuetext", kind === "complete" ? "Done" : "Stopped");
+  };
+
+  Widget.prototype.complete = function (message) {
+    this.finish("complete");
+    this.statusLine.textContent = "Done.";
+    if (!this.emit("complete", message)) return;
+    var swap = this.el.dataset.swap === "document";
+    if (swap && typeof message.redirect === "string") {
+      window.location.assign(message.redirect);
+      return;
+    }
+    if (swap && typeof message.html === "string") {
+      // The offloaded view's own page replaces this one, as if it had answered at once.
+      document.open();
+      document.write(message.html);
+      document.close();
+      return;
+    }
+    this.outcome.hidden = false;
+    this.outcome.textContent = "";
+    if (message.download) {
+      var link = document.createElement("a");
+      link.className = "gearattach-download";
+      link.href = this.el.dataset.downloadUrl;
+      link.setAttribute("download", message.download.name || "");
+      link.textContent = "Download " + (message.download.name || "the result");
+      this.outcome.appendChild(link);
+    } else if (typeof message.html === "string") {
+      var box = document.createElement("div");
+      box.className = "gearattach-html";
+      box.innerHTML = message.html;
+      this.outcome.appendChild(box);
+    } else {
+      var pre = document.createElement("pre");
+      pre.className = "gearattach-result";
+      pre.textContent = JSON.stringify(message.result, null, 2);
+      this.outcome.appendChild(pre);
+    }
+  };
+
+  Widget.prototype.fail = function (error) {
+    this.finish("failed");
+    this.statusLine.textContent = "Failed.";
+    this.outcome.hidden = false;
+    this.outcome.setAttribute("role", "alert");
+    this.outcome.textContent = "";
+    var p = document.createElement("p");
+    p.className = "gearattach-error";
+    p.textContent = error;
+    this.outcome.appendChild(p);
+    this.emit("failed", { type: "failed", error: error });
+  };
+
+  function scan() {
+    var found = document.querySelectorAll("[data-gearattach]:not([data-gearattach-started])");
+    Array.prototype.forEach.call(found, function (el) {
+      el.setAttribute("data-gearattach-started", "");
+      var widget = new Widget(el);
+      el.gearattach = widget;
+      widget.start();
+    });
+  }
+
+  window.GearAttach = { scan: scan, Widget: Widget };
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", scan);
+  } else {
+    scan();
+  }
+})();

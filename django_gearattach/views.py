@@ -1,0 +1,206 @@
+"""HTTP endpoints for clients without websockets (``include("django_gearattach.urls")``).
+
+* ``jobs/<token>/``: the job's state as JSON, from its record.
+* ``jobs/<token>/poll/?timeout=S&cursor=C``: long-poll. Answers at once with what
+  happened since ``cursor`` (the previous answer's), else waits up to ``timeout``
+  seconds (default 25, at most ``GEARATTACH["LONGPOLL_MAX_TIMEOUT"]``) for the next
+  message. ``{"messages": [...], "cursor": "...", "done": bool}``.
+* ``jobs/<token>/events/``: a Server-Sent Events stream of the same messages as the
+  websocket; it ends after the outcome.
+* ``jobs/<token>/download/``: the file a finished offloaded view returned.
+
+Every endpoint answers 403 for a token that is invalid, expired or someone else's,
+and 404 when the job's record is gone. The long-poll and SSE endpoints are async: run
+them under ASGI, where the process's hub shares one gearmand attachment per job.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
+from django.http.response import StreamingHttpResponse
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.http import require_GET
+
+from .attachment import outcome_of
+from .conf import conf
+from .hub import BROKEN, MISSING, Message, Subscription, get_hub
+from .models import Job, Status
+from .tokens import Identity, JobRef, TokenRefused, check_token
+from .wire import OFFLOAD_FUNCTION, message_for, state
+
+DEFAULT_POLL_TIMEOUT = 25.0
+#: Seconds between SSE comments that keep proxies from closing an idle stream.
+SSE_HEARTBEAT = 15.0
+
+
+def _json(data: dict[str, object], status: int = 200) -> JsonResponse:
+    response = JsonResponse(data, status=status)
+    add_never_cache_headers(response)
+    return response
+
+
+def _refused() -> JsonResponse:
+    return _json({"error": str(TokenRefused())}, 403)
+
+
+def _missing() -> JsonResponse:
+    return _json({"error": "no such job: its record no longer exists"}, 404)
+
+
+def _check(token: str, identity: Identity) -> JobRef | None:
+    try:
+        return check_token(token, identity)
+    except TokenRefused:
+        return None
+
+
+@require_GET
+def status(request: HttpRequest, token: str) -> HttpResponseBase:
+    """The job's state: status, progress, data and (once finished) its outcome."""
+    ref = _check(token, Identity.of_request(request))
+    if ref is None:
+        return _refused()
+    record = Job.objects.for_key(ref.function, ref.key).first()
+    if record is None:
+        return _missing()
+    return _json(state(record))
+
+
+def _timeout(text: str | None) -> float | None:
+    if text is None or text == "":
+        return min(DEFAULT_POLL_TIMEOUT, conf.LONGPOLL_MAX_TIMEOUT)
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(value) or not 0 <= value <= conf.LONGPOLL_MAX_TIMEOUT:
+        return None
+    return value
+
+
+def _cursor(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return (0, 0)
+    channel, _, seq = text.partition(".")
+    if not (channel.isdigit() and seq.isdigit()) or len(text) > 40:
+        return None
+    return int(channel), int(seq)
+
+
+@require_GET
+async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
+    """Long-poll: the messages after ``cursor``, waiting up to ``timeout`` seconds."""
+    timeout = _timeout(request.GET.get("timeout"))
+    if timeout is None:
+        limit = conf.LONGPOLL_MAX_TIMEOUT
+        return _json({"error": f"timeout must be a number of seconds from 0 to {limit:g}"}, 400)
+    cursor = _cursor(request.GET.get("cursor"))
+    if cursor is None:
+        return _json({"error": "cursor must be the cursor of a previous answer"}, 400)
+    ref = _check(token, await Identity.aof_request(request))
+    if ref is None:
+        return _refused()
+    record = await Job.objects.for_key(ref.function, ref.key).afirst()
+    if record is None:
+        return _missing()
+    if record.is_finished:
+        outcome = message_for(outcome_of(record), record.function)
+        return _json({"messages": [outcome], "cursor": "0.0", "done": True})
+    async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+        messages = await _collect(subscription, cursor, timeout)
+        last = messages[-1].seq if messages else cursor[1]
+        position = f"{subscription.channel_id}.{last}"
+    if any(m.type == MISSING for m in messages):
+        return _missing()
+    if any(m.type == BROKEN for m in messages):
+        return _json({"error": "cannot follow the job right now; retry shortly"}, 503)
+    return _json(
+        {
+            "messages": [m.payload for m in messages],
+            "cursor": position,
+            "done": any(m.final for m in messages),
+        }
+    )
+
+
+async def _collect(
+    subscription: Subscription, cursor: tuple[int, int], timeout: float
+) -> list[Message]:
+    channel, seen = cursor
+
+    def new(message: Message) -> bool:
+        return subscription.channel_id != channel or message.seq > seen
+
+    messages = [m for m in subscription.pending() if new(m)]
+    if messages:
+        return messages
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        message = await subscription.get(left)
+        if message is None:
+            break
+        if new(message):
+            return [message, *(m for m in subscription.pending() if new(m))]
+    return []
+
+
+@require_GET
+async def events(request: HttpRequest, token: str) -> HttpResponseBase:
+    """Server-Sent Events: each message as ``data: {json}``; the stream ends after the outcome."""
+    ref = _check(token, await Identity.aof_request(request))
+    if ref is None:
+        return _refused()
+    record = await Job.objects.for_key(ref.function, ref.key).afirst()
+    if record is None:
+        return _missing()
+    response = StreamingHttpResponse(
+        _stream(ref, record), content_type="text/event-stream; charset=utf-8"
+    )
+    add_never_cache_headers(response)
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
+
+
+async def _stream(ref: JobRef, record: Job) -> AsyncIterator[str]:
+    yield "retry: 2000\n\n"
+    async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+        while True:
+            message = await subscription.get(SSE_HEARTBEAT)
+            if message is None:
+                yield ": keep-alive\n\n"
+                continue
+            if message.type in (MISSING, BROKEN):
+                return  # the browser reconnects and gets a clear 404, or the stream again
+            yield f"id: {subscription.channel_id}.{message.seq}\ndata: {message.text}\n\n"
+            if message.final:
+                return
+
+
+@require_GET
+def download(request: HttpRequest, token: str) -> HttpResponseBase:
+    """The non-HTML response of a finished offloaded view, as a file download."""
+    ref = _check(token, Identity.of_request(request))
+    if ref is None:
+        return _refused()
+    record = Job.objects.for_key(ref.function, ref.key).first()
+    result = record.result if record is not None and record.status == Status.COMPLETE else None
+    if ref.function != OFFLOAD_FUNCTION or not isinstance(result, dict):
+        return _missing()
+    stored = result.get("download")
+    if not isinstance(stored, dict):
+        return _missing()
+    try:
+        handle = default_storage.open(stored["path"], "rb")
+    except FileNotFoundError:
+        return _missing()
+    return FileResponse(
+        handle,
+        as_attachment=True,
+        filename=stored["name"],
+        content_type=result.get("content_type") or "application/octet-stream",
+    )

@@ -1,0 +1,160 @@
+"""Views the web-layer tests offload to real workers.
+
+Each offloaded view appends one line per execution to the file named by the ``log``
+parameter (tests count executions with it) and waits for the file named by ``gate``
+to exist when one is given (tests use it to hold a job while they attach).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+import uuid
+from pathlib import Path
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.middleware.csrf import get_token
+from django.utils.html import escape
+
+from django_gearattach import submit
+from django_gearattach.decorators import offload
+from django_gearattach.processing import processing_response
+
+
+def _param(request: HttpRequest, name: str) -> str:
+    return request.POST.get(name) or request.GET.get(name) or ""
+
+
+def _record_execution(request: HttpRequest) -> str:
+    execution = f"{os.getpid()}-{uuid.uuid4().hex}"
+    if log := _param(request, "log"):
+        with open(log, "a") as out:
+            out.write(execution + "\n")
+    return execution
+
+
+def _wait_for_gate(request: HttpRequest) -> None:
+    gate = _param(request, "gate")
+    deadline = time.monotonic() + 30
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def _page(request: HttpRequest, title: str, execution: str, extra: str = "") -> HttpResponse:
+    user = request.user.get_username() if request.user.is_authenticated else "anonymous"
+    body = (
+        f"<!doctype html><html><head><title>{escape(title)}</title></head><body>"
+        f"<h1>{escape(title)}</h1>"
+        f'<p id="execution">{escape(execution)}</p>'
+        f'<p id="method">{escape(request.method or "")}</p>'
+        f'<p id="user">{escape(user)}</p>'
+        f'<p id="colour">{escape(_param(request, "colour"))}</p>'
+        f'<p id="session">{escape(str(request.session.get("favourite", "")))}</p>'
+        f'<p id="csrf">{escape(get_token(request))}</p>'
+        f"{extra}</body></html>"
+    )
+    return HttpResponse(body)
+
+
+@offload
+def sync_report(request: HttpRequest) -> HttpResponse:
+    execution = _record_execution(request)
+    request.gearattach.progress(1, 3)  # type: ignore[attr-defined]
+    _wait_for_gate(request)
+    request.gearattach.data({"stage": "halfway"})  # type: ignore[attr-defined]
+    request.gearattach.progress(2, 3)  # type: ignore[attr-defined]
+    request.session["visited_worker"] = True
+    messages.info(request, "built in the worker")
+    request.gearattach.progress(3, 3)  # type: ignore[attr-defined]
+    return _page(request, "Sync report", execution)
+
+
+@offload(priority="high")
+async def async_report(request: HttpRequest) -> HttpResponse:
+    execution = _record_execution(request)
+    user = await request.auser()
+    request.gearattach.progress(1, 2)  # type: ignore[attr-defined]
+    await asyncio.sleep(0.01)
+    await request.gearattach.aprogress(2, 2)  # type: ignore[attr-defined]
+    name = user.get_username() if user.is_authenticated else "anonymous"
+    return HttpResponse(
+        f'<p id="execution">{execution}</p><p id="user">{escape(name)}</p>'
+        f'<p id="method">{request.method}</p>'
+        f'<p id="colour">{escape(_param(request, "colour"))}</p>'
+    )
+
+
+@offload(key=lambda request: request.GET.get("year"))
+def keyed_report(request: HttpRequest) -> HttpResponse:
+    execution = _record_execution(request)
+    _wait_for_gate(request)
+    return _page(request, f"Report {request.GET.get('year')}", execution)
+
+
+@offload(key=lambda request: request.GET.get("year"), shared=True)
+def shared_report(request: HttpRequest) -> HttpResponse:
+    execution = _record_execution(request)
+    _wait_for_gate(request)
+    return _page(request, f"Shared report {request.GET.get('year')}", execution)
+
+
+@login_required
+@offload
+def private_report(request: HttpRequest) -> HttpResponse:
+    return _page(request, "Private report", _record_execution(request))
+
+
+@offload
+def item(request: HttpRequest, number: int) -> HttpResponse:
+    return HttpResponse(f'<p id="item">{number!r} {type(number).__name__}</p>')
+
+
+@offload
+def redirecting(request: HttpRequest) -> HttpResponse:
+    return HttpResponseRedirect("/somewhere/else/")
+
+
+@offload
+def csv_export(request: HttpRequest) -> HttpResponse:
+    response = HttpResponse("year,total\n2024,42\n", content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="totals.csv"'
+    return response
+
+
+@offload
+def upload(request: HttpRequest) -> HttpResponse:
+    document = request.FILES.getlist("document")[0]
+    digest = hashlib.sha256(document.read()).hexdigest()
+    return HttpResponse(
+        f'<p id="name">{escape(document.name or "")}</p><p id="digest">{digest}</p>'
+        f'<p id="colour">{escape(request.POST.get("colour", ""))}</p>'
+    )
+
+
+@offload(accept_files=False)
+def no_files(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("<p>never runs with files</p>")
+
+
+@offload
+def broken(request: HttpRequest) -> HttpResponse:
+    raise ValueError("the report exploded")
+
+
+@offload
+def missing(request: HttpRequest) -> HttpResponse:
+    raise Http404("no such report")
+
+
+def explicit(request: HttpRequest) -> HttpResponse:
+    """The explicit form: submit a task, return processing_response."""
+    job = submit(
+        "tests.chatty",
+        kwargs={"gate": _param(request, "gate")},
+        owner=request.user if request.user.is_authenticated else None,
+    )
+    return processing_response(request, job)
