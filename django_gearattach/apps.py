@@ -7,5 +7,6 @@ class GearattachConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Registers the "gearattach.offload" task, so that gearworker runs @offload views.
-        from . import offloading  # noqa: F401
+        # Registers the "gearattach.offload" task, so that gearworker runs @offload views,
+        # and the system checks (which run no queries and open no connections here).
+        from . import checks, offloading  # noqa: F401

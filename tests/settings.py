@@ -18,6 +18,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.admin",
     "django.contrib.staticfiles",
+    "channels",  # tests/asgi.py serves the websocket routes (check gearattach.W005)
     "django_gearattach",
     "tests.testapp",
 ]
