@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
@@ -18,7 +19,9 @@ from django_gearattach.exceptions import GearattachError, JobNotFound
 from django_gearattach.gearman.connection import admin_command
 from django_gearattach.gearman.errors import GearmanError
 from django_gearattach.gearman.protocol import parse_status
-from django_gearattach.models import Job
+from django_gearattach.housekeeping import parse_age, prunable, prune
+from django_gearattach.management.commands.gearworker import positive_int
+from django_gearattach.models import FINISHED, Job
 from django_gearattach.submission import submit
 
 
@@ -35,8 +38,15 @@ def json_value(kind: type) -> Any:
     return parse
 
 
+def age(text: str) -> timedelta:
+    try:
+        return parse_age(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class Command(BaseCommand):
-    help = "Submit a job, attach to one, print a record, or show the gearmand servers."
+    help = "Submit, attach to or inspect jobs, show the gearmand servers, prune old records."
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -55,6 +65,13 @@ class Command(BaseCommand):
         p.add_argument("function")
         p.add_argument("key")
         sub.add_parser("servers", help="Print each server's health and queue as JSON lines.")
+        p = sub.add_parser("prune", help="Delete old finished records, in batches.")
+        p.add_argument("--older-than", required=True, type=age, metavar="AGE", help="e.g. 30d")
+        p.add_argument(
+            "--status", action="append", dest="statuses", choices=FINISHED, help="(repeatable)"
+        )
+        p.add_argument("--batch-size", type=positive_int, default=1000)
+        p.add_argument("--dry-run", action="store_true", help="Only count them.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -111,3 +128,12 @@ class Command(BaseCommand):
             except GearmanError as exc:
                 report.update(reachable=False, error=str(exc))
             self._print(report)
+
+    def do_prune(self, options: dict[str, Any]) -> None:
+        statuses = options["statuses"] or FINISHED
+        if options["dry_run"]:
+            count = prunable(options["older_than"], statuses).count()
+            self.stdout.write(f"{count} records would be deleted.")
+            return
+        count = prune(options["older_than"], statuses, options["batch_size"])
+        self.stdout.write(f"Deleted {count} records.")
