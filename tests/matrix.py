@@ -18,13 +18,28 @@ from urllib.parse import urlparse
 PG_URL = os.environ.get("GEARATTACH_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
 
 
+def _works(python: str) -> bool:
+    """True when ``python`` really runs and is 3.12+ (a pyenv shim may do neither)."""
+    try:
+        out = subprocess.run(
+            [python, "-c", "import sys; print(sys.version_info >= (3, 12))"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except OSError:
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "True"
+
+
 def find_python312() -> str | None:
-    for name in ("python3.12", "python3.13", "python3.14"):
-        if path := shutil.which(name):
-            return path
+    candidates = [shutil.which(name) for name in ("python3.12", "python3.13", "python3.14")]
     pattern = os.path.expanduser("~/.pyenv/versions/3.1[234]*/bin/python3.1[234]")
-    found = sorted(glob.glob(pattern))
-    return found[0] if found else None
+    candidates += sorted(glob.glob(pattern))
+    for candidate in candidates:
+        if candidate and _works(candidate):
+            return candidate
+    return None
 
 
 def postgres_answers(url: str) -> bool:
