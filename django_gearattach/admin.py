@@ -1,0 +1,381 @@
+"""The operator's console: the job list, a read-only job page, actions, the servers page.
+
+Records belong to the workers, so the admin never edits them: the job page is
+read-only, and changes happen only through the actions (retry, cancel, delete
+finished). The list is built for large tables: one query for the page (owners
+joined), no per-row queries, no full-table count, filters on indexed columns.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .conf import conf
+from .models import ACTIVE, FINISHED, Job, Status
+from .operations import Cancel, cancel, retry
+
+BADGE_COLOURS: dict[str, str] = {
+    Status.QUEUED: "#5f6b7a",
+    Status.RUNNING: "#0b5cad",
+    Status.COMPLETE: "#176f2c",
+    Status.FAILED: "#a40000",
+    Status.LOST: "#9a5b00",
+    Status.CANCELLED: "#444",
+}
+
+
+def pretty(value: Any) -> SafeString:
+    """JSON, indented, escaped, in a <pre>."""
+    if value is None:
+        return format_html('<span class="gearattach-none">{}</span>', "—")
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
+    return format_html('<pre class="gearattach-pre">{}</pre>', text)
+
+
+def human_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"
+
+
+def widget_available() -> bool:
+    """Whether the project serves the live progress widget's URLs."""
+    try:
+        reverse("gearattach:status", kwargs={"token": "x"})
+    except NoReverseMatch:
+        return False
+    return True
+
+
+if TYPE_CHECKING:
+    _ModelAdmin = admin.ModelAdmin[Job]
+else:  # ModelAdmin is generic only in django-stubs
+    _ModelAdmin = admin.ModelAdmin
+
+
+@admin.register(Job)
+class JobAdmin(_ModelAdmin):
+    list_display = [
+        "function",
+        "key",
+        "status_badge",
+        "progress_bar",
+        "owner",
+        "server",
+        "attempts",
+        "created_at",
+        "duration_display",
+    ]
+    list_filter = ["status", "function", "server", ("created_at", admin.DateFieldListFilter)]
+    date_hierarchy = "created_at"
+    list_select_related = ["owner"]
+    list_per_page = 50
+    # The count of the whole table is a full scan on big tables; the filtered count stays.
+    show_full_result_count = False
+    actions = ["retry_jobs", "cancel_jobs", "delete_finished"]
+    ordering = ["-created_at"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "function",
+                    "key",
+                    "status_badge",
+                    "priority",
+                    "owner",
+                    "server",
+                    "handle",
+                    "attempts",
+                    "worker",
+                ]
+            },
+        ),
+        (_("Progress"), {"fields": ["live_progress", "pretty_data"]}),
+        (_("Timeline"), {"fields": ["created_at", "started_at", "finished_at", "waited", "ran"]}),
+        (_("Arguments"), {"fields": ["pretty_arguments"]}),
+        (_("Outcome"), {"fields": ["pretty_result", "error", "pretty_traceback"]}),
+    ]
+
+    class Media:
+        css = {"all": ["django_gearattach/admin.css"]}
+
+    # -- permissions: records are the workers'; operators act through actions --------
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        # The job page is read-only; "change" permission is what the actions need.
+        return obj is None and super().has_change_permission(request)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
+        fieldsets = self.fieldsets or []
+        return [f for _, opts in fieldsets for f in opts["fields"] if isinstance(f, str)]
+
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
+        username = get_user_model().USERNAME_FIELD
+        return ["=key", "^function", f"=owner__{username}"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Deleting a queued or running record would only make a worker record it again.
+        actions.pop("delete_selected", None)
+        return actions
+
+    # -- columns -----------------------------------------------------------------------
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, job: Job) -> SafeString:
+        return format_html(
+            '<span class="gearattach-badge" style="background:{}">{}</span>',
+            BADGE_COLOURS.get(job.status, "#444"),
+            job.get_status_display(),
+        )
+
+    @admin.display(description=_("progress"))
+    def progress_bar(self, job: Job) -> SafeString:
+        fraction = job.progress
+        if fraction is None:
+            return format_html("{}", "100%" if job.status == Status.COMPLETE else "—")
+        percent = round(fraction * 100)
+        return format_html(
+            '<progress class="gearattach-progress" value="{}" max="{}" title="{} / {}">'
+            "</progress> {}%",
+            job.progress_numerator,
+            job.progress_denominator,
+            job.progress_numerator,
+            job.progress_denominator,
+            percent,
+        )
+
+    @admin.display(description=_("duration"))
+    def duration_display(self, job: Job) -> str:
+        if job.status == Status.RUNNING and job.started_at is not None:
+            return f"{human_seconds((timezone.now() - job.started_at).total_seconds())} …"
+        return human_seconds(job.duration)
+
+    # -- the read-only job page --------------------------------------------------------
+    @admin.display(description=_("worker"))
+    def worker(self, job: Job) -> str:
+        return f"{job.worker_host} (pid {job.worker_pid})" if job.worker_host else "—"
+
+    @admin.display(description=_("progress"))
+    def live_progress(self, job: Job) -> SafeString:
+        return self.progress_bar(job)
+
+    @admin.display(description=_("last data"))
+    def pretty_data(self, job: Job) -> SafeString:
+        return pretty(job.data)
+
+    @admin.display(description=_("arguments"))
+    def pretty_arguments(self, job: Job) -> SafeString:
+        return pretty(job.arguments)
+
+    @admin.display(description=_("result"))
+    def pretty_result(self, job: Job) -> SafeString:
+        return pretty(job.result)
+
+    @admin.display(description=_("traceback"))
+    def pretty_traceback(self, job: Job) -> SafeString:
+        if not job.traceback:
+            return format_html('<span class="gearattach-none">{}</span>', "—")
+        return format_html('<pre class="gearattach-pre">{}</pre>', job.traceback)
+
+    @admin.display(description=_("waited in the queue"))
+    def waited(self, job: Job) -> str:
+        if job.started_at is None:
+            return "—"
+        return human_seconds((job.started_at - job.created_at).total_seconds())
+
+    @admin.display(description=_("ran for"))
+    def ran(self, job: Job) -> str:
+        return self.duration_display(job)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Job | None = None,
+    ) -> HttpResponse:
+        # A running or queued job gets the live widget (when the project serves its
+        # URLs), with a token bound to this operator.
+        if obj is not None and obj.is_active and widget_available():
+            from .tokens import token_for
+
+            context["gearattach_live_token"] = token_for(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # -- actions -----------------------------------------------------------------------
+    @admin.action(description=_("Retry under a new key"), permissions=["change"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        done, skipped_active, skipped_unknown = [], 0, 0
+        for job in queryset.select_related("owner"):
+            if job.is_active:
+                skipped_active += 1
+                continue
+            try:
+                done.append(retry(job))
+            except ValueError:
+                skipped_unknown += 1
+        if done:
+            keys = ", ".join(j.key for j in done[:5]) + (" …" if len(done) > 5 else "")
+            self.message_user(
+                request,
+                ngettext(
+                    "Resubmitted %(count)d job under a new key: %(keys)s.",
+                    "Resubmitted %(count)d jobs under new keys: %(keys)s.",
+                    len(done),
+                )
+                % {"count": len(done), "keys": keys},
+                messages.SUCCESS,
+            )
+        if skipped_active:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d job is still queued or running and was not retried.",
+                    "%(count)d jobs are still queued or running and were not retried.",
+                    skipped_active,
+                )
+                % {"count": skipped_active},
+                messages.WARNING,
+            )
+        if skipped_unknown:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d job has no recorded arguments and cannot be retried.",
+                    "%(count)d jobs have no recorded arguments and cannot be retried.",
+                    skipped_unknown,
+                )
+                % {"count": skipped_unknown},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("Cancel queued jobs"), permissions=["change"])
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        counts = dict.fromkeys(Cancel, 0)
+        counts[Cancel.FINISHED] = queryset.filter(status__in=FINISHED).count()
+        notes = []
+        for job in queryset.filter(status__in=ACTIVE):
+            outcome = cancel(job)
+            counts[outcome.verdict] += 1
+            if outcome.note and outcome.verdict is Cancel.CANCELLED and "not told" in outcome.note:
+                notes.append(outcome.note)
+        if counts[Cancel.CANCELLED]:
+            self.message_user(
+                request,
+                ngettext(
+                    "Cancelled %(count)d queued job.",
+                    "Cancelled %(count)d queued jobs.",
+                    counts[Cancel.CANCELLED],
+                )
+                % {"count": counts[Cancel.CANCELLED]},
+                messages.SUCCESS,
+            )
+        if counts[Cancel.RUNNING]:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d job is already running and cannot be cancelled: Gearman "
+                    "cannot stop a job that a worker has started.",
+                    "%(count)d jobs are already running and cannot be cancelled: Gearman "
+                    "cannot stop a job that a worker has started.",
+                    counts[Cancel.RUNNING],
+                )
+                % {"count": counts[Cancel.RUNNING]},
+                messages.WARNING,
+            )
+        if counts[Cancel.FINISHED]:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d job had already finished.",
+                    "%(count)d jobs had already finished.",
+                    counts[Cancel.FINISHED],
+                )
+                % {"count": counts[Cancel.FINISHED]},
+                messages.INFO,
+            )
+        for note in notes:
+            self.message_user(request, note, messages.WARNING)
+
+    @admin.action(description=_("Delete finished records"), permissions=["delete"])
+    def delete_finished(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        active = queryset.filter(status__in=ACTIVE).count()
+        deleted, _ = queryset.filter(status__in=FINISHED).delete()
+        self.message_user(
+            request,
+            ngettext(
+                "Deleted %(count)d finished record.",
+                "Deleted %(count)d finished records.",
+                deleted,
+            )
+            % {"count": deleted},
+            messages.SUCCESS,
+        )
+        if active:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d queued or running record was kept.",
+                    "%(count)d queued or running records were kept.",
+                    active,
+                )
+                % {"count": active},
+                messages.WARNING,
+            )
+
+    # -- the servers page ----------------------------------------------------------------
+    def get_urls(self) -> list[URLPattern]:
+        info = self.opts.app_label, self.opts.model_name
+        servers = path(
+            "servers/",
+            self.admin_site.admin_view(self.servers_view),
+            name="{}_{}_servers".format(*info),
+        )
+        return [servers, *super().get_urls()]
+
+    def servers_view(self, request: HttpRequest) -> TemplateResponse:
+        """Each configured gearmand: reachable or not, version, per-function queues."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        from .health import probe_all
+
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Gearman servers"),
+            "subtitle": None,
+            "servers": probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0)),
+            "immediate": conf.IMMEDIATE,
+            "has_view_permission": True,
+            "changelist_url": reverse(
+                f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_changelist"
+            ),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/django_gearattach/job/servers.html", context)

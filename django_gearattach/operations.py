@@ -1,0 +1,108 @@
+"""What an operator does to jobs: retry a finished one, cancel a queued one.
+
+Used by the admin's actions (and ``AsyncResult.revoke()`` in the Celery shim).
+
+Cancelling relies on two facts checked against gearmand 1.1.20 (see the tests):
+
+* The record is marked cancelled first, in one conditional UPDATE from ``queued``.
+  A worker that is handed the job afterwards finds the record finished and answers
+  from it (WORK_FAIL) instead of running the task, so once that UPDATE succeeds the
+  task cannot start, whatever gearmand does next. If the UPDATE finds the job
+  running, it is too late: Gearman cannot stop a job a worker has started.
+* A queued job's handle is not in the record (workers record it when they start
+  the job). Submitting SUBMIT_JOB_BG again with the same function and unique
+  coalesces into the queued job and returns its handle without side effects; the
+  data sent is the attach marker, so if gearmand no longer had the job, the job this
+  creates is answered from the (cancelled) record too. Then the admin protocol's
+  ``cancel job HANDLE`` removes it from the queue. gearmand marks a cancelled job
+  ignored and frees it the next time a worker asks for work, so it still counts in
+  ``status`` until then.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from . import signals
+from .clients import get_client, servers_for
+from .gearman.connection import admin_command
+from .gearman.errors import GearmanError
+from .gearman.routing import Address
+from .models import Job, Status
+from .payload import ATTACH_MARKER, check_key
+from .submission import submit
+
+logger = logging.getLogger("django_gearattach")
+
+CANCELLED_ERROR = "cancelled before it started"
+
+
+class Cancel(enum.Enum):
+    CANCELLED = "cancelled"
+    RUNNING = "running"  # too late: Gearman cannot stop a started job
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    verdict: Cancel
+    #: What gearmand said, or why it could not be told (the job is cancelled either way).
+    note: str = ""
+
+
+def cancel(job: Job) -> CancelOutcome:
+    """Cancel ``job`` if it is still queued; see the module docstring for how."""
+    now = timezone.now()
+    marked = Job.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, finished_at=now, error=CANCELLED_ERROR
+    )
+    if not marked:
+        job.refresh_from_db(fields=["status"])
+        verdict = Cancel.RUNNING if job.status == Status.RUNNING else Cancel.FINISHED
+        return CancelOutcome(verdict)
+    job.status, job.finished_at, job.error = Status.CANCELLED, now, CANCELLED_ERROR
+    note = _remove_from_queue(job)
+    if signals.job_finished.receivers:
+        signals.send(signals.job_finished, job)
+    return CancelOutcome(Cancel.CANCELLED, note)
+
+
+def _remove_from_queue(job: Job) -> str:
+    try:
+        address = Address.parse(job.server) if job.server else None
+    except ValueError:
+        address = None
+    if address is None:
+        address = servers_for(job.function, job.key)[0]
+    try:
+        handle = get_client().submit_background(
+            address, job.function, check_key(job.key), ATTACH_MARKER, job.priority
+        )
+        reply = admin_command(address, f"cancel job {handle.decode()}")[0]
+    except (GearmanError, ValueError) as exc:
+        logger.warning("job %s[%s] cancelled in the record only: %s", job.function, job.key, exc)
+        return f"gearmand {address} was not told ({exc}); a worker will refuse the job"
+    return f"gearmand {address}: {reply}"
+
+
+def retry(job: Job) -> Job:
+    """Submit ``job``'s function again with its arguments, under a new random key.
+
+    The new job belongs to the same owner (user and session). Raises ValueError for
+    a record whose arguments are unknown (a job submitted by another client that was
+    lost before a worker recorded it).
+    """
+    if job.arguments is None:
+        raise ValueError(f"the arguments of {job.function}[{job.key}] are unknown")
+    return submit(
+        job.function,
+        job.arguments.get("args", []),
+        job.arguments.get("kwargs", {}),
+        priority=job.priority,
+        owner=job.owner,
+        session_key=job.session_key,
+    )
