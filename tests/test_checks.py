@@ -181,18 +181,19 @@ def project(tmp_path, monkeypatch):
 def test_w005_channels_not_installed(gearattach, settings, project):
     gearattach(SERVERS=["127.0.0.1:4730"])
     settings.ASGI_APPLICATION = f"{project}.asgi.application"
-    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "channels"]
+    without = [a for a in settings.INSTALLED_APPS if a != "channels"]
+    settings.INSTALLED_APPS = without
     [message] = messages("gearattach.W005")
     assert "'channels' is not in INSTALLED_APPS" in message.msg
     # The module was only read, never imported (importing builds the application).
     assert f"{project}.asgi" not in sys.modules
-    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "channels"]
+    settings.INSTALLED_APPS = [*without, "channels"]
     assert messages("gearattach.W005") == []
 
 
 def test_w006_no_asgi_application(gearattach, settings, project, monkeypatch):
     gearattach(SERVERS=["127.0.0.1:4730"])
-    settings.INSTALLED_APPS = [*settings.INSTALLED_APPS, "channels"]
+    assert "channels" in settings.INSTALLED_APPS
     # No ASGI_APPLICATION: the asgi module next to the settings module is looked at.
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", f"{project}.settings")
     [message] = messages("gearattach.W006")
