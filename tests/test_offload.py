@@ -19,7 +19,8 @@ from django_gearattach.wire import OFFLOAD_FUNCTION
 
 from .conftest import executions
 from .helpers import wait_for_status, wait_until
-from .webfixtures import cluster, web_gearmand, web_worker  # noqa: F401
+
+pytest_plugins = ["tests.webfixtures"]
 
 pytestmark = pytest.mark.usefixtures("cluster")
 
@@ -167,9 +168,8 @@ def test_uploads_refused_when_not_accepted(client: Client) -> None:
 
 
 def test_key_attaches_to_one_job_and_reuses_its_outcome(
-    client: Client, log_path: Path, tmp_path: Path
+    client: Client, log_path: Path, gate: Path
 ) -> None:
-    gate = tmp_path / "gate"
     params = {"year": "2024", "log": str(log_path), "gate": str(gate)}
     first, _token = started(client.get("/offload/keyed/", params))
     wait_until(lambda: executions(log_path), what="the job to start")
@@ -225,8 +225,7 @@ def test_http404_in_the_view_is_its_response(client: Client) -> None:
     assert revisit(client, "/offload/missing/", token).status_code == 404
 
 
-def test_explicit_processing_response(client: Client, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
+def test_explicit_processing_response(client: Client, gate: Path) -> None:
     gate.touch()
     response = client.get("/explicit/", {"gate": str(gate)})
     job, token = started(response)

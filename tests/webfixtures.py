@@ -65,3 +65,11 @@ async def hub() -> AsyncIterator[object]:
     yield current
     await current.aclose()
     await get_async_client().close()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Path]:
+    """A file a gated job waits for; opened at teardown, so no job outlives its test."""
+    path = tmp_path / "gate"
+    yield path
+    path.touch()

@@ -64,8 +64,8 @@ def _page(request: HttpRequest, title: str, execution: str, extra: str = "") -> 
 def sync_report(request: HttpRequest) -> HttpResponse:
     execution = _record_execution(request)
     request.gearattach.progress(1, 3)  # type: ignore[attr-defined]
+    request.gearattach.data({"stage": "started"})  # type: ignore[attr-defined]
     _wait_for_gate(request)
-    request.gearattach.data({"stage": "halfway"})  # type: ignore[attr-defined]
     request.gearattach.progress(2, 3)  # type: ignore[attr-defined]
     request.session["visited_worker"] = True
     messages.info(request, "built in the worker")
