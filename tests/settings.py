@@ -21,6 +21,7 @@ INSTALLED_APPS = [
     "channels",  # tests/asgi.py serves the websocket routes (check gearattach.W005)
     "django_gearattach",
     "tests.testapp",
+    "tests.celeryapp",  # Celery-style tasks (tests/test_celery_style.py)
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CeleryappConfig(AppConfig):
+    name = "tests.celeryapp"
+    label = "celeryapp"

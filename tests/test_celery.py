@@ -1,0 +1,197 @@
+"""The Celery shim's contract beyond the Celery-style module: states, ids, options, errors."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from django_gearattach import AttachTimeout, JobNotFound, attach
+from django_gearattach.celery import (
+    AsyncResult,
+    Celery,
+    TaskFailed,
+    TaskRevokedError,
+    shared_task,
+    states,
+)
+from django_gearattach.models import Job, Status
+from tests.celeryapp.tasks import add, report_via_current_task, wait_then_report
+
+from .helpers import wait_for_status, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        ("countdown", "Gearman has no delayed jobs"),
+        ("eta", "Gearman has no delayed jobs"),
+        ("expires", "Gearman jobs do not expire"),
+        ("queue", "Gearman has no named queues"),
+        ("routing_key", "routes jobs by task name"),
+        ("link", "no callbacks or chains"),
+        ("time_limit", "no time limits"),
+        ("made_up_option", "no Gearman equivalent"),
+    ],
+)
+def test_unsupported_options_name_themselves(option, reason, gearattach_immediate):
+    options: dict[str, Any] = {option: 1}
+    with pytest.raises(NotImplementedError, match=rf"apply_async\({option}=\.\.\.\).*{reason}"):
+        add.apply_async((1, 2), **options)
+    assert not Job.objects.exists()
+
+
+def test_unsupported_decorator_options():
+    with pytest.raises(NotImplementedError, match=r"@shared_task\(max_retries=\.\.\.\)"):
+        shared_task(max_retries=3)
+
+
+def test_unknown_ids_are_pending_but_not_known():
+    result = AsyncResult("no-such-task")
+    assert result.state == states.PENDING  # as in Celery
+    assert result.known is False  # ...but it can be told from a waiting job
+    assert result.result is None
+    with pytest.raises(JobNotFound):
+        result.get(timeout=1)
+
+
+def test_a_queued_task_is_pending_and_known(gearattach_gearmand):
+    result = add.delay(1, 2)
+    assert result.state == states.PENDING
+    assert result.known is True
+    assert not result.ready()
+    with pytest.raises(AttachTimeout):
+        result.get(timeout=0.3)
+    assert isinstance(AttachTimeout("x"), TimeoutError)
+
+
+def test_started_then_progress_then_success(gearattach_worker, tmp_path):
+    gate, hold = tmp_path / "gate", tmp_path / "hold"
+    result = wait_then_report.delay(str(gate), str(hold))
+    wait_until(lambda: result.state == states.STARTED)
+    info = result.info
+    assert info == {"pid": gearattach_worker.pid, "hostname": info["hostname"]}
+    assert info["hostname"]
+    # An attacher sees update_state as WORK_STATUS and WORK_DATA.
+    events = []
+    wait_until(lambda: Job.objects.get(key=result.id).status == Status.RUNNING)
+    gate.touch()
+    wait_until(lambda: result.state == "PROGRESS")
+    assert result.info == {"current": 1, "total": 2}
+    record = Job.objects.get(key=result.id)
+    assert (record.progress_numerator, record.progress_denominator) == (1, 2)
+    hold.touch()
+    for event in attach(record, timeout=10):
+        events.append(event.as_dict())
+    assert events[-1] == {"event": "complete", "result": "released"}
+    assert result.get(timeout=5) == "released"
+    assert result.state == states.SUCCESS
+
+
+def test_update_state_reaches_attachers_as_status_and_data(gearattach_worker, tmp_path):
+    from threading import Thread
+
+    gate, hold = tmp_path / "gate", tmp_path / "hold"
+    result = wait_then_report.delay(str(gate), str(hold))
+    wait_for_status(wait_then_report.name, result.id, Status.RUNNING)
+    events: list[dict[str, Any]] = []
+    follower = Thread(
+        target=lambda: events.extend(e.as_dict() for e in attach(wait_then_report.name, result.id))
+    )
+    follower.start()
+    time.sleep(0.3)  # the attacher joins the running job
+    gate.touch()
+    wait_until(lambda: any(e["event"] == "data" for e in events))
+    hold.touch()
+    follower.join(10)
+    assert {"event": "status", "numerator": 1, "denominator": 2} in events
+    assert {
+        "event": "data",
+        "data": {"state": "PROGRESS", "meta": {"current": 1, "total": 2}},
+    } in events
+
+
+def test_revoke_cancels_a_queued_task(gearattach_gearmand):
+    result = add.delay(1, 2)
+    result.revoke()
+    assert result.state == states.REVOKED
+    assert result.ready()
+    with pytest.raises(TaskRevokedError):
+        result.get()
+    with pytest.raises(NotImplementedError, match="cannot stop"):
+        result.revoke(terminate=True)
+
+
+def test_an_exception_class_not_imported_here_becomes_task_failed():
+    Job.objects.create(
+        function="elsewhere.task",
+        key="k-remote",
+        status=Status.FAILED,
+        error="QuotaExceeded: 3 of 2",
+        traceback='Traceback (most recent call last):\n  File "x.py", line 1, in run\n'
+        "    raise QuotaExceeded(...)\nbilling.errors.QuotaExceeded: 3 of 2\n",
+    )
+    result = AsyncResult("k-remote")
+    with pytest.raises(TaskFailed, match="QuotaExceeded: 3 of 2") as caught:
+        result.get()
+    assert "billing.errors.QuotaExceeded" in caught.value.traceback
+    assert result.name == "elsewhere.task"
+
+
+@pytest.mark.parametrize(
+    ("priority", "gearman"),
+    [
+        (None, "normal"),
+        (0, "low"),
+        (2, "low"),
+        (5, "normal"),
+        (7, "high"),
+        (9, "high"),
+        ("high", "high"),
+    ],
+)
+def test_priorities(priority, gearman, gearattach_immediate):
+    result = add.apply_async((1, 1), priority=priority)
+    assert Job.objects.get(key=result.id).priority == gearman
+
+
+def test_a_task_id_is_the_job_key_and_is_idempotent(gearattach_immediate):
+    first = add.apply_async((1, 2), task_id="order-17")
+    again = add.apply_async((5, 5), task_id="order-17")
+    assert first.get() == again.get() == 3  # the finished job's stored outcome
+    assert Job.objects.filter(key="order-17").count() == 1
+
+
+def test_an_app_object_and_current_task(gearattach_immediate):
+    app = Celery("proj")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+
+    @app.task(bind=True, name="proj.double")
+    def double(self, x):
+        self.update_state(state="PROGRESS", meta={"current": 1, "total": 1})
+        return {"value": 2 * x, "id": self.request.id}
+
+    result = double.delay(21)
+    assert result.get() == {"value": 42, "id": result.id}
+    assert app.AsyncResult(result.id).successful()
+    record = Job.objects.get(key=result.id)
+    assert record.data == {"state": "PROGRESS", "meta": {"current": 1, "total": 1}}
+
+    reported = report_via_current_task.delay(3)
+    assert reported.get() == 3
+    record = Job.objects.get(key=reported.id)
+    assert (record.progress_numerator, record.progress_denominator) == (3, 3)
+    assert record.data == {"state": "CRUNCHING", "meta": {"current": 3, "total": 3}}
+
+
+def test_update_state_of_another_task_is_refused(gearattach_immediate):
+    @shared_task(bind=True, name="tests.meddle")
+    def meddle(self):
+        self.update_state(task_id="someone-else", state="PROGRESS")
+
+    result = meddle.delay()
+    assert result.failed()
+    assert "only update the running task's own state" in str(result.result)
