@@ -66,7 +66,19 @@ def main() -> int:
         help="a PostgreSQL database to create the scratch database next to",
     )
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--fanout",
+        action="store_true",
+        help="measure websocket fan-out instead: --sockets over --fanout-jobs on one ASGI process",
+    )
+    parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
+    parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
+    parser.add_argument(
+        "--server", choices=["uvicorn", "daphne"], default="uvicorn", help="ASGI server (--fanout)"
+    )
     args = parser.parse_args()
+    if args.fanout:
+        return _fanout(args.sockets, args.fanout_jobs, args.server)
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -104,6 +116,28 @@ def main() -> int:
         ratio = f"{rate / floor:.1%}" if rate else "-"
         print(f"{name:48} {rate:9.0f} {ratio:>9}  {detail}")
     return 0
+
+
+def _fanout(sockets: int, jobs: int, server: str) -> int:
+    from .fanout import report
+
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    cmd = [sys.executable, "-m", "django_gearattach.bench.fanout", "drive"]
+    code = 0
+    for state in ("fresh", "steady"):
+        out = subprocess.run(
+            [*cmd, str(sockets), str(jobs), server, state],
+            check=True,
+            stdout=subprocess.PIPE,
+            text=True,
+        ).stdout
+        figures = json.loads(out.strip().splitlines()[-1])
+        print(report(figures))
+        if figures["delivered"] != sockets:
+            code = 1
+    return code
 
 
 def _detail(result: dict[str, float], jobs: int) -> str:
