@@ -5,6 +5,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+import django
+
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
@@ -23,6 +25,10 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.celeryapp",  # Celery-style tasks (tests/test_celery_style.py)
 ]
+if django.VERSION >= (6, 0):
+    # Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py).
+    INSTALLED_APPS.append("tests.django6app")
+TASKS = {"default": {"BACKEND": "django_gearattach.tasks_backend.GearmanBackend"}}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -1,0 +1,39 @@
+"""Django Tasks (Django 6+) run by the Gearman backend; installed only on Django 6."""
+
+import time
+from pathlib import Path
+
+from django.tasks import task
+
+
+class BillingError(Exception):
+    pass
+
+
+@task
+def add(a, b):
+    return a + b
+
+
+@task(priority=10)
+def urgent(value):
+    return {"urgent": value}
+
+
+@task(takes_context=True)
+def with_context(context, gate=None):
+    if gate:
+        deadline = time.monotonic() + 30
+        while not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    return {"id": context.task_result.id, "attempt": context.attempt}
+
+
+@task
+def charge(amount):
+    raise BillingError(f"card declined for {amount}")
+
+
+@task
+async def async_double(value):
+    return value * 2
