@@ -129,6 +129,12 @@ class JobAdmin(_ModelAdmin):
         # The job page is read-only; "change" permission is what the actions need.
         return obj is None and super().has_change_permission(request)
 
+    def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
+        # A queued or running record would only be recorded again by its worker.
+        if obj is not None and obj.is_active:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def get_readonly_fields(self, request: HttpRequest, obj: Job | None = None) -> list[str]:
         fieldsets = self.fieldsets or []
         return [f for _, opts in fieldsets for f in opts["fields"] if isinstance(f, str)]

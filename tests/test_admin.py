@@ -364,3 +364,11 @@ def _running(address: Address) -> int:
         if name == "tests.record":
             return int(running)
     return 0
+
+
+def test_only_finished_records_can_be_deleted_from_their_page(admin_client):
+    running, done = make_job("r", Status.RUNNING), make_job("d")
+    delete = "admin:django_gearattach_job_delete"
+    assert admin_client.get(reverse(delete, args=[running.pk])).status_code == 403
+    assert 'class="deletelink"' not in admin_client.get(change_url(running)).content.decode()
+    assert admin_client.get(reverse(delete, args=[done.pk])).status_code == 200
