@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run the demo: migrate, then gearmand, ``gearworker`` and the web server; Ctrl-C stops all.
+"""Run the demo: migrate, then gearmand, ``gearworker`` and the ASGI server; Ctrl-C stops all.
 
 Run from the repository root, in a virtualenv where django-gearattach is installed::
 
@@ -7,8 +7,9 @@ Run from the repository root, in a virtualenv where django-gearattach is install
 
 ``GEARATTACH_SERVERS``' first entry is the gearmand to use: one that already answers
 there is reused, otherwise one is started if the address is local (127.0.0.1 or
-localhost). ``DEMO_PORT`` (default 8000) is the web server's port on 127.0.0.1.
-Everything else is read by settings.py (see README.md).
+localhost). ``DEMO_PORT`` (default 8000) is the web server's port on 127.0.0.1: uvicorn
+serving ``example_project.asgi`` (HTTP and the live widget's websockets). Everything
+else is read by settings.py (see README.md).
 
 Children run in their own sessions, so a Ctrl-C reaches only this runner, which
 stops them in order: the web server, then the workers (SIGTERM, so that they finish
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import importlib.util
 import os
 import signal
 import socket
@@ -161,6 +163,7 @@ class Demo:
                 f"port {web_port} on 127.0.0.1 is in use; stop what listens there or set "
                 "DEMO_PORT to a free port"
             )
+        server_command = asgi_server_command(web_port)
         gearmand_port = plan_gearmand(addresses[0])
 
         self.migrate()
@@ -180,9 +183,7 @@ class Demo:
                 stop_timeout=WORKER_GRACE,
             )
         )
-        self.spawn(
-            Child("web server", [*manage, "runserver", f"127.0.0.1:{web_port}", "--noreload"])
-        )
+        self.spawn(Child("web server", server_command))
         self.wait_ready(addresses[0], web_port)
 
         url = f"http://127.0.0.1:{web_port}/"
@@ -257,6 +258,29 @@ class Demo:
 
 
 # -- helpers ---------------------------------------------------------------------------
+def asgi_server_command(port: int) -> list[str]:
+    """uvicorn serving the project over HTTP and websockets (wsproto: lean per socket)."""
+    missing = [name for name in ("uvicorn", "wsproto") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DemoError(
+            f"{' and '.join(missing)} not installed: the demo's web server is uvicorn. Install "
+            "it with: pip install 'django-gearattach[demo]' (make demo does)"
+        )
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "example_project.asgi:application",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--ws=wsproto",
+        "--ws-max-size=65536",
+        "--lifespan=off",
+        "--timeout-graceful-shutdown=3",
+        "--no-access-log",
+    ]
+
+
 def demo_port() -> int:
     text = os.environ.get("DEMO_PORT", "8000").strip() or "8000"
     try:

@@ -6,6 +6,8 @@
 ``DJANGO_DEBUG``        ``1``/``0`` (default ``1``: this is a demo)
 ``DJANGO_SECRET_KEY``   required for anything but local use
 ``DJANGO_ALLOWED_HOSTS`` comma-separated (default ``127.0.0.1,localhost``)
+``REDIS_URL``           ``redis://host:port/db``: use channels-redis as the channel layer
+                        (default: the in-memory layer; needs the ``redis`` extra)
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "channels",
     "django_gearattach",
     "example_project.demo",
 ]
@@ -141,6 +144,22 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Files that offloaded views receive (uploads) and return (downloads); the web server
+# and the workers must share this directory (or use a shared storage backend).
+MEDIA_ROOT = BASE_DIR / "media"
+
+# django-gearattach's live widget needs no channel layer (each ASGI process shares one
+# gearmand attachment per job among its sockets); one is configured for the project's
+# own consumers: in-memory by default, Redis when REDIS_URL is set.
+if os.environ.get("REDIS_URL", "").strip():
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [os.environ["REDIS_URL"].strip()]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 GEARATTACH = {
     "SERVERS": env_list("GEARATTACH_SERVERS", "127.0.0.1:4730"),

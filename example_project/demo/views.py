@@ -1,4 +1,4 @@
-"""Plain request/response pages; the web issue replaces the refresh with a live widget."""
+"""The demo's pages: start a slow job, follow it live, and several jobs on one page."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from django_gearattach import SubmitFailed, submit
 from django_gearattach.models import Job
+from django_gearattach.tokens import Identity, token_for
 
 from .forms import SlowJobForm
 from .tasks import slow
@@ -57,11 +58,23 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/index.html", {"form": form, "recent": recent})
 
 
+def owns(request: HttpRequest, job: Job) -> bool:
+    """Whether the visitor started ``job`` (as a user, or in this browser session)."""
+    identity = Identity.of_request(request)
+    if job.owner_id is not None:
+        return bool(job.owner_id == identity.user_id)
+    return bool(job.session_key) and job.session_key == identity.session_key
+
+
 @require_http_methods(["GET"])
 def job_detail(request: HttpRequest, function: str, key: str) -> HttpResponse:
     job = get_object_or_404(Job, function=function, key=key)
+    mine = owns(request, job)
     context = {
         "job": job,
+        "mine": mine,
+        # The live widget follows the job for its owner; others see the record only.
+        "token": token_for(request, job) if mine else "",
         "result_json": json.dumps(job.result, indent=2) if job.result is not None else "",
         "percent": round(job.progress * 100) if job.progress is not None else None,
         "attach_command": shlex.join(
@@ -69,3 +82,28 @@ def job_detail(request: HttpRequest, function: str, key: str) -> HttpResponse:
         ),
     }
     return render(request, "demo/job.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def batch(request: HttpRequest) -> HttpResponse:
+    """Three jobs on one page, each widget on another transport (websocket, SSE, long-poll)."""
+    if request.method == "GET":
+        return render(request, "demo/batch.html", {"widgets": []})
+    if not request.session.session_key:
+        request.session.save()
+    owner = request.user if request.user.is_authenticated else None
+    widgets = []
+    for seconds, transports, label in [
+        (1.5, "ws", "Over a websocket"),
+        (2.0, "sse", "Over Server-Sent Events"),
+        (2.5, "poll", "Over long-polling"),
+    ]:
+        job = submit(
+            slow,
+            kwargs={"seconds": seconds, "steps": 5},
+            owner=owner,
+            session_key=request.session.session_key or "",
+        )
+        token = token_for(request, job)
+        widgets.append({"token": token, "transports": transports, "label": label})
+    return render(request, "demo/batch.html", {"widgets": widgets})
