@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint docs gearmand clean
+.PHONY: test demo bench lint docs gearmand chromium clean
 
 $(BIN)/tox: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,16 +19,24 @@ gearmand:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q gearman-job-server gearman-tools; \
 	fi
 
+# The browser tests drive Debian's chromium through Playwright; never `playwright install`.
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "Installing chromium (for the browser tests) with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; \
+	fi
+
 ## Every check: ruff, mypy, makemigrations --check, the suite on Django 5.2 and 6
 ## with SQLite and PostgreSQL, and the Sphinx docs with warnings as errors.
-test: gearmand $(BIN)/tox
+test: gearmand chromium $(BIN)/tox
 	$(BIN)/python tests/matrix.py $(ARGS)
 
 ## The example project: gearmand, two workers and the web server. Ctrl-C stops all.
 demo: gearmand $(BIN)/tox
 	$(BIN)/python example_project/rundemo.py
 
-## Benchmark: raw gearmand floor versus end-to-end jobs/s on SQLite and PostgreSQL.
+## Benchmark: raw gearmand floor versus end-to-end jobs/s on SQLite and PostgreSQL;
+## `make bench ARGS=--fanout` measures websocket fan-out instead.
 bench: gearmand $(BIN)/tox
 	$(BIN)/python -m django_gearattach.bench $(ARGS)
 

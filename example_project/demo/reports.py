@@ -68,7 +68,7 @@ def build_report(request: HttpRequest) -> HttpResponse:
     pause = form.cleaned_data["seconds"] / len(STAGES)
     progress = request.gearattach  # type: ignore[attr-defined]
     for number, stage in enumerate(STAGES, start=1):
-        progress.data({"stage": stage})
+        progress.data(f"{stage}…")
         time.sleep(pause)
         progress.progress(number, len(STAGES))
     rows = _figures(region, year)

@@ -1,0 +1,217 @@
+"""The widget in a real browser: Debian's chromium, driven by Playwright, against the example
+project served by uvicorn, with a real gearmand and a real worker.
+
+Screenshots go to artifacts/browser/. Without /usr/bin/chromium the tests fail (never
+skip) with the command that installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from django_gearattach.testing import Gearmand, free_port, wait_for_port, wait_for_workers
+from example_project.rundemo import asgi_server_command
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "artifacts" / "browser"
+CHROMIUM = os.environ.get("GEARATTACH_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+INSTALL_HINT = (
+    f"chromium was not found at {CHROMIUM}: install it with 'apt-get install -y chromium' "
+    "(make test does), or set GEARATTACH_CHROMIUM. Never 'playwright install'."
+)
+
+
+class Site:
+    def __init__(self, url: str, database: Path, worker_log: Path) -> None:
+        self.url = url
+        self.database = database
+        self.worker_log = worker_log
+
+    def jobs(self, function: str) -> list[tuple[str, str, int]]:
+        with sqlite3.connect(self.database) as db:
+            rows = db.execute(
+                "SELECT key, status, attempts FROM django_gearattach_job WHERE function = ?",
+                [function],
+            ).fetchall()
+        return [(str(k), str(s), int(a)) for k, s, a in rows]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The example project: gearmand, `gearworker --concurrency 2` and uvicorn."""
+    tmp = tmp_path_factory.mktemp("demo")
+    database = tmp / "demo.sqlite3"
+    with Gearmand() as gearmand:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "example_project.settings",
+            "DATABASE_URL": f"sqlite:///{database}",  # always SQLite: its own database
+            "GEARATTACH_SERVERS": gearmand.address,
+            "DJANGO_DEBUG": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+        manage = [sys.executable, str(ROOT / "example_project" / "manage.py")]
+        subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+        worker_log = tmp / "worker.log"
+        port = free_port()
+        with open(worker_log, "wb") as log, open(tmp / "server.log", "wb") as server_log:
+            worker = subprocess.Popen(
+                [*manage, "gearworker", "--concurrency", "2"],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            server = subprocess.Popen(
+                asgi_server_command(port),
+                env=env,
+                cwd=ROOT,
+                stdout=server_log,
+                stderr=subprocess.STDOUT,
+            )
+            try:
+                wait_for_port(port, timeout=30, process=server)
+                wait_for_workers(gearmand.address, "gearattach.offload", 2)
+                yield Site(f"http://127.0.0.1:{port}", database, worker_log)
+            finally:
+                for process in (server, worker):
+                    process.terminate()
+                for process in (server, worker):
+                    try:
+                        process.wait(15)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait(5)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright is missing: pip install -e '.[test]'", pytrace=False)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored_outcome(
+    site: Site, browser: Any
+) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    url = f"{site.url}/report/build/?region=EU&year=2031&seconds=3"
+    page.goto(url)
+    bar = page.locator(".gearattach-bar[role=progressbar]")
+    assert bar.get_attribute("aria-valuemin") == "0"
+    assert bar.get_attribute("aria-valuemax") == "100"
+    assert "gearattach=" in page.url  # the page's URL now names the job, not a new run
+
+    # Watch the bar move; open a second tab on the same report while it does.
+    seen: list[int] = []
+    second = None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not page.locator("#report-run").count():
+        value = page.evaluate(
+            "() => { const b = document.querySelector('.gearattach-bar');"
+            " return b ? b.getAttribute('aria-valuenow') : null; }"
+        )
+        if value is not None and (not seen or seen[-1] != int(value)):
+            seen.append(int(value))
+            if second is None and 0 < int(value) < 100:
+                page.screenshot(path=str(ARTIFACTS / "report-in-progress.png"))
+                second = context.new_page()
+                second.goto(url)
+        page.wait_for_timeout(40)
+    page.wait_for_selector("#report-run", timeout=20_000)
+    moving = [v for v in seen if 0 < v < 100]
+    assert len(moving) >= 2, f"the bar did not move through several steps: {seen}"
+    assert moving == sorted(moving)
+    assert page.locator("h1").inner_text() == "Sales report: Europe, 2031"
+    run = page.locator("#report-run").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "report-done.png"))
+
+    assert second is not None, f"no progress was seen to open a second tab at: {seen}"
+    second.wait_for_selector("#report-run", timeout=20_000)
+    assert second.locator("#report-run").inner_text() == run  # the same single execution
+    second.screenshot(path=str(ARTIFACTS / "report-second-tab.png"))
+    ((key, status, attempts),) = site.jobs("gearattach.offload")
+    assert (status, attempts) == ("complete", 1)
+
+    page.reload()
+    assert page.locator("#report-run").inner_text() == run
+    page.screenshot(path=str(ARTIFACTS / "report-after-reload.png"))
+    third = context.new_page()
+    third.goto(url)  # the report's plain URL again: the stored page, at once
+    assert third.locator("#report-run").inner_text() == run
+    assert site.jobs("gearattach.offload") == [(key, "complete", 1)]
+    context.close()
+
+
+def test_several_widgets_on_one_page_over_each_transport(site: Site, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    page.goto(f"{site.url}/batch/")
+    page.get_by_role("button", name="Start three jobs").click()
+    widgets = page.locator("[data-gearattach]")
+    widgets.first.wait_for()
+    assert widgets.count() == 3
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-gearattach][data-state=complete]').length === 3",
+        timeout=20_000,
+    )
+    page.wait_for_timeout(400)  # the bars' width transitions end
+    page.screenshot(path=str(ARTIFACTS / "three-widgets.png"), full_page=True)
+    transports = [widgets.nth(i).get_attribute("data-transport") for i in range(3)]
+    assert transports == ["ws", "sse", "poll"]
+    for i in range(3):
+        widget = widgets.nth(i)
+        assert widget.locator(".gearattach-bar").get_attribute("aria-valuenow") == "100"
+        assert '"done"' in widget.locator(".gearattach-result").inner_text()
+    results = {widgets.nth(i).locator(".gearattach-result").inner_text() for i in range(3)}
+    assert len(results) == 3  # three jobs, three executions
+    context.close()
+
+
+def test_a_stranger_cannot_follow_someone_elses_job(site: Site, browser: Any) -> None:
+    owner = browser.new_context()
+    page = owner.new_page()
+    page.goto(f"{site.url}/batch/")
+    page.get_by_role("button", name="Start three jobs").click()
+    page.locator("[data-gearattach]").first.wait_for()
+    ws_url = page.locator("[data-gearattach]").first.get_attribute("data-ws-url")
+    assert ws_url
+    stranger = browser.new_context().new_page()
+    stranger.goto(f"{site.url}/")
+    code = stranger.evaluate(
+        """url => new Promise(resolve => {
+            const socket = new WebSocket("ws://" + location.host + url);
+            socket.onclose = event => resolve(event.code);
+        })""",
+        ws_url,
+    )
+    assert code == 4403
+    owner.close()
