@@ -143,8 +143,10 @@ class JobAdmin(_ModelAdmin):
         username = get_user_model().USERNAME_FIELD
         return ["=key", "^function", f"=owner__{username}"]
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 passes action_location; Django 5.2 has no such argument.
+        location = {} if action_location is None else {"action_location": action_location}
+        actions = super().get_actions(request, **location)
         # Deleting a queued or running record would only make a worker record it again.
         actions.pop("delete_selected", None)
         return actions
