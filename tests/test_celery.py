@@ -19,7 +19,7 @@ from django_gearattach.celery import (
 from django_gearattach.models import Job, Status
 from tests.celeryapp.tasks import add, report_via_current_task, wait_then_report
 
-from .helpers import wait_for_status, wait_until
+from .helpers import AttachThread, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -92,26 +92,22 @@ def test_started_then_progress_then_success(gearattach_worker, tmp_path):
 
 
 def test_update_state_reaches_attachers_as_status_and_data(gearattach_worker, tmp_path):
-    from threading import Thread
-
     gate, hold = tmp_path / "gate", tmp_path / "hold"
     result = wait_then_report.delay(str(gate), str(hold))
     wait_for_status(wait_then_report.name, result.id, Status.RUNNING)
-    events: list[dict[str, Any]] = []
-    follower = Thread(
-        target=lambda: events.extend(e.as_dict() for e in attach(wait_then_report.name, result.id))
-    )
+    follower = AttachThread(wait_then_report.name, result.id)
     follower.start()
     time.sleep(0.3)  # the attacher joins the running job
     gate.touch()
-    wait_until(lambda: any(e["event"] == "data" for e in events))
+    wait_until(lambda: any(e.event == "data" for e in follower.events))
     hold.touch()
-    follower.join(10)
+    events = [e.as_dict() for e in follower.result()]
     assert {"event": "status", "numerator": 1, "denominator": 2} in events
     assert {
         "event": "data",
         "data": {"state": "PROGRESS", "meta": {"current": 1, "total": 2}},
     } in events
+    assert events[-1] == {"event": "complete", "result": "released"}
 
 
 def test_revoke_cancels_a_queued_task(gearattach_gearmand):
