@@ -20,6 +20,7 @@ import contextlib
 import json
 from typing import Any
 
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .hub import BROKEN, MISSING, get_hub
@@ -94,6 +95,16 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def send_error(self, error: str) -> None:
         await self.send(text_data=json.dumps({"type": "error", "error": error}))
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """End the consumer without Channels' per-socket database clean-up hop.
+
+        This consumer never touches the database itself (the hub reads records for all
+        sockets), so the thread hop that would close this socket's connections is
+        pure cost: thousands of sockets closing at a job's end would queue that many.
+        """
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
 
     async def disconnect(self, code: int) -> None:
         if self.follower is not None:
