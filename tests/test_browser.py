@@ -7,6 +7,7 @@ skip) with the command that installs it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import subprocess
@@ -215,3 +216,27 @@ def test_a_stranger_cannot_follow_someone_elses_job(site: Site, browser: Any) ->
     )
     assert code == 4403
     owner.close()
+
+
+def test_widget_retries_with_backoff_then_falls_back_to_sse(site: Site, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    attempts: list[float] = []
+
+    def refuse(ws: Any) -> None:  # every websocket fails before delivering anything
+        attempts.append(time.monotonic())
+        ws.close(code=1011, reason="test: no websockets here")
+
+    page.route_web_socket("**/ws/gearattach/**", refuse)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{site.url}/report/build/?region=US&year=2032&seconds=1&run=fallback")
+    page.wait_for_selector("#report-run", timeout=30_000)
+    assert page.locator("#report-title").inner_text() == "Sales report: United States, 2032"
+    assert len(attempts) == 3  # then Server-Sent Events took over
+    assert any("/events/" in url for url in requested)
+    assert not any("/poll/" in url for url in requested)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] >= 0.2  # backoff (0.5 s, then 1 s, each with jitter down to half)
+    assert gaps[1] >= 0.45
+    context.close()
