@@ -12,7 +12,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
-from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
@@ -25,6 +24,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from .admin_queries import FunctionFilter, ServerFilter, admin_queryset, search
 from .conf import conf
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
@@ -87,7 +87,12 @@ class JobAdmin(_ModelAdmin):
         "created_at",
         "duration_display",
     ]
-    list_filter = ["status", "function", "server", ("created_at", admin.DateFieldListFilter)]
+    list_filter = [
+        "status",
+        FunctionFilter,
+        ServerFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
     date_hierarchy = "created_at"
     list_select_related = ["owner"]
     list_per_page = 50
@@ -140,8 +145,16 @@ class JobAdmin(_ModelAdmin):
         return [f for _, opts in fieldsets for f in opts["fields"] if isinstance(f, str)]
 
     def get_search_fields(self, request: HttpRequest) -> list[str]:
-        username = get_user_model().USERNAME_FIELD
-        return ["=key", "^function", f"=owner__{username}"]
+        return ["key"]  # shows the search box; get_search_results does the searching
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """An exact key, the beginning of a function name, or an owner's username."""
+        return search(queryset, search_term), False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
+        return admin_queryset(super().get_queryset(request))  # type: ignore[arg-type]
 
     def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
         # Django 6.1 passes action_location; Django 5.2 has no such argument.
