@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 
 from django_gearattach.clients import get_async_client
 from django_gearattach.hub import get_hub
@@ -65,6 +66,9 @@ async def hub() -> AsyncIterator[object]:
     yield current
     await current.aclose()
     await get_async_client().close()
+    # The hub read records in asgiref's executor thread: close that thread's connection,
+    # or PostgreSQL refuses to drop the test database at the end of the session.
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture
