@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "django_gearattach.pytest_plugin"
 
-USER_TESTS = '''
+USER_TESTS = """
 import pytest
 
 from django_gearattach import attach, submit
@@ -49,7 +49,7 @@ def test_celery_style_fixtures(celery_worker, celery_app):
 
     assert add.delay(2, 2).get(timeout=20) == 4
     assert celery_app.AsyncResult(add.delay(3, 3).id).get(timeout=20) == 6
-'''
+"""
 
 
 def run_user_suite(tmp_path: Path, *args: str, settings: str = "tests.settings") -> str:
