@@ -94,7 +94,7 @@ class Identity:
 
 
 def _binding(identity: str) -> str:
-    return salted_hmac(SALT, identity).hexdigest()[:24]
+    return salted_hmac(SALT, identity, algorithm="sha256").hexdigest()[:24]
 
 
 def ensure_session(request: HttpRequest) -> str:
