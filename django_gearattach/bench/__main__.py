@@ -119,7 +119,15 @@ def main() -> int:
 
 
 def _fanout(sockets: int, jobs: int, server: str) -> int:
+    import importlib.util
+
     from .fanout import report
+
+    needed = ["websockets", *(["daphne"] if server == "daphne" else ["uvicorn", "wsproto"])]
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"--fanout needs {', '.join(missing)}: pip install -e '.[test]'", file=sys.stderr)
+        return 2
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -149,7 +149,7 @@ def serve(db: str, server: str, port: int, kind: str) -> None:
     configure(db, server)
     app = application()
     if kind == "daphne":
-        from daphne.server import Server  # type: ignore[import-untyped]
+        from daphne.server import Server
 
         Server(
             application=app,
