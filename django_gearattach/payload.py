@@ -93,7 +93,7 @@ def check_key(key: str) -> bytes:
     if b"\0" in raw:
         raise InvalidKey("a job key must not contain NUL characters")
     if raw == b"-":
-        raise InvalidKey('the key "-" asks gearmand to hash the payload instead; choose a real key')
+        raise InvalidKey('the key "-" makes gearmand hash the payload instead; choose a real key')
     if len(raw) > MAX_UNIQUE_BYTES:
         raise InvalidKey(
             f"a job key is at most {MAX_UNIQUE_BYTES} bytes in UTF-8, this one has {len(raw)}; "
