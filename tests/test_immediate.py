@@ -13,6 +13,7 @@ from django_gearattach.testing import free_port
 from tests.testapp.tasks import add
 
 from .conftest import executions
+from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_for_status
 
 
@@ -124,6 +125,7 @@ def test_an_unknown_task_fails_the_record_and_raises():
 
 @offline
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_asubmit_and_aattach():
     job = await asubmit("tests.add", [1, 2])
     assert (job.status, job.result) == (Status.COMPLETE, 3)

@@ -24,6 +24,7 @@ from django_gearattach.signals import job_finished, job_progress, job_started, j
 from django_gearattach.tasks import get_task
 from django_gearattach.worker import Worker
 
+from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -112,6 +113,7 @@ def test_submit_sends_job_submitted_once_per_new_job(gearmand, recorded):
     assert job.key == "k1"
 
 
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_asubmit_sends_job_submitted(gearmand, recorded):
     job = await asubmit("tests.add", [1, 2])
     assert recorded.calls[0][0] == "submitted"

@@ -11,6 +11,7 @@ import pytest
 
 from django_gearattach.models import Job, Status
 
+from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_until
 
 needs_django6 = pytest.mark.skipif(
@@ -134,6 +135,7 @@ def test_unknown_and_foreign_ids_do_not_exist(gearmand):
 
 
 @needs_django6
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_aenqueue_and_aget_result(gearmand, worker):
     result = await dtasks.add.aenqueue(20, 22)
     assert result.status == TaskResultStatus.READY
