@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from datetime import timedelta
 from typing import Any
@@ -204,7 +205,11 @@ def test_the_page_of_a_running_job_has_the_live_widget(admin_client):
     finished = make_job("done")
     html = admin_client.get(change_url(running)).content.decode()
     assert "data-gearattach" in html
-    assert 'data-status-url="/gearattach/jobs/' in html
+    status_url = re.search(r'data-status-url="(/gearattach/jobs/[^"]+)"', html)
+    assert status_url is not None
+    # The widget's token is bound to the operator, who may follow the job with it.
+    state = admin_client.get(status_url[1]).json()
+    assert state["status"] == "running"
     assert "data-gearattach" not in admin_client.get(change_url(finished)).content.decode()
 
 
