@@ -80,6 +80,8 @@ class Job(models.Model):
             models.Index(fields=["function", "-created_at"], name="gearattach_function_created"),
             models.Index(fields=["-created_at"], name="gearattach_created"),
             models.Index(fields=["server", "status"], name="gearattach_server_status"),
+            # Lookups by key alone: admin search, Celery's AsyncResult(id), get_result(id).
+            models.Index(fields=["key"], name="gearattach_key"),
         ]
         ordering = ["-created_at"]
 

@@ -14,9 +14,13 @@ from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
 
 from .conftest import executions
+from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import foreground_clients, wait_for_status, wait_until
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("closes_thread_connections"),
+]
 
 
 async def collect(function: str, key: str, timeout: float = 30.0) -> list[dict[str, Any]]:

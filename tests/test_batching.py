@@ -11,6 +11,8 @@ from django_gearattach import asubmit
 from django_gearattach.batching import Batcher
 from django_gearattach.models import Job
 
+from .dbthreads import closes_thread_connections  # noqa: F401
+
 
 async def test_calls_of_one_loop_turn_share_one_batch():
     batches: list[list[int]] = []
@@ -61,6 +63,7 @@ async def test_a_failing_batch_fails_every_caller_with_its_error():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_concurrent_asubmits_are_all_recorded_and_sent(gearmand):
     jobs = await asyncio.gather(*(asubmit("tests.add", [i, i]) for i in range(40)))
     assert len({j.key for j in jobs}) == 40
@@ -68,6 +71,7 @@ async def test_concurrent_asubmits_are_all_recorded_and_sent(gearmand):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_concurrent_asubmits_of_one_key_make_one_job(gearmand):
     jobs = await asyncio.gather(*(asubmit("tests.add", [1, 2], key="same") for _ in range(10)))
     assert {j.pk for j in jobs} == {jobs[0].pk}
