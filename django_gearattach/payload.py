@@ -15,7 +15,7 @@ from typing import Any
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .exceptions import BadPayload, InvalidKey
-from .gearman.protocol import MAX_UNIQUE_BYTES
+from .gearman.protocol import MAX_UNIQUE_BYTES, check_unique
 
 #: Sent as the data of an attach request. A worker that receives it answers from the
 #: job record instead of running anything the payload says.
@@ -84,19 +84,12 @@ def new_key() -> str:
 
 
 def check_key(key: str) -> bytes:
-    """Validate a caller's key and return its bytes."""
+    """Validate a caller's key and return its bytes (see :func:`check_unique`)."""
     if not isinstance(key, str):
         raise InvalidKey(f"a job key must be a string, got {type(key).__name__}")
     raw = key.encode()
-    if not raw:
-        raise InvalidKey("a job key must not be empty")
-    if b"\0" in raw:
-        raise InvalidKey("a job key must not contain NUL characters")
-    if raw == b"-":
-        raise InvalidKey('the key "-" makes gearmand hash the payload instead; choose a real key')
-    if len(raw) > MAX_UNIQUE_BYTES:
-        raise InvalidKey(
-            f"a job key is at most {MAX_UNIQUE_BYTES} bytes in UTF-8, this one has {len(raw)}; "
-            "gearmand truncates longer keys silently. Hash long keys (e.g. sha256 hex[:40])."
-        )
-    return raw
+    try:
+        return check_unique(raw)
+    except ValueError as exc:
+        hint = " Hash long keys, e.g. sha256 hex[:40]." if len(raw) > MAX_UNIQUE_BYTES else ""
+        raise InvalidKey(f"{exc}.{hint}") from None

@@ -39,9 +39,8 @@ job_progress = Signal()
 job_finished = Signal()
 
 
-def send(signal: Signal, job: Job, **extra: Any) -> None:
-    """Send ``signal`` for ``job``; log the receivers' exceptions instead of raising them."""
-    for receiver, response in signal.send_robust(sender=Job, job=job, **extra):
+def _log_failures(responses: list[tuple[Any, Any]], job: Job) -> None:
+    for receiver, response in responses:
         if isinstance(response, BaseException):
             logger.error(
                 "signal receiver %r failed for job %s[%s]",
@@ -50,18 +49,15 @@ def send(signal: Signal, job: Job, **extra: Any) -> None:
                 job.key,
                 exc_info=response,
             )
+
+
+def send(signal: Signal, job: Job, **extra: Any) -> None:
+    """Send ``signal`` for ``job``; log the receivers' exceptions instead of raising them."""
+    _log_failures(signal.send_robust(sender=Job, job=job, **extra), job)
 
 
 async def asend(signal: Signal, job: Job, **extra: Any) -> None:
-    for receiver, response in await signal.asend_robust(sender=Job, job=job, **extra):
-        if isinstance(response, BaseException):
-            logger.error(
-                "signal receiver %r failed for job %s[%s]",
-                receiver,
-                job.function,
-                job.key,
-                exc_info=response,
-            )
+    _log_failures(await signal.asend_robust(sender=Job, job=job, **extra), job)
 
 
 def _load(function: str, key: str) -> Job | None:
