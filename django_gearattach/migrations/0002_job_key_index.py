@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_gearattach', '0001_initial'),
+        ("django_gearattach", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='job',
-            index=models.Index(fields=['key'], name='gearattach_key'),
+            model_name="job",
+            index=models.Index(fields=["key"], name="gearattach_key"),
         ),
     ]
