@@ -147,7 +147,7 @@ class _Clock:
 
     def backoff(self) -> float:
         delay = self.delay
-        self.delay = min(self.delay * 1.5, conf.POLL_INTERVAL_MAX)
+        self.delay = min(self.delay * 2, conf.POLL_INTERVAL_MAX)
         left = self.remaining()
         return delay if left is None else min(delay, left)
 
@@ -179,6 +179,8 @@ def attach(
         record = _load(name, key)
         if record is None and conf.IMMEDIATE:
             raise JobNotFound(name, key)  # immediate mode: every job has a record
+    if record is not None and record.status == Status.QUEUED:
+        time.sleep(clock.backoff())  # a queued job rarely starts this instant: ask later
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:
@@ -266,6 +268,8 @@ async def aattach(
         record = await _load_batched((name, key))
         if record is None and conf.IMMEDIATE:
             raise JobNotFound(name, key)  # immediate mode: every job has a record
+    if record is not None and record.status == Status.QUEUED:
+        await asyncio.sleep(clock.backoff())  # a queued job rarely starts this instant
     while True:
         status, address = None, None
         if decide(record, None) is not Step.ANSWER:
