@@ -8,6 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: test demo bench lint docs gearmand chromium clean
 
 $(BIN)/tox: pyproject.toml
+	@if ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
+		echo "Installing python3-venv with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q python3-venv; \
+	fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet tox -e '.[test]'
