@@ -19,13 +19,17 @@ from django_gearattach.models import Job
 def wait_until(
     predicate: Callable[[], Any], timeout: float = 20.0, what: str = "condition"
 ) -> Any:
+    """Return ``predicate()``'s first truthy value; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
         if value:
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout} s waiting for {what} (last value {value!r})"
+            )
         time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def wait_for_status(function: str, key: str, status: str, timeout: float = 20.0) -> Job:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 
@@ -28,6 +27,7 @@ from django_gearattach.gearman.protocol import Command, Packet, parse_status
 from django_gearattach.gearman.routing import Address
 from django_gearattach.gearman.worker import WorkerPool
 from django_gearattach.testing import Gearmand
+from tests.helpers import wait_until
 
 TIMEOUT = 5.0
 
@@ -38,18 +38,6 @@ def new_key() -> bytes:
 
 def new_function() -> str:
     return f"fn.{uuid.uuid4().hex[:8]}"
-
-
-def eventually(check: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.02):
-    """Return ``check()``'s first truthy value; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
 
 
 class RawWorker:
@@ -145,7 +133,7 @@ def test_submit_background_and_status_unique_follow_a_job(address, client, raw_w
         status = client.status_unique(address, key)
         return status if status.numerator == 2 else None
 
-    status = eventually(running)
+    status = wait_until(running)
     assert (status.known, status.running, status.numerator, status.denominator) == (
         True,
         True,
@@ -154,7 +142,7 @@ def test_submit_background_and_status_unique_follow_a_job(address, client, raw_w
     )
 
     worker.conn.send(Command.WORK_COMPLETE, handle, b"done")
-    gone = eventually(lambda: not client.status_unique(address, key).known)
+    gone = wait_until(lambda: not client.status_unique(address, key).known)
     assert gone
     unknown = client.status_unique(address, new_key())
     assert (unknown.known, unknown.running, unknown.clients) == (False, False, 0)
@@ -270,7 +258,7 @@ def test_foreground_attaches_to_a_background_job_and_sees_only_later_events(
     # The first submitter's data wins; earlier WORK_DATA is not replayed.
     with client.foreground(address, function, key, b"ignored") as job:
         assert job.handle == handle
-        eventually(lambda: client.status_unique(address, key).clients == 1)
+        wait_until(lambda: client.status_unique(address, key).clients == 1)
         worker.conn.send(Command.WORK_DATA, handle, b"after")
         worker.conn.send(Command.WORK_COMPLETE, handle, b"ok")
         assert collect(job) == [
@@ -324,7 +312,7 @@ def test_the_abandoned_job_trap_on_raw_gearmand(address, client, raw_workers):
     assert created.args[0] == handle
     assert client.status_unique(address, key).clients == 1
     attacher.close()
-    eventually(lambda: client.status_unique(address, key).clients == 0)
+    wait_until(lambda: client.status_unique(address, key).clients == 0)
     assert client.status_unique(address, key).known  # still looks queued...
 
     worker = raw_workers(address, function)
@@ -352,12 +340,12 @@ def test_linger_park_keeps_a_queued_job_from_being_dropped(address, client, raw_
     worker = raw_workers(address, function)
     assert worker.grab().args == (handle, function.encode(), key, b"precious")
     # Once the job runs, linger lets the connection go, and the job keeps running.
-    eventually(lambda: linger.parked_count() == parked)
+    wait_until(lambda: linger.parked_count() == parked)
     assert not job.conn.connected
     status = client.status_unique(address, key)
     assert (status.known, status.running, status.clients) == (True, True, 0)
     worker.conn.send(Command.WORK_COMPLETE, handle, b"ran")
-    eventually(lambda: not client.status_unique(address, key).known)
+    wait_until(lambda: not client.status_unique(address, key).known)
 
 
 def test_closing_a_foreground_job_that_was_never_submitted_here_parks_nothing(address, client):
@@ -591,7 +579,7 @@ def test_admin_status_version_and_getpid(gearmand, address, client, raw_workers)
         mine = [s for s in rows if s.function == function]
         return mine[0] if mine and mine[0].workers == 1 else None
 
-    status = eventually(row)
+    status = wait_until(row)
     assert (status.queued, status.running, status.workers) == (2, 0, 1)
 
     (version,) = admin_command(address, "version")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +26,7 @@ from django_gearattach.models import Job, Status
 from django_gearattach.submission import submit
 from django_gearattach.testing import wait_for_workers
 from tests.conftest import executions
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,20 +37,9 @@ def new_key() -> str:
     return f"interop-{uuid.uuid4().hex[:16]}"
 
 
-def eventually(check: Callable[[], object], timeout: float = TIMEOUT, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        time.sleep(interval)
-
-
 def finished_record(function: str, key: str) -> Job:
     """The job's record once a worker has stored its outcome."""
-    record: Job = eventually(lambda: Job.objects.for_key(function, key).finished().first())
+    record: Job = wait_until(lambda: Job.objects.for_key(function, key).finished().first())
     return record
 
 
@@ -151,8 +140,8 @@ def test_cli_pygearman_and_attach_all_join_one_execution(serving, log_path, tmp_
     record = submit("tests.record", kwargs={"log_path": str(log_path), "gate": str(gate)}, key=key)
     assert record.status == Status.QUEUED
     # Attach only once it runs: a foreground client leaving a queued job would drop it.
-    eventually(lambda: Job.objects.for_key("tests.record", key).filter(status="running").exists())
-    eventually(lambda: len(executions(log_path)) == 1)  # the task logs just after it starts
+    wait_until(lambda: Job.objects.for_key("tests.record", key).filter(status="running").exists())
+    wait_until(lambda: len(executions(log_path)) == 1)  # the task logs just after it starts
 
     cli_attacher = subprocess.Popen(
         ["gearman", "-p", str(serving.port), "-f", "tests.record", "-u", key, "-s"],
@@ -170,7 +159,7 @@ def test_cli_pygearman_and_attach_all_join_one_execution(serving, log_path, tmp_
     our_thread, our_out = in_thread(lambda: attach_events("tests.record", key))
     try:
         # Three foreground clients on the one running job: CLI, pygearman, our attach.
-        eventually(lambda: gearmand_status(serving, key).clients == 3)
+        wait_until(lambda: gearmand_status(serving, key).clients == 3)
         gate.touch()
         stdout, stderr = cli_attacher.communicate(timeout=TIMEOUT)
     finally:
@@ -301,9 +290,9 @@ def test_our_attachers_join_a_running_foreign_job_and_it_runs_once(
         client.submit_job("tests.record", payload, unique=key, background=True)
         function = "tests.record"
     # The worker records the foreign job when it starts it (an upsert by function and key).
-    eventually(lambda: Job.objects.for_key(function, key).filter(status="running").exists())
+    wait_until(lambda: Job.objects.for_key(function, key).filter(status="running").exists())
     threads = [in_thread(lambda: attach_events(function, key)) for _ in range(3)]
-    eventually(lambda: gearmand_status(serving, key).clients == 3)
+    wait_until(lambda: gearmand_status(serving, key).clients == 3)
     gate.touch()
     for thread, _ in threads:
         thread.join(TIMEOUT)
