@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -88,7 +89,9 @@ def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
 DATABASES = {
     "default": database_from_url(
         os.environ.get("DATABASE_URL", ""),
-        str(BASE_DIR / f"test-{os.getpid()}.sqlite3"),
+        # In the temp dir: SQLite leaves -wal/-shm files behind when worker processes
+        # still had the database open as it was dropped.
+        str(Path(tempfile.gettempdir()) / f"gearattach-test-{os.getpid()}.sqlite3"),
     )
 }
 # The suite's subprocesses use the test database that pytest-django created.
