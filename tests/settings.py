@@ -2,7 +2,6 @@
 
 import os
 import tempfile
-import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
