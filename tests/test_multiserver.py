@@ -62,12 +62,24 @@ def test_submission_fails_over_and_attach_follows_the_record(three, worker_facto
     assert Job.objects.get(key=key).status == Status.COMPLETE
 
 
+def keys_homed_on_each(servers, per_server: int) -> list[str]:
+    """Keys chosen so that every server is the home of ``per_server`` of them."""
+    wanted = {s.address: per_server for s in servers}
+    keys, i = [], 0
+    while any(wanted.values()):
+        key, i = f"spread-{i}", i + 1
+        home = str(servers_for("tests.add", key)[0])
+        if wanted[home]:
+            wanted[home] -= 1
+            keys.append(key)
+    return keys
+
+
 def test_workers_take_jobs_from_every_server(three, worker_factory):
     worker_factory(three)
-    jobs = [submit("tests.add", [i, 1]) for i in range(12)]
-    for job in jobs:
-        assert (
-            list(attach("tests.add", job.key, timeout=30))[-1].result
-            == int(job.arguments["args"][0]) + 1
-        )
+    jobs = [
+        submit("tests.add", [i, 1], key=key) for i, key in enumerate(keys_homed_on_each(three, 4))
+    ]
+    for i, job in enumerate(jobs):
+        assert list(attach("tests.add", job.key, timeout=30))[-1].result == i + 1
     assert {j.server for j in jobs} == {s.address for s in three}
