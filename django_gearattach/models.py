@@ -135,8 +135,3 @@ class Job(models.Model):
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
-
-    def mark_cancelled(self) -> None:
-        self.status = Status.CANCELLED
-        self.finished_at = timezone.now()
-        self.save(update_fields=["status", "finished_at"])

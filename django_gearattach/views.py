@@ -59,16 +59,30 @@ def _check(token: str, identity: Identity) -> JobRef | None:
         return None
 
 
-@require_GET
-def status(request: HttpRequest, token: str) -> HttpResponseBase:
-    """The job's state: status, progress, data and (once finished) its outcome."""
+def _job(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
+    """The token's job and its record, or the refusal (403) or absence (404) to answer."""
     ref = _check(token, Identity.of_request(request))
     if ref is None:
         return _refused()
     record = Job.objects.for_key(ref.function, ref.key).first()
-    if record is None:
-        return _missing()
-    return _json(state(record))
+    return _missing() if record is None else (ref, record)
+
+
+async def _ajob(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
+    ref = _check(token, await Identity.aof_request(request))
+    if ref is None:
+        return _refused()
+    record = await Job.objects.for_key(ref.function, ref.key).afirst()
+    return _missing() if record is None else (ref, record)
+
+
+@require_GET
+def status(request: HttpRequest, token: str) -> HttpResponseBase:
+    """The job's state: status, progress, data and (once finished) its outcome."""
+    found = _job(request, token)
+    if isinstance(found, JsonResponse):
+        return found
+    return _json(state(found[1]))
 
 
 def _timeout(text: str | None) -> float | None:
@@ -102,12 +116,10 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     cursor = _cursor(request.GET.get("cursor"))
     if cursor is None:
         return _json({"error": "cursor must be the cursor of a previous answer"}, 400)
-    ref = _check(token, await Identity.aof_request(request))
-    if ref is None:
-        return _refused()
-    record = await Job.objects.for_key(ref.function, ref.key).afirst()
-    if record is None:
-        return _missing()
+    found = await _ajob(request, token)
+    if isinstance(found, JsonResponse):
+        return found
+    ref, record = found
     if record.is_finished:
         outcome = message_for(outcome_of(record), record.function)
         return _json({"messages": [outcome], "cursor": "0.0", "done": True})
@@ -152,12 +164,10 @@ async def _collect(
 @require_GET
 async def events(request: HttpRequest, token: str) -> HttpResponseBase:
     """Server-Sent Events: each message as ``data: {json}``; the stream ends after the outcome."""
-    ref = _check(token, await Identity.aof_request(request))
-    if ref is None:
-        return _refused()
-    record = await Job.objects.for_key(ref.function, ref.key).afirst()
-    if record is None:
-        return _missing()
+    found = await _ajob(request, token)
+    if isinstance(found, JsonResponse):
+        return found
+    ref, record = found
     response = StreamingHttpResponse(
         _stream(ref, record), content_type="text/event-stream; charset=utf-8"
     )
@@ -184,11 +194,11 @@ async def _stream(ref: JobRef, record: Job) -> AsyncIterator[str]:
 @require_GET
 def download(request: HttpRequest, token: str) -> HttpResponseBase:
     """The non-HTML response of a finished offloaded view, as a file download."""
-    ref = _check(token, Identity.of_request(request))
-    if ref is None:
-        return _refused()
-    record = Job.objects.for_key(ref.function, ref.key).first()
-    result = record.result if record is not None and record.status == Status.COMPLETE else None
+    found = _job(request, token)
+    if isinstance(found, JsonResponse):
+        return found
+    ref, record = found
+    result = record.result if record.status == Status.COMPLETE else None
     if ref.function != OFFLOAD_FUNCTION or not isinstance(result, dict):
         return _missing()
     stored = result.get("download")

@@ -92,10 +92,6 @@ class Worker:
         """Finish the current job, then return from :meth:`run`."""
         self._stop.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
         try:

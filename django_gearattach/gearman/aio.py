@@ -54,7 +54,6 @@ class AsyncConnection:
         self._by_handle: dict[bytes, _Shared] = {}
         self._shared: dict[tuple[str, bytes], _Shared] = {}
         self._connect_lock = asyncio.Lock()
-        self._exceptions_enabled = False
         self._outbox: list[bytes] = []
         self._watchdog: asyncio.TimerHandle | None = None
 
@@ -73,13 +72,11 @@ class AsyncConnection:
             except (OSError, TimeoutError) as exc:
                 raise ConnectionFailed(str(self.address), f"cannot connect ({exc})") from exc
             self._task = asyncio.create_task(self._read_loop(), name=f"gearman {self.address}")
-            self._exceptions_enabled = False
             future: asyncio.Future[Packet] = asyncio.get_running_loop().create_future()
             self._enqueue(_Pending(future))
             self._outbox.clear()
             self._write(encode(Command.OPTION_REQ, b"exceptions"))
         await self._wait(future)
-        self._exceptions_enabled = True
 
     async def _read_loop(self) -> None:
         assert self._reader is not None

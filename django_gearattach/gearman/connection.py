@@ -115,9 +115,6 @@ class Connection:
         self._pending.extend(self._parser.packets())
         return True
 
-    def has_buffered(self) -> bool:
-        return bool(self._pending)
-
     def read_packet(self, timeout: float | bool | None = True) -> Packet | None:
         """Next packet from the server.
 
