@@ -1,7 +1,8 @@
 """The hot-path statements on the job table, as plain SQL.
 
 Each job costs a handful of statements (an INSERT at submit, two UPDATEs in the
-worker, at most one SELECT in the attacher). Building them through the ORM cost
+worker, which PostgreSQL takes as one statement under load, at most one SELECT in
+the attacher). Building them through the ORM cost
 more CPU than running them, so the few shapes used per job are written once here,
 with values prepared by the model's own fields (so JSON, datetimes and time zones
 are stored exactly as the ORM would store them).
@@ -10,9 +11,10 @@ are stored exactly as the ORM would store them).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Field
 
 from .models import Job
@@ -30,6 +32,46 @@ def _prep(conn: Any, name: str, value: Any) -> Any:
     return _FIELDS[name].get_db_prep_save(value, connection=conn)
 
 
+@dataclass(frozen=True, slots=True)
+class Update:
+    """An UPDATE of the (function, key) row, with optional conditions."""
+
+    function: str
+    key: str
+    fields: dict[str, Any]
+    statuses: tuple[str, ...] = ()
+    attempts_below: int | None = None
+    increment_attempts: bool = False
+
+
+def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
+    shape = (
+        alias,
+        tuple(spec.fields),
+        len(spec.statuses),
+        spec.attempts_below is not None,
+        spec.increment_attempts,
+    )
+    sql = _cache.get(shape)
+    if sql is None:
+        q = conn.ops.quote_name
+        table = q(Job._meta.db_table)
+        sets = [f"{q(_FIELDS[n].column)} = %s" for n in spec.fields]
+        if spec.increment_attempts:
+            sets.append(f"{q('attempts')} = {q('attempts')} + 1")
+        where = [f"{q('function')} = %s", f"{q('key')} = %s"]
+        if spec.statuses:
+            where.append(f"{q('status')} IN ({', '.join(['%s'] * len(spec.statuses))})")
+        if spec.attempts_below is not None:
+            where.append(f"{q('attempts')} < %s")
+        sql = _cache[shape] = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
+    params = [_prep(conn, n, v) for n, v in spec.fields.items()]
+    params += [spec.function, spec.key, *spec.statuses]
+    if spec.attempts_below is not None:
+        params.append(spec.attempts_below)
+    return sql, params
+
+
 def update(
     function: str,
     key: str,
@@ -40,29 +82,46 @@ def update(
     increment_attempts: bool = False,
 ) -> int:
     """UPDATE the (function, key) row; return how many rows changed (0 or 1)."""
-    alias = router.db_for_write(Job)
-    conn, table = _table(alias)
-    statuses = tuple(statuses)
-    shape = (alias, tuple(fields), len(statuses), attempts_below is not None, increment_attempts)
-    sql = _cache.get(shape)
-    q = conn.ops.quote_name
-    if sql is None:
-        sets = [f"{q(_FIELDS[n].column)} = %s" for n in fields]
-        if increment_attempts:
-            sets.append(f"{q('attempts')} = {q('attempts')} + 1")
-        where = [f"{q('function')} = %s", f"{q('key')} = %s"]
-        if statuses:
-            where.append(f"{q('status')} IN ({', '.join(['%s'] * len(statuses))})")
-        if attempts_below is not None:
-            where.append(f"{q('attempts')} < %s")
-        sql = _cache[shape] = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
-    params = [_prep(conn, n, v) for n, v in fields.items()]
-    params += [function, key, *statuses]
-    if attempts_below is not None:
-        params.append(attempts_below)
+    spec = Update(function, key, fields, tuple(statuses), attempts_below, increment_attempts)
+    return _execute(router.db_for_write(Job), spec)
+
+
+def _execute(alias: str, spec: Update) -> int:
+    conn = connections[alias]
+    sql, params = _update_sql(conn, alias, spec)
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
+
+
+def combines_updates() -> bool:
+    """Whether :func:`update_together` sends one statement (PostgreSQL) for several rows."""
+    return connections[router.db_for_write(Job)].vendor == "postgresql"
+
+
+def update_together(*specs: Update) -> list[int]:
+    """Several UPDATEs in one transaction; return each one's row count.
+
+    On PostgreSQL they are one statement (data-modifying WITH clauses), so they cost
+    one round trip and one commit; elsewhere they run inside ``transaction.atomic``.
+    The rows must be distinct.
+    """
+    alias = router.db_for_write(Job)
+    conn = connections[alias]
+    if len(specs) == 1:
+        return [_execute(alias, specs[0])]
+    if conn.vendor != "postgresql":
+        with transaction.atomic(using=alias):
+            return [_execute(alias, spec) for spec in specs]
+    parts, params = [], []
+    for number, spec in enumerate(specs):
+        sql, spec_params = _update_sql(conn, alias, spec)
+        parts.append(f"u{number} AS ({sql} RETURNING 1)")
+        params += spec_params
+    counts = ", ".join(f"(SELECT count(*) FROM u{n})" for n in range(len(specs)))
+    with conn.cursor() as cursor:
+        cursor.execute(f"WITH {', '.join(parts)} SELECT {counts}", params)
+        return [int(count) for count in cursor.fetchone()]
 
 
 _INSERT_FIELDS = list(_FIELDS.values())

@@ -1,9 +1,16 @@
 """The worker loop: run assigned jobs and keep their records.
 
-Per job the normal path costs two database round trips: one upsert-like UPDATE
-that marks the job running (and counts the attempt), one UPDATE with the outcome.
-The outcome is committed BEFORE WORK_COMPLETE/WORK_FAIL is sent, so anyone who
-sees gearmand forget the job finds the outcome in the database.
+Per job the normal path costs two statements: one UPDATE that marks the job
+running (and counts the attempt), one UPDATE with the outcome. The outcome is
+committed BEFORE WORK_COMPLETE/WORK_FAIL is sent, so anyone who sees gearmand
+forget the job finds the outcome in the database.
+
+On PostgreSQL, under load, the two go in one statement, so a job costs one round
+trip and one commit: before it reports a job, the worker grabs its next one
+(without waiting) and commits the outcome of the first together with the running
+mark of the second. Each mark is still durable before its job runs, and each
+outcome before gearmand hears of it. (SQLite has no round trips to save, and a
+longer write transaction only makes the other processes wait for its lock.)
 """
 
 from __future__ import annotations
@@ -86,7 +93,11 @@ class Worker:
         self.host = socket.gethostname()[:255]
         self.pid = os.getpid()
         self._stop = threading.Event()
+        self._may_grab_ahead = False  # set per job by run()
+        # The job grabbed ahead by the last one, and whether its running mark is committed.
+        self._ahead: tuple[Assignment, bool] | None = None
         self.jobs_done = 0
+        self.jobs_folded = 0  # running marks committed with the previous job's outcome
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -95,28 +106,39 @@ class Worker:
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
         try:
-            while not self._stop.is_set():
-                job = self.pool.grab(wait=0.5)
-                if job is None:
-                    continue
+            # A job grabbed ahead is run even after stop(): its attempt is counted.
+            while self._ahead is not None or not self._stop.is_set():
+                if self._ahead is not None:
+                    (job, marked), self._ahead = self._ahead, None
+                else:
+                    grabbed = self.pool.grab(wait=0.5)
+                    if grabbed is None:
+                        continue
+                    job, marked = grabbed, False
                 _drop_broken_connections()
-                self.handle(job)
+                last = max_jobs is not None and self.jobs_done + 1 >= max_jobs
+                self._may_grab_ahead = not last and records.combines_updates()
+                self.handle(job, marked=marked)
                 self.jobs_done += 1
-                if max_jobs is not None and self.jobs_done >= max_jobs:
+                if last:
                     break
         finally:
             self.pool.close()
 
     # -- one job -----------------------------------------------------------------------
-    def handle(self, job: Assignment) -> None:
+    def handle(self, job: Assignment, *, marked: bool = False) -> None:
+        """Run one job; ``marked`` when its running mark is already committed."""
         key = job.unique.decode("utf-8", "replace")
         started = time.monotonic()
         try:
-            outcome = self._handle(job, key)
+            outcome = self._handle(job, key, marked)
         except (GearmanError, DatabaseError) as exc:
-            # Nothing was reported: dropping the connection makes gearmand requeue the job.
+            # Nothing was reported: dropping the connection makes gearmand requeue the job
+            # (and any job grabbed ahead on the same connection).
             logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
             self.pool.report_failure(job)
+            if self._ahead is not None and self._ahead[0].connection is job.connection:
+                self._ahead = None
             return
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
@@ -127,7 +149,7 @@ class Worker:
             job.server,
         )
 
-    def _handle(self, job: Assignment, key: str) -> str:
+    def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
             record = Job.objects.for_key(job.function, key).first()
             if record is None:
@@ -149,7 +171,7 @@ class Worker:
         except BadPayload as exc:
             args, kwargs, problem = [], {}, str(exc)
         arguments = None if problem else {"args": args, "kwargs": kwargs}
-        verdict = self._start(job, key, arguments)
+        verdict = None if marked else self._start(job, key, arguments)
         if verdict is not None:
             return verdict
         if problem is not None:
@@ -157,9 +179,8 @@ class Worker:
             return self._send_error(job, key, f"BadPayload: {problem}")
         return self._run(job, key, args, kwargs)
 
-    def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
-        """Mark the job running; return an outcome instead when it must not run."""
-        fields = {
+    def _running_fields(self, job: Assignment) -> dict[str, Any]:
+        return {
             "status": Status.RUNNING,
             "started_at": timezone.now(),
             "finished_at": None,
@@ -168,16 +189,23 @@ class Worker:
             "worker_host": self.host,
             "worker_pid": self.pid,
         }
+
+    def _running_mark(self, job: Assignment, key: str, fields: dict[str, Any]) -> records.Update:
+        """The common case of :meth:`_start`: an active record below MAX_ATTEMPTS."""
+        return records.Update(
+            job.function,
+            key,
+            fields,
+            statuses=ACTIVE,
+            attempts_below=conf.MAX_ATTEMPTS,
+            increment_attempts=True,
+        )
+
+    def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
+        """Mark the job running; return an outcome instead when it must not run."""
+        fields = self._running_fields(job)
         for _ in range(3):
-            updated = records.update(
-                job.function,
-                key,
-                fields,
-                statuses=ACTIVE,
-                attempts_below=conf.MAX_ATTEMPTS,
-                increment_attempts=True,
-            )
-            if updated:
+            if records.update_together(self._running_mark(job, key, fields)) == [1]:
                 return None
             record = Job.objects.for_key(job.function, key).first()
             if record is None:
@@ -211,18 +239,33 @@ class Worker:
             raw = dumps(value)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._finish(
-                job,
-                key,
-                Status.FAILED,
-                error=error,
-                traceback=traceback.format_exc(),
-                **reporter.pending(),
-            )
+            fields = {"error": error, "traceback": traceback.format_exc()}
+            self._conclude(job, key, Status.FAILED, fields | reporter.pending())
             return self._send_error(job, key, error)
-        self._finish(job, key, Status.COMPLETE, result=json.loads(raw), **reporter.pending())
-        job.send_last(Command.WORK_COMPLETE, raw)
+        fields = {"result": json.loads(raw)}
+        self._conclude(job, key, Status.COMPLETE, fields | reporter.pending())
+        self._send_final(job, Command.WORK_COMPLETE, raw)
         return "complete"
+
+    def _conclude(self, job: Assignment, key: str, status: Status, fields: dict[str, Any]) -> None:
+        """Commit a run's outcome, with the running mark of the next job when there is one."""
+        grab = self._may_grab_ahead and not self._stop.is_set()
+        ahead = self.pool.grab_ahead() if grab else None
+        if ahead is None or is_attach_marker(ahead.data):
+            self._ahead = None if ahead is None else (ahead, False)
+            self._finish(job, key, status, **fields)
+            return
+        self._ahead = (ahead, False)
+        ahead_key = ahead.unique.decode("utf-8", "replace")
+        outcome = {"status": status, "finished_at": timezone.now(), **fields}
+        _, marked = records.update_together(
+            records.Update(job.function, key, outcome),
+            self._running_mark(ahead, ahead_key, self._running_fields(ahead)),
+        )
+        self._ahead = (ahead, marked == 1)
+        self.jobs_folded += marked
+        if signals.job_finished.receivers:
+            signals.send_finished(job.function, key)
 
     def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
         records.update(
@@ -231,9 +274,15 @@ class Worker:
         if signals.job_finished.receivers:
             signals.send_finished(job.function, key)
 
+    def _send_final(self, job: Assignment, command: Command, *args: bytes) -> None:
+        if self._ahead is None:
+            job.send_last(command, *args)  # leaves with the request for the next job
+        else:
+            job.send(command, *args)  # the next job is here already: nothing carries it
+
     def _answer_stored(self, job: Assignment, key: str, record: Job) -> str:
         if record.status == Status.COMPLETE:
-            job.send_last(Command.WORK_COMPLETE, dumps(record.result))
+            self._send_final(job, Command.WORK_COMPLETE, dumps(record.result))
             return "answered from the record (complete)"
         self._send_error(job, key, record.error or f"the job was {record.status}")
         return f"answered from the record ({record.status})"
@@ -244,7 +293,7 @@ class Worker:
         # not ask for exceptions, which hangs the gearman CLI and crashes pygearman.
         # The message is in the record (committed before this), where attach reads it.
         logger.debug("job %s[%s] failed: %s", job.function, key, message)
-        job.send_last(Command.WORK_FAIL)
+        self._send_final(job, Command.WORK_FAIL)
         return "failed"
 
 

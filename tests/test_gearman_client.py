@@ -409,6 +409,58 @@ def test_worker_pool_grabs_from_two_servers_and_reconnects_after_a_restart(
         pool.close()
 
 
+def test_grab_ahead_holds_two_jobs_and_a_dropped_connection_requeues_both(address, client):
+    """What the worker's one-commit-per-job path relies on (worker.py, _conclude)."""
+    function = new_function()
+    keys = [new_key(), new_key()]
+    for key in keys:
+        client.submit_background(address, function, key, key)
+    watcher = client.foreground(address, function, keys[0], b"ignored")  # attach to the first
+
+    pool = WorkerPool([address], [function], timeout=TIMEOUT)
+    try:
+        first = pool.grab(wait=1.0)
+        assert first is not None
+        second = pool.grab_ahead()  # asked before the first job is reported
+        assert second is not None
+        assert {first.unique, second.unique} == set(keys)
+        assert pool.grab_ahead() is None  # NO_JOB: nothing left, and nothing waited for
+        status = parse_status(admin_command(address, "status"))
+        (row,) = [s for s in status if s.function == function]
+        assert (row.queued, row.running) == (2, 2)  # gearmand lets one worker hold both
+    finally:
+        pool.close()  # dies holding both jobs, reporting neither
+
+    replacement = WorkerPool([address], [function], timeout=TIMEOUT)
+    try:
+        again: set[bytes] = set()
+        deadline = time.monotonic() + TIMEOUT
+        while len(again) < 2 and time.monotonic() < deadline:
+            job = replacement.grab(wait=0.2)
+            if job is not None:
+                again.add(job.unique)
+                job.send(Command.WORK_COMPLETE, job.unique)
+        assert again == set(keys)
+        with watcher:
+            events = [e for e in watcher.events(poll=0.2) if e is not None]
+        assert [(e.kind, e.data) for e in events][-1] == ("complete", keys[0])
+    finally:
+        replacement.close()
+
+
+def test_grab_ahead_without_servers_or_with_a_dead_one_returns_none(gearmand_factory):
+    assert WorkerPool([], ["f"], timeout=TIMEOUT).grab_ahead() is None
+    server = gearmand_factory()
+    address = Address.parse(server.address)
+    pool = WorkerPool([address], ["f"], timeout=TIMEOUT)
+    try:
+        server.stop()
+        assert pool.grab_ahead() is None
+        assert pool.connected_servers() == []
+    finally:
+        pool.close()
+
+
 # -- AsyncConnection -------------------------------------------------------------------
 
 

@@ -92,7 +92,13 @@ def run_worker(url: str, server: str, report: str) -> None:
     worker.run()
     with open(report, "w") as out:
         json.dump(
-            {"jobs": worker.jobs_done, "queries": QUERIES["count"], "cpu": cpu_seconds()}, out
+            {
+                "jobs": worker.jobs_done,
+                "folded": worker.jobs_folded,
+                "queries": QUERIES["count"],
+                "cpu": cpu_seconds(),
+            },
+            out,
         )
 
 
@@ -151,12 +157,13 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(30)
-    worker_jobs = worker_queries = worker_cpu = 0.0
+    worker_jobs = worker_folded = worker_queries = worker_cpu = 0.0
     for report in reports:
         with open(report) as data:
             figures = json.load(data)
         os.unlink(report)
         worker_jobs += figures["jobs"]
+        worker_folded += figures["folded"]
         worker_queries += figures["queries"]
         worker_cpu += figures["cpu"]
     complete = Job.objects.filter(status="complete").count()
@@ -165,6 +172,7 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
         "complete": complete,
         "client_queries_per_job": client_queries / jobs,
         "worker_queries_per_job": worker_queries / max(worker_jobs, 1),
+        "worker_folded_share": worker_folded / max(worker_jobs, 1),
         "client_cpu_ms_per_job": client_cpu * 1000 / jobs,
         "worker_cpu_ms_per_job": worker_cpu * 1000 / max(worker_jobs, 1),
     }

@@ -129,6 +129,26 @@ class WorkerPool:
         self._sleep(wait)
         return None
 
+    def grab_ahead(self) -> Assignment | None:
+        """One more job from the server next in turn, without waiting; ``None`` if none.
+
+        A worker asks for its next job before it reports the current one, so both
+        records are written in one transaction (gearmand lets a worker hold several
+        jobs; if the connection drops, it requeues all of them).
+        """
+        count = len(self._servers)
+        server = self._servers[self._next % count] if count else None
+        if server is None or not self._ensure(server):
+            return None
+        try:
+            job = self._grab_from(server)
+        except GearmanError:
+            server.failed()
+            return None
+        if job is not None:
+            self._next = (self._next + 1) % count
+        return job
+
     def _flush(self, server: _Server) -> None:
         try:
             server.conn.flush()
