@@ -10,7 +10,9 @@ are stored exactly as the ORM would store them).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +127,20 @@ def update_together(*specs: Update) -> list[int]:
 
 
 _INSERT_FIELDS = list(_FIELDS.values())
+
+
+def atomic_unless_one_statement(jobs: list[Job]) -> AbstractContextManager[Any]:
+    """``transaction.atomic`` around :func:`insert`, unless it needs one statement only.
+
+    Inside an outer transaction it is always a savepoint, so an IntegrityError
+    leaves that transaction usable.
+    """
+    alias = router.db_for_write(Job)
+    conn = connections[alias]
+    single = len(jobs) <= conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs)
+    if single and not conn.in_atomic_block:
+        return contextlib.nullcontext()
+    return transaction.atomic(using=alias)
 
 
 def insert(*jobs: Job) -> None:

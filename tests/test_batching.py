@@ -6,8 +6,9 @@ import asyncio
 import time
 
 import pytest
+from django.db import IntegrityError, connection, transaction
 
-from django_gearattach import asubmit
+from django_gearattach import asubmit, records
 from django_gearattach.batching import Batcher
 from django_gearattach.models import Job
 
@@ -76,3 +77,38 @@ async def test_concurrent_asubmits_of_one_key_make_one_job(gearmand):
     jobs = await asyncio.gather(*(asubmit("tests.add", [1, 2], key="same") for _ in range(10)))
     assert {j.pk for j in jobs} == {jobs[0].pk}
     assert await Job.objects.acount() == 1
+
+
+def _jobs(count: int) -> list[Job]:
+    return [Job(function="tests.add", key=f"batch-{n}") for n in range(count)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_that_fits_one_insert_runs_without_begin_and_commit(django_assert_num_queries):
+    jobs = _jobs(20)
+    with django_assert_num_queries(1), records.atomic_unless_one_statement(jobs):
+        records.insert(*jobs)
+    assert Job.objects.count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_of_several_inserts_is_all_or_nothing():
+    Job.objects.create(function="tests.add", key="batch-2999")  # the last row collides
+    jobs = _jobs(3000)
+    assert len(jobs) > connection.ops.bulk_batch_size(records._INSERT_FIELDS, jobs) or (
+        connection.vendor == "postgresql"  # no parameter limit: one statement, atomic anyway
+    )
+    with pytest.raises(IntegrityError), records.atomic_unless_one_statement(jobs):
+        records.insert(*jobs)
+    assert list(Job.objects.values_list("key", flat=True)) == ["batch-2999"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_inside_a_transaction_a_failed_batch_leaves_it_usable():
+    Job.objects.create(function="tests.add", key="batch-1")
+    with transaction.atomic():
+        jobs = _jobs(2)
+        with pytest.raises(IntegrityError), records.atomic_unless_one_statement(jobs):
+            records.insert(*jobs)
+        Job.objects.create(function="tests.add", key="after")  # the outer transaction lives
+    assert sorted(Job.objects.values_list("key", flat=True)) == ["after", "batch-1"]
