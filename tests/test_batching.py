@@ -112,3 +112,28 @@ def test_inside_a_transaction_a_failed_batch_leaves_it_usable():
             records.insert(*jobs)
         Job.objects.create(function="tests.add", key="after")  # the outer transaction lives
     assert sorted(Job.objects.values_list("key", flat=True)) == ["after", "batch-1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_multi_row_insert_stores_every_field_as_the_orm_would(django_user_model):
+    """PostgreSQL takes the rows as one array per column; SQLite as a VALUES list."""
+    owner = django_user_model.objects.create(username="owner")
+    jobs = [
+        Job(
+            function="tests.add",
+            key="fields-1",
+            priority="high",
+            arguments={"args": [1, {"nested": None}], "kwargs": {"k": [1, 2]}},
+            owner=owner,
+            session_key="s" * 40,
+            server="127.0.0.1:4730",
+        ),
+        Job(function="tests.add", key="fields-2", arguments=None, data=None, result=None),
+        Job(function="tests.other", key="fields-3", result={"x": "é"}, worker_pid=7),
+    ]
+    records.insert(*jobs)
+    for job in jobs:
+        stored = Job.objects.get(pk=job.pk)
+        for field in Job._meta.concrete_fields:
+            assert getattr(stored, field.attname) == getattr(job, field.attname), field.name
+    assert not jobs[0]._state.adding
