@@ -111,10 +111,13 @@ def main() -> int:
                     )
                 finally:
                     _drop_pg(args.pg_url, scratch[1])
-    print(f"{'measurement':48} {'jobs/s':>9} {'of floor':>9}  database round trips per job")
+    print(
+        f"{'measurement':44} {'jobs/s':>7} {'of floor':>8}  "
+        "statements per job       CPU ms per job"
+    )
     for name, rate, detail in rows:
         ratio = f"{rate / floor:.1%}" if rate else "-"
-        print(f"{name:48} {rate:9.0f} {ratio:>9}  {detail}")
+        print(f"{name:44} {rate:7.0f} {ratio:>8}  {detail}")
     return 0
 
 
@@ -150,10 +153,15 @@ def _fanout(sockets: int, jobs: int, server: str) -> int:
 
 def _detail(result: dict[str, float], jobs: int) -> str:
     assert result["complete"] == jobs, f"only {result['complete']} of {jobs} jobs complete"
-    return (
+    statements = (
         f"client {result['client_queries_per_job']:.2f} + "
         f"worker {result['worker_queries_per_job']:.2f}"
     )
+    cpu = (
+        f"client {result['client_cpu_ms_per_job']:.2f} + "
+        f"worker {result['worker_cpu_ms_per_job']:.2f}"
+    )
+    return f"{statements:24} {cpu}"
 
 
 if __name__ == "__main__":
