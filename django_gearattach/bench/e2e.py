@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import django
 from django.conf import settings
@@ -52,6 +52,11 @@ def database(url: str) -> dict[str, Any]:
         "HOST": parsed.hostname or "127.0.0.1",
         "PORT": parsed.port or 5432,
         "CONN_MAX_AGE": None,
+        # ?server_side_binding=true&prepare_threshold=5: prepared statements
+        "OPTIONS": {
+            name: int(value) if value.isdigit() else value.lower() == "true"
+            for name, value in parse_qsl(parsed.query)
+        },
     }
 
 
