@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
 
 from django_gearattach import attach
 from django_gearattach.attachment import JobEvent
 from django_gearattach.clients import get_client
 from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job
+from django_gearattach.worker import Worker
 
 
 def wait_until(
@@ -68,3 +71,33 @@ class AttachThread(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.events
+
+
+@contextmanager
+def thread_worker(
+    worker: Worker, jobs: int | None = 1, queries: list[str] | None = None
+) -> Iterator[Worker]:
+    """Run a real :class:`Worker` in a thread of this process for ``jobs`` jobs.
+
+    Unlike a ``gearworker`` subprocess, its signals reach receivers connected here,
+    and ``queries`` (when given) receives the SQL it ran.
+    """
+
+    def run() -> None:
+        try:
+            with CaptureQueriesContext(connection) as captured:
+                worker.run(max_jobs=jobs)
+            if queries is not None:
+                queries.extend(q["sql"] for q in captured.captured_queries)
+        finally:
+            close_old_connections()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        thread.join(30)
+        worker.stop()
+        thread.join(5)
+        assert not thread.is_alive()

@@ -7,13 +7,11 @@ receiver connected here cannot see a ``gearworker`` subprocess.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import close_old_connections
 from django.dispatch import Signal
 
 import tests.testapp.tasks  # noqa: F401  (registers the tasks the thread worker runs)
@@ -24,6 +22,7 @@ from django_gearattach.signals import job_finished, job_progress, job_started, j
 from django_gearattach.tasks import get_task
 from django_gearattach.worker import Worker
 
+from . import helpers
 from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_for_status
 
@@ -82,22 +81,8 @@ def worker_signals(recorder: Recorder) -> list[str]:
 
 @contextmanager
 def thread_worker(*functions: str, jobs: int = 1) -> Iterator[None]:
-    worker = Worker([get_task(f) for f in functions], conf.SERVERS)
-
-    def run() -> None:
-        try:
-            worker.run(max_jobs=jobs)
-        finally:
-            close_old_connections()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
+    with helpers.thread_worker(Worker([get_task(f) for f in functions], conf.SERVERS), jobs):
         yield
-    finally:
-        thread.join(30)
-        worker.stop()
-        assert not thread.is_alive()
 
 
 def last_call(recorded: Any, name: str) -> dict[str, Any]:

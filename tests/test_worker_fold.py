@@ -8,13 +8,8 @@ process, on a real gearmand, so its statements and state can be counted.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
-from django.db import close_old_connections, connection
-from django.test.utils import CaptureQueriesContext
+from django.db import connection
 
 import tests.testapp.tasks  # noqa: F401  (registers the tasks the thread worker runs)
 from django_gearattach import records, submit
@@ -26,32 +21,11 @@ from django_gearattach.signals import job_finished
 from django_gearattach.tasks import get_task
 from django_gearattach.worker import Worker
 
-from .helpers import wait_until
+from .helpers import thread_worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FOLDS = connection.vendor == "postgresql"
-
-
-@contextmanager
-def thread_worker(worker: Worker, jobs: int | None, queries: list[str]) -> Iterator[None]:
-    def run() -> None:
-        try:
-            with CaptureQueriesContext(connection) as captured:
-                worker.run(max_jobs=jobs)
-            queries.extend(q["sql"] for q in captured.captured_queries)
-        finally:
-            close_old_connections()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        thread.join(30)
-        worker.stop()
-        thread.join(5)
-        assert not thread.is_alive()
 
 
 def test_combines_updates_only_where_it_saves_a_round_trip():
