@@ -187,7 +187,10 @@ def _insert_arrays(conn: Any, alias: str, table: str, columns: str, jobs: Sequen
     """
     sql = _cache.get(("insert-arrays", alias))
     if sql is None:
-        arrays = ", ".join(f"%s::{f.db_type(conn)}[]" for f in _INSERT_FIELDS)
+        # varchar[] rather than varchar(255)[]: a cast to varchar(n) would cut a long value
+        # short where the column itself refuses it (as Django's own UNNEST insert does).
+        types = [str(f.db_type(conn)).split("(")[0] for f in _INSERT_FIELDS]
+        arrays = ", ".join(f"%s::{db_type}[]" for db_type in types)
         sql = _cache["insert-arrays", alias] = (
             f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})"
         )

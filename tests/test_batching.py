@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 
 from django_gearattach import asubmit, records
 from django_gearattach.batching import Batcher
@@ -139,3 +139,19 @@ def test_a_multi_row_insert_stores_every_field_as_the_orm_would(django_user_mode
         for field in Job._meta.concrete_fields:
             assert getattr(stored, field.attname) == getattr(job, field.attname), field.name
     assert not jobs[0]._state.adding
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_value_too_long_for_its_column_is_refused_as_the_orm_refuses_it():
+    """Never stored cut short: a record under a shortened function name is never found."""
+    long_name = "f" * 300  # the column holds 255
+    jobs = [Job(function=long_name, key="long-1"), Job(function=long_name, key="long-2")]
+    if connection.vendor == "postgresql":
+        with pytest.raises(DataError):
+            Job.objects.create(function=long_name, key="orm")
+        with pytest.raises(DataError):
+            records.insert(*jobs)
+        assert not Job.objects.exists()
+    else:  # SQLite does not enforce a varchar's length: the whole value is kept
+        records.insert(*jobs)
+        assert set(Job.objects.values_list("function", flat=True)) == {long_name}
