@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connections
+from django.db.models import F
 from django.utils import timezone
 
 from . import records, signals
@@ -123,6 +124,7 @@ class Worker:
                 if last:
                     break
         finally:
+            self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
 
     # -- one job -----------------------------------------------------------------------
@@ -136,9 +138,12 @@ class Worker:
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
             logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
-            self.pool.report_failure(job)
             if self._ahead is not None and self._ahead[0].connection is job.connection:
-                self._ahead = None
+                ahead, marked = self._ahead
+                self._ahead = None  # gearmand requeues it with this job
+                if marked:
+                    self._unmark(ahead)  # while gearmand still holds it for us
+            self.pool.report_failure(job)
             return
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
@@ -251,12 +256,18 @@ class Worker:
         """Commit a run's outcome, with the running mark of the next job when there is one."""
         grab = self._may_grab_ahead and not self._stop.is_set()
         ahead = self.pool.grab_ahead() if grab else None
-        if ahead is None or is_attach_marker(ahead.data):
+        ahead_key = ahead.unique.decode("utf-8", "replace") if ahead is not None else ""
+        if (
+            ahead is None
+            or is_attach_marker(ahead.data)
+            # One (function, key) queued on two servers (foreign clients pick servers
+            # at random): a statement must not update one row twice.
+            or (ahead.function, ahead_key) == (job.function, key)
+        ):
             self._ahead = None if ahead is None else (ahead, False)
             self._finish(job, key, status, **fields)
             return
         self._ahead = (ahead, False)
-        ahead_key = ahead.unique.decode("utf-8", "replace")
         outcome = {"status": status, "finished_at": timezone.now(), **fields}
         _, marked = records.update_together(
             records.Update(job.function, key, outcome),
@@ -266,6 +277,35 @@ class Worker:
         self.jobs_folded += marked
         if signals.job_finished.receivers:
             signals.send_finished(job.function, key)
+
+    def _unmark(self, job: Assignment) -> None:
+        """Undo the running mark of a job grabbed ahead that gearmand requeues unrun.
+
+        Its attempt was counted but it never ran: left counted, a job near
+        MAX_ATTEMPTS could be failed without running again. Only this worker's own
+        mark is undone, never one that the job's next worker has written since.
+        """
+        key = job.unique.decode("utf-8", "replace")
+        try:
+            Job.objects.filter(
+                function=job.function,
+                key=key,
+                status=Status.RUNNING,
+                handle=job.handle.decode(errors="replace"),
+                worker_host=self.host,
+                worker_pid=self.pid,
+                attempts__gt=0,
+            ).update(
+                status=Status.QUEUED,
+                attempts=F("attempts") - 1,
+                started_at=None,
+                worker_host="",
+                worker_pid=None,
+            )
+        except DatabaseError as exc:
+            logger.error(
+                "job %s[%s] requeued; its attempt stays counted: %s", job.function, key, exc
+            )
 
     def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
         records.update(

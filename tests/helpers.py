@@ -80,8 +80,11 @@ def thread_worker(
     """Run a real :class:`Worker` in a thread of this process for ``jobs`` jobs.
 
     Unlike a ``gearworker`` subprocess, its signals reach receivers connected here,
-    and ``queries`` (when given) receives the SQL it ran.
+    and ``queries`` (when given) receives the SQL it ran. With ``jobs=None`` it runs
+    until the block ends (or until something calls ``worker.stop()``). An exception
+    in the worker thread is raised here.
     """
+    errors: list[BaseException] = []
 
     def run() -> None:
         try:
@@ -89,6 +92,8 @@ def thread_worker(
                 worker.run(max_jobs=jobs)
             if queries is not None:
                 queries.extend(q["sql"] for q in captured.captured_queries)
+        except BaseException as exc:
+            errors.append(exc)
         finally:
             close_old_connections()
 
@@ -97,7 +102,11 @@ def thread_worker(
     try:
         yield worker
     finally:
+        if jobs is None:
+            worker.stop()
         thread.join(30)
         worker.stop()
         thread.join(5)
         assert not thread.is_alive()
+    if errors:
+        raise errors[0]

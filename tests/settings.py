@@ -90,10 +90,11 @@ def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
 
 def pg_options(query: str) -> dict[str, object]:
     """``server_side_binding=true&prepare_threshold=5`` as database OPTIONS."""
-    options: dict[str, object] = {}
-    for name, value in parse_qsl(query):
-        options[name] = int(value) if value.isdigit() else value.lower() == "true"
-    return options
+    words: dict[str, object] = {"true": True, "false": False}
+    return {
+        name: int(value) if value.isdigit() else words.get(value.lower(), value)
+        for name, value in parse_qsl(query)
+    }
 
 
 DATABASES = {

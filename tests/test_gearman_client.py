@@ -7,6 +7,8 @@ decides exactly what gearmand sees and when.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 
@@ -448,15 +450,51 @@ def test_grab_ahead_holds_two_jobs_and_a_dropped_connection_requeues_both(addres
         replacement.close()
 
 
-def test_grab_ahead_without_servers_or_with_a_dead_one_returns_none(gearmand_factory):
+def test_grab_ahead_never_connects_it_only_asks_a_server_already_registered(
+    gearmand_factory, client
+):
+    """A finished job's report waits on grab_ahead: it must not wait on a connect."""
     assert WorkerPool([], ["f"], timeout=TIMEOUT).grab_ahead() is None
-    server = gearmand_factory()
-    address = Address.parse(server.address)
-    pool = WorkerPool([address], ["f"], timeout=TIMEOUT)
+    first, second = gearmand_factory(), gearmand_factory()
+    a1, a2 = Address.parse(first.address), Address.parse(second.address)
+    function = new_function()
+    client.submit_background(a1, function, new_key(), b"")
+    client.submit_background(a2, function, new_key(), b"")
+    pool = WorkerPool([a1, a2], [function], timeout=TIMEOUT)
     try:
-        server.stop()
-        assert pool.grab_ahead() is None
-        assert pool.connected_servers() == []
+        assert pool.grab(wait=1.0) is not None  # from the first server; the second is next
+        assert pool.grab_ahead() is None  # the second was never connected: not asked
+        assert pool.connected_servers() == [a1]
+        job = pool.grab(wait=1.0)  # grab() connects it
+        assert job is not None
+        assert job.server == a2
+    finally:
+        pool.close()
+
+
+def test_grab_ahead_gives_up_on_a_server_that_stops_answering(
+    gearmand_factory, client, monkeypatch
+):
+    monkeypatch.setattr("django_gearattach.gearman.worker.AHEAD_WAIT", 0.3)
+    live, stalled = gearmand_factory(), gearmand_factory()
+    a1, a2 = Address.parse(live.address), Address.parse(stalled.address)
+    function = new_function()
+    pool = WorkerPool([a1, a2], [function], timeout=TIMEOUT)
+    try:
+        assert pool.grab(wait=0.1) is None  # registers on both (NO_JOB from each)
+        assert sorted(pool.connected_servers()) == sorted([a1, a2])
+        client.submit_background(a1, function, new_key(), b"")
+        assert pool.grab(wait=1.0) is not None  # from the live server; the stalled is next
+        assert stalled.process is not None
+        os.kill(stalled.process.pid, signal.SIGSTOP)  # accepts, never answers
+        try:
+            started = time.monotonic()
+            assert pool.grab_ahead() is None
+            waited = time.monotonic() - started
+        finally:
+            os.kill(stalled.process.pid, signal.SIGCONT)
+        assert waited < 2.0, f"waited {waited:.2f} s, not AHEAD_WAIT (0.3 s)"
+        assert pool.connected_servers() == [a1]  # dropped; grab() reconnects after backoff
     finally:
         pool.close()
 

@@ -9,12 +9,13 @@ process, on a real gearmand, so its statements and state can be counted.
 from __future__ import annotations
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 
 import tests.testapp.tasks  # noqa: F401  (registers the tasks the thread worker runs)
 from django_gearattach import records, submit
 from django_gearattach.clients import get_client
 from django_gearattach.conf import conf
+from django_gearattach.gearman.errors import ConnectionFailed
 from django_gearattach.models import Job, Status
 from django_gearattach.payload import encode_arguments
 from django_gearattach.signals import job_finished
@@ -72,13 +73,15 @@ def test_each_job_costs_one_statement_when_the_next_is_waiting(gearmand):
 
 
 def test_a_job_grabbed_ahead_still_runs_when_the_worker_is_stopped(gearmand):
-    jobs = [submit("tests.add", [n, 1]) for n in range(3)]
+    for n in range(3):
+        submit("tests.add", [n, 1])
     worker = Worker([get_task("tests.add")], conf.SERVERS)
     stop_after_first = lambda sender, job, **kwargs: worker.stop()  # noqa: E731
     job_finished.connect(stop_after_first, weak=False)
     try:
-        with thread_worker(worker, None, []):
-            pass  # the worker stops itself after its first job
+        with thread_worker(worker, None):
+            # It stops itself after its first job, and runs the one it holds, if any.
+            wait_until(lambda: worker.jobs_done == (2 if FOLDS else 1), what="the worker")
     finally:
         job_finished.disconnect(stop_after_first)
     statuses = sorted(Job.objects.values_list("status", "attempts"))
@@ -88,7 +91,8 @@ def test_a_job_grabbed_ahead_still_runs_when_the_worker_is_stopped(gearmand):
         assert statuses == [("complete", 1), ("complete", 1), ("queued", 0)]
     else:
         assert statuses == [("complete", 1), ("queued", 0), ("queued", 0)]
-    assert len(jobs) == 3
+    for job in Job.objects.filter(status=Status.COMPLETE):
+        assert job.result == job.arguments["args"][0] + 1
 
 
 def test_a_job_without_a_record_grabbed_ahead_is_recorded_as_it_starts(gearmand):
@@ -108,3 +112,71 @@ def test_a_job_without_a_record_grabbed_ahead_is_recorded_as_it_starts(gearmand)
     assert sorted(Job.objects.values_list("key", "result", "attempts")) == [
         (key, n, 1) for n, key in enumerate(keys)
     ]
+
+
+def _run_two_jobs(gearmand) -> list[Job]:
+    jobs = [submit("tests.add", [n, 10]) for n in range(2)]
+    worker = Worker([get_task("tests.add")], conf.SERVERS)
+    with thread_worker(worker, None):
+        wait_until(
+            lambda: Job.objects.filter(status=Status.COMPLETE).count() == 2,
+            what="both jobs to complete",
+        )
+    return [Job.objects.get(pk=job.pk) for job in jobs]
+
+
+def test_a_connection_lost_after_the_fold_requeues_both_and_counts_no_extra_attempt(
+    gearmand, monkeypatch
+):
+    """The job held ahead was marked running but never ran: its mark is undone."""
+    send_final = Worker._send_final
+    failed: list[bytes] = []
+
+    def lose_the_connection_once(self, job, command, *args):
+        if not failed:
+            failed.append(job.unique)
+            job.connection.close()
+            raise ConnectionFailed(str(job.server), "lost (test)")
+        send_final(self, job, command, *args)
+
+    monkeypatch.setattr(Worker, "_send_final", lose_the_connection_once)
+    jobs = _run_two_jobs(gearmand)
+    assert failed  # the first report was lost; its outcome was committed before it
+    for job in jobs:
+        assert (job.status, job.attempts, job.result) == (
+            "complete",
+            1,
+            job.arguments["args"][0] + 10,
+        )
+
+
+def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_ahead(
+    gearmand, monkeypatch
+):
+    """Nothing is lost: the job whose outcome was not written runs again."""
+    failed: list[str] = []
+    if FOLDS:
+        update_together = records.update_together
+
+        def fail_the_fold_once(*specs):
+            if len(specs) == 2 and not failed:
+                failed.append(specs[0].key)
+                raise DatabaseError("the database went away (test)")
+            return update_together(*specs)
+
+        monkeypatch.setattr(records, "update_together", fail_the_fold_once)
+    else:
+        finish = Worker._finish
+
+        def fail_the_outcome_once(self, job, key, status, **fields):
+            if not failed:
+                failed.append(key)
+                raise DatabaseError("the database went away (test)")
+            finish(self, job, key, status, **fields)
+
+        monkeypatch.setattr(Worker, "_finish", fail_the_outcome_once)
+    jobs = _run_two_jobs(gearmand)
+    assert len(failed) == 1
+    for job in jobs:
+        assert (job.status, job.result) == ("complete", job.arguments["args"][0] + 10)
+        assert job.attempts == (2 if job.key == failed[0] else 1)

@@ -103,7 +103,7 @@ def main() -> int:
             rows.append(("end to end, SQLite (WAL)", result["rate"], _detail(result, args.jobs)))
         if not args.no_postgres:
             for name, options in (
-                ("end to end, PostgreSQL, prepared statements", f"?{PREPARED}"),
+                ("end to end, PostgreSQL, prepared statements", PREPARED),
                 ("end to end, PostgreSQL, Django's default OPTIONS", ""),
             ):
                 scratch = _pg_database(args.pg_url)  # a fresh database per row
@@ -111,7 +111,9 @@ def main() -> int:
                     rows.append((name, 0.0, "NOT RUN: PostgreSQL unreachable"))
                     continue
                 try:
-                    url = scratch[0] + options
+                    url = scratch[0]
+                    if options:
+                        url += ("&" if "?" in url else "?") + options
                     result = _e2e(url, gearmand.address, args.jobs, args.window, args.workers)
                     rows.append((name, result["rate"], _detail(result, args.jobs)))
                 finally:

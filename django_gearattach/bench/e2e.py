@@ -24,6 +24,7 @@ from django.conf import settings
 from ..tasks import task
 
 FUNCTION = "gearattach.bench.noop"
+_WORDS: dict[str, Any] = {"true": True, "false": False}
 QUERIES = {"count": 0}
 
 
@@ -54,7 +55,7 @@ def database(url: str) -> dict[str, Any]:
         "CONN_MAX_AGE": None,
         # ?server_side_binding=true&prepare_threshold=5: prepared statements
         "OPTIONS": {
-            name: int(value) if value.isdigit() else value.lower() == "true"
+            name: int(value) if value.isdigit() else _WORDS.get(value.lower(), value)
             for name, value in parse_qsl(parsed.query)
         },
     }

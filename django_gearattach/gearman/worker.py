@@ -14,12 +14,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .connection import Connection
-from .errors import GearmanError
+from .errors import ConnectionFailed, GearmanError
 from .protocol import Command
 from .routing import Address
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
+# How long grab_ahead waits for gearmand's reply. A finished job's report waits on it,
+# so a server that accepts but does not answer is given up on quickly.
+AHEAD_WAIT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +94,14 @@ class WorkerPool:
         server.failures = 0
         return True
 
-    def _grab_from(self, server: _Server) -> Assignment | None:
+    def _grab_from(self, server: _Server, wait: float | None = None) -> Assignment | None:
+        """GRAB_JOB_UNIQ on one server; ``wait`` bounds each reply (default: the timeout)."""
         conn = server.conn
         conn.send(Command.GRAB_JOB_UNIQ)
         while True:
-            packet = conn.read_packet()
-            assert packet is not None
+            packet = conn.read_packet() if wait is None else conn.read_packet(wait)
+            if packet is None:  # its reply would come later, out of step: drop the connection
+                raise ConnectionFailed(str(conn.address), f"no reply to a grab within {wait} s")
             if packet.command is Command.NOOP:
                 continue
             if packet.command is Command.NO_JOB:
@@ -134,20 +139,20 @@ class WorkerPool:
 
         A worker asks for its next job before it reports the current one, so both
         records are written in one transaction (gearmand lets a worker hold several
-        jobs; if the connection drops, it requeues all of them).
+        jobs; if the connection drops, it requeues all of them). The current job's
+        report waits on this, so only a connected server is asked (no reconnecting
+        here), and one that does not answer within :data:`AHEAD_WAIT` is dropped.
         """
         count = len(self._servers)
         server = self._servers[self._next % count] if count else None
-        if server is None or not self._ensure(server):
+        if server is None or not server.registered:
             return None
+        self._next = (self._next + 1) % count  # a NO_JOB server is asked last by grab()
         try:
-            job = self._grab_from(server)
+            return self._grab_from(server, wait=min(AHEAD_WAIT, server.conn.timeout or AHEAD_WAIT))
         except GearmanError:
             server.failed()
             return None
-        if job is not None:
-            self._next = (self._next + 1) % count
-        return job
 
     def _flush(self, server: _Server) -> None:
         try:
