@@ -472,6 +472,15 @@ def test_grab_ahead_never_connects_it_only_asks_a_server_already_registered(
         pool.close()
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of ``pid`` is stopped (SIGSTOP takes effect asynchronously)."""
+    states = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/stat") as stat:
+            states.append(stat.read().rsplit(")", 1)[1].split()[0])
+    return all(state in ("T", "t") for state in states)
+
+
 def test_grab_ahead_gives_up_on_a_server_that_stops_answering(
     gearmand_factory, client, monkeypatch
 ):
@@ -488,6 +497,7 @@ def test_grab_ahead_gives_up_on_a_server_that_stops_answering(
         assert stalled.process is not None
         os.kill(stalled.process.pid, signal.SIGSTOP)  # accepts, never answers
         try:
+            wait_until(lambda: _stopped(stalled.process.pid), 5, "gearmand to stop")
             started = time.monotonic()
             assert pool.grab_ahead() is None
             waited = time.monotonic() - started
