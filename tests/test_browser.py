@@ -178,8 +178,10 @@ def test_several_widgets_on_one_page_over_each_transport(site: Site, browser: An
     page.goto(f"{site.url}/batch/")
     page.get_by_role("button", name="Start three jobs").click()
     widgets = page.locator("[data-gearattach]")
-    widgets.first.wait_for()
-    assert widgets.count() == 3
+    # The page may still be arriving when the first widget shows: wait for all three.
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-gearattach]').length === 3", timeout=10_000
+    )
     page.wait_for_function(
         "() => document.querySelectorAll('[data-gearattach][data-state=complete]').length === 3",
         timeout=20_000,
