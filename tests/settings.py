@@ -3,9 +3,11 @@
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import urlparse
 
 import django
+
+from django_gearattach.testing import database_options
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "tests-only-not-secret"
@@ -84,16 +86,7 @@ def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
         "PORT": parsed.port or 5432,
         # One PostgreSQL leg runs with the options docs/deployment.rst recommends for
         # throughput (server-side binding, prepared statements), the other with Django's.
-        "OPTIONS": pg_options(os.environ.get("GEARATTACH_PG_OPTIONS", "")),
-    }
-
-
-def pg_options(query: str) -> dict[str, object]:
-    """``server_side_binding=true&prepare_threshold=5`` as database OPTIONS."""
-    words: dict[str, object] = {"true": True, "false": False}
-    return {
-        name: int(value) if value.isdigit() else words.get(value.lower(), value)
-        for name, value in parse_qsl(query)
+        "OPTIONS": database_options(os.environ.get("GEARATTACH_PG_OPTIONS", "")),
     }
 
 

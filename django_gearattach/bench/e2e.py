@@ -16,15 +16,15 @@ import sys
 import tempfile
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlparse
+from urllib.parse import urlparse
 
 import django
 from django.conf import settings
 
 from ..tasks import task
+from ..testing import database_options, wait_for_workers
 
 FUNCTION = "gearattach.bench.noop"
-_WORDS: dict[str, Any] = {"true": True, "false": False}
 QUERIES = {"count": 0}
 
 
@@ -54,10 +54,7 @@ def database(url: str) -> dict[str, Any]:
         "PORT": parsed.port or 5432,
         "CONN_MAX_AGE": None,
         # ?server_side_binding=true&prepare_threshold=5: prepared statements
-        "OPTIONS": {
-            name: int(value) if value.isdigit() else _WORDS.get(value.lower(), value)
-            for name, value in parse_qsl(parsed.query)
-        },
+        "OPTIONS": database_options(parsed.query),
     }
 
 
@@ -140,7 +137,6 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
     from django.core.management import call_command
 
     from ..models import Job
-    from ..testing import wait_for_workers
 
     call_command("migrate", verbosity=0)
     reports = [tempfile.mktemp(prefix="gearattach-bench-") for _ in range(workers)]
