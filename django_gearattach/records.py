@@ -151,34 +151,46 @@ def insert(*jobs: Job) -> None:
     """
     alias = router.db_for_write(Job)
     conn, table = _table(alias)
-    size = max(1, conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs))
-    q = conn.ops.quote_name
-    row = f"({', '.join(['%s'] * len(_INSERT_FIELDS))})"
-    columns = ", ".join(q(f.column) for f in _INSERT_FIELDS)
+    columns = ", ".join(conn.ops.quote_name(f.column) for f in _INSERT_FIELDS)
     if conn.vendor == "postgresql" and len(jobs) > 1:
-        _insert_arrays(conn, alias, table, columns, jobs)
-        return
+        statements = [_array_insert(conn, alias, table, columns, jobs)]
+    else:
+        statements = _values_inserts(conn, alias, table, columns, jobs)
     with conn.cursor() as cursor:
-        for start in range(0, len(jobs), size):
-            chunk = jobs[start : start + size]
-            sql = _cache.get(("insert", alias, len(chunk)))
-            if sql is None:
-                values = ", ".join([row] * len(chunk))
-                sql = _cache["insert", alias, len(chunk)] = (
-                    f"INSERT INTO {table} ({columns}) VALUES {values}"
-                )
-            params = [
-                f.get_db_prep_save(getattr(job, f.attname), connection=conn)
-                for job in chunk
-                for f in _INSERT_FIELDS
-            ]
+        for sql, params in statements:
             cursor.execute(sql, params)
     for job in jobs:
         job._state.adding = False
         job._state.db = alias
 
 
-def _insert_arrays(conn: Any, alias: str, table: str, columns: str, jobs: Sequence[Job]) -> None:
+def _values_inserts(
+    conn: Any, alias: str, table: str, columns: str, jobs: Sequence[Job]
+) -> list[tuple[str, list[Any]]]:
+    """``INSERT ... VALUES`` statements, as many rows in each as the database allows."""
+    size = max(1, conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs))
+    row = f"({', '.join(['%s'] * len(_INSERT_FIELDS))})"
+    statements = []
+    for start in range(0, len(jobs), size):
+        chunk = jobs[start : start + size]
+        sql = _cache.get(("insert", alias, len(chunk)))
+        if sql is None:
+            values = ", ".join([row] * len(chunk))
+            sql = _cache["insert", alias, len(chunk)] = (
+                f"INSERT INTO {table} ({columns}) VALUES {values}"
+            )
+        params = [
+            f.get_db_prep_save(getattr(job, f.attname), connection=conn)
+            for job in chunk
+            for f in _INSERT_FIELDS
+        ]
+        statements.append((sql, params))
+    return statements
+
+
+def _array_insert(
+    conn: Any, alias: str, table: str, columns: str, jobs: Sequence[Job]
+) -> tuple[str, list[Any]]:
     """PostgreSQL: many rows in one statement of fixed shape, one array per column.
 
     A ``VALUES`` list has a parameter per row and column, and psycopg re-parses
@@ -198,11 +210,7 @@ def _insert_arrays(conn: Any, alias: str, table: str, columns: str, jobs: Sequen
         [f.get_db_prep_save(getattr(job, f.attname), connection=conn) for job in jobs]
         for f in _INSERT_FIELDS
     ]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-    for job in jobs:
-        job._state.adding = False
-        job._state.db = alias
+    return sql, params
 
 
 def load(targets: list[tuple[str, str]]) -> list[Job | None]:
