@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import QuerySet
@@ -28,6 +29,7 @@ from .admin_queries import FunctionFilter, ServerFilter, admin_queryset, search
 from .conf import conf
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
+from .wire import OFFLOAD_FUNCTION
 
 BADGE_COLOURS: dict[str, str] = {
     Status.QUEUED: "#5f6b7a",
@@ -45,6 +47,39 @@ def pretty(value: Any) -> SafeString:
         return format_html('<span class="gearattach-none">{}</span>', "—")
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, cls=DjangoJSONEncoder)
     return format_html('<pre class="gearattach-pre">{}</pre>', text)
+
+
+def for_display(arguments: Any) -> Any:
+    """A job's arguments as operators may see them: sealed secrets stay hidden.
+
+    An offloaded request's session key and CSRF secret are sealed (encrypted) in the
+    record; the admin shows that they are there, not even their ciphertext.
+    """
+    request = arguments.get("kwargs", {}).get("request") if isinstance(arguments, dict) else None
+    if not isinstance(request, dict) or not request.get("sealed"):
+        return arguments
+    kwargs = {**arguments["kwargs"], "request": {**request, "sealed": "(encrypted)"}}
+    if "signature" in kwargs:
+        kwargs["signature"] = "(hidden)"
+    return {**arguments, "kwargs": kwargs}
+
+
+def unsafe_replay(job: Job) -> dict[str, Any] | None:
+    """What retrying ``job`` would replay, when it is an offloaded request that is not
+    safe (not GET, HEAD or OPTIONS): its method, path, owner and key."""
+    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+    kwargs = arguments.get("kwargs")
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    if job.function != OFFLOAD_FUNCTION or job.is_active or not isinstance(request, dict):
+        return None
+    if request.get("method") in ("GET", "HEAD", "OPTIONS"):
+        return None
+    return {
+        "method": request.get("method"),
+        "path": request.get("path_info"),
+        "owner": job.owner,
+        "key": job.key,
+    }
 
 
 def human_seconds(seconds: float | None) -> str:
@@ -210,7 +245,7 @@ class JobAdmin(_ModelAdmin):
 
     @admin.display(description=_("arguments"))
     def pretty_arguments(self, job: Job) -> SafeString:
-        return pretty(job.arguments)
+        return pretty(for_display(job.arguments))
 
     @admin.display(description=_("result"))
     def pretty_result(self, job: Job) -> SafeString:
@@ -251,9 +286,13 @@ class JobAdmin(_ModelAdmin):
 
     # -- actions -----------------------------------------------------------------------
     @admin.action(description=_("Retry under a new key"), permissions=["change"])
-    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
+        jobs = list(queryset.select_related("owner"))
+        replays = [r for r in map(unsafe_replay, jobs) if r is not None]
+        if replays and request.POST.get("confirm_replay") != "yes":
+            return self.confirm_replay(request, jobs, replays)
         done, skipped_active, skipped_unknown = [], 0, 0
-        for job in queryset.select_related("owner"):
+        for job in jobs:
             if job.is_active:
                 skipped_active += 1
                 continue
@@ -295,6 +334,24 @@ class JobAdmin(_ModelAdmin):
                 % {"count": skipped_unknown},
                 messages.WARNING,
             )
+        return None
+
+    def confirm_replay(
+        self, request: HttpRequest, jobs: list[Job], replays: list[dict[str, Any]]
+    ) -> TemplateResponse:
+        """Retrying an offloaded POST replays it as its user: ask first."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Send these requests again?"),
+            "queryset": jobs,
+            "replays": replays,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(
+            request, "admin/django_gearattach/job/confirm_replay.html", context
+        )
 
     @admin.action(description=_("Cancel queued jobs"), permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:

@@ -17,7 +17,6 @@ shows the view's real response (its HTML, its redirect, or a download link).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
@@ -29,11 +28,12 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
+from .capture import delete_uploads, register_view, save_uploads, serialise_request, sign
 from .exceptions import SubmitFailed
 from .models import Job, Status
-from .offloading import delete_uploads, register_view, save_uploads, serialise_request, sign
 from .payload import new_key
 from .processing import TOKEN_PARAM, outcome_response, processing_response
+from .sealing import keyed_hash
 from .submission import submit
 from .tokens import Identity, check_token, token_for
 from .wire import OFFLOAD_FUNCTION
@@ -60,7 +60,7 @@ def offload(
     priority: str | None = None,
     key: KeyFunction | None = None,
     shared: bool = False,
-    accept_files: bool = True,
+    accept_files: bool = False,
 ) -> Callable[[V], V]: ...
 
 
@@ -72,7 +72,7 @@ def offload(
     priority: str | None = None,
     key: KeyFunction | None = None,
     shared: bool = False,
-    accept_files: bool = True,
+    accept_files: bool = False,
 ) -> V | Callable[[V], V]:
     """Run the decorated view in a ``gearworker``; show a live processing page meanwhile.
 
@@ -81,9 +81,16 @@ def offload(
     "normal" or "low". ``key``: a function of the request; requests with the same key
     attach to one job instead of starting two, and once it has finished they get its
     stored response (a failed one runs again). Unless ``shared``, keys and pages are
-    per user (or per session for anonymous visitors); with ``shared=True`` everyone
-    asking with the same key follows the same job. ``accept_files=False`` refuses
-    uploads with HTTP 400 instead of storing them for the worker.
+    per user (or per session for anonymous visitors).
+
+    ``shared=True``: everyone asking with the same key follows the same job, and gets
+    the same response. The view then runs as an anonymous visitor without a session
+    (so no one's name, session data or CSRF token can end up in everyone's page), and
+    only a response with a status below 400 is kept; put access checks in decorators
+    above ``@offload``, which run for every requester.
+
+    ``accept_files``: store uploads for the worker (default: refuse a request with
+    files with HTTP 400; files the view never reads would otherwise wait in storage).
     """
     options = Options(template, priority, key, shared, accept_files)
 
@@ -125,7 +132,7 @@ def _handle(
     session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
     job_key = _job_key(options, path, request) or new_key()
     uploads = save_uploads(request) if request.FILES else {}
-    data = serialise_request(request, uploads, args, kwargs)
+    data = serialise_request(request, uploads, args, kwargs, shared=options.shared)
     arguments = {"view": path, "request": data, "signature": sign(path, data)}
     try:
         job = _submit(options, arguments, job_key, owner, session_key)
@@ -220,7 +227,9 @@ def _job_key(options: Options, path: str, request: HttpRequest) -> str | None:
         identity = Identity.of_request(request)
         owner = f"user:{identity.user_id}" if identity.user_id is not None else ""
         owner = owner or f"session:{identity.session_key}"
-    digest = hashlib.sha256("\0".join([path, str(value), owner]).encode()).hexdigest()
+    # Keyed, so that nobody can compute another user's key (or download path) from
+    # guessable inputs such as a user id and a year.
+    digest = keyed_hash("offload-key", "\0".join([path, str(value), owner]))
     return f"offload-{digest[:40]}"
 
 

@@ -37,3 +37,10 @@ class SubmitFailed(GearattachError):
 
 class AttachTimeout(GearattachError, TimeoutError):
     """The job did not finish within the attach timeout; it keeps running."""
+
+
+class OffloadRefused(GearattachError):
+    """A worker will not run (or keep the outcome of) an offloaded request.
+
+    Its user is inactive or signed out since, or a shared view answered with an error.
+    """

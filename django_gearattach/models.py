@@ -8,6 +8,9 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from .sealing import keyed_hashes
 
 
 class Status(models.TextChoices):
@@ -36,6 +39,14 @@ class JobQuerySet(models.QuerySet["Job"]):
     def failed(self) -> JobQuerySet:
         return self.filter(status=Status.FAILED)
 
+    def owned_by(self, user: Any, session_key: str | None = None) -> JobQuerySet:
+        """The jobs of ``user``, or for an anonymous visitor those of their session."""
+        if user is not None and user.is_authenticated:
+            return self.filter(owner=user)
+        if not session_key:
+            return self.none()
+        return self.filter(owner=None, session_hash__in=keyed_hashes("session", session_key))
+
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -61,7 +72,11 @@ class Job(models.Model):
         on_delete=models.SET_NULL,
         related_name="gearattach_jobs",
     )
-    session_key = models.CharField(max_length=40, blank=True)
+    session_hash = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="A keyed hash of the key of the session that submitted the job (never the key).",
+    )
     attempts = models.PositiveIntegerField(default=0)
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
@@ -95,6 +110,15 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE
+
+    def belongs_to(self, user: Any, session_key: str | None = None) -> bool:
+        """Whether ``user`` submitted the job, or (anonymous) the session ``session_key``."""
+        if self.owner_id is not None:
+            return bool(user is not None and user.is_authenticated and user.pk == self.owner_id)
+        if not (self.session_hash and session_key):
+            return False
+        mine = keyed_hashes("session", session_key)
+        return any(constant_time_compare(self.session_hash, h) for h in mine)
 
     @property
     def progress(self) -> float | None:

@@ -1,15 +1,20 @@
 """The worker side of :func:`~django_gearattach.decorators.offload`.
 
-The web process stores the request as JSON (method, path, GET/POST, selected headers,
-the user id, the session key, uploads saved to default storage) and submits the
-``gearattach.offload`` task. The worker rebuilds a request from it, with its user and
-session, calls the undecorated view, and returns the response as JSON:
-``{"status", "content_type", "html"}``, ``{"status", "redirect"}``, or for any other
-content type ``{"status", "content_type", "download": {"path", "name", "size"}}``
-with the body saved to default storage.
+The web process stores the request as signed JSON (:mod:`~django_gearattach.capture`)
+and submits the ``gearattach.offload`` task. The worker rebuilds a request from it,
+with its user and session, calls the undecorated view, and returns the response as
+JSON: ``{"status", "content_type", "html"}``, ``{"status", "redirect"}``, or for any
+other content type ``{"status", "content_type", "download": {"path", "name",
+"size"}}`` with the body saved to default storage.
 
 Anyone who can reach gearmand can submit jobs, so the worker runs only views that
-were decorated with ``@offload`` and only payloads signed with ``SECRET_KEY``.
+were decorated with ``@offload`` and only payloads signed with ``SECRET_KEY`` (or a
+key in ``SECRET_KEY_FALLBACKS``). It runs a request as its user only while that user
+may still make it: an inactive user, or a session that was signed out or whose
+password changed since, is refused (:class:`~django_gearattach.exceptions.
+OffloadRefused`), as Django's own ``get_user`` would refuse the next request. A shared
+view runs as an anonymous visitor without a session, and only a response with a
+status below 400 is kept as its shared outcome.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import json
 import mimetypes
 import re
 from collections.abc import Callable
@@ -28,130 +32,36 @@ from typing import Any
 from asgiref.sync import async_to_sync, sync_to_async
 from django.apps import apps
 from django.conf import settings
-from django.core import signing
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIRequest
-from django.http import Http404, HttpRequest, HttpResponseBase, QueryDict
+from django.http import Http404, HttpResponseBase, QueryDict
 from django.http.request import split_domain_port
 from django.urls import Resolver404, resolve
-from django.utils.crypto import constant_time_compare
 from django.utils.datastructures import MultiValueDict
 
-from .exceptions import BadPayload
-from .payload import new_key, to_json_value
+from .capture import DOWNLOAD_DIR, delete_uploads, registered_view, stored_response, verify
+from .exceptions import BadPayload, OffloadRefused
+from .payload import new_key
+from .sealing import unseal
 from .tasks import JobContext, task
 from .wire import OFFLOAD_FUNCTION
-
-SIGNING_SALT = "django_gearattach.offload"
-UPLOAD_DIR = "gearattach/uploads"
-DOWNLOAD_DIR = "gearattach/downloads"
-#: Request headers never copied into a job: credentials the worker does not need.
-PRIVATE_HEADERS = frozenset(
-    {"HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_X_CSRFTOKEN"}
-)
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-_views: dict[str, Callable[..., Any]] = {}
-
-
-def register_view(view: Callable[..., Any]) -> str:
-    """Remember an ``@offload`` view's undecorated body; return its dotted path."""
-    qualname = getattr(view, "__qualname__", "")
-    if not qualname or "<" in qualname or "." in qualname:
-        raise TypeError(
-            f"@offload needs a module-level function view, not {view!r}: the worker finds "
-            "the view by its dotted path. For a class-based view, submit a task yourself "
-            "and return processing_response(request, job)."
-        )
-    path = f"{view.__module__}:{qualname}"
-    _views[path] = view
-    return path
 
 
 def find_view(path: str) -> Callable[..., Any]:
     module, _, _ = path.partition(":")
-    if path not in _views:
+    if registered_view(path) is None:
         try:
             import_module(module)
         except ImportError as exc:
             raise BadPayload(f"cannot import the view module {module!r}: {exc}") from exc
-    try:
-        return _views[path]
-    except KeyError:
-        raise BadPayload(f"{path} is not a view decorated with @offload") from None
-
-
-def sign(view: str, request: dict[str, Any]) -> str:
-    return signing.Signer(salt=SIGNING_SALT).signature(_canonical(view, request))
-
-
-def _canonical(view: str, request: dict[str, Any]) -> str:
-    return json.dumps([view, request], sort_keys=True, separators=(",", ":"))
-
-
-# -- the web side: the request as JSON ---------------------------------------------------
-def serialise_request(
-    request: HttpRequest, uploads: dict[str, list[dict[str, Any]]], args: Any, kwargs: Any
-) -> dict[str, Any]:
-    user = getattr(request, "user", None)
-    session = getattr(request, "session", None)
-    content_type = request.META.get("CONTENT_TYPE", "")
-    form = request.method == "POST" and content_type.startswith(FORM_TYPES)
-    body = b"" if form or request.method in ("GET", "HEAD") else request.body
-    data = {
-        "method": request.method,
-        "script_name": request.META.get("SCRIPT_NAME", ""),
-        "path_info": request.path_info,
-        "query_string": request.META.get("QUERY_STRING", ""),
-        "scheme": request.scheme,
-        "host": request.get_host(),
-        "remote_addr": request.META.get("REMOTE_ADDR", ""),
-        "headers": {
-            k: v
-            for k, v in request.META.items()
-            if k.startswith("HTTP_") and k not in PRIVATE_HEADERS and isinstance(v, str)
-        },
-        "content_type": content_type,
-        "post": [[k, v] for k, values in request.POST.lists() for v in values] if form else None,
-        "body": base64.b64encode(body).decode() if body else None,
-        "files": uploads,
-        "user_id": user.pk if user is not None and user.is_authenticated else None,
-        "session_key": session.session_key if session is not None else None,
-        # The masked CSRF tokens the view renders must match the visitor's cookie.
-        "csrf_cookie": request.META.get("CSRF_COOKIE"),
-        "args": list(args),
-        "kwargs": dict(kwargs),
-    }
-    return dict(to_json_value(data))
-
-
-def save_uploads(request: HttpRequest) -> dict[str, list[dict[str, Any]]]:
-    """Store the request's uploads in default storage, for the worker to open."""
-    folder = f"{UPLOAD_DIR}/{new_key()}"
-    saved: dict[str, list[dict[str, Any]]] = {}
-    for field, files in request.FILES.lists():
-        for upload in files:
-            path = default_storage.save(f"{folder}/{upload.name}", upload)
-            saved.setdefault(field, []).append(
-                {
-                    "path": path,
-                    "name": upload.name,
-                    "content_type": upload.content_type,
-                    "charset": upload.charset,
-                    "size": upload.size,
-                }
-            )
-    return saved
-
-
-def delete_uploads(uploads: dict[str, list[dict[str, Any]]]) -> None:
-    for files in uploads.values():
-        for item in files:
-            default_storage.delete(item["path"])
+    view = registered_view(path)
+    if view is None:
+        raise BadPayload(f"{path} is not a view decorated with @offload")
+    return view
 
 
 # -- the worker side ------------------------------------------------------------------------
@@ -239,8 +149,6 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
                 for field, files in data["files"].items()
             }
         )
-    if data.get("csrf_cookie"):
-        request.META["CSRF_COOKIE"] = data["csrf_cookie"]
     # The web process enforced CSRF before submitting; the rebuilt request has no cookie.
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
     _attach_user_and_session(request, data)
@@ -249,17 +157,20 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
 
 
 def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None:
+    credentials = unseal(data["sealed"]) if data.get("sealed") else {}
+    if not isinstance(credentials, dict):
+        raise BadPayload("the sealed credentials of the offloaded request are malformed")
+    if credentials.get("csrf_cookie"):
+        request.META["CSRF_COOKIE"] = credentials["csrf_cookie"]
     if apps.is_installed("django.contrib.sessions"):
         store = import_module(settings.SESSION_ENGINE).SessionStore
-        request.session = store(data.get("session_key"))
+        request.session = store(credentials.get("session_key"))
     if apps.is_installed("django.contrib.auth"):
-        from django.contrib.auth import get_user_model
         from django.contrib.auth.models import AnonymousUser
 
         user: Any = AnonymousUser()
         if data.get("user_id") is not None:
-            model = get_user_model()
-            user = model._default_manager.filter(pk=data["user_id"]).first() or user
+            user = _requesting_user(request, data["user_id"], bool(data.get("session_login")))
         request.user = user
 
         async def auser() -> Any:
@@ -271,6 +182,35 @@ def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None
 
         # Messages go to the session: a cookie set here would never reach the browser.
         request._messages = SessionStorage(request)  # type: ignore[attr-defined]
+
+
+def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) -> Any:
+    """The user who made the request, if they still may; else :class:`OffloadRefused`.
+
+    When they were signed in through the session, Django's ``get_user`` decides, as
+    for the next request from that browser: the session must still hold the login
+    (a logout empties it), the authentication backend must still accept the user (the
+    default one refuses inactive users) and the session's password hash must match (a
+    password change signs the session out). Otherwise the user must exist and be
+    active.
+    """
+    from django.contrib.auth import get_user, get_user_model
+
+    user: Any
+    if session_login:
+        user = get_user(request)
+    else:
+        model = get_user_model()
+        user = model._default_manager.filter(pk=user_id).first()
+        if user is not None and not getattr(user, "is_active", True):
+            user = None
+    if user is None or not user.is_authenticated or str(user.pk) != str(user_id):
+        raise OffloadRefused(
+            "the user who made this request is no longer signed in with that session, or "
+            "is inactive: the worker does not run a request as a user who could not make "
+            "it now. Ask them to send it again."
+        )
+    return user
 
 
 def _arguments(request: WSGIRequest, path: str, data: dict[str, Any]) -> tuple[Any, Any]:
@@ -311,11 +251,17 @@ def call_view(path: str, request: WSGIRequest, args: Any, kwargs: Any) -> HttpRe
     return response
 
 
-def response_to_result(response: HttpResponseBase, key: str) -> dict[str, Any]:
+def response_to_result(response: HttpResponseBase, *, private: bool) -> dict[str, Any]:
+    """The view's response as the job's result (see :mod:`~django_gearattach.capture`).
+
+    A ``private`` response (any view not ``shared``) keeps its HTML or Location sealed:
+    a user's page holds their data and CSRF tokens, which nobody reading the record may
+    see. A download's body goes to default storage under a random path.
+    """
     status = response.status_code
     location = response.get("Location")
     if location and 300 <= status < 400:
-        return {"status": status, "redirect": location}
+        return stored_response(status, "", {"redirect": location}, private=private)
     content_type = response.get("Content-Type", "")
     body: bytes = (
         b"".join(response.streaming_content)  # type: ignore[attr-defined]
@@ -324,14 +270,11 @@ def response_to_result(response: HttpResponseBase, key: str) -> dict[str, Any]:
     )
     if content_type.startswith("text/html"):
         html = body.decode(response.charset or "utf-8", "replace")
-        return {"status": status, "content_type": content_type, "html": html}
+        return stored_response(status, content_type, {"html": html}, private=private)
     name = _filename(response.get("Content-Disposition", ""), content_type)
-    path = default_storage.save(f"{DOWNLOAD_DIR}/{key}/{name}", ContentFile(body))
-    return {
-        "status": status,
-        "content_type": content_type,
-        "download": {"path": path, "name": name, "size": len(body)},
-    }
+    path = default_storage.save(f"{DOWNLOAD_DIR}/{new_key()}/{name}", ContentFile(body))
+    download = {"path": path, "name": name, "size": len(body)}
+    return stored_response(status, content_type, {"download": download}, private=False)
 
 
 def _filename(disposition: str, content_type: str) -> str:
@@ -349,26 +292,40 @@ def run_offloaded(
     job: JobContext, view: str, request: dict[str, Any], signature: str
 ) -> dict[str, Any]:
     """Run an ``@offload`` view's body in the worker; return its response as JSON."""
-    if not constant_time_compare(signature, sign(view, request)):
+    if not verify(view, request, signature):
         raise BadPayload(
-            "the offloaded request is not signed with this site's SECRET_KEY: the web "
-            "process and the workers must share SECRET_KEY"
+            "the offloaded request is not signed with this site's SECRET_KEY (or a key in "
+            "SECRET_KEY_FALLBACKS): the web processes and the workers must share SECRET_KEY"
         )
+    shared = bool(request.get("shared"))
     context = OffloadContext(job)
-    rebuilt = rebuild_request(request, context)
+    rebuilt = None
     try:
+        rebuilt = rebuild_request(request, context)
         args, kwargs = _arguments(rebuilt, view, request)
         response = call_view(view, rebuilt, args, kwargs)
-        messages = getattr(rebuilt, "_messages", None)
-        if messages is not None:
-            messages.update(response)
-        session = getattr(rebuilt, "session", None)
-        if session is not None and session.modified:
-            session.save()
-        return response_to_result(response, job.key)
+        if shared and response.status_code >= 400:
+            raise OffloadRefused(
+                f"the shared view answered {response.status_code}: only a response with a "
+                "status below 400 is kept as a shared outcome, so the next request runs the "
+                "view again. Check access outside @offload (e.g. @login_required above it)."
+            )
+        if not shared:
+            _keep_session(rebuilt, response)
+        return response_to_result(response, private=not shared)
     finally:
-        if request["post"] is not None:
+        if rebuilt is not None and request["post"] is not None:
             for _, uploads in rebuilt.FILES.lists():
                 for upload in uploads:
                     upload.close()
         delete_uploads(request["files"] or {})
+
+
+def _keep_session(request: WSGIRequest, response: HttpResponseBase) -> None:
+    """Save what the view put in the session (and its messages) for the next request."""
+    messages = getattr(request, "_messages", None)
+    if messages is not None:
+        messages.update(response)
+    session = getattr(request, "session", None)
+    if session is not None and session.modified:
+        session.save()

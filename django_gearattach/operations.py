@@ -98,11 +98,14 @@ def retry(job: Job) -> Job:
     """
     if job.arguments is None:
         raise ValueError(f"the arguments of {job.function}[{job.key}] are unknown")
-    return submit(
+    new = submit(
         job.function,
         job.arguments.get("args", []),
         job.arguments.get("kwargs", {}),
         priority=job.priority,
         owner=job.owner,
-        session_key=job.session_key,
     )
+    if job.session_hash:
+        new.session_hash = job.session_hash
+        Job.objects.filter(pk=new.pk).update(session_hash=job.session_hash)
+    return new

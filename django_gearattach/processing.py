@@ -18,6 +18,7 @@ from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
+from .capture import open_response
 from .models import Job, Status
 from .tokens import token_for
 from .wire import OFFLOAD_FUNCTION, complete_message
@@ -78,8 +79,8 @@ def outcome_response(
     request: HttpRequest, job: Job, token: str, template: str | None = None
 ) -> HttpResponseBase:
     """A finished offloaded view's response, as the view gave it, from the record."""
-    result = job.result if job.status == Status.COMPLETE else None
-    if isinstance(result, dict):
+    result = open_response(job.result) if job.status == Status.COMPLETE else None
+    if result is not None:
         if isinstance(result.get("html"), str):
             response = HttpResponse(
                 result["html"],

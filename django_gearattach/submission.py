@@ -31,6 +31,7 @@ from .gearman.protocol import Priority
 from .gearman.routing import Address
 from .models import Job, Status
 from .payload import check_key, encode_arguments, new_key
+from .sealing import session_hash
 from .tasks import Task, function_name
 
 logger = logging.getLogger("django_gearattach")
@@ -57,9 +58,10 @@ class _Request:
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
-        # Anonymous users own nothing here; their session key binds the job to them.
+        # Anonymous users own nothing here; their session binds the job to them, by a
+        # keyed hash of its key: the key itself would let a reader of the record in.
         self.owner_id = owner.pk if owner is not None and owner.is_authenticated else None
-        self.session_key = session_key or ""
+        self.session_hash = session_hash(session_key)
         self.servers = servers_for(self.function, self.key)
 
     # -- database steps (sync; the async path runs them in a thread) ---------------------
@@ -69,11 +71,13 @@ class _Request:
         return Job.objects.for_key(self.function, self.key).first()
 
     def reset(self, job: Job) -> None:
-        """Make a finished record run again (``rerun=True``)."""
+        """Make a finished record run again (``rerun=True``), owned by who asked for it."""
         Job.objects.filter(pk=job.pk).update(
             status=Status.QUEUED,
             priority=self.priority,
             arguments=self.arguments,
+            owner_id=self.owner_id,
+            session_hash=self.session_hash,
             progress_numerator=0,
             progress_denominator=0,
             data=None,
@@ -94,7 +98,7 @@ class _Request:
             priority=self.priority,
             arguments=self.arguments,
             owner_id=self.owner_id,
-            session_key=self.session_key,
+            session_hash=self.session_hash,
             server=str(self.servers[0]),
         )
 

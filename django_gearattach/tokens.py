@@ -5,6 +5,8 @@ user, or for an anonymous visitor the session. It carries a keyed hash of that
 identity, never the session key itself, since tokens end up in HTML. A shared job's
 token is bound to nobody. Tokens are signed with ``SECRET_KEY``
 (:mod:`django.core.signing`) and expire after ``GEARATTACH["TOKEN_MAX_AGE"]`` seconds.
+After a key rotation, tokens signed and bound under a key listed in
+``SECRET_KEY_FALLBACKS`` stay valid until they expire.
 
 Every refusal (forged, altered, expired, someone else's) raises the same
 :class:`TokenRefused` with the same message, so a refusal reveals nothing about
@@ -25,6 +27,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 from .conf import conf
 from .exceptions import GearattachError
 from .models import Job
+from .sealing import secret_keys
 
 SALT = "django_gearattach.tokens"
 SHARED = "*"
@@ -80,21 +83,26 @@ class Identity:
         session = scope.get("session")
         return cls(user_id, session.session_key if session is not None else None)
 
-    def bindings(self) -> list[str]:
+    def bindings(self, secret: str | bytes | None = None) -> list[str]:
+        """This identity's bindings under ``secret`` (default: ``SECRET_KEY``)."""
         found = []
         if self.user_id is not None:
-            found.append(_binding(f"user:{self.user_id}"))
+            found.append(_binding(f"user:{self.user_id}", secret))
         if self.session_key:
-            found.append(_binding(f"session:{self.session_key}"))
+            found.append(_binding(f"session:{self.session_key}", secret))
         return found
+
+    def all_bindings(self) -> list[str]:
+        """:meth:`bindings` under ``SECRET_KEY`` and each of ``SECRET_KEY_FALLBACKS``."""
+        return [binding for secret in secret_keys() for binding in self.bindings(secret)]
 
     @property
     def anonymous(self) -> bool:
         return self.user_id is None and not self.session_key
 
 
-def _binding(identity: str) -> str:
-    return salted_hmac(SALT, identity, algorithm="sha256").hexdigest()[:24]
+def _binding(identity: str, secret: str | bytes | None = None) -> str:
+    return salted_hmac(SALT, identity, secret=secret, algorithm="sha256").hexdigest()[:24]
 
 
 def ensure_session(request: HttpRequest) -> str:
@@ -146,7 +154,7 @@ def check_token(token: str, identity: Identity, max_age: int | None = None) -> J
     if not (isinstance(function, str) and isinstance(key, str) and isinstance(bound, str)):
         raise TokenRefused()
     if bound != SHARED and not any(
-        constant_time_compare(bound, mine) for mine in identity.bindings()
+        constant_time_compare(bound, mine) for mine in identity.all_bindings()
     ):
         raise TokenRefused()
     return JobRef(function, key, bound == SHARED)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .attachment import JobEvent, outcome_of
+from .capture import open_response
 from .models import Job
 
 OFFLOAD_FUNCTION = "gearattach.offload"
@@ -36,8 +37,9 @@ def message_for(event: JobEvent, function: str) -> dict[str, Any]:
 
 def complete_message(result: Any, function: str) -> dict[str, Any]:
     message: dict[str, Any] = {"type": "complete", "result": result, "html": None}
-    if function == OFFLOAD_FUNCTION and isinstance(result, dict):
-        rest = dict(result)
+    response = open_response(result) if function == OFFLOAD_FUNCTION else None
+    if response is not None:
+        rest = dict(response)
         message["html"] = rest.pop("html", None)
         for name in ("redirect", "download"):
             if name in rest:

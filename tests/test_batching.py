@@ -127,7 +127,7 @@ def test_a_multi_row_insert_stores_every_field_as_the_orm_would(django_user_mode
             priority="high",
             arguments={"args": [1, {"nested": None}], "kwargs": {"k": [1, 2]}},
             owner=owner,
-            session_key="s" * 40,
+            session_hash="s" * 64,
             server="127.0.0.1:4730",
         ),
         Job(function="tests.add", key="fields-2", arguments=None, data=None, result=None),

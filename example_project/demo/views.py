@@ -6,13 +6,14 @@ import json
 import shlex
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from django_gearattach import SubmitFailed, submit
 from django_gearattach.models import Job
-from django_gearattach.tokens import Identity, token_for
+from django_gearattach.tokens import token_for
 
 from .forms import SlowJobForm
 from .tasks import slow
@@ -41,6 +42,12 @@ def index(request: HttpRequest) -> HttpResponse:
         except SubmitFailed as exc:
             form.add_error(None, str(exc))
         else:
+            if not may_see(request, job):
+                form.add_error(
+                    "key", "A job with this key belongs to someone else: choose another key."
+                )
+                context = {"form": form, "recent": recent(request)}
+                return render(request, "demo/index.html", context)
             if before is not None and before.is_active:
                 messages.info(
                     request,
@@ -54,21 +61,32 @@ def index(request: HttpRequest) -> HttpResponse:
                     "Tick “Run again if finished” to start it anew.",
                 )
             return redirect("demo:job", function=job.function, key=job.key)
-    recent = Job.objects.order_by("-created_at")[:RECENT_JOBS]
-    return render(request, "demo/index.html", {"form": form, "recent": recent})
+    return render(request, "demo/index.html", {"form": form, "recent": recent(request)})
+
+
+def recent(request: HttpRequest) -> QuerySet[Job]:
+    """The visitor's latest jobs (everyone's for staff): results are private."""
+    jobs = Job.objects.order_by("-created_at")
+    if not request.user.is_staff:
+        jobs = jobs.owned_by(request.user, request.session.session_key)
+    return jobs[:RECENT_JOBS]
 
 
 def owns(request: HttpRequest, job: Job) -> bool:
     """Whether the visitor started ``job`` (as a user, or in this browser session)."""
-    identity = Identity.of_request(request)
-    if job.owner_id is not None:
-        return bool(job.owner_id == identity.user_id)
-    return bool(job.session_key) and job.session_key == identity.session_key
+    return job.belongs_to(request.user, request.session.session_key)
+
+
+def may_see(request: HttpRequest, job: Job) -> bool:
+    return owns(request, job) or request.user.is_staff
 
 
 @require_http_methods(["GET"])
 def job_detail(request: HttpRequest, function: str, key: str) -> HttpResponse:
     job = get_object_or_404(Job, function=function, key=key)
+    if not may_see(request, job):
+        # The same answer as for a job that does not exist: keys reveal nothing.
+        raise Http404("no such job")
     mine = owns(request, job)
     context = {
         "job": job,

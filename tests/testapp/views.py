@@ -15,7 +15,8 @@ import uuid
 from pathlib import Path
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, user_passes_test
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.utils.html import escape
@@ -102,6 +103,22 @@ def shared_report(request: HttpRequest) -> HttpResponse:
     return _page(request, f"Shared report {request.GET.get('year')}", execution)
 
 
+@offload(key=lambda request: "staff-figures", shared=True)
+def shared_checks_inside(request: HttpRequest) -> HttpResponse:
+    """The wrong place for an access check: a shared view runs as an anonymous visitor."""
+    execution = _record_execution(request)
+    if not request.user.is_staff:
+        raise PermissionDenied
+    return _page(request, "Staff figures", execution)
+
+
+@user_passes_test(lambda user: user.is_staff)
+@offload(key=lambda request: "staff-figures", shared=True)
+def shared_checks_outside(request: HttpRequest) -> HttpResponse:
+    """The right place: the check runs in the web process for every requester."""
+    return _page(request, "Staff figures", _record_execution(request))
+
+
 @login_required
 @offload
 def private_report(request: HttpRequest) -> HttpResponse:
@@ -125,7 +142,7 @@ def csv_export(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@offload
+@offload(accept_files=True)
 def upload(request: HttpRequest) -> HttpResponse:
     document = request.FILES.getlist("document")[0]
     digest = hashlib.sha256(document.read()).hexdigest()
