@@ -277,11 +277,12 @@ class JobAdmin(_ModelAdmin):
         obj: Job | None = None,
     ) -> HttpResponse:
         # A running or queued job gets the live widget (when the project serves its
-        # URLs), with a token bound to this operator.
+        # URLs), with a token bound to this operator. A summary token: an offloaded
+        # view's page is its user's, not the operator's.
         if obj is not None and obj.is_active and widget_available():
             from .tokens import token_for
 
-            context["gearattach_live_token"] = token_for(request, obj)
+            context["gearattach_live_token"] = token_for(request, obj, summary=True)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- actions -----------------------------------------------------------------------

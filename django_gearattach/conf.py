@@ -28,6 +28,12 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE": 24 * 3600,
     # The longest ?timeout= (seconds) the long-poll endpoint accepts.
     "LONGPOLL_MAX_TIMEOUT": 60.0,
+    # Open streams (SSE, waiting long-polls, websockets) allowed at once per client (a
+    # user, a session or an address) and per process; 0 means no limit (streams.py).
+    "STREAM_LIMIT_PER_CLIENT": 20,
+    "STREAM_LIMIT_PER_PROCESS": 2000,
+    # Seconds after which an SSE stream or websocket ends with {"type": "reconnect"}.
+    "STREAM_MAX_AGE": 600.0,
 }
 
 
@@ -71,6 +77,18 @@ class Settings:
     @property
     def LONGPOLL_MAX_TIMEOUT(self) -> float:
         return float(self._get("LONGPOLL_MAX_TIMEOUT"))
+
+    @property
+    def STREAM_LIMIT_PER_CLIENT(self) -> int:
+        return int(self._get("STREAM_LIMIT_PER_CLIENT"))
+
+    @property
+    def STREAM_LIMIT_PER_PROCESS(self) -> int:
+        return int(self._get("STREAM_LIMIT_PER_PROCESS"))
+
+    @property
+    def STREAM_MAX_AGE(self) -> float:
+        return float(self._get("STREAM_MAX_AGE"))
 
     @property
     def IMMEDIATE(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import json
 import logging
@@ -32,7 +33,7 @@ from .attachment import aattach
 from .batching import Batcher
 from .exceptions import JobNotFound
 from .models import Job
-from .wire import TERMINAL, message_for, snapshot
+from .wire import TERMINAL, message_for, snapshot, summary
 
 logger = logging.getLogger("django_gearattach.hub")
 
@@ -56,12 +57,20 @@ class Message:
     def type(self) -> str:
         return str(self.payload["type"])
 
+    def for_reader(self, summarised: bool) -> tuple[dict[str, Any], str]:
+        """The payload and its JSON for a token that is (or is not) a summary token."""
+        if not summarised or summary(self.payload) is self.payload:
+            return self.payload, self.text
+        payload = summary(self.payload)
+        return payload, json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+
     @property
     def final(self) -> bool:
         return self.type in TERMINAL or self.type in (MISSING, BROKEN)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
+    records.drop_broken_connections()  # the hub's thread keeps its connection
     return list(records.load(targets))
 
 
@@ -79,8 +88,13 @@ class Channel:
         self.seq = 0
         self.latest: dict[str, Message] = {}
         self.subscribers: set[asyncio.Queue[Message]] = set()
+        # A context of its own, not the first subscriber's request's: the channel
+        # outlives that request, and its database reads must not go to the request's
+        # thread (retired by streams.release_request_resources, or gone at its end).
         self.task = asyncio.get_running_loop().create_task(
-            self._follow(record), name=f"gearattach hub {function}[{key}]"
+            self._follow(record),
+            name=f"gearattach hub {function}[{key}]",
+            context=contextvars.Context(),
         )
         self._idle: asyncio.TimerHandle | None = None
 

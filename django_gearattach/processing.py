@@ -21,7 +21,7 @@ from django.utils.http import urlencode
 from .capture import open_response
 from .models import Job, Status
 from .tokens import token_for
-from .wire import OFFLOAD_FUNCTION, complete_message
+from .wire import OFFLOAD_FUNCTION, complete_message, failed_message
 
 DEFAULT_TEMPLATE = "gearattach/processing.html"
 #: The query parameter under which an offloaded view's page finds its job again.
@@ -59,7 +59,7 @@ def processing_response(
     if job.status == Status.COMPLETE:
         outcome = complete_message(job.result, job.function)
     elif job.is_finished:
-        outcome = {"type": "failed", "error": job.error or f"the job was {job.status}"}
+        outcome = failed_message(job.error or f"the job was {job.status}")
     if status is None:
         status = 202 if job.is_active else 200 if job.status == Status.COMPLETE else 500
     page = {

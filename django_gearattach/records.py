@@ -213,6 +213,20 @@ def _array_insert(
     return sql, params
 
 
+def drop_broken_connections() -> None:
+    """Close this thread's database connections that an error left unusable.
+
+    Long-lived threads (a worker, the hub's) keep their connections across jobs
+    (reconnecting each time, as ``CONN_MAX_AGE=0`` would, costs more than a no-op job);
+    only a broken one is dropped, so the next query reconnects.
+    """
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred:
+            conn.errors_occurred = False
+            if not conn.is_usable():
+                conn.close()
+
+
 def load(targets: list[tuple[str, str]]) -> list[Job | None]:
     """The records of several (function, key) pairs, one query per function."""
     by_function: dict[str, list[str]] = {}

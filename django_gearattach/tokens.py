@@ -50,6 +50,8 @@ class JobRef:
     function: str
     key: str
     shared: bool
+    #: The outcome without the offloaded page (:func:`~django_gearattach.wire.summary`).
+    summary: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +116,15 @@ def ensure_session(request: HttpRequest) -> str:
     return session.session_key or ""
 
 
-def make_token(function: str, key: str, identity: Identity | None) -> str:
-    """A token for the job (function, key), bound to ``identity`` (``None``: shared)."""
+def make_token(
+    function: str, key: str, identity: Identity | None, *, summary: bool = False
+) -> str:
+    """A token for the job (function, key), bound to ``identity`` (``None``: shared).
+
+    A ``summary`` token follows the job without receiving an offloaded view's page
+    (its HTML, Location or download): what the admin's live widget gets, since the
+    page is its user's, not the operator's.
+    """
     if identity is None:
         bound = SHARED
     else:
@@ -126,16 +135,21 @@ def make_token(function: str, key: str, identity: Identity | None) -> str:
                 "ensure_session(request) first, or issue a shared token"
             )
         bound = bindings[0]
-    return signing.dumps({"f": function, "k": key, "b": bound}, salt=SALT, compress=True)
+    value: dict[str, Any] = {"f": function, "k": key, "b": bound}
+    if summary:
+        value["s"] = 1
+    return signing.dumps(value, salt=SALT, compress=True)
 
 
-def token_for(request: HttpRequest, job: Job, *, shared: bool = False) -> str:
+def token_for(
+    request: HttpRequest, job: Job, *, shared: bool = False, summary: bool = False
+) -> str:
     """A token for ``job`` bound to the requesting user (or their session)."""
     if shared:
-        return make_token(job.function, job.key, None)
+        return make_token(job.function, job.key, None, summary=summary)
     if not (request.user.is_authenticated):
         ensure_session(request)
-    return make_token(job.function, job.key, Identity.of_request(request))
+    return make_token(job.function, job.key, Identity.of_request(request), summary=summary)
 
 
 def check_token(token: str, identity: Identity, max_age: int | None = None) -> JobRef:
@@ -157,4 +171,4 @@ def check_token(token: str, identity: Identity, max_age: int | None = None) -> J
         constant_time_compare(bound, mine) for mine in identity.all_bindings()
     ):
         raise TokenRefused()
-    return JobRef(function, key, bound == SHARED)
+    return JobRef(function, key, bound == SHARED, summary=value.get("s") == 1)

@@ -6,18 +6,22 @@
   seconds (default 25, at most ``GEARATTACH["LONGPOLL_MAX_TIMEOUT"]``) for the next
   message. ``{"messages": [...], "cursor": "...", "done": bool}``.
 * ``jobs/<token>/events/``: a Server-Sent Events stream of the same messages as the
-  websocket; it ends after the outcome.
+  websocket; it ends after the outcome, or after ``GEARATTACH["STREAM_MAX_AGE"]``
+  seconds with ``{"type": "reconnect"}``.
 * ``jobs/<token>/download/``: the file a finished offloaded view returned.
 
 Every endpoint answers 403 for a token that is invalid, expired or someone else's,
 and 404 when the job's record is gone. The long-poll and SSE endpoints are async: run
-them under ASGI, where the process's hub shares one gearmand attachment per job.
+them under ASGI, where the process's hub shares one gearmand attachment per job. While
+they wait they hold no thread and no database connection, and they count against the
+stream limits of :mod:`~django_gearattach.streams` (HTTP 429 beyond them).
 """
 
 from __future__ import annotations
 
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 from django.core.files.storage import default_storage
@@ -26,12 +30,14 @@ from django.http.response import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET
 
+from . import streams
 from .attachment import outcome_of
 from .conf import conf
 from .hub import BROKEN, MISSING, Message, Subscription, get_hub
 from .models import Job, Status
+from .streams import Slot, StreamLimitReached, client_of, release_request_resources
 from .tokens import Identity, JobRef, TokenRefused, check_token
-from .wire import OFFLOAD_FUNCTION, message_for, state
+from .wire import OFFLOAD_FUNCTION, RECONNECT, message_for, state, summary
 
 DEFAULT_POLL_TIMEOUT = 25.0
 #: Seconds between SSE comments that keep proxies from closing an idle stream.
@@ -68,12 +74,28 @@ def _job(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
     return _missing() if record is None else (ref, record)
 
 
-async def _ajob(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
-    ref = _check(token, await Identity.aof_request(request))
+async def _afollow(request: HttpRequest, token: str) -> tuple[JobRef, Job, Slot] | JsonResponse:
+    """For the long-lived endpoints: the token's job, its record and a counted stream slot.
+
+    Everything that needs the database happens here; then the request's connection
+    is closed and its thread retired (:func:`~django_gearattach.streams.
+    release_request_resources`), since the wait that follows needs neither.
+    """
+    identity = await Identity.aof_request(request)
+    ref = _check(token, identity)
+    record = None if ref is None else await Job.objects.for_key(ref.function, ref.key).afirst()
+    await release_request_resources()
     if ref is None:
         return _refused()
-    record = await Job.objects.for_key(ref.function, ref.key).afirst()
-    return _missing() if record is None else (ref, record)
+    if record is None:
+        return _missing()
+    try:
+        slot = streams.registry.open(client_of(identity, request.META.get("REMOTE_ADDR")))
+    except StreamLimitReached as exc:
+        response = _json({"error": str(exc)}, 429)
+        response["Retry-After"] = str(streams.RETRY_AFTER)
+        return response
+    return ref, record, slot
 
 
 @require_GET
@@ -82,7 +104,8 @@ def status(request: HttpRequest, token: str) -> HttpResponseBase:
     found = _job(request, token)
     if isinstance(found, JsonResponse):
         return found
-    return _json(state(found[1]))
+    ref, record = found
+    return _json(state(record, summarised=ref.summary))
 
 
 def _timeout(text: str | None) -> float | None:
@@ -116,24 +139,26 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     cursor = _cursor(request.GET.get("cursor"))
     if cursor is None:
         return _json({"error": "cursor must be the cursor of a previous answer"}, 400)
-    found = await _ajob(request, token)
+    found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
-    ref, record = found
-    if record.is_finished:
-        outcome = message_for(outcome_of(record), record.function)
-        return _json({"messages": [outcome], "cursor": "0.0", "done": True})
-    async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
-        messages = await _collect(subscription, cursor, timeout)
-        last = messages[-1].seq if messages else cursor[1]
-        position = f"{subscription.channel_id}.{last}"
+    ref, record, slot = found
+    with slot:
+        if record.is_finished:
+            outcome = message_for(outcome_of(record), record.function)
+            outcome = summary(outcome) if ref.summary else outcome
+            return _json({"messages": [outcome], "cursor": "0.0", "done": True})
+        async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+            messages = await _collect(subscription, cursor, timeout)
+            last = messages[-1].seq if messages else cursor[1]
+            position = f"{subscription.channel_id}.{last}"
     if any(m.type == MISSING for m in messages):
         return _missing()
     if any(m.type == BROKEN for m in messages):
         return _json({"error": "cannot follow the job right now; retry shortly"}, 503)
     return _json(
         {
-            "messages": [m.payload for m in messages],
+            "messages": [m.for_reader(ref.summary)[0] for m in messages],
             "cursor": position,
             "done": any(m.final for m in messages),
         }
@@ -163,32 +188,42 @@ async def _collect(
 
 @require_GET
 async def events(request: HttpRequest, token: str) -> HttpResponseBase:
-    """Server-Sent Events: each message as ``data: {json}``; the stream ends after the outcome."""
-    found = await _ajob(request, token)
+    """Server-Sent Events: each message as ``data: {json}``; the stream ends after the outcome
+    (or after ``STREAM_MAX_AGE`` seconds, with a ``reconnect`` message)."""
+    found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
-    ref, record = found
-    response = StreamingHttpResponse(
-        _stream(ref, record), content_type="text/event-stream; charset=utf-8"
-    )
+    ref, record, slot = found
+    stream = _stream(ref, record, slot)
+    # A stream that is never iterated (the client left first) still gives its slot back.
+    weakref.finalize(stream, slot.release)
+    response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
     add_never_cache_headers(response)
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
 
 
-async def _stream(ref: JobRef, record: Job) -> AsyncIterator[str]:
-    yield "retry: 2000\n\n"
-    async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
-        while True:
-            message = await subscription.get(SSE_HEARTBEAT)
-            if message is None:
-                yield ": keep-alive\n\n"
-                continue
-            if message.type in (MISSING, BROKEN):
-                return  # the browser reconnects and gets a clear 404, or the stream again
-            yield f"id: {subscription.channel_id}.{message.seq}\ndata: {message.text}\n\n"
-            if message.final:
-                return
+async def _stream(ref: JobRef, record: Job, slot: Slot) -> AsyncIterator[str]:
+    try:
+        # Middleware has answered by now: nothing more needs this request's thread.
+        await release_request_resources()
+        yield "retry: 2000\n\n"
+        deadline = time.monotonic() + conf.STREAM_MAX_AGE
+        async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+            while (left := deadline - time.monotonic()) > 0:
+                message = await subscription.get(min(SSE_HEARTBEAT, left))
+                if message is None:
+                    yield ": keep-alive\n\n"
+                    continue
+                if message.type in (MISSING, BROKEN):
+                    return  # the browser reconnects and gets a clear 404, or the stream again
+                text = message.for_reader(ref.summary)[1]
+                yield f"id: {subscription.channel_id}.{message.seq}\ndata: {text}\n\n"
+                if message.final:
+                    return
+            yield f"data: {RECONNECT}\n\n"
+    finally:
+        slot.release()
 
 
 @require_GET

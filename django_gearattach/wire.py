@@ -2,7 +2,8 @@
 
 ``{"type": "status", "numerator": n, "denominator": d}``, ``{"type": "data", "data":
 ...}``, ``{"type": "warning", "message": "..."}``, then ``{"type": "complete",
-"result": ..., "html": ...}`` or ``{"type": "failed", "error": "..."}``.
+"result": ..., "html": ...}`` or ``{"type": "failed", "error": "..."}`` (the job's own
+error only with ``DEBUG`` on: see :func:`failed_message`).
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
 split out of the result: ``html`` holds its HTML, ``redirect`` its Location, or
@@ -15,12 +16,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from .attachment import JobEvent, outcome_of
 from .capture import open_response
 from .models import Job
 
 OFFLOAD_FUNCTION = "gearattach.offload"
 TERMINAL = frozenset({"complete", "failed"})
+GENERIC_ERROR = "the job failed"
+#: Failure texts of this app's own that every browser may see.
+PUBLIC_ERRORS = frozenset(
+    {"the job was cancelled", "the job was lost", "cancelled before it started"}
+)
+#: The parts of a complete message that carry an offloaded view's page.
+PAGE_PARTS = frozenset({"html", "redirect", "download"})
+#: Sent before a stream ends at ``STREAM_MAX_AGE``: follow the job again, with the token.
+RECONNECT = '{"type":"reconnect"}'
 
 
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:
@@ -32,7 +44,19 @@ def message_for(event: JobEvent, function: str) -> dict[str, Any]:
         return {"type": "warning", "message": event.message}
     if event.event == "complete":
         return complete_message(event.result, function)
-    return {"type": "failed", "error": event.error or "the job failed"}
+    return failed_message(event.error)
+
+
+def failed_message(error: str | None) -> dict[str, Any]:
+    """A failure as browsers see it: the record's error only with ``DEBUG`` on.
+
+    An exception's text may hold anything (a password, a host and port, a query); it
+    stays in the record and the admin. Browsers get a generic message, unless it is
+    one of this app's own, which say nothing private.
+    """
+    if error and (settings.DEBUG or error in PUBLIC_ERRORS):
+        return {"type": "failed", "error": error}
+    return {"type": "failed", "error": GENERIC_ERROR}
 
 
 def complete_message(result: Any, function: str) -> dict[str, Any]:
@@ -53,6 +77,15 @@ def complete_message(result: Any, function: str) -> dict[str, Any]:
     return message
 
 
+def summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` for a summary token: a ``complete`` message loses the offloaded page."""
+    if payload.get("type") != "complete" or not PAGE_PARTS & payload.keys():
+        return payload
+    out = {k: v for k, v in payload.items() if k not in PAGE_PARTS}
+    out["html"] = None
+    return out
+
+
 def snapshot(record: Job) -> list[dict[str, Any]]:
     """What a newcomer needs to catch up: the stored progress and data, or the outcome."""
     if record.is_finished:
@@ -71,9 +104,11 @@ def snapshot(record: Job) -> list[dict[str, Any]]:
     return out
 
 
-def state(record: Job) -> dict[str, Any]:
+def state(record: Job, *, summarised: bool = False) -> dict[str, Any]:
     """The JSON status endpoint's answer: the record as a browser may see it."""
     outcome = message_for(outcome_of(record), record.function) if record.is_finished else None
+    if outcome is not None and summarised:
+        outcome = summary(outcome)
     return {
         "status": record.status,
         "numerator": record.progress_numerator,

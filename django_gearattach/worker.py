@@ -25,7 +25,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import DatabaseError, IntegrityError, connections
+from django.db import DatabaseError, IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
@@ -116,7 +116,7 @@ class Worker:
                     if grabbed is None:
                         continue
                     job, marked = grabbed, False
-                _drop_broken_connections()
+                records.drop_broken_connections()
                 last = max_jobs is not None and self.jobs_done + 1 >= max_jobs
                 self._may_grab_ahead = not last and records.combines_updates()
                 self.handle(job, marked=marked)
@@ -335,16 +335,6 @@ class Worker:
         logger.debug("job %s[%s] failed: %s", job.function, key, message)
         self._send_final(job, Command.WORK_FAIL)
         return "failed"
-
-
-def _drop_broken_connections() -> None:
-    # A worker keeps its database connections across jobs (reconnecting per job, as
-    # CONN_MAX_AGE=0 would, costs more than a no-op job); only a broken one is dropped.
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.errors_occurred:
-            conn.errors_occurred = False
-            if not conn.is_usable():
-                conn.close()
 
 
 def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

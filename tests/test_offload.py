@@ -214,13 +214,26 @@ def test_authentication_runs_before_offloading(client: Client) -> None:
     assert not Job.objects.exists()
 
 
-def test_failing_view_shows_its_error(client: Client) -> None:
+def test_failing_view_shows_its_error_with_debug_only(client: Client, settings) -> None:
     job, token = started(client.get("/offload/broken/"))
     done = finish(job, Status.FAILED)
     assert "ValueError: the report exploded" in done.error
     page = revisit(client, "/offload/broken/", token)
     assert page.status_code == 500
-    assert b"the report exploded" in page.content
+    assert b"the report exploded" not in page.content
+    assert b"the job failed" in page.content
+    settings.DEBUG = True
+    assert b"the report exploded" in revisit(client, "/offload/broken/", token).content
+
+
+def test_with_gearmand_down_visitors_do_not_see_its_address(client: Client, settings) -> None:
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": ["127.0.0.1:9"]}
+    response = client.get("/offload/sync/")
+    assert response.status_code == 503
+    job = Job.objects.get()
+    assert "127.0.0.1:9" in job.error  # the operator's record says where
+    assert b"127.0.0.1:9" not in response.content
+    assert b"the job failed" in response.content
 
 
 def test_http404_in_the_view_is_its_response(client: Client) -> None:

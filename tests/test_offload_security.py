@@ -16,8 +16,10 @@ from django.middleware.csrf import _does_token_match  # type: ignore[attr-define
 from django.test import Client
 from django.urls import reverse
 
-from django_gearattach.capture import open_response
+from django_gearattach.capture import open_response, stored_response
 from django_gearattach.models import Job, Status
+from django_gearattach.tokens import make_token
+from django_gearattach.wire import OFFLOAD_FUNCTION
 
 from .conftest import executions
 from .helpers import wait_for_status
@@ -209,3 +211,25 @@ def test_access_checks_above_offload_run_for_every_requester(log_path: Path) -> 
     assert page.status_code == 200
     assert b"Staff figures" in page.content
     assert len(executions(log_path)) == 1
+
+
+# -- the admin's live widget (finding 8) --------------------------------------------------
+
+
+def test_the_admins_live_widget_never_receives_the_users_page(admin_client: Client) -> None:
+    job = Job.objects.create(function=OFFLOAD_FUNCTION, key="watched", status=Status.RUNNING)
+    page = admin_client.get(reverse("admin:django_gearattach_job_change", args=[job.pk]))
+    token = page.context["gearattach_live_token"]
+    result = stored_response(200, "text/html", {"html": "<p>the user's page</p>"}, private=True)
+    Job.objects.filter(pk=job.pk).update(status=Status.COMPLETE, result=result)
+    expected = {
+        "type": "complete",
+        "result": {"status": 200, "content_type": "text/html"},
+        "html": None,
+    }
+    assert admin_client.get(f"/gearattach/jobs/{token}/").json()["outcome"] == expected
+    poll = admin_client.get(f"/gearattach/jobs/{token}/poll/", {"timeout": "0"}).json()
+    assert poll["messages"] == [expected]
+    # The user's own token gets the page.
+    mine = make_token(OFFLOAD_FUNCTION, "watched", None)
+    assert admin_client.get(f"/gearattach/jobs/{mine}/").json()["outcome"]["html"]

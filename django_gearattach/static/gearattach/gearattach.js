@@ -204,6 +204,8 @@
       case "complete": return this.complete(message);
       case "failed": return this.fail(message.error || "The job failed.");
       case "error": if (window.console) window.console.warn("gearattach:", message.error); return;
+      // The server ends a stream at its maximum age; retry() follows the job again at once.
+      case "reconnect": return;
       default: return;
     }
   };
@@ -269,10 +271,13 @@
       link.textContent = "Download " + (message.download.name || "the result");
       this.outcome.appendChild(link);
     } else if (typeof message.html === "string") {
-      var box = document.createElement("div");
-      box.className = "gearattach-html";
-      box.innerHTML = message.html;
-      this.outcome.appendChild(box);
+      // Never into this page's DOM: the HTML is another view's, and may run script.
+      var frame = document.createElement("iframe");
+      frame.className = "gearattach-html";
+      frame.setAttribute("sandbox", "");
+      frame.setAttribute("title", "The finished page");
+      frame.srcdoc = message.html;
+      this.outcome.appendChild(frame);
     } else {
       var pre = document.createElement("pre");
       pre.className = "gearattach-result";
