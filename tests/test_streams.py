@@ -113,7 +113,7 @@ async def test_streams_end_at_their_maximum_age_with_reconnect(
     response = await async_client.get(f"/gearattach/jobs/{token}/events/")
     chunks = [
         chunk.decode() if isinstance(chunk, bytes) else chunk
-        async for chunk in response.streaming_content
+        async for chunk in response.streaming_content  # type: ignore[attr-defined]
     ]
     assert chunks[0] == "retry: 2000\n\n"
     assert chunks[-1] == 'data: {"type":"reconnect"}\n\n'
