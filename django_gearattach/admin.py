@@ -27,6 +27,7 @@ from django.utils.translation import ngettext
 
 from .admin_queries import FunctionFilter, ServerFilter, admin_queryset, search
 from .conf import conf
+from .housekeeping import delete_records
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
 from .wire import OFFLOAD_FUNCTION
@@ -168,6 +169,12 @@ class JobAdmin(_ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         # The job page is read-only; "change" permission is what the actions need.
         return obj is None and super().has_change_permission(request)
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        delete_records(Job.objects.filter(pk=obj.pk))  # with the files it left in storage
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        delete_records(queryset)
 
     def has_delete_permission(self, request: HttpRequest, obj: Job | None = None) -> bool:
         # A queued or running record would only be recorded again by its worker.
@@ -405,7 +412,7 @@ class JobAdmin(_ModelAdmin):
     @admin.action(description=_("Delete finished records"), permissions=["delete"])
     def delete_finished(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         active = queryset.filter(status__in=ACTIVE).count()
-        deleted, _ = queryset.filter(status__in=FINISHED).delete()
+        deleted = delete_records(queryset.filter(status__in=FINISHED))
         self.message_user(
             request,
             ngettext(

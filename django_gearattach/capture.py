@@ -192,6 +192,31 @@ def delete_uploads(uploads: dict[str, list[dict[str, Any]]]) -> None:
             default_storage.delete(item["path"])
 
 
+def stored_files(arguments: Any, result: Any) -> list[str]:
+    """The storage paths an offloaded job's record names: its uploads and its download.
+
+    Only paths in this app's upload and download folders are returned.
+    """
+    paths = []
+    kwargs = arguments.get("kwargs") if isinstance(arguments, dict) else None
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    uploads = request.get("files") if isinstance(request, dict) else None
+    if isinstance(uploads, dict):
+        paths += [
+            item["path"]
+            for items in uploads.values()
+            if isinstance(items, list)
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("path"), str)
+        ]
+    download = (open_response(result) or {}).get("download")
+    if isinstance(download, dict) and isinstance(download.get("path"), str):
+        paths.append(download["path"])
+    # A record may come from a foreign client's job: never name a file outside our folders.
+    ours = (f"{UPLOAD_DIR}/", f"{DOWNLOAD_DIR}/")
+    return [path for path in paths if path.startswith(ours) and ".." not in path.split("/")]
+
+
 # -- the response, as the job's result ----------------------------------------------------
 def stored_response(
     status: int, content_type: str, body: dict[str, Any], *, private: bool

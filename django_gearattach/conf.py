@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_LIMIT_PER_PROCESS": 2000,
     # Seconds after which an SSE stream or websocket ends with {"type": "reconnect"}.
     "STREAM_MAX_AGE": 600.0,
+    # @offload answers 503 instead of queueing another job when this many offloaded
+    # requests wait in the queue already; 0 means no limit.
+    "OFFLOAD_QUEUE_LIMIT": 500,
 }
 
 
@@ -89,6 +92,10 @@ class Settings:
     @property
     def STREAM_MAX_AGE(self) -> float:
         return float(self._get("STREAM_MAX_AGE"))
+
+    @property
+    def OFFLOAD_QUEUE_LIMIT(self) -> int:
+        return int(self._get("OFFLOAD_QUEUE_LIMIT"))
 
     @property
     def IMMEDIATE(self) -> bool:

@@ -29,6 +29,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.cache import patch_vary_headers
 
 from .capture import delete_uploads, register_view, save_uploads, serialise_request, sign
+from .conf import conf
 from .exceptions import SubmitFailed
 from .models import Job, Status
 from .payload import new_key
@@ -39,6 +40,8 @@ from .tokens import Identity, check_token, token_for
 from .wire import OFFLOAD_FUNCTION
 
 V = TypeVar("V", bound=Callable[..., Any])
+#: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
+QUEUE_FULL_RETRY_AFTER = 30
 KeyFunction = Callable[[HttpRequest], "str | None"]
 
 
@@ -126,11 +129,19 @@ def _handle(
             status=400,
             content_type="text/plain; charset=utf-8",
         )
+    job_key = _job_key(options, path, request) or new_key()
+    if _queue_full(job_key):
+        busy = HttpResponse(
+            "Too many requests are waiting to be worked on; try again in a minute.",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        busy["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
+        return busy
     user = getattr(request, "user", None)
     owner = user if user is not None and user.is_authenticated else None
     new_session = _save_session(request)
     session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
-    job_key = _job_key(options, path, request) or new_key()
     uploads = save_uploads(request) if request.FILES else {}
     data = serialise_request(request, uploads, args, kwargs, shared=options.shared)
     arguments = {"view": path, "request": data, "signature": sign(path, data)}
@@ -144,6 +155,7 @@ def _handle(
         )
     if _stored_arguments(job).get("signature") != arguments["signature"]:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
+    response: HttpResponseBase
     if job.status == Status.COMPLETE:
         token = token_for(request, job, shared=options.shared)
         response = outcome_response(request, job, token, options.template)
@@ -154,6 +166,21 @@ def _handle(
     if new_session:
         _set_session_cookie(request, response)
     return response
+
+
+def _queue_full(key: str) -> bool:
+    """Whether ``GEARATTACH["OFFLOAD_QUEUE_LIMIT"]`` offloaded requests wait already.
+
+    Back-pressure against a flood (say, cookieless GETs that each start a job): the
+    count stops at the limit. Joining a job that is queued already costs nothing.
+    """
+    limit = conf.OFFLOAD_QUEUE_LIMIT
+    if not limit:
+        return False
+    queued = Job.objects.filter(function=OFFLOAD_FUNCTION, status=Status.QUEUED)
+    if queued.values("pk")[:limit].count() < limit:
+        return False
+    return not queued.filter(key=key).exists()
 
 
 def _save_session(request: HttpRequest) -> bool:

@@ -1,4 +1,9 @@
-"""Deleting old job records (``manage.py gearattach prune``)."""
+"""Deleting old job records (``manage.py gearattach prune``, the admin), and their files.
+
+An offloaded request can leave files in default storage: uploads its view never
+read (a job cancelled before it ran) and the body of a download it returned. They
+go with the record.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import re
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from .capture import stored_files
 from .models import FINISHED, Job, JobQuerySet
+from .wire import OFFLOAD_FUNCTION
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -53,5 +62,24 @@ def prune(
             ids = list(queryset.values_list("pk", flat=True)[:batch_size])
             if not ids:
                 return deleted
-            count, _ = Job.objects.filter(pk__in=ids).delete()
-        deleted += count
+            deleted += delete_records(Job.objects.filter(pk__in=ids))
+
+
+def delete_records(queryset: QuerySet[Job]) -> int:
+    """Delete these records, and once that is committed the files they left in storage."""
+    files = [
+        path
+        for arguments, result in queryset.filter(function=OFFLOAD_FUNCTION)
+        .order_by()
+        .values_list("arguments", "result")
+        for path in stored_files(arguments, result)
+    ]
+    count, _ = queryset.delete()
+    if files:
+        transaction.on_commit(lambda: delete_files(files))
+    return count
+
+
+def delete_files(paths: Iterable[str]) -> None:
+    for path in paths:
+        default_storage.delete(path)

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from . import signals
+from .capture import stored_files
 from .clients import get_client, servers_for
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.routing import Address
+from .housekeeping import delete_files
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key
 from .submission import submit
@@ -66,6 +68,8 @@ def cancel(job: Job) -> CancelOutcome:
         return CancelOutcome(verdict)
     job.status, job.finished_at, job.error = Status.CANCELLED, now, CANCELLED_ERROR
     note = _remove_from_queue(job)
+    # Uploads of an offloaded request that never ran: nothing will read them now.
+    delete_files(stored_files(job.arguments, None))
     if signals.job_finished.receivers:
         signals.send(signals.job_finished, job)
     return CancelOutcome(Cancel.CANCELLED, note)

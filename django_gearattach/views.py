@@ -32,6 +32,7 @@ from django.views.decorators.http import require_GET
 
 from . import streams
 from .attachment import outcome_of
+from .capture import open_response
 from .conf import conf
 from .hub import BROKEN, MISSING, Message, Subscription, get_hub
 from .models import Job, Status
@@ -233,8 +234,9 @@ def download(request: HttpRequest, token: str) -> HttpResponseBase:
     if isinstance(found, JsonResponse):
         return found
     ref, record = found
-    result = record.result if record.status == Status.COMPLETE else None
-    if ref.function != OFFLOAD_FUNCTION or not isinstance(result, dict):
+    result = open_response(record.result) if record.status == Status.COMPLETE else None
+    # A summary token (the admin's) follows the job, but the file is its user's.
+    if ref.function != OFFLOAD_FUNCTION or result is None or ref.summary:
         return _missing()
     stored = result.get("download")
     if not isinstance(stored, dict):
@@ -243,9 +245,12 @@ def download(request: HttpRequest, token: str) -> HttpResponseBase:
         handle = default_storage.open(stored["path"], "rb")
     except FileNotFoundError:
         return _missing()
-    return FileResponse(
+    response = FileResponse(
         handle,
         as_attachment=True,
         filename=stored["name"],
         content_type=result.get("content_type") or "application/octet-stream",
     )
+    # A user's file: no shared cache may keep it, and the browser need not either.
+    add_never_cache_headers(response)
+    return response

@@ -16,6 +16,7 @@ from django.test import AsyncClient, Client
 from django_gearattach.capture import open_response
 from django_gearattach.models import Job, Status
 from django_gearattach.processing import TOKEN_PARAM
+from django_gearattach.tokens import Identity, make_token
 from django_gearattach.wire import OFFLOAD_FUNCTION
 
 from .conftest import executions
@@ -149,6 +150,12 @@ def test_non_html_response_becomes_a_download(client: Client) -> None:
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == b"year,total\n2024,42\n"  # type: ignore[attr-defined]
     assert 'filename="totals.csv"' in download["Content-Disposition"]
+    assert {"private", "no-store"} <= {p.strip() for p in download["Cache-Control"].split(",")}
+    # The admin's summary token follows the job but never gets the user's file.
+    summary = make_token(
+        job.function, job.key, Identity.of_request(page.wsgi_request), summary=True
+    )
+    assert client.get(f"/gearattach/jobs/{summary}/download/").status_code == 404
 
 
 def test_upload_is_handed_to_the_worker_and_removed(client: Client) -> None:

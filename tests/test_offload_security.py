@@ -233,3 +233,18 @@ def test_the_admins_live_widget_never_receives_the_users_page(admin_client: Clie
     # The user's own token gets the page.
     mine = make_token(OFFLOAD_FUNCTION, "watched", None)
     assert admin_client.get(f"/gearattach/jobs/{mine}/").json()["outcome"]["html"]
+
+
+def test_a_full_queue_answers_503_instead_of_queueing_more(client: Client, settings) -> None:
+    """Back-pressure against floods, e.g. cookieless GETs that each start a job."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "OFFLOAD_QUEUE_LIMIT": 2}
+    for key in ("a", "b"):
+        Job.objects.create(function=OFFLOAD_FUNCTION, key=key, status=Status.QUEUED)
+    busy = Client().get("/offload/sync/")
+    assert busy.status_code == 503
+    assert busy["Retry-After"] == "30"
+    assert Job.objects.count() == 2
+    # Once the queue drains, new jobs start again.
+    Job.objects.filter(key="a").update(status=Status.COMPLETE)
+    job, _ = started(client.get("/offload/sync/"))
+    finish(job)
