@@ -274,7 +274,9 @@ def asgi_server_command(port: int) -> list[str]:
         "--host=127.0.0.1",
         f"--port={port}",
         "--ws=wsproto",
-        "--ws-max-size=65536",
+        # The job consumer accepts frames of at most 4 KiB (consumers.MAX_FRAME_BYTES): let
+        # uvicorn refuse larger ones before buffering them (its default is 16 MiB).
+        "--ws-max-size=4096",
         "--lifespan=off",
         "--timeout-graceful-shutdown=3",
         "--no-access-log",

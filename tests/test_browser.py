@@ -220,6 +220,31 @@ def test_a_stranger_cannot_follow_someone_elses_job(site: Site, browser: Any) ->
     owner.close()
 
 
+def test_the_server_refuses_an_oversized_frame_before_the_consumer_sees_it(
+    site: Site, browser: Any
+) -> None:
+    """uvicorn's --ws-max-size (rundemo) matches the consumer's 4 KiB frame limit."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{site.url}/batch/")
+    page.get_by_role("button", name="Start three jobs").click()
+    ws_url = page.locator("[data-gearattach]").first.get_attribute("data-ws-url")
+    outcome = page.evaluate(
+        """url => new Promise(resolve => {
+            const socket = new WebSocket("ws://" + location.host + url);
+            const texts = [];
+            socket.onopen = () => socket.send("x".repeat(8 * 1024));
+            socket.onmessage = event => texts.push(event.data);
+            socket.onclose = event => resolve({code: event.code, texts: texts});
+        })""",
+        ws_url,
+    )
+    assert outcome["code"] == 1009
+    # The consumer would have answered with an error first: it never got the frame.
+    assert not [text for text in outcome["texts"] if "frame too large" in text]
+    context.close()
+
+
 def test_widget_retries_with_backoff_then_falls_back_to_sse(site: Site, browser: Any) -> None:
     context = browser.new_context()
     page = context.new_page()

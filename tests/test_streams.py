@@ -17,15 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
 from django.db import connection
-from django.test import AsyncClient
+from django.test import AsyncClient, Client
 
 from django_gearattach import submit
 from django_gearattach.models import Job, Status
 from django_gearattach.streams import Registry, StreamLimitReached
 from django_gearattach.testing import Gearmand, free_port, wait_for_port
-from django_gearattach.tokens import make_token
+from django_gearattach.tokens import Identity, make_token
 from tests.asgi import application
 
 pytest_plugins = ["tests.webfixtures"]
@@ -123,6 +125,31 @@ async def test_streams_end_at_their_maximum_age_with_reconnect(
     assert (await socket.receive_output(5)) == {"type": "websocket.close", "code": 1000}
     # Still queued: the stream's age ended the stream, not the job.
     assert (await Job.objects.aget(pk=queued.pk)).status == Status.QUEUED
+
+
+@pytest.mark.usefixtures("hub")
+async def test_a_stream_outlives_a_logout_by_its_maximum_age_at_most(
+    queued: Job, settings
+) -> None:
+    limited(settings, STREAM_MAX_AGE=0.5)
+
+    def sign_in() -> tuple[Client, bytes, int]:
+        user = User.objects.create_user("leaving", password="pw")
+        client = Client()
+        client.force_login(user)
+        return client, f"sessionid={client.session.session_key}".encode(), user.pk
+
+    client, cookie, user_id = await sync_to_async(sign_in)()
+    token = make_token(queued.function, queued.key, Identity(user_id=user_id))
+    path = f"/ws/gearattach/{token}/"
+    socket = WebsocketCommunicator(application, path, [(b"cookie", cookie)])
+    assert (await socket.connect(timeout=5))[0]
+    await sync_to_async(client.logout)()
+    assert json.loads(await socket.receive_from(5)) == {"type": "reconnect"}
+    assert (await socket.receive_output(5)) == {"type": "websocket.close", "code": 1000}
+    again = WebsocketCommunicator(application, path, [(b"cookie", cookie)])
+    assert (await again.connect(timeout=5))[0]
+    assert (await again.receive_output(5)) == {"type": "websocket.close", "code": 4403}
 
 
 # -- a real server: what a waiting stream holds -------------------------------------------
