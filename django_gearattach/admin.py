@@ -27,6 +27,7 @@ from django.utils.translation import ngettext
 
 from .admin_queries import FunctionFilter, ServerFilter, admin_queryset, search
 from .conf import conf
+from .exceptions import BadPayload
 from .housekeeping import delete_records
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
@@ -299,13 +300,15 @@ class JobAdmin(_ModelAdmin):
         replays = [r for r in map(unsafe_replay, jobs) if r is not None]
         if replays and request.POST.get("confirm_replay") != "yes":
             return self.confirm_replay(request, jobs, replays)
-        done, skipped_active, skipped_unknown = [], 0, 0
+        done, skipped_active, skipped_unknown, skipped_foreign = [], 0, 0, 0
         for job in jobs:
             if job.is_active:
                 skipped_active += 1
                 continue
             try:
                 done.append(retry(job))
+            except BadPayload:
+                skipped_foreign += 1
             except ValueError:
                 skipped_unknown += 1
         if done:
@@ -341,6 +344,18 @@ class JobAdmin(_ModelAdmin):
                 )
                 % {"count": skipped_unknown},
                 messages.WARNING,
+            )
+        if skipped_foreign:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d offloaded request was not signed by this site and was not retried.",
+                    "%(count)d offloaded requests were not signed by this site and were not "
+                    "retried.",
+                    skipped_foreign,
+                )
+                % {"count": skipped_foreign},
+                messages.ERROR,
             )
         return None
 

@@ -73,25 +73,43 @@ def registered_view(path: str) -> Callable[..., Any] | None:
     return _views.get(path)
 
 
-def _canonical(view: str, request: dict[str, Any]) -> str:
-    return json.dumps([view, request], sort_keys=True, separators=(",", ":"))
+def _canonical(view: str, request: dict[str, Any], key: str) -> str:
+    return json.dumps([view, request, key], sort_keys=True, separators=(",", ":"))
 
 
-def sign(view: str, request: dict[str, Any]) -> str:
-    """The signature of a stored request, under the current ``SECRET_KEY``."""
-    return signing.Signer(salt=SIGNING_SALT).signature(_canonical(view, request))
+def sign(view: str, request: dict[str, Any], key: str) -> str:
+    """The signature of a request stored for the job ``key``, under ``SECRET_KEY``.
+
+    The key is signed too: a request copied off the wire and submitted again under
+    another key is refused, and under its own key it only reaches its own record.
+    """
+    return signing.Signer(salt=SIGNING_SALT).signature(_canonical(view, request, key))
 
 
-def verify(view: str, request: dict[str, Any], signature: Any) -> bool:
+def verify(view: str, request: dict[str, Any], key: str, signature: Any) -> bool:
     """Whether ``signature`` is this site's, under ``SECRET_KEY`` or a fallback key."""
     if not isinstance(signature, str):
         return False
     signer = signing.Signer(salt=SIGNING_SALT)
     try:
-        signer.unsign(f"{_canonical(view, request)}{signer.sep}{signature}")
+        signer.unsign(f"{_canonical(view, request, key)}{signer.sep}{signature}")
     except signing.BadSignature:
         return False
     return True
+
+
+def signed_again(kwargs: dict[str, Any], key: str, new_key: str) -> dict[str, Any]:
+    """An offloaded request's arguments, signed for the job ``new_key`` (a retry).
+
+    Only a request this site signed for ``key`` is signed again: never one that came
+    from elsewhere (:class:`~django_gearattach.exceptions.BadPayload`).
+    """
+    view, request = kwargs.get("view"), kwargs.get("request")
+    if not (isinstance(view, str) and isinstance(request, dict)):
+        raise BadPayload("the offloaded request's arguments are malformed")
+    if not verify(view, request, key, kwargs.get("signature")):
+        raise BadPayload("the offloaded request was not signed by this site")
+    return {**kwargs, "signature": sign(view, request, new_key)}
 
 
 def _private_headers() -> frozenset[str]:

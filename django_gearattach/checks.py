@@ -126,7 +126,9 @@ def _check_servers(user: dict[str, Any]) -> list[CheckMessage]:
 
 
 _POSITIVE = {"MAX_ATTEMPTS", "TIMEOUT", "POLL_INTERVAL", "POLL_INTERVAL_MAX"}
-_POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT"}
+_POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "STREAM_MAX_AGE"}
+#: Limits where 0 means "no limit".
+_NOT_NEGATIVE = {"STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_PER_PROCESS", "OFFLOAD_QUEUE_LIMIT"}
 
 
 def _value_problem(name: str) -> str:
@@ -140,7 +142,7 @@ def _value_problem(name: str) -> str:
         return "must be True or False"
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"
-    if name == "PROGRESS_WRITE_INTERVAL" and value < 0:
+    if name in _NOT_NEGATIVE | {"PROGRESS_WRITE_INTERVAL"} and value < 0:
         return "must not be negative"
     return ""
 

@@ -129,8 +129,7 @@ def _handle(
             status=400,
             content_type="text/plain; charset=utf-8",
         )
-    job_key = _job_key(options, path, request) or new_key()
-    if _queue_full(job_key):
+    if _queue_full(options, path, request):
         busy = HttpResponse(
             "Too many requests are waiting to be worked on; try again in a minute.",
             status=503,
@@ -142,9 +141,10 @@ def _handle(
     owner = user if user is not None and user.is_authenticated else None
     new_session = _save_session(request)
     session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
+    job_key = _job_key(options, path, request) or new_key()
     uploads = save_uploads(request) if request.FILES else {}
     data = serialise_request(request, uploads, args, kwargs, shared=options.shared)
-    arguments = {"view": path, "request": data, "signature": sign(path, data)}
+    arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
     try:
         job = _submit(options, arguments, job_key, owner, session_key)
     except SubmitFailed:
@@ -168,11 +168,12 @@ def _handle(
     return response
 
 
-def _queue_full(key: str) -> bool:
+def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
     """Whether ``GEARATTACH["OFFLOAD_QUEUE_LIMIT"]`` offloaded requests wait already.
 
     Back-pressure against a flood (say, cookieless GETs that each start a job): the
-    count stops at the limit. Joining a job that is queued already costs nothing.
+    count stops at the limit, and a refused visitor gets no session. Joining a job
+    that is queued already is never refused.
     """
     limit = conf.OFFLOAD_QUEUE_LIMIT
     if not limit:
@@ -180,7 +181,12 @@ def _queue_full(key: str) -> bool:
     queued = Job.objects.filter(function=OFFLOAD_FUNCTION, status=Status.QUEUED)
     if queued.values("pk")[:limit].count() < limit:
         return False
-    return not queued.filter(key=key).exists()
+    session = getattr(request, "session", None)
+    known = (
+        options.shared or request.user.is_authenticated or bool(session and session.session_key)
+    )
+    key = _job_key(options, path, request) if known else None
+    return key is None or not queued.filter(key=key).exists()
 
 
 def _save_session(request: HttpRequest) -> bool:

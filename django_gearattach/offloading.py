@@ -292,7 +292,7 @@ def run_offloaded(
     job: JobContext, view: str, request: dict[str, Any], signature: str
 ) -> dict[str, Any]:
     """Run an ``@offload`` view's body in the worker; return its response as JSON."""
-    if not verify(view, request, signature):
+    if not verify(view, request, job.key, signature):
         raise BadPayload(
             "the offloaded request is not signed with this site's SECRET_KEY (or a key in "
             "SECRET_KEY_FALLBACKS): the web processes and the workers must share SECRET_KEY"

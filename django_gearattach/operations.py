@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from . import signals
-from .capture import stored_files
+from .capture import signed_again, stored_files
 from .clients import get_client, servers_for
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.routing import Address
 from .housekeeping import delete_files
 from .models import Job, Status
-from .payload import ATTACH_MARKER, check_key
+from .payload import ATTACH_MARKER, check_key, new_key
 from .submission import submit
+from .wire import OFFLOAD_FUNCTION
 
 logger = logging.getLogger("django_gearattach")
 
@@ -98,14 +99,21 @@ def retry(job: Job) -> Job:
 
     The new job belongs to the same owner (user and session). Raises ValueError for
     a record whose arguments are unknown (a job submitted by another client that was
-    lost before a worker recorded it).
+    lost before a worker recorded it), and :class:`~django_gearattach.exceptions.
+    BadPayload` for an offloaded request that this site did not sign (its signature
+    names its key, so a retry signs it again, and only then).
     """
     if job.arguments is None:
         raise ValueError(f"the arguments of {job.function}[{job.key}] are unknown")
+    key = new_key()
+    kwargs = job.arguments.get("kwargs", {})
+    if job.function == OFFLOAD_FUNCTION:
+        kwargs = signed_again(kwargs, job.key, key)
     new = submit(
         job.function,
         job.arguments.get("args", []),
-        job.arguments.get("kwargs", {}),
+        kwargs,
+        key=key,
         priority=job.priority,
         owner=job.owner,
     )

@@ -86,6 +86,9 @@ def test_e002_malformed_servers(gearattach, servers, text):
         ("TIMEOUT", "soon", "cannot be read"),
         ("PROGRESS_WRITE_INTERVAL", -1, "must not be negative"),
         ("IMMEDIATE", "yes", "True or False"),
+        ("STREAM_LIMIT_PER_CLIENT", -1, "must not be negative"),
+        ("OFFLOAD_QUEUE_LIMIT", "many", "cannot be read"),
+        ("STREAM_MAX_AGE", 0, "greater than 0"),
     ],
 )
 def test_e003_malformed_values(gearattach, key, value, text):

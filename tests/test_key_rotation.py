@@ -26,7 +26,7 @@ def made_under_old_key() -> tuple[str, str, str, str]:
         return (
             make_token("f", "k", VISITOR),
             seal({"session_key": "s"}),
-            sign("app.views:report", REQUEST),
+            sign("app.views:report", REQUEST, "k"),
             session_hash("visitor-session"),
         )
 
@@ -36,7 +36,7 @@ def test_everything_made_under_a_fallback_key_still_works() -> None:
     with override_settings(SECRET_KEY=NEW, SECRET_KEY_FALLBACKS=[OLD]):
         assert check_token(token, VISITOR).key == "k"
         assert unseal(sealed) == {"session_key": "s"}
-        assert verify("app.views:report", REQUEST, signature)
+        assert verify("app.views:report", REQUEST, "k", signature)
         assert session_hash("visitor-session") != hashed  # new records: the new key
         assert Job(session_hash=hashed).belongs_to(None, "visitor-session")
 
@@ -48,7 +48,7 @@ def test_nothing_made_under_a_retired_key_works() -> None:
             check_token(token, VISITOR)
         with pytest.raises(BadPayload, match="SECRET_KEY_FALLBACKS"):
             unseal(sealed)
-        assert not verify("app.views:report", REQUEST, signature)
+        assert not verify("app.views:report", REQUEST, "k", signature)
         assert not Job(session_hash=hashed).belongs_to(None, "visitor-session")
 
 
@@ -63,7 +63,8 @@ def test_a_tampered_or_foreign_sealed_value_is_refused() -> None:
 
 
 def test_a_signature_covers_every_field() -> None:
-    signature = sign("app.views:report", REQUEST)
-    assert not verify("app.views:report", {**REQUEST, "method": "POST"}, signature)
-    assert not verify("app.views:other", REQUEST, signature)
-    assert not verify("app.views:report", REQUEST, None)
+    signature = sign("app.views:report", REQUEST, "k")
+    assert not verify("app.views:report", {**REQUEST, "method": "POST"}, "k", signature)
+    assert not verify("app.views:other", REQUEST, "k", signature)
+    assert not verify("app.views:report", REQUEST, "another-key", signature)
+    assert not verify("app.views:report", REQUEST, "k", None)

@@ -6,6 +6,8 @@ real gearmand and a real worker.
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +19,15 @@ from django.test import Client
 from django.urls import reverse
 
 from django_gearattach.capture import open_response, stored_response
+from django_gearattach.gearman.connection import admin_command
+from django_gearattach.gearman.protocol import parse_status
+from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.tokens import make_token
 from django_gearattach.wire import OFFLOAD_FUNCTION
 
 from .conftest import executions
-from .helpers import wait_for_status
+from .helpers import wait_for_status, wait_until
 from .test_offload import finish, revisit, started
 
 pytest_plugins = ["tests.webfixtures"]
@@ -248,3 +253,59 @@ def test_a_full_queue_answers_503_instead_of_queueing_more(client: Client, setti
     Job.objects.filter(key="a").update(status=Status.COMPLETE)
     job, _ = started(client.get("/offload/sync/"))
     finish(job)
+
+
+# -- someone with network access to gearmand --------------------------------------------
+
+
+def gearman_cli_submit(cluster: Any, key: str, kwargs: dict[str, Any]) -> None:
+    port = cluster.address.rsplit(":", 1)[1]
+    payload = json.dumps({"kwargs": kwargs})
+    sent = subprocess.run(
+        ["gearman", "-p", port, "-f", OFFLOAD_FUNCTION, "-u", key, "-b", payload],
+        capture_output=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+
+
+@pytest.mark.parametrize("change", ["forged signature", "another user", "another key"])
+def test_a_request_forged_or_replayed_through_gearmand_never_runs(
+    cluster: Any, operator: Client, log_path: Path, change: str
+) -> None:
+    """Someone on gearmand's network copies mallory's signed request and submits it."""
+    boss = User.objects.create_superuser("boss", password="pw")
+    _, browser = signed_in("mallory")
+    job, _ = started(browser.get("/offload/sync/", {"log": str(log_path)}))
+    finish(job)
+    kwargs = dict(job.arguments["kwargs"])
+    if change == "forged signature":
+        kwargs["signature"] = "x" * 27
+    elif change == "another user":
+        kwargs["request"] = {**kwargs["request"], "user_id": boss.pk}
+    key = "copied-" + change.replace(" ", "-")
+    gearman_cli_submit(cluster, key, kwargs)
+    failed = wait_for_status(OFFLOAD_FUNCTION, key, Status.FAILED)
+    assert "not signed with this site's SECRET_KEY" in failed.error
+    # The admin's Retry does not launder it into a signed request either.
+    response = retry(operator, failed)
+    assert "was not signed by this site and was not retried" in response.content.decode()
+    assert len(executions(log_path)) == 1  # only mallory's own run
+
+
+def test_a_request_replayed_under_its_own_key_gets_the_stored_outcome(
+    cluster: Any, log_path: Path
+) -> None:
+    _, browser = signed_in("mallory")
+    job, _ = started(browser.get("/offload/sync/", {"log": str(log_path)}))
+    done = finish(job)
+    gearman_cli_submit(cluster, job.key, job.arguments["kwargs"])
+    address = Address.parse(cluster.address)
+
+    def waiting() -> int:
+        lines = admin_command(address, "status")
+        return sum(s.queued for s in parse_status(lines) if s.function == OFFLOAD_FUNCTION)
+
+    wait_until(lambda: waiting() == 0, what="gearmand to hand the copy to a worker")
+    assert Job.objects.get(pk=job.pk).finished_at == done.finished_at
+    assert len(executions(log_path)) == 1

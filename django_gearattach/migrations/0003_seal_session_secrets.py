@@ -25,7 +25,7 @@ def seal_secrets(apps: Any, schema_editor: Any) -> None:
     jobs = Job.objects.using(alias)
     for job in jobs.exclude(session_key="").only("pk", "session_key").iterator():
         jobs.filter(pk=job.pk).update(session_hash=session_hash(job.session_key))
-    for job in jobs.filter(function=OFFLOAD_FUNCTION).only("pk", "arguments").iterator():
+    for job in jobs.filter(function=OFFLOAD_FUNCTION).only("pk", "key", "arguments").iterator():
         kwargs = (job.arguments or {}).get("kwargs") or {}
         request, view = kwargs.get("request"), kwargs.get("view")
         if not isinstance(request, dict) or not isinstance(view, str) or "sealed" in request:
@@ -40,7 +40,7 @@ def seal_secrets(apps: Any, schema_editor: Any) -> None:
         request.setdefault("session_login", signed_in)
         if isinstance(request.get("post"), list):
             request["post"] = [item for item in request["post"] if item[:1] != [CSRF_FIELD]]
-        kwargs["signature"] = sign(view, request)
+        kwargs["signature"] = sign(view, request, job.key)
         jobs.filter(pk=job.pk).update(arguments=job.arguments)
 
 
