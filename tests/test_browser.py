@@ -220,6 +220,28 @@ def test_a_stranger_cannot_follow_someone_elses_job(site: Site, browser: Any) ->
     owner.close()
 
 
+def test_the_demo_shows_a_job_only_to_whoever_started_it(site: Site, browser: Any) -> None:
+    owner = browser.new_context()
+    page = owner.new_page()
+    page.goto(f"{site.url}/")
+    page.get_by_label("Seconds").fill("0.5")
+    page.get_by_label("Key").fill("private-figures")
+    page.get_by_role("button", name="Start").click()
+    page.wait_for_url("**/jobs/**")
+    job_url = page.url
+    page.goto(f"{site.url}/")
+    assert "private-figures" in page.content()  # the owner's own list
+    stranger = browser.new_context().new_page()
+    assert stranger.goto(job_url).status == 404
+    stranger.goto(f"{site.url}/")
+    assert "private-figures" not in stranger.content()
+    # Asking for the same key does not take the stranger to the owner's job either.
+    stranger.get_by_label("Key").fill("private-figures")
+    stranger.get_by_role("button", name="Start").click()
+    assert "belongs to someone else" in stranger.content()
+    owner.close()
+
+
 def test_the_server_refuses_an_oversized_frame_before_the_consumer_sees_it(
     site: Site, browser: Any
 ) -> None:
