@@ -182,9 +182,9 @@ def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
     if queued.values("pk")[:limit].count() < limit:
         return False
     session = getattr(request, "session", None)
-    known = (
-        options.shared or request.user.is_authenticated or bool(session and session.session_key)
-    )
+    user = getattr(request, "user", None)
+    signed_in = user is not None and user.is_authenticated
+    known = options.shared or signed_in or bool(session and session.session_key)
     key = _job_key(options, path, request) if known else None
     return key is None or not queued.filter(key=key).exists()
 
