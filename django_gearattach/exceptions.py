@@ -37,3 +37,7 @@ class SubmitFailed(GearattachError):
 
 class AttachTimeout(GearattachError, TimeoutError):
     """The job did not finish within the attach timeout; it keeps running."""
+
+
+class InvalidSchedule(GearattachError, ValueError):
+    """A ``run_at`` or ``delay`` that does not name one moment (naive, negative...)."""
