@@ -25,7 +25,13 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from .admin_queries import FunctionFilter, ServerFilter, admin_queryset, search
+from .admin_queries import (
+    FunctionFilter,
+    ScheduledFilter,
+    ServerFilter,
+    admin_queryset,
+    search,
+)
 from .conf import conf
 from .exceptions import BadPayload
 from .housekeeping import delete_records
@@ -34,6 +40,7 @@ from .operations import Cancel, cancel, retry
 from .wire import OFFLOAD_FUNCTION
 
 BADGE_COLOURS: dict[str, str] = {
+    Status.SCHEDULED: "#6b4fa0",
     Status.QUEUED: "#5f6b7a",
     Status.RUNNING: "#0b5cad",
     Status.COMPLETE: "#176f2c",
@@ -122,10 +129,12 @@ class JobAdmin(_ModelAdmin):
         "server",
         "attempts",
         "created_at",
+        "scheduled_for",
         "duration_display",
     ]
     list_filter = [
         "status",
+        ScheduledFilter,
         FunctionFilter,
         ServerFilter,
         ("created_at", admin.DateFieldListFilter),
@@ -155,7 +164,19 @@ class JobAdmin(_ModelAdmin):
             },
         ),
         (_("Progress"), {"fields": ["live_progress", "pretty_data"]}),
-        (_("Timeline"), {"fields": ["created_at", "started_at", "finished_at", "waited", "ran"]}),
+        (
+            _("Timeline"),
+            {
+                "fields": [
+                    "created_at",
+                    "scheduled_for",
+                    "started_at",
+                    "finished_at",
+                    "waited",
+                    "ran",
+                ]
+            },
+        ),
         (_("Arguments"), {"fields": ["pretty_arguments"]}),
         (_("Outcome"), {"fields": ["pretty_result", "error", "pretty_traceback"]}),
     ]
@@ -464,14 +485,16 @@ class JobAdmin(_ModelAdmin):
         """Each configured gearmand: reachable or not, version, per-function queues."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        from .health import probe_all
+        from .health import probe_all, unserved
 
+        servers = probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0))
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": _("Gearman servers"),
             "subtitle": None,
-            "servers": probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0)),
+            "servers": servers,
+            "unserved": unserved(servers),
             "immediate": conf.IMMEDIATE,
             "has_view_permission": True,
             "changelist_url": reverse(

@@ -24,7 +24,7 @@ from django.db.models import Field, Max, Min, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from .models import Job, JobQuerySet
+from .models import Job, JobQuerySet, Status
 
 MAX_CHOICES = 500
 
@@ -67,6 +67,31 @@ class DistinctValueFilter(admin.SimpleListFilter):
 class FunctionFilter(DistinctValueFilter):
     title = "function"
     parameter_name = "function"
+
+
+class ScheduledFilter(admin.SimpleListFilter):
+    """Jobs submitted with ``run_at``/``delay``: waiting for their time, due, or any."""
+
+    title = "scheduled"
+    parameter_name = "scheduled"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [
+            ("waiting", "Waiting for their time"),
+            ("due", "Due, not started"),
+            ("any", "Scheduled at submit"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        now = timezone.now()
+        value = self.value()
+        if value == "waiting":
+            return queryset.filter(status=Status.SCHEDULED, scheduled_for__gt=now)
+        if value == "due":
+            return queryset.filter(status=Status.SCHEDULED, scheduled_for__lte=now)
+        if value == "any":
+            return queryset.filter(scheduled_for__isnull=False)
+        return queryset
 
 
 class ServerFilter(DistinctValueFilter):

@@ -7,11 +7,12 @@ The guarantees (each proven by a test against real gearmand):
   if it ends in between, the marker becomes a job of its own that a worker answers
   from the record (outcomes are committed before gearmand hears of them), so it still
   runs exactly once.
-* A queued job is watched with GET_STATUS_UNIQUE, never with a foreground
-  attachment: gearmand drops a queued job whose last foreground client leaves.
+* A queued (or scheduled) job is watched with GET_STATUS_UNIQUE, never with a
+  foreground attachment: gearmand drops a queued job whose last foreground client
+  leaves.
 * A job that gearmand forgot while its record says queued or running (a restarted
   server, a submitter that died) is revived with a background marker: the worker runs
-  it from the stored arguments.
+  it from the stored arguments (a scheduled one at its stored time, never earlier).
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
 """
@@ -37,6 +38,7 @@ from .gearman.errors import ConnectionFailed
 from .gearman.routing import Address
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
+from .scheduling import pending_epoch
 from .tasks import Task, function_name
 
 EventName = Literal["status", "data", "warning", "complete", "failed"]
@@ -179,7 +181,7 @@ def attach(
         record = _load(name, key)
         if record is None and conf.IMMEDIATE:
             raise JobNotFound(name, key)  # immediate mode: every job has a record
-    if record is not None and record.status == Status.QUEUED:
+    if record is not None and record.is_waiting:
         time.sleep(clock.backoff())  # a queued job rarely starts this instant: ask later
     while True:
         status, address = None, None
@@ -246,9 +248,13 @@ def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
 
 def _revive_sync(record: Job, function: str, unique: bytes) -> None:
     client = get_client()
+    epoch = pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
     for address in _addresses(record, function, record.key):
         try:
-            client.submit_background(address, function, unique, ATTACH_MARKER, record.priority)
+            if epoch is not None:
+                client.submit_epoch(address, function, unique, epoch, ATTACH_MARKER)
+            else:
+                client.submit_background(address, function, unique, ATTACH_MARKER, record.priority)
             return
         except ConnectionFailed:
             continue
@@ -268,7 +274,7 @@ async def aattach(
         record = await _load_batched((name, key))
         if record is None and conf.IMMEDIATE:
             raise JobNotFound(name, key)  # immediate mode: every job has a record
-    if record is not None and record.status == Status.QUEUED:
+    if record is not None and record.is_waiting:
         await asyncio.sleep(clock.backoff())  # a queued job rarely starts this instant
     while True:
         status, address = None, None
@@ -316,11 +322,18 @@ async def aattach(
         if record is None:
             raise _not_found(status, name, key)
         if record.is_active:
+            epoch = (
+                pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
+            )
             for address in _addresses(record, name, key):
+                server = client.connection(address)
                 try:
-                    await client.connection(address).submit_background(
-                        name, unique, ATTACH_MARKER, record.priority
-                    )
+                    if epoch is not None:
+                        await server.submit_epoch(name, unique, epoch, ATTACH_MARKER)
+                    else:
+                        await server.submit_background(
+                            name, unique, ATTACH_MARKER, record.priority
+                        )
                     break
                 except ConnectionFailed:
                     continue

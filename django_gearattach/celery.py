@@ -504,7 +504,7 @@ def _custom(record: Job) -> tuple[str, Any] | tuple[None, None]:
 
 
 def _state(record: Job | None) -> str:
-    if record is None or record.status == Status.QUEUED:
+    if record is None or record.is_waiting:
         return states.PENDING
     if record.status == Status.RUNNING:
         return _custom(record)[0] or states.STARTED

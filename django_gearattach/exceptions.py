@@ -44,3 +44,7 @@ class OffloadRefused(GearattachError):
 
     Its user is inactive or signed out since, or a shared view answered with an error.
     """
+
+
+class InvalidSchedule(GearattachError, ValueError):
+    """A ``run_at`` or ``delay`` that does not name one moment (naive, negative...)."""

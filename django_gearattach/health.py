@@ -61,3 +61,35 @@ def probe_all(addresses: Sequence[Address], timeout: float = 2.0) -> list[Server
         return [probe(a, timeout) for a in addresses]
     with ThreadPoolExecutor(max_workers=min(len(addresses), 16)) as pool:
         return list(pool.map(lambda a: probe(a, timeout), addresses))
+
+
+@dataclass(frozen=True, slots=True)
+class Unserved:
+    """A function with jobs waiting on some server and no worker registered on any."""
+
+    function: str
+    waiting: int
+    servers: list[str]
+
+
+def unserved(healths: Sequence[ServerHealth]) -> list[Unserved]:
+    """Functions whose waiting jobs no worker on any reachable server can run.
+
+    A job is handed only to a worker connected to the server that holds it, but a
+    worker that registers the function anywhere usually serves every server (one
+    ``gearworker`` connects to all), so only a function registered nowhere is flagged.
+    """
+    waiting: dict[str, int] = {}
+    servers: dict[str, list[str]] = {}
+    workers: dict[str, int] = {}
+    for health in healths:
+        for queue in health.functions:
+            workers[queue.function] = workers.get(queue.function, 0) + queue.workers
+            if queue.waiting:
+                waiting[queue.function] = waiting.get(queue.function, 0) + queue.waiting
+                servers.setdefault(queue.function, []).append(health.address)
+    return [
+        Unserved(function, count, servers[function])
+        for function, count in sorted(waiting.items())
+        if not workers.get(function)
+    ]

@@ -14,6 +14,7 @@ from .sealing import keyed_hashes
 
 
 class Status(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     COMPLETE = "complete", "Complete"
@@ -22,7 +23,10 @@ class Status(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
 
 
-ACTIVE = (Status.QUEUED, Status.RUNNING)
+#: Waiting (scheduled for later, or queued) or running: a job that has not finished.
+ACTIVE = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING)
+#: Not started yet: gearmand holds the job (or should, see the recovery sweep).
+WAITING = (Status.SCHEDULED, Status.QUEUED)
 FINISHED = (Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED)
 
 
@@ -32,6 +36,12 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def active(self) -> JobQuerySet:
         return self.filter(status__in=ACTIVE)
+
+    def waiting(self) -> JobQuerySet:
+        return self.filter(status__in=WAITING)
+
+    def scheduled(self) -> JobQuerySet:
+        return self.filter(status=Status.SCHEDULED)
 
     def finished(self) -> JobQuerySet:
         return self.filter(status__in=FINISHED)
@@ -81,6 +91,11 @@ class Job(models.Model):
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    scheduled_for = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the job is to run (run_at/delay); gearmand holds it until then.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -97,6 +112,8 @@ class Job(models.Model):
             models.Index(fields=["server", "status"], name="gearattach_server_status"),
             # Lookups by key alone: admin search, Celery's AsyncResult(id), get_result(id).
             models.Index(fields=["key"], name="gearattach_key"),
+            # Scheduled jobs by time: the admin filter and the recovery sweep.
+            models.Index(fields=["status", "scheduled_for"], name="gearattach_status_scheduled"),
         ]
         ordering = ["-created_at"]
 
@@ -119,6 +136,11 @@ class Job(models.Model):
             return False
         mine = keyed_hashes("session", session_key)
         return any(constant_time_compare(self.session_hash, h) for h in mine)
+
+    @property
+    def is_waiting(self) -> bool:
+        """Scheduled or queued: not started yet."""
+        return self.status in WAITING
 
     @property
     def progress(self) -> float | None:
@@ -156,6 +178,7 @@ class Job(models.Model):
             "attempts": self.attempts,
             "worker": {"host": self.worker_host, "pid": self.worker_pid},
             "created_at": iso(self.created_at),
+            "scheduled_for": iso(self.scheduled_for),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }

@@ -1,4 +1,4 @@
-"""What an operator does to jobs: retry a finished one, cancel a queued one.
+"""What an operator does to jobs: retry a finished one, cancel a queued (or scheduled) one.
 
 Used by the admin's actions (and ``AsyncResult.revoke()`` in the Celery shim).
 
@@ -34,7 +34,7 @@ from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.routing import Address
 from .housekeeping import delete_files
-from .models import Job, Status
+from .models import WAITING, Job, Status
 from .payload import ATTACH_MARKER, check_key, new_key
 from .submission import submit
 from .wire import OFFLOAD_FUNCTION
@@ -58,9 +58,9 @@ class CancelOutcome:
 
 
 def cancel(job: Job) -> CancelOutcome:
-    """Cancel ``job`` if it is still queued; see the module docstring for how."""
+    """Cancel ``job`` if it is still queued or scheduled; see the module docstring for how."""
     now = timezone.now()
-    marked = Job.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+    marked = Job.objects.filter(pk=job.pk, status__in=WAITING).update(
         status=Status.CANCELLED, finished_at=now, error=CANCELLED_ERROR
     )
     if not marked:

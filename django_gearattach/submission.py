@@ -5,6 +5,10 @@ so a worker always finds the record it updates. Inside ``transaction.atomic`` th
 gearmand submit waits for the commit (``on_commit``): a worker never starts a job
 whose record may still be rolled back. The job handle is recorded by the worker
 when the job starts.
+
+With ``run_at=`` or ``delay=`` the job is *scheduled*: recorded with status
+``scheduled`` and ``scheduled_for``, and sent with SUBMIT_JOB_EPOCH, so gearmand
+holds it until then (see :mod:`.scheduling`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -31,6 +36,7 @@ from .gearman.protocol import Priority
 from .gearman.routing import Address
 from .models import Job, Status
 from .payload import check_key, encode_arguments, new_key
+from .scheduling import schedule
 from .sealing import session_hash
 from .tasks import Task, function_name
 
@@ -49,7 +55,10 @@ class _Request:
         priority: str | None,
         owner: AbstractBaseUser | AnonymousUser | None,
         session_key: str,
+        run_at: datetime | None = None,
+        delay: float | timedelta | None = None,
     ) -> None:
+        self.schedule = schedule(run_at, delay)
         self.function = function_name(task)
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
@@ -64,6 +73,14 @@ class _Request:
         self.session_hash = session_hash(session_key)
         self.servers = servers_for(self.function, self.key)
 
+    @property
+    def status(self) -> Status:
+        return Status.SCHEDULED if self.schedule and self.schedule.future else Status.QUEUED
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        return self.schedule.run_at if self.schedule else None
+
     # -- database steps (sync; the async path runs them in a thread) ---------------------
     def existing(self) -> Job | None:
         if not self.caller_key:
@@ -73,7 +90,8 @@ class _Request:
     def reset(self, job: Job) -> None:
         """Make a finished record run again (``rerun=True``), owned by who asked for it."""
         Job.objects.filter(pk=job.pk).update(
-            status=Status.QUEUED,
+            status=self.status,
+            scheduled_for=self.scheduled_for,
             priority=self.priority,
             arguments=self.arguments,
             owner_id=self.owner_id,
@@ -94,7 +112,8 @@ class _Request:
         return Job(
             function=self.function,
             key=self.key,
-            status=Status.QUEUED,
+            status=self.status,
+            scheduled_for=self.scheduled_for,
             priority=self.priority,
             arguments=self.arguments,
             owner_id=self.owner_id,
@@ -176,11 +195,15 @@ _prepare_batched: Batcher[tuple[_Request, bool], tuple[Job, bool]] = Batcher(_pr
 def _send(request: _Request, job: Job) -> None:
     client = get_client()
     errors = []
+    epoch = request.schedule.epoch if request.schedule else None
     for address in request.servers:
         try:
-            client.submit_background(
-                address, request.function, request.unique, request.data, request.priority
-            )
+            if epoch is not None:
+                client.submit_epoch(address, request.function, request.unique, epoch, request.data)
+            else:
+                client.submit_background(
+                    address, request.function, request.unique, request.data, request.priority
+                )
         except ConnectionFailed as exc:
             errors.append(str(exc))
             continue
@@ -208,6 +231,8 @@ def submit(
     rerun: bool = False,
     owner: AbstractBaseUser | AnonymousUser | None = None,
     session_key: str = "",
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
 ) -> Job:
     """Submit ``task`` as a background job and return its record.
 
@@ -217,8 +242,16 @@ def submit(
     ``rerun=True`` asks to run it again. Inside ``transaction.atomic`` gearmand gets
     the job when the transaction commits. Raises :class:`SubmitFailed` (and marks
     the record failed) when no configured gearmand accepts it.
+
+    ``run_at`` (an aware datetime) or ``delay`` (seconds, or a timedelta) schedules
+    the job: its record is ``scheduled`` until a worker starts it, which gearmand
+    allows once that time has passed (rounded up to the second). A time already past
+    runs the job now. A scheduled job is queued at normal priority when it comes due
+    (SUBMIT_JOB_EPOCH has no priority). Raises
+    :class:`~django_gearattach.exceptions.InvalidSchedule` for a naive datetime or a
+    negative delay. In immediate mode the job runs at once, whatever its time.
     """
-    request = _Request(task, args, kwargs, key, priority, owner, session_key)
+    request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
     job, send = _prepare(request, rerun)
     if send:
         if conf.IMMEDIATE:
@@ -240,9 +273,11 @@ async def asubmit(
     rerun: bool = False,
     owner: AbstractBaseUser | AnonymousUser | None = None,
     session_key: str = "",
+    run_at: datetime | None = None,
+    delay: float | timedelta | None = None,
 ) -> Job:
     """The async twin of :func:`submit`, on the event loop's shared connections."""
-    request = _Request(task, args, kwargs, key, priority, owner, session_key)
+    request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
     job, send = await _prepare_batched((request, rerun))
     if not send:
         return job
@@ -250,11 +285,16 @@ async def asubmit(
         return await sync_to_async(immediate.run)(job, request.data)
     client = get_async_client()
     errors = []
+    epoch = request.schedule.epoch if request.schedule else None
     for address in request.servers:
+        server = client.connection(address)
         try:
-            await client.connection(address).submit_background(
-                request.function, request.unique, request.data, request.priority
-            )
+            if epoch is not None:
+                await server.submit_epoch(request.function, request.unique, epoch, request.data)
+            else:
+                await server.submit_background(
+                    request.function, request.unique, request.data, request.priority
+                )
         except ConnectionFailed as exc:
             errors.append(str(exc))
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import difflib
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -153,6 +154,25 @@ def get_task(name: str) -> Task[Any, Any]:
             f"no task is registered as {name!r}; is its module imported? Tasks in an app's "
             "tasks.py are found automatically."
         ) from None
+
+
+def close_matches(name: str) -> list[str]:
+    """Registered task names that look like ``name`` (a typo's likely intent)."""
+    return difflib.get_close_matches(name, list(_registry), n=3, cutoff=0.6)
+
+
+def unknown_task_message(name: str) -> str:
+    """Why ``name`` is not a task here, naming close matches."""
+    matches = close_matches(name)
+    if matches:
+        hint = f"Did you mean {' or '.join(repr(m) for m in matches)}?"
+    elif _registry:
+        names = sorted(_registry)
+        more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+        hint = f"Registered tasks: {', '.join(names[:10])}{more}."
+    else:
+        hint = "No task is registered: decorate functions with @task in an app's tasks.py."
+    return f"no installed app registers a task named {name!r}. {hint}"
 
 
 def registered_tasks() -> dict[str, Task[Any, Any]]:

@@ -10,9 +10,11 @@ task is registered with this app when it is defined (keep them in an installed a
 ``tasks.py``, which the worker imports). A ``TaskResult``'s id is the job key, and its
 fields come from the job record: status, enqueued/started/finished times, arguments,
 errors (exception class and traceback), worker ids and the return value. Priorities
-above 0 are Gearman's high, below 0 low. ``run_after`` is refused: Gearman has no
-delayed jobs. ``queue_name`` is validated against ``QUEUES`` as Django does, but Gearman
-routes by function name, so every queue is one.
+above 0 are Gearman's high, below 0 low. ``run_after`` schedules the job
+(``submit(run_at=...)``: gearmand's SUBMIT_JOB_EPOCH holds it until then, and its
+result is ``READY`` meanwhile); a time already past runs it now. ``queue_name`` is
+validated against ``QUEUES`` as Django does, but Gearman routes by function name, so
+every queue is one.
 
 ``task_enqueued`` is sent by ``enqueue`` in the submitting process, ``task_started``
 and ``task_finished`` by the worker process around the task (``task_finished`` from
@@ -60,6 +62,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _STATUS = {
+    "scheduled": TaskResultStatus.READY,
     "queued": TaskResultStatus.READY,
     "running": TaskResultStatus.RUNNING,
     "complete": TaskResultStatus.SUCCESSFUL,
@@ -178,7 +181,7 @@ def _django_tasks() -> dict[str, Task[..., Any]]:
 class GearmanBackend(BaseTaskBackend):
     """Runs Django tasks as Gearman background jobs; results come from job records."""
 
-    supports_defer = False
+    supports_defer = True
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
@@ -199,6 +202,7 @@ class GearmanBackend(BaseTaskBackend):
             "args": list(args),
             "kwargs": dict(kwargs),
             "priority": gearman_priority(task.priority),
+            "run_at": task.run_after,
         }
 
     def enqueue(

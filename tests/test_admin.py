@@ -388,6 +388,17 @@ def test_servers_page_reports_each_server(admin_client, settings, gearmand, work
     gate.touch()
 
 
+def test_servers_page_flags_functions_no_worker_serves(admin_client, gearmand, worker):
+    address = Address.parse(gearmand.address)
+    get_client().submit_background(address, "legacy.resize", b"stuck", b"{}")
+    response = admin_client.get(reverse(SERVERS))
+    [flagged] = response.context["unserved"]
+    assert (flagged.function, flagged.waiting) == ("legacy.resize", 1)
+    html = response.content.decode()
+    assert "legacy.resize: 1 job waits, and no worker on any server registers" in html
+    assert "tests.add:" not in html  # served by the worker, though nothing waits
+
+
 def _running(address: Address) -> int:
     for line in admin_command(address, "status"):
         name, _total, running, _workers = line.split("\t")

@@ -12,6 +12,8 @@ from django.core.management import CommandError, call_command
 from django_gearattach.models import Job
 from django_gearattach.testing import free_port
 
+from .helpers import wait_for_status
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -98,3 +100,63 @@ def test_bad_input_is_a_clear_error(gearmand, args, message):
     with pytest.raises(CommandError, match=message):
         call_command("gearattach", *args)
     assert not Job.objects.exists()
+
+
+def test_submit_with_delay_or_at_schedules_the_job(gearmand):
+    code, out, _ = run("submit", "tests.add", "--args", "[1, 2]", "--delay", "60")
+    job = Job.objects.get(key=out.strip())
+    assert (code, job.status) == (0, "scheduled")
+    code, out, _ = run("submit", "tests.add", "--at", "2031-01-01T09:00:00+01:00", "--key", "at")
+    job = Job.objects.get(key="at")
+    assert (code, job.status, job.scheduled_for.isoformat()) == (
+        0,
+        "scheduled",
+        "2031-01-01T08:00:00+00:00",
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--delay", "-5"], "zero or more seconds"),
+        (["--delay", "soon"], "not a number of seconds"),
+        (["--at", "2031-01-01T09:00:00"], "has no time zone"),
+        (["--at", "tomorrow"], "not an ISO 8601 time"),
+        (["--at", "2031-01-01T09:00:00Z", "--delay", "1"], "not allowed with argument"),
+    ],
+)
+def test_bad_schedules_on_the_command_line(gearmand, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("gearattach", "submit", "tests.add", *args)
+    assert not Job.objects.exists()
+
+
+def test_an_unregistered_function_exits_2_naming_close_matches(gearmand):
+    code, out, err = run("submit", "tests.ad", "--args", "[1, 2]")
+    assert (code, out) == (2, "")
+    assert "no installed app registers a task named 'tests.ad'" in err
+    assert "Did you mean 'tests.add'" in err
+    assert "Nothing was submitted" in err
+    assert not Job.objects.exists()
+    code, out, err = run("attach", "tests.ad", "some-key")
+    assert (code, out) == (2, "")
+    assert "Did you mean 'tests.add'" in err
+    # A foreign worker's function can still be submitted on purpose, and from code.
+    code, out, _ = run("submit", "legacy.resize", "--unregistered", "--key", "foreign")
+    assert (code, out.strip()) == (0, "foreign")
+    # ...and attached to, since its record exists.
+    assert Job.objects.filter(function="legacy.resize", key="foreign").exists()
+
+
+def test_status_flags_functions_that_no_worker_serves(gearmand, worker):
+    run("submit", "legacy.resize", "--unregistered", "--key", "stuck-1")
+    run("submit", "tests.add", "--args", "[1, 2]", "--key", "served")
+    wait_for_status("tests.add", "served", "complete")  # the worker has registered
+    code, out, err = run("status")
+    report = json.loads(out)
+    assert code == 0
+    assert report["servers"] == {gearmand.address: True}
+    assert report["unserved"] == [
+        {"function": "legacy.resize", "waiting": 1, "servers": [gearmand.address]}
+    ]
+    assert "legacy.resize: 1 job(s) waiting and no worker on any server" in err

@@ -61,13 +61,25 @@ def test_the_backend_and_its_capabilities():
     assert backend.supports_get_result
     assert backend.supports_priority
     assert backend.supports_async_task
-    assert not backend.supports_defer
-    from datetime import timedelta
+    assert backend.supports_defer
+
+
+@needs_django6
+def test_run_after_schedules_the_job(gearmand, worker):
+    from datetime import datetime, timedelta
 
     from django.utils import timezone
 
-    with pytest.raises(InvalidTask, match="run_after"):
-        dtasks.add.using(run_after=timezone.now() + timedelta(hours=1))
+    with pytest.raises(InvalidTask, match="aware"):
+        dtasks.add.using(run_after=datetime(2030, 1, 1)).enqueue(1, 2)
+    run_after = timezone.now() + timedelta(seconds=1)
+    result = dtasks.add.using(run_after=run_after).enqueue(2, 2)
+    assert result.status == TaskResultStatus.READY
+    record = Job.objects.get(key=result.id)
+    assert (record.status, record.scheduled_for) == (Status.SCHEDULED, run_after)
+    done = finished(result.id)
+    assert done.return_value == 4
+    assert done.started_at >= run_after.replace(microsecond=0)
 
 
 @needs_django6

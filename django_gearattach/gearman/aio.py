@@ -194,6 +194,12 @@ class AsyncConnection:
         )
         return packet.args[0]
 
+    async def submit_epoch(self, function: str, unique: bytes, epoch: int, data: bytes) -> bytes:
+        """Submit a background job that gearmand hands out at ``epoch`` (Unix seconds)."""
+        check_unique(unique)
+        packet = await self._request(Command.SUBMIT_JOB_EPOCH, function, unique, int(epoch), data)
+        return packet.args[0]
+
     async def status_unique(self, unique: bytes) -> UniqueStatus:
         check_unique(unique)
         return UniqueStatus.from_packet(await self._request(Command.GET_STATUS_UNIQUE, unique))

@@ -146,6 +146,25 @@ class Client:
         )
         return packet.args[0]
 
+    def submit_epoch(
+        self, address: Address, function: str, unique: bytes, epoch: int, data: bytes
+    ) -> bytes:
+        """Submit a background job that gearmand hands out at ``epoch`` (Unix seconds).
+
+        SUBMIT_JOB_EPOCH has no priority variant: the job is queued at normal priority.
+        """
+        check_unique(unique)
+        packet = self.request(
+            address,
+            Command.SUBMIT_JOB_EPOCH,
+            function,
+            unique,
+            int(epoch),
+            data,
+            reply=Command.JOB_CREATED,
+        )
+        return packet.args[0]
+
     def status_unique(self, address: Address, unique: bytes) -> UniqueStatus:
         check_unique(unique)
         packet = self.request(

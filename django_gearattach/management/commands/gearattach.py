@@ -1,6 +1,9 @@
 """``manage.py gearattach``: submit, attach to and inspect jobs from the shell.
 
 ``attach`` exits 0 on complete, 1 on failed and 2 when the key is unknown.
+``submit`` and ``attach`` exit 2 for a function that no installed app registers
+(after importing every app's ``tasks`` module), naming close matches; ``submit
+--unregistered`` sends it anyway (for a worker outside this project).
 """
 
 from __future__ import annotations
@@ -8,14 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+from django.utils.module_loading import autodiscover_modules
 
 from django_gearattach.attachment import attach
 from django_gearattach.conf import conf
-from django_gearattach.exceptions import GearattachError, JobNotFound
+from django_gearattach.exceptions import GearattachError, JobNotFound, UnknownTask
 from django_gearattach.gearman.connection import admin_command
 from django_gearattach.gearman.errors import GearmanError
 from django_gearattach.gearman.protocol import parse_status
@@ -23,6 +28,7 @@ from django_gearattach.housekeeping import parse_age, prunable, prune
 from django_gearattach.management.commands.gearworker import positive_int
 from django_gearattach.models import FINISHED, Job
 from django_gearattach.submission import submit
+from django_gearattach.tasks import registered_tasks, unknown_task_message
 
 
 def json_value(kind: type) -> Any:
@@ -36,6 +42,30 @@ def json_value(kind: type) -> Any:
         return value
 
     return parse
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be zero or more seconds")
+    return value
+
+
+def aware_datetime(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-12-01T09:00:00+01:00"
+        ) from None
+    if timezone.is_naive(value):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} has no time zone; add one, e.g. {text}+00:00 or {text}Z"
+        )
+    return value
 
 
 def age(text: str) -> timedelta:
@@ -57,13 +87,33 @@ class Command(BaseCommand):
         p.add_argument("--kwargs", dest="job_kwargs", type=json_value(dict), default={})
         p.add_argument("--priority", choices=["high", "normal", "low"])
         p.add_argument("--rerun", action="store_true", help="Run a finished key again.")
+        when = p.add_mutually_exclusive_group()
+        when.add_argument(
+            "--delay", type=seconds, metavar="SECONDS", help="Run it this many seconds from now."
+        )
+        when.add_argument(
+            "--at",
+            dest="run_at",
+            type=aware_datetime,
+            metavar="TIME",
+            help="Run it at this ISO 8601 time with a zone (a past time runs it now).",
+        )
+        p.add_argument(
+            "--unregistered",
+            action="store_true",
+            help="Submit a function that no installed app registers (a foreign worker's).",
+        )
         p = sub.add_parser("attach", help="Print one JSON line per event until the outcome.")
         p.add_argument("function")
         p.add_argument("key")
         p.add_argument("--timeout", type=float)
-        p = sub.add_parser("status", help="Print the job record as JSON.")
-        p.add_argument("function")
-        p.add_argument("key")
+        p = sub.add_parser(
+            "status",
+            help="Print the job record as JSON; with no arguments, the functions whose "
+            "waiting jobs no worker on any server can run.",
+        )
+        p.add_argument("function", nargs="?")
+        p.add_argument("key", nargs="?")
         sub.add_parser("servers", help="Print each server's health and queue as JSON lines.")
         p = sub.add_parser("prune", help="Delete old finished records, in batches.")
         p.add_argument("--older-than", required=True, type=age, metavar="AGE", help="e.g. 30d")
@@ -77,7 +127,7 @@ class Command(BaseCommand):
         action = options["action"]
         try:
             getattr(self, f"do_{action}")(options)
-        except JobNotFound as exc:
+        except (JobNotFound, UnknownTask) as exc:
             self.stderr.write(str(exc))
             sys.exit(2)
         except (GearattachError, GearmanError) as exc:
@@ -87,7 +137,17 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(value, default=str))
         self.stdout.flush()
 
+    def _check_registered(self, function: str) -> bool:
+        """Whether an installed app registers ``function`` (their tasks imported first)."""
+        autodiscover_modules("tasks")
+        return function in registered_tasks()
+
     def do_submit(self, options: dict[str, Any]) -> None:
+        if not options["unregistered"] and not self._check_registered(options["function"]):
+            raise UnknownTask(
+                f"{unknown_task_message(options['function'])} Nothing was submitted; "
+                "pass --unregistered to submit it for a worker outside this project."
+            )
         job = submit(
             options["function"],
             options["job_args"],
@@ -95,20 +155,53 @@ class Command(BaseCommand):
             key=options["key"],
             priority=options["priority"],
             rerun=options["rerun"],
+            run_at=options["run_at"],
+            delay=options["delay"],
         )
         self.stdout.write(job.key)
 
     def do_attach(self, options: dict[str, Any]) -> None:
+        function, key = options["function"], options["key"]
+        if (
+            not self._check_registered(function)
+            and not Job.objects.for_key(function, key).exists()
+        ):
+            raise UnknownTask(unknown_task_message(function))
         for event in attach(options["function"], options["key"], timeout=options["timeout"]):
             self._print(event.as_dict())
             if event.event == "failed":
                 sys.exit(1)
 
     def do_status(self, options: dict[str, Any]) -> None:
+        if options["function"] is None:
+            self._unserved()
+            return
+        if options["key"] is None:
+            raise CommandError("status needs a key after the function (or no arguments)")
         job = Job.objects.for_key(options["function"], options["key"]).first()
         if job is None:
             raise JobNotFound(options["function"], options["key"])
         self._print(job.as_dict())
+
+    def _unserved(self) -> None:
+        from django_gearattach.health import probe_all, unserved
+
+        healths = probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0))
+        flagged = unserved(healths)
+        self._print(
+            {
+                "servers": {h.address: h.reachable for h in healths},
+                "unserved": [
+                    {"function": u.function, "waiting": u.waiting, "servers": u.servers}
+                    for u in flagged
+                ],
+            }
+        )
+        for u in flagged:
+            self.stderr.write(
+                f"warning: {u.function}: {u.waiting} job(s) waiting and no worker on any "
+                "server registers it"
+            )
 
     def do_servers(self, options: dict[str, Any]) -> None:
         for address in conf.SERVERS:
