@@ -141,7 +141,9 @@ def run_demo(python: Path, sdist: Path, work: Path) -> None:
             [*manage, "submit", "example.slow", "--kwargs", '{"seconds": 0.2}'], cwd=site, env=env
         )
         events = run(
-            [*manage, "attach", "example.slow", key.strip(), "--timeout", "30"], cwd=site, env=env
+            [*manage, "attach", "example.slow", key.strip(), "--json", "--timeout", "30"],
+            cwd=site,
+            env=env,
         )
         last = json.loads(events.splitlines()[-1])
         if last.get("event") != "complete" or not re.match(r".+-\d+-", last["result"]["done"]):
