@@ -26,9 +26,15 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.celeryapp",  # Celery-style tasks (tests/test_celery_style.py)
 ]
-if django.VERSION >= (6, 0):
-    # Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py).
-    INSTALLED_APPS.append("tests.django6app")
+# Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py): the
+# framework is django.tasks on Django 6 and the django-tasks backport on Django 5.2.
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")
+INSTALLED_APPS.append("tests.tasksapp")
+# The metrics app connects signal receivers (two reads per job in workers): only the
+# gearworker processes of tests/test_metrics.py install it.
+if os.environ.get("GEARATTACH_TEST_METRICS"):
+    INSTALLED_APPS.append("django_gearattach.metrics")
 TASKS = {"default": {"BACKEND": "django_gearattach.tasks_backend.GearmanBackend"}}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -236,6 +236,7 @@ def worker_summary(
     processes: int,
     database: str,
     reload: bool,
+    metrics: str | None = None,
 ) -> Panel:
     """gearworker's start-up summary."""
     table = Table(show_header=False, box=None, padding=(0, 2, 0, 0))
@@ -252,4 +253,5 @@ def worker_summary(
     table.add_row("processes", str(processes))
     table.add_row("database", database)
     table.add_row("reload", "on: restarts when code changes" if reload else "off")
+    table.add_row("metrics", metrics or "off")
     return Panel(table, title=f"gearworker {version}, pid {pid}", title_align="left", expand=False)
