@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_MAX_AGE": 24 * 3600,
     # The longest ?timeout= (seconds) the long-poll endpoint accepts.
     "LONGPOLL_MAX_TIMEOUT": 60.0,
+    # Seconds between two refreshes of the admin dashboard's live charts (per process).
+    "DASHBOARD_REFRESH": 5.0,
 }
 
 
@@ -71,6 +73,10 @@ class Settings:
     @property
     def LONGPOLL_MAX_TIMEOUT(self) -> float:
         return float(self._get("LONGPOLL_MAX_TIMEOUT"))
+
+    @property
+    def DASHBOARD_REFRESH(self) -> float:
+        return float(self._get("DASHBOARD_REFRESH"))
 
     @property
     def IMMEDIATE(self) -> bool:

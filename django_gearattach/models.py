@@ -82,6 +82,8 @@ class Job(models.Model):
             models.Index(fields=["server", "status"], name="gearattach_server_status"),
             # Lookups by key alone: admin search, Celery's AsyncResult(id), get_result(id).
             models.Index(fields=["key"], name="gearattach_key"),
+            # The admin dashboard's periods: jobs finished in the last hour or day.
+            models.Index(fields=["finished_at"], name="gearattach_finished"),
         ]
         ordering = ["-created_at"]
 
