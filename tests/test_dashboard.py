@@ -20,7 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_gearattach.dashboard.live import get_feed
-from django_gearattach.dashboard.queries import snapshot
+from django_gearattach.dashboard.queries import MinuteCounts, snapshot
 from django_gearattach.models import Job, Status
 from tests.asgi import application
 
@@ -84,6 +84,20 @@ def test_the_numbers_of_the_last_hour_and_day(jobs):
         "complete": 2,
         "cancelled": 1,
     }
+
+
+def test_a_live_feed_reads_only_the_latest_minutes_and_counts_the_same(jobs):
+    minutes = MinuteCounts()
+    assert snapshot("hour", minutes=minutes).day == snapshot("hour").day
+    finished_job("late", "mail.send", Status.FAILED, ago=90, wait=1, run=1)  # within margin
+    finished_job("new", "mail.send", Status.COMPLETE, ago=0, wait=1, run=1)
+    read_from = minutes.until
+    assert read_from is not None
+    assert timezone.now() - read_from < timedelta(minutes=4)  # only the last minutes again
+    live = snapshot("hour", minutes=minutes)
+    assert live.hour == snapshot("hour").hour
+    assert live.day == snapshot("hour").day
+    assert sum(b.total for b in live.hour) == 106
 
 
 def test_a_bad_period_is_a_clear_error(admin_client):

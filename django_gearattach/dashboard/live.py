@@ -3,7 +3,8 @@
 Like the job widget's :mod:`~django_gearattach.hub`, each event loop has one
 :class:`Feed` per period, started by its first subscriber and stopped by its last.
 Every ``GEARATTACH["DASHBOARD_REFRESH"]`` seconds it reads the snapshot (three
-queries), asks gearmand for its queue, renders the panels once and hands the same
+queries; the day chart's counts only for the minutes since the last refresh), asks
+gearmand for its queue, renders the panels once and hands the same
 encoded message to every socket. So a hundred open dashboards cost what one does.
 
 :class:`DashboardConsumer` serves ``ws/gearattach/dashboard/?period=hour|day`` to
@@ -30,7 +31,7 @@ from django.utils import timezone
 
 from ..conf import conf
 from . import panels
-from .queries import PERIODS, snapshot
+from .queries import PERIODS, MinuteCounts, snapshot
 
 logger = logging.getLogger("django_gearattach.dashboard")
 
@@ -38,8 +39,8 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 
 
-def _snapshot_panels(period: str, health: Any) -> dict[str, str]:
-    return panels.render(snapshot(period), health, panels.changelist_url())
+def _snapshot_panels(period: str, health: Any, minutes: MinuteCounts) -> dict[str, str]:
+    return panels.render(snapshot(period, minutes=minutes), health, panels.changelist_url())
 
 
 class Feed:
@@ -51,6 +52,7 @@ class Feed:
         self.latest: str | None = None
         self.task: asyncio.Task[None] | None = None
         self.refreshes = 0
+        self.minutes = MinuteCounts()  # the day chart's past minutes, read once
 
     def subscribe(self, queue: asyncio.Queue[str]) -> None:
         self.subscribers.add(queue)
@@ -67,6 +69,7 @@ class Feed:
             self.task.cancel()
             self.task = None
             self.latest = None
+            self.minutes = MinuteCounts()
 
     async def _run(self) -> None:
         while True:
@@ -86,7 +89,7 @@ class Feed:
         """Read, render and encode the panels once."""
         # gearmand may take its timeout to answer: not on the database's thread.
         health = await sync_to_async(panels.servers, thread_sensitive=False)()
-        html = await database_sync_to_async(_snapshot_panels)(self.period, health)
+        html = await database_sync_to_async(_snapshot_panels)(self.period, health, self.minutes)
         self.refreshes += 1
         message = {
             "type": "dashboard",

@@ -163,13 +163,43 @@ def outcomes(since: datetime) -> dict[str, dict[str, int]]:
     return out
 
 
-def snapshot(period: str = "hour", now: datetime | None = None) -> Snapshot:
-    """Everything the dashboard shows for ``period`` ("hour" or "day")."""
+class MinuteCounts:
+    """The day's per-minute counts, kept between refreshes (a live feed's).
+
+    Minutes that have passed do not change, but for jobs committed late: each refresh
+    reads again only the last :attr:`MARGIN` and the minutes since the last refresh.
+    """
+
+    MARGIN = timedelta(minutes=3)
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[datetime, str], int] = {}
+        self.until: datetime | None = None
+
+    def refresh(self, now: datetime) -> dict[tuple[datetime, str], int]:
+        start = now - PERIODS["day"]
+        if self.until is not None and self.until > start:
+            start = self.until
+        first = start.replace(second=0, microsecond=0)  # whole minutes only
+        fresh = per_minute(first)
+        oldest = now - PERIODS["day"] - timedelta(minutes=1)
+        self.counts = {k: n for k, n in self.counts.items() if oldest <= k[0] < first} | fresh
+        self.until = now - self.MARGIN
+        return self.counts
+
+
+def snapshot(
+    period: str = "hour", now: datetime | None = None, minutes: MinuteCounts | None = None
+) -> Snapshot:
+    """Everything the dashboard shows for ``period`` ("hour" or "day").
+
+    ``minutes`` (a live feed's) saves reading the whole day's counts again.
+    """
     if period not in PERIODS:
         raise ValueError(f"period must be one of {', '.join(PERIODS)}, not {period!r}")
     now = now or timezone.now()
     since = now - PERIODS[period]
-    minutes = per_minute(now - PERIODS["day"])
+    day = minutes.refresh(now) if minutes is not None else per_minute(now - PERIODS["day"])
     stats = percentiles(since)
     for function, counts in outcomes(since).items():
         stats.setdefault(function, FunctionStats(function)).counts = counts
@@ -177,7 +207,7 @@ def snapshot(period: str = "hour", now: datetime | None = None) -> Snapshot:
         period=period,
         now=now,
         since=since,
-        hour=buckets(minutes, now, timedelta(minutes=1), 60),
-        day=buckets(minutes, now, timedelta(minutes=15), 96),
+        hour=buckets(day, now, timedelta(minutes=1), 60),
+        day=buckets(day, now, timedelta(minutes=15), 96),
         functions=sorted(stats.values(), key=lambda f: f.function),
     )
