@@ -479,7 +479,9 @@ class JobAdmin(_ModelAdmin):
             self.admin_site.admin_view(self.servers_view),
             name="{}_{}_servers".format(*info),
         )
-        return [servers, *super().get_urls()]
+        from .dashboard.views import urls as dashboard_urls
+
+        return [servers, *dashboard_urls(self), *super().get_urls()]
 
     def servers_view(self, request: HttpRequest) -> TemplateResponse:
         """Each configured gearmand: reachable or not, version, per-function queues."""

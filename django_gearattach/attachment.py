@@ -29,6 +29,7 @@ from typing import Any, Literal
 from asgiref.sync import sync_to_async
 
 from . import records
+from .attach_timing import atimed, timed
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
@@ -164,6 +165,7 @@ def _target(
     return function_name(job), key, check_key(key), None
 
 
+@timed
 def attach(
     job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
 ) -> Iterator[JobEvent]:
@@ -260,6 +262,7 @@ def _revive_sync(record: Job, function: str, unique: bytes) -> None:
             continue
 
 
+@atimed
 async def aattach(
     job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
 ) -> AsyncIterator[JobEvent]:

@@ -37,6 +37,8 @@ DEFAULTS: dict[str, Any] = {
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
+    # Seconds between two refreshes of the admin dashboard's live charts (per process).
+    "DASHBOARD_REFRESH": 5.0,
 }
 
 
@@ -96,6 +98,10 @@ class Settings:
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:
         return int(self._get("OFFLOAD_QUEUE_LIMIT"))
+
+    @property
+    def DASHBOARD_REFRESH(self) -> float:
+        return float(self._get("DASHBOARD_REFRESH"))
 
     @property
     def IMMEDIATE(self) -> bool:

@@ -114,6 +114,8 @@ class Job(models.Model):
             models.Index(fields=["key"], name="gearattach_key"),
             # Scheduled jobs by time: the admin filter and the recovery sweep.
             models.Index(fields=["status", "scheduled_for"], name="gearattach_status_scheduled"),
+            # The admin dashboard's periods: jobs finished in the last hour or day.
+            models.Index(fields=["finished_at"], name="gearattach_finished"),
         ]
         ordering = ["-created_at"]
 

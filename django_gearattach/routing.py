@@ -25,10 +25,17 @@ from typing import Any
 from django.urls import path
 
 from .consumers import JobConsumer
+from .dashboard.live import DashboardConsumer
 
 #: The path the widget connects to (below the site's script prefix).
 WEBSOCKET_PATH = "ws/gearattach/"
 
 websocket_urlpatterns: list[Any] = [
+    # The admin dashboard's live panels (before the token route, which would match it).
+    path(
+        f"{WEBSOCKET_PATH}dashboard/",
+        DashboardConsumer.as_asgi(),
+        name="gearattach-dashboard-websocket",
+    ),
     path(f"{WEBSOCKET_PATH}<str:token>/", JobConsumer.as_asgi(), name="gearattach-websocket"),
 ]

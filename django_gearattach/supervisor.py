@@ -1,6 +1,9 @@
 """Runs the worker loop in N processes, restarts those that die, stops them gracefully.
 
-SIGTERM or SIGINT asks every worker to finish its current job and exit.
+SIGTERM or SIGINT asks every worker to finish its current job and exit. With
+``reload`` (``gearworker --reload``, for development) the supervisor also watches the
+code and, when a file changes, stops the workers gracefully and starts anew
+(:mod:`~django_gearattach.reloader`).
 """
 
 from __future__ import annotations
@@ -18,24 +21,34 @@ from typing import Any
 from django.db import connections
 
 from .gearman.routing import Address
+from .reloader import CodeWatcher, restart
 from .tasks import Task
 from .worker import Worker
 
 logger = logging.getLogger("django_gearattach.worker")
 
 RESPAWN_DELAY = 0.5
+#: Seconds between two looks at the code's modification times (``reload``).
+RELOAD_INTERVAL = 1.0
 PR_SET_PDEATHSIG = 1
 
 
 class Supervisor:
     def __init__(
-        self, tasks: Iterable[Task[Any, Any]], servers: list[Address], concurrency: int = 1
+        self,
+        tasks: Iterable[Task[Any, Any]],
+        servers: list[Address],
+        concurrency: int = 1,
+        *,
+        reload: bool = False,
     ) -> None:
         self.tasks = list(tasks)
         self.servers = servers
         self.concurrency = concurrency
+        self.reload = reload
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
+        self.reloading = False
 
     def run(self) -> None:
         names = ", ".join(sorted(t.name for t in self.tasks))
@@ -46,10 +59,13 @@ class Supervisor:
             ", ".join(map(str, self.servers)),
             names,
         )
-        if self.concurrency == 1:
+        if self.concurrency == 1 and not self.reload:
             self._run_inline()
         else:
             self._run_children()
+        if self.reloading and not self.stopping:
+            logger.info("gearworker pid %s: starting again with the changed code", os.getpid())
+            restart()
         logger.info("gearworker pid %s stopped", os.getpid())
 
     def _run_inline(self) -> None:
@@ -82,31 +98,55 @@ class Supervisor:
     def _run_children(self) -> None:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             self.stopping = True
-            for pid in list(self.children):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
+            self._stop_children()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        watcher = CodeWatcher() if self.reload else None
         for slot in range(self.concurrency):
             self._spawn(slot)
         while self.children:
             try:
-                pid, status = os.wait()
+                pid, status = self._wait(watcher)
             except ChildProcessError:
                 break
             except InterruptedError:
                 continue
+            if pid == 0:  # a look at the code is due
+                assert watcher is not None
+                changed = watcher.changed()
+                if changed is not None and not (self.stopping or self.reloading):
+                    logger.info("%s changed: stopping the worker processes to reload", changed)
+                    self.reloading = True
+                    self._stop_children()
+                continue
             if pid not in self.children:
                 continue
             slot = self.children.pop(pid)
-            if not self.stopping:
+            if not (self.stopping or self.reloading):
                 logger.warning(
                     "worker process %s exited (status %s); starting another", pid, status
                 )
                 time.sleep(RESPAWN_DELAY)
-                if not self.stopping:  # a SIGTERM may have come during the pause
+                if not (self.stopping or self.reloading):  # a signal may have come meanwhile
                     self._spawn(slot)
+
+    def _wait(self, watcher: CodeWatcher | None) -> tuple[int, int]:
+        """The next child to exit; (0, 0) when the code is due another look."""
+        if watcher is None or self.reloading:
+            return os.wait()
+        deadline = time.monotonic() + RELOAD_INTERVAL
+        while True:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid or time.monotonic() >= deadline:
+                return pid, status
+            time.sleep(0.05)
+
+    def _stop_children(self) -> None:
+        """SIGTERM every worker process: each finishes its current job, then exits."""
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
 
 
 def _die_with_parent() -> None:

@@ -1,4 +1,7 @@
-"""A Django Tasks backend (Django 6+) that runs ``@task`` functions as Gearman jobs.
+"""A Django Tasks backend that runs ``@task`` functions as Gearman jobs.
+
+It works with ``django.tasks`` on Django 6 and with the ``django-tasks`` backport
+(``from django_tasks import task``) on Django 5.2 LTS.
 
 .. code-block:: python
 
@@ -25,15 +28,6 @@ that order.
 
 from __future__ import annotations
 
-import django
-
-if django.VERSION < (6, 0):  # pragma: no cover - exercised on the Django 5.2 leg
-    raise ImportError(
-        "django_gearattach.tasks_backend needs Django 6.0 or newer (the django.tasks "
-        f"framework); this is Django {django.get_version()}. Upgrade Django, or use "
-        "django_gearattach's own @task and submit(), which work on Django 5.2."
-    )
-
 import functools
 import re
 from collections.abc import Mapping, Sequence
@@ -41,10 +35,6 @@ from traceback import format_exception
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
-from django.tasks.backends.base import BaseTaskBackend
-from django.tasks.base import Task, TaskContext, TaskError, TaskResult, TaskResultStatus
-from django.tasks.exceptions import TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
@@ -52,6 +42,18 @@ from .conf import conf
 from .payload import new_key, to_json_value
 from .tasks import JobContext, registered_tasks
 from .tasks import task as register_task
+from .tasks_compat import (
+    BaseTaskBackend,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
 
 if TYPE_CHECKING:
     from .models import Job

@@ -18,8 +18,6 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qsl
 
 INSTALL_HINT = (
     "gearmand was not found. Install it with "
@@ -39,19 +37,6 @@ def find_gearmand() -> str:
         if path and os.access(path, os.X_OK):
             return path
     raise GearmandNotFound(INSTALL_HINT)
-
-
-def database_options(query: str) -> dict[str, Any]:
-    """A URL query (``server_side_binding=true&prepare_threshold=5``) as database OPTIONS.
-
-    For the settings of test suites and of the benchmark: numbers become ints,
-    ``true``/``false`` booleans, anything else stays a string.
-    """
-    words: dict[str, Any] = {"true": True, "false": False}
-    return {
-        name: int(value) if value.isdigit() else words.get(value.lower(), value)
-        for name, value in parse_qsl(query)
-    }
 
 
 def free_port() -> int:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent
@@ -53,34 +53,28 @@ def sqlite_database(path: Path | str) -> dict[str, Any]:
 
 
 def database_from_url(url: str) -> dict[str, Any]:
-    """A ``DATABASES`` entry from a URL, without a dj-database-url dependency."""
+    """A ``DATABASES`` entry from ``DATABASE_URL``, read by dj-database-url.
+
+    Query parameters become ``OPTIONS`` with their types (``?sslmode=require``,
+    ``?server_side_binding=true&prepare_threshold=5``: a bool and an int).
+    """
     if not url:
         return sqlite_database(BASE_DIR / "db.sqlite3")
-    parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        # sqlite:///relative/path or sqlite:////absolute/path, as dj-database-url reads them.
-        path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if not path or path == ":memory:":
+    try:
+        database: dict[str, Any] = dict(dj_database_url.parse(url))
+    except ValueError as exc:  # an unknown scheme or a malformed URL
+        raise ImproperlyConfigured(
+            f"DATABASE_URL: {exc} Use postgres://user:password@host:port/name, "
+            "sqlite:////absolute/path, or leave it unset for the default SQLite file."
+        ) from None
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        if database["NAME"] in ("", ":memory:"):
             raise ImproperlyConfigured(
                 f"DATABASE_URL={url!r}: give SQLite a file (the workers share it), "
                 "e.g. sqlite:////tmp/demo.sqlite3"
             )
-        return sqlite_database(path)
-    if parts.scheme in {"postgres", "postgresql", "pgsql"}:
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": unquote(parts.hostname or ""),
-            "PORT": str(parts.port or ""),
-            # Query parameters (sslmode=require, ...) are libpq connection options.
-            "OPTIONS": dict(parse_qsl(parts.query)),
-        }
-    raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {parts.scheme!r} is not supported: use postgres://user:password"
-        "@host:port/name, sqlite:///path, or leave it unset for the default SQLite file"
-    )
+        return sqlite_database(database["NAME"])
+    return database
 
 
 DEBUG = env_bool("DJANGO_DEBUG", True)

@@ -53,7 +53,7 @@ def postgres_answers(url: str) -> bool:
 
 def main() -> int:
     strict = os.environ.get("CI") == "true" or os.environ.get("GEARATTACH_STRICT") == "1"
-    envs = ["lint", "django52-sqlite"]
+    envs = ["lint", "package", "django52-sqlite"]
     missing = []
     env = dict(os.environ)
     if postgres_answers(PG_URL):

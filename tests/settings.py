@@ -3,11 +3,10 @@
 import os
 import tempfile
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
+import dj_database_url
 import django
-
-from django_gearattach.testing import database_options
 
 BASE_DIR = Path(__file__).resolve().parent
 SECRET_KEY = "tests-only-not-secret"
@@ -27,9 +26,15 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.celeryapp",  # Celery-style tasks (tests/test_celery_style.py)
 ]
-if django.VERSION >= (6, 0):
-    # Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py).
-    INSTALLED_APPS.append("tests.django6app")
+# Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py): the
+# framework is django.tasks on Django 6 and the django-tasks backport on Django 5.2.
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")
+INSTALLED_APPS.append("tests.tasksapp")
+# The metrics app connects signal receivers (two reads per job in workers): only the
+# gearworker processes of tests/test_metrics.py install it.
+if os.environ.get("GEARATTACH_TEST_METRICS"):
+    INSTALLED_APPS.append("django_gearattach.metrics")
 TASKS = {"default": {"BACKEND": "django_gearattach.tasks_backend.GearmanBackend"}}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -61,7 +66,8 @@ ASGI_APPLICATION = "tests.asgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
+def database_from_url(url: str, default_test_name: str) -> dict[str, Any]:
+    """``DATABASE_URL`` read by dj-database-url; SQLite (a file) when it is empty."""
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
@@ -74,20 +80,17 @@ def database_from_url(url: str, default_test_name: str) -> dict[str, object]:
                 "timeout": 30,
             },
         }
-    parsed = urlparse(url)
-    if parsed.scheme not in ("postgres", "postgresql"):
+    # One PostgreSQL leg runs with the options docs/deployment.rst recommends for
+    # throughput (server-side binding, prepared statements), the other with Django's:
+    # GEARATTACH_PG_OPTIONS is a URL query, which dj-database-url turns into OPTIONS
+    # ("true" a bool, "5" an int).
+    extra = os.environ.get("GEARATTACH_PG_OPTIONS", "")
+    if extra:
+        url += ("&" if "?" in url else "?") + extra
+    database: dict[str, Any] = dict(dj_database_url.parse(url))
+    if database["ENGINE"] != "django.db.backends.postgresql":
         raise ValueError(f"DATABASE_URL {url!r}: only postgres:// and SQLite are supported")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parsed.path.lstrip("/") or "test",
-        "USER": parsed.username or "postgres",
-        "PASSWORD": parsed.password or "",
-        "HOST": parsed.hostname or "127.0.0.1",
-        "PORT": parsed.port or 5432,
-        # One PostgreSQL leg runs with the options docs/deployment.rst recommends for
-        # throughput (server-side binding, prepared statements), the other with Django's.
-        "OPTIONS": database_options(os.environ.get("GEARATTACH_PG_OPTIONS", "")),
-    }
+    return database
 
 
 DATABASES = {

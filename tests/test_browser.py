@@ -40,10 +40,17 @@ INSTALL_HINT = (
 
 
 class Site:
-    def __init__(self, url: str, database: Path, worker_log: Path) -> None:
+    def __init__(self, url: str, database: Path, worker_log: Path, env: dict[str, str]) -> None:
         self.url = url
         self.database = database
         self.worker_log = worker_log
+        self.env = env
+
+    def manage(self, *args: str) -> str:
+        cmd = [sys.executable, str(ROOT / "example_project" / "manage.py"), *args]
+        return subprocess.run(
+            cmd, env=self.env, cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout
 
     def jobs(self, function: str) -> list[tuple[str, str, int]]:
         with sqlite3.connect(self.database) as db:
@@ -70,6 +77,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         }
         manage = [sys.executable, str(ROOT / "example_project" / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+        subprocess.run(
+            [*manage, "createsuperuser", "--noinput", "--username=operator", "--email=o@x.org"],
+            env={**env, "DJANGO_SUPERUSER_PASSWORD": "operator"},
+            cwd=ROOT,
+            check=True,
+        )
         worker_log = tmp / "worker.log"
         port = free_port()
         with open(worker_log, "wb") as log, open(tmp / "server.log", "wb") as server_log:
@@ -90,7 +103,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             try:
                 wait_for_port(port, timeout=30, process=server)
                 wait_for_workers(gearmand.address, "gearattach.offload", 2)
-                yield Site(f"http://127.0.0.1:{port}", database, worker_log)
+                yield Site(f"http://127.0.0.1:{port}", database, worker_log, env)
             finally:
                 for process in (server, worker):
                     process.terminate()
@@ -288,4 +301,39 @@ def test_widget_retries_with_backoff_then_falls_back_to_sse(site: Site, browser:
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.2  # backoff (0.5 s, then 1 s, each with jitter down to half)
     assert gaps[1] >= 0.45
+    context.close()
+
+
+def test_the_admin_dashboard_draws_charts_and_updates_live(site: Site, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{site.url}/admin/login/?next=/admin/django_gearattach/job/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "operator")
+    page.click("input[type=submit]")
+    page.get_by_role("link", name="Dashboard").click()  # linked from the job list
+    page.wait_for_selector("svg#gearattach-hour")
+    assert page.locator("svg#gearattach-day").count() == 1
+    assert page.locator("svg#gearattach-hour").get_attribute("role") == "img"
+    # The websocket delivers the first refresh; mark the page to prove no reload follows.
+    page.wait_for_selector("[data-gearattach-dashboard][data-state=ws]", timeout=20_000)
+    page.evaluate("window.gearattachMarker = 'same page'")
+    before = int(page.locator("svg#gearattach-hour").get_attribute("data-total") or "0")
+
+    key = site.manage(
+        "gearattach", "submit", "example.slow", "--kwargs", '{"seconds": 0.2, "steps": 2}'
+    ).strip()
+    page.wait_for_function(
+        "n => +document.querySelector('svg#gearattach-hour').dataset.total > n",
+        arg=before,
+        timeout=30_000,
+    )
+    assert page.evaluate("window.gearattachMarker") == "same page"
+    assert page.locator('[data-panel=latency] tr[data-function="example.slow"]').count() == 1
+    bars = page.locator("svg#gearattach-hour rect[data-outcome=complete]")
+    assert bars.count() >= 1
+    servers = page.locator("[data-panel=servers] tr[data-function='example.slow'] td")
+    assert servers.nth(3).inner_text() == "2"  # the two demo workers, from gearmand
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert any(k == key for k, _, _ in site.jobs("example.slow"))
     context.close()

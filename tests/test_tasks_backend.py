@@ -1,4 +1,4 @@
-"""The Django Tasks backend (Django 6+), and its refusal to load on Django 5.2."""
+"""The Django Tasks backend: django.tasks on Django 6, the django-tasks backport on 5.2."""
 
 from __future__ import annotations
 
@@ -10,38 +10,48 @@ import django
 import pytest
 
 from django_gearattach.models import Job, Status
+from django_gearattach.tasks_backend import GearmanBackend
+from django_gearattach.tasks_compat import (
+    SOURCE,
+    InvalidTask,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+    TaskResultStatus,
+    default_task_backend,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
+from tests.tasksapp import tasks as dtasks
 
 from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_until
 
-needs_django6 = pytest.mark.skipif(
-    django.VERSION < (6, 0),
-    reason=f"needs Django 6 (django.tasks); this leg runs Django {django.get_version()}",
-)
 needs_django52 = pytest.mark.skipif(
     django.VERSION >= (6, 0),
-    reason=f"checks the behaviour on Django 5.2; this leg runs Django {django.get_version()}",
+    reason=f"checks the backport on Django 5.2; this leg runs Django {django.get_version()}",
 )
 
 
 @needs_django52
-def test_on_django_52_the_module_says_it_needs_django_6(monkeypatch):
-    monkeypatch.delitem(sys.modules, "django_gearattach.tasks_backend", raising=False)
+def test_on_django_52_without_the_backport_the_module_says_what_to_install(monkeypatch):
+    for name in ("django_gearattach.tasks_backend", "django_gearattach.tasks_compat"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "django_tasks", None)  # as if not installed
     with pytest.raises(ImportError) as caught:
         importlib.import_module("django_gearattach.tasks_backend")
     message = str(caught.value)
-    assert "needs Django 6.0 or newer" in message
     assert f"this is Django {django.get_version()}" in message
+    assert "pip install django-tasks" in message
     assert "django_gearattach's own @task and submit()" in message
 
 
-if django.VERSION >= (6, 0):
-    from django.tasks import TaskResultStatus, default_task_backend, task_backends
-    from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
-    from django.tasks.signals import task_enqueued, task_finished, task_started
+def test_the_framework_is_djangos_own_on_6_and_the_backport_on_52():
+    expected = "django.tasks" if django.VERSION >= (6, 0) else "django_tasks"
+    assert expected == SOURCE
+    assert type(dtasks.add).__module__.startswith(expected)
 
-    from django_gearattach.tasks_backend import GearmanBackend
-    from tests.django6app import tasks as dtasks
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +64,6 @@ def finished(result_id: str, timeout: float = 20.0):
     return wait_until(check, timeout, f"task result {result_id} to finish")
 
 
-@needs_django6
 def test_the_backend_and_its_capabilities():
     backend = task_backends["default"]
     assert isinstance(backend, GearmanBackend)
@@ -64,7 +73,6 @@ def test_the_backend_and_its_capabilities():
     assert backend.supports_defer
 
 
-@needs_django6
 def test_run_after_schedules_the_job(gearmand, worker):
     from datetime import datetime, timedelta
 
@@ -82,13 +90,12 @@ def test_run_after_schedules_the_job(gearmand, worker):
     assert done.started_at >= run_after.replace(microsecond=0)
 
 
-@needs_django6
 def test_gearworker_runs_an_enqueued_task(gearmand, worker):
     result = dtasks.add.enqueue(2, 3)
     assert result.status == TaskResultStatus.READY
     assert (result.args, result.kwargs) == ([2, 3], {})
     record = Job.objects.get(key=result.id)
-    assert record.function == "tests.django6app.tasks.add"
+    assert record.function == "tests.tasksapp.tasks.add"
     done = finished(result.id)
     assert done.status == TaskResultStatus.SUCCESSFUL
     assert done.return_value == 5
@@ -103,7 +110,6 @@ def test_gearworker_runs_an_enqueued_task(gearmand, worker):
     assert result.return_value == 5
 
 
-@needs_django6
 def test_a_failure_carries_the_exception_class_and_traceback(gearmand, worker):
     result = dtasks.charge.enqueue(12)
     done = finished(result.id)
@@ -115,7 +121,6 @@ def test_a_failure_carries_the_exception_class_and_traceback(gearmand, worker):
         _ = done.return_value
 
 
-@needs_django6
 def test_context_async_tasks_and_priorities(gearmand, worker):
     with_context = dtasks.with_context.enqueue()
     doubled = dtasks.async_double.enqueue(21)
@@ -131,7 +136,6 @@ def test_context_async_tasks_and_priorities(gearmand, worker):
     assert priorities[doubled.id] == "normal"
 
 
-@needs_django6
 def test_unknown_and_foreign_ids_do_not_exist(gearmand):
     backend = task_backends["default"]
     with pytest.raises(TaskResultDoesNotExist):
@@ -146,7 +150,6 @@ def test_unknown_and_foreign_ids_do_not_exist(gearmand):
         dtasks.add.get_result(result.id)
 
 
-@needs_django6
 @pytest.mark.usefixtures("closes_thread_connections")
 async def test_aenqueue_and_aget_result(gearmand, worker):
     result = await dtasks.add.aenqueue(20, 22)
@@ -191,7 +194,6 @@ def signals_seen():
         signal.disconnect(handler)
 
 
-@needs_django6
 def test_signals_in_immediate_mode(settings, signals_seen):
     settings.GEARATTACH = {**settings.GEARATTACH, "IMMEDIATE": True}
     result = dtasks.add.enqueue(1, 2)
@@ -208,7 +210,6 @@ def test_signals_in_immediate_mode(settings, signals_seen):
     assert Job.objects.get(key=failed.id).status == Status.FAILED
 
 
-@needs_django6
 def test_signals_from_a_real_worker(gearmand, signals_seen):
     from .test_signals import thread_worker
 

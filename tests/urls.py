@@ -1,11 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from django_gearattach.metrics.views import metrics
+
 from .testapp import views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("gearattach/", include("django_gearattach.urls")),
+    path("metrics/", metrics, name="metrics"),
     path("offload/sync/", views.sync_report, name="sync-report"),
     path("offload/async/", views.async_report, name="async-report"),
     path("offload/keyed/", views.keyed_report, name="keyed-report"),

@@ -81,6 +81,11 @@ def main() -> int:
         "--server", choices=["uvicorn", "daphne"], default="uvicorn", help="ASGI server (--fanout)"
     )
     args = parser.parse_args()
+    import importlib.util
+
+    if importlib.util.find_spec("dj_database_url") is None:
+        print("the benchmark needs dj-database-url: pip install -e '.[test]'", file=sys.stderr)
+        return 2
     if args.fanout:
         return _fanout(args.sockets, args.fanout_jobs, args.server)
 
@@ -94,7 +99,7 @@ def main() -> int:
         rows.append(("raw gearmand floor (our codec, no database)", floor, ""))
         with tempfile.TemporaryDirectory() as tmp:
             result = _e2e(
-                f"sqlite:{tmp}/bench.sqlite3",
+                f"sqlite:///{tmp}/bench.sqlite3",
                 gearmand.address,
                 args.jobs,
                 args.window,

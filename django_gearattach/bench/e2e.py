@@ -16,13 +16,12 @@ import sys
 import tempfile
 import time
 from typing import Any
-from urllib.parse import urlparse
 
 import django
 from django.conf import settings
 
 from ..tasks import task
-from ..testing import database_options, wait_for_workers
+from ..testing import wait_for_workers
 
 FUNCTION = "gearattach.bench.noop"
 QUERIES = {"count": 0}
@@ -34,28 +33,18 @@ def noop() -> None:
 
 
 def database(url: str) -> dict[str, Any]:
-    if url.startswith("sqlite:"):
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": url.removeprefix("sqlite:"),
-            "OPTIONS": {
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 30,
-            },
+    """``sqlite:////path`` or ``postgres://...?server_side_binding=true&...``, read by
+    dj-database-url (query parameters become typed OPTIONS)."""
+    import dj_database_url
+
+    settings: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=None))
+    if settings["ENGINE"] == "django.db.backends.sqlite3":
+        settings["OPTIONS"] = {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
         }
-    parsed = urlparse(url)
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parsed.path.lstrip("/"),
-        "USER": parsed.username or "postgres",
-        "PASSWORD": parsed.password or "",
-        "HOST": parsed.hostname or "127.0.0.1",
-        "PORT": parsed.port or 5432,
-        "CONN_MAX_AGE": None,
-        # ?server_side_binding=true&prepare_threshold=5: prepared statements
-        "OPTIONS": database_options(parsed.query),
-    }
+    return settings
 
 
 def configure(url: str, server: str) -> None:

@@ -104,6 +104,33 @@ def populate(address: str) -> None:
             started_at=started if status != Status.CANCELLED else None,
             finished_at=started + ran if status not in (Status.RUNNING,) else None,
         )
+    # A day of finished jobs for the dashboard's charts: busier in the last hours.
+    rows = []
+    for i in range(3000):
+        ago = timedelta(seconds=(i**1.35) % 86400)
+        function = functions[i % len(functions)]
+        slow = {"reports.build": 30, "exports.csv": 8, "images.thumbnail": 0.6}.get(function, 2)
+        ran = timedelta(seconds=rng.lognormvariate(0, 0.6) * slow)
+        waited = timedelta(seconds=rng.lognormvariate(-1, 1.2))
+        status = rng.choices(
+            [Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED],
+            [90, 6 if function == "billing.invoice" else 2, 1, 1],
+        )[0]
+        finished = now - ago
+        rows.append(
+            Job(
+                function=function,
+                key=f"day-{i}",
+                status=status,
+                arguments={"args": [i], "kwargs": {}},
+                server=address,
+                attempts=1,
+                created_at=finished - ran - waited,
+                started_at=finished - ran,
+                finished_at=finished,
+            )
+        )
+    Job.objects.bulk_create(rows)
     # A few real queued jobs, so that the servers page has a queue to show.
     for i in range(3):
         submit("tests.add", [i, i])
@@ -125,9 +152,12 @@ def shoot(base: str) -> None:
         page.click("#toggle-nav-sidebar")  # the list needs the width
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(OUT / "admin-jobs.png"), full_page=False)
-        page.click("a.viewlink")
+        page.get_by_role("link", name="Gearman servers").click()
         page.wait_for_selector(".gearattach-server")
         page.screenshot(path=str(OUT / "admin-servers.png"), full_page=True)
+        page.goto(f"{base}/admin/django_gearattach/job/dashboard/")
+        page.wait_for_selector("svg#gearattach-hour")
+        page.screenshot(path=str(OUT / "admin-dashboard.png"), full_page=True)
         page.goto(f"{base}/admin/django_gearattach/job/?status__exact=failed")
         page.click("#result_list tbody tr th a")
         page.wait_for_selector(".gearattach-pre")

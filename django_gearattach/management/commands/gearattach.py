@@ -1,5 +1,9 @@
 """``manage.py gearattach``: submit, attach to and inspect jobs from the shell.
 
+On a terminal ``attach`` shows a progress bar and the outcome as a block, and
+``status`` and ``servers`` print tables; piped, or with ``--json``, they print JSON
+(one line per event for ``attach``, one per server for ``servers``).
+
 ``attach`` exits 0 on complete, 1 on failed and 2 when the key is unknown.
 ``submit`` and ``attach`` exit 2 for a function that no installed app registers
 (after importing every app's ``tasks`` module), naming close matches; ``submit
@@ -17,14 +21,15 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
+from rich.console import Console
 
 from django_gearattach.attachment import attach
 from django_gearattach.conf import conf
 from django_gearattach.exceptions import GearattachError, JobNotFound, UnknownTask
-from django_gearattach.gearman.connection import admin_command
 from django_gearattach.gearman.errors import GearmanError
-from django_gearattach.gearman.protocol import parse_status
+from django_gearattach.health import probe_all
 from django_gearattach.housekeeping import parse_age, prunable, prune
+from django_gearattach.management import display
 from django_gearattach.management.commands.gearworker import positive_int
 from django_gearattach.models import FINISHED, Job
 from django_gearattach.submission import submit
@@ -103,18 +108,24 @@ class Command(BaseCommand):
             action="store_true",
             help="Submit a function that no installed app registers (a foreign worker's).",
         )
-        p = sub.add_parser("attach", help="Print one JSON line per event until the outcome.")
+        json_help = "Print JSON (the default when the output is not a terminal)."
+        p = sub.add_parser(
+            "attach", help="Follow the job until its outcome: a progress bar, or JSON lines."
+        )
         p.add_argument("function")
         p.add_argument("key")
         p.add_argument("--timeout", type=float)
+        p.add_argument("--json", action="store_true", help=json_help)
         p = sub.add_parser(
             "status",
-            help="Print the job record as JSON; with no arguments, the functions whose "
-            "waiting jobs no worker on any server can run.",
+            help="Show the job record (a table, or JSON); with no arguments, the functions "
+            "whose waiting jobs no worker on any server can run.",
         )
         p.add_argument("function", nargs="?")
         p.add_argument("key", nargs="?")
-        sub.add_parser("servers", help="Print each server's health and queue as JSON lines.")
+        p.add_argument("--json", action="store_true", help=json_help)
+        p = sub.add_parser("servers", help="Show each server's health and queue.")
+        p.add_argument("--json", action="store_true", help=json_help)
         p = sub.add_parser("prune", help="Delete old finished records, in batches.")
         p.add_argument("--older-than", required=True, type=age, metavar="AGE", help="e.g. 30d")
         p.add_argument(
@@ -136,6 +147,14 @@ class Command(BaseCommand):
     def _print(self, value: Any) -> None:
         self.stdout.write(json.dumps(value, default=str))
         self.stdout.flush()
+
+    def _human(self, options: dict[str, Any]) -> bool:
+        """Whether to print for a person: a terminal, and no ``--json``."""
+        return not options.get("json") and self.stdout.isatty()
+
+    def _console(self, options: dict[str, Any]) -> Console:
+        stream: Any = self.stdout._out  # the real stream: OutputWrapper adds line endings
+        return display.console_for(stream, no_color=options.get("no_color", False))
 
     def _check_registered(self, function: str) -> bool:
         """Whether an installed app registers ``function`` (their tasks imported first)."""
@@ -167,10 +186,26 @@ class Command(BaseCommand):
             and not Job.objects.for_key(function, key).exists()
         ):
             raise UnknownTask(unknown_task_message(function))
-        for event in attach(options["function"], options["key"], timeout=options["timeout"]):
-            self._print(event.as_dict())
-            if event.event == "failed":
-                sys.exit(1)
+        if not self._human(options):
+            for event in attach(function, key, timeout=options["timeout"]):
+                self._print(event.as_dict())
+                if event.event == "failed":
+                    sys.exit(1)
+            return
+        record = Job.objects.for_key(function, key).first()
+        view = display.AttachDisplay(self._console(options), function, key)
+        if record is not None:  # saves attach() reading it again
+            events = attach(record, timeout=options["timeout"])
+        else:  # perhaps a job another Gearman client submitted
+            events = attach(function, key, timeout=options["timeout"])
+        last = None
+        with view.running(record.status if record is not None else "waiting"):
+            for last in events:
+                view.show(last)
+        assert last is not None
+        view.outcome(last)
+        if last.event == "failed":
+            sys.exit(1)
 
     def do_status(self, options: dict[str, Any]) -> None:
         if options["function"] is None:
@@ -181,10 +216,13 @@ class Command(BaseCommand):
         job = Job.objects.for_key(options["function"], options["key"]).first()
         if job is None:
             raise JobNotFound(options["function"], options["key"])
-        self._print(job.as_dict())
+        if self._human(options):
+            self._console(options).print(display.job_table(job))
+        else:
+            self._print(job.as_dict())
 
     def _unserved(self) -> None:
-        from django_gearattach.health import probe_all, unserved
+        from django_gearattach.health import unserved
 
         healths = probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0))
         flagged = unserved(healths)
@@ -204,22 +242,25 @@ class Command(BaseCommand):
             )
 
     def do_servers(self, options: dict[str, Any]) -> None:
-        for address in conf.SERVERS:
-            report: dict[str, Any] = {"server": str(address)}
-            try:
-                report["version"] = admin_command(address, "version")[0].removeprefix("OK ")
+        servers = probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 5.0))
+        if self._human(options):
+            self._console(options).print(display.servers_table(servers))
+            return
+        for server in servers:
+            report: dict[str, Any] = {"server": server.address, "reachable": server.reachable}
+            if server.reachable:
+                report["version"] = server.version
                 report["functions"] = [
                     {
                         "function": f.function,
-                        "queued": f.queued,
+                        "queued": f.total,
                         "running": f.running,
                         "workers": f.workers,
                     }
-                    for f in parse_status(admin_command(address, "status"))
+                    for f in server.functions
                 ]
-                report["reachable"] = True
-            except GearmanError as exc:
-                report.update(reachable=False, error=str(exc))
+            else:
+                report["error"] = server.error
             self._print(report)
 
     def do_prune(self, options: dict[str, Any]) -> None:

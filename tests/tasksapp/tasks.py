@@ -1,9 +1,15 @@
-"""Django Tasks (Django 6+) run by the Gearman backend; installed only on Django 6."""
+"""Django Tasks run by the Gearman backend, imported as the docs of each framework write it:
+``django.tasks`` on Django 6, the ``django-tasks`` backport on Django 5.2."""
 
 import time
 from pathlib import Path
 
-from django.tasks import task
+import django
+
+if django.VERSION >= (6, 0):
+    from django.tasks import task
+else:
+    from django_tasks import task  # type: ignore[no-redef]
 
 
 class BillingError(Exception):
