@@ -62,6 +62,12 @@ class Job(models.Model):
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    exception_module = models.CharField(
+        max_length=255, blank=True, help_text="The module of the exception the task raised."
+    )
+    exception_qualname = models.CharField(
+        max_length=255, blank=True, help_text="Its qualified name (Widget.DoesNotExist)."
+    )
     server = models.CharField(max_length=255, blank=True, help_text="gearmand host:port.")
     handle = models.CharField(max_length=64, blank=True, help_text="gearmand job handle.")
     owner = models.ForeignKey(
@@ -73,6 +79,9 @@ class Job(models.Model):
     )
     session_key = models.CharField(max_length=40, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Times the task asked to run again (Celery's self.retry())."
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -152,6 +161,7 @@ class Job(models.Model):
             "server": self.server,
             "handle": self.handle,
             "attempts": self.attempts,
+            "retries": self.retries,
             "worker": {"host": self.worker_host, "pid": self.worker_pid},
             "created_at": iso(self.created_at),
             "scheduled_for": iso(self.scheduled_for),

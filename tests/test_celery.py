@@ -17,7 +17,7 @@ from django_gearattach.celery import (
     states,
 )
 from django_gearattach.models import Job, Status
-from tests.celeryapp.tasks import add, report_via_current_task, wait_then_report
+from tests.celeryapp.tasks import add, report_via_current_task, wait_for, wait_then_report
 
 from .helpers import AttachThread, wait_for_status, wait_until
 
@@ -27,12 +27,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("option", "reason"),
     [
-        ("countdown", "Gearman has no delayed jobs"),
-        ("eta", "Gearman has no delayed jobs"),
         ("expires", "Gearman jobs do not expire"),
         ("queue", "Gearman has no named queues"),
         ("routing_key", "routes jobs by task name"),
-        ("link", "no callbacks or chains"),
+        ("link_error", "no error callbacks"),
         ("time_limit", "no time limits"),
         ("made_up_option", "no Gearman equivalent"),
     ],
@@ -44,9 +42,13 @@ def test_unsupported_options_name_themselves(option, reason, gearattach_immediat
     assert not Job.objects.exists()
 
 
-def test_unsupported_decorator_options():
-    with pytest.raises(NotImplementedError, match=r"@shared_task\(max_retries=\.\.\.\)"):
-        shared_task(max_retries=3)
+def test_unsupported_decorator_options_name_the_decorator_used():
+    with pytest.raises(NotImplementedError, match=r"@shared_task\(rate_limit=\.\.\.\).*rate"):
+        shared_task(rate_limit="1/s")
+    with pytest.raises(NotImplementedError, match=r"@app\.task\(time_limit=\.\.\.\).*time"):
+        Celery("proj").task(time_limit=30)
+    with pytest.raises(NotImplementedError, match=r"@app\.task\(serializer='pickle'\)"):
+        Celery("proj").task(serializer="pickle")
 
 
 def test_unknown_ids_are_pending_but_not_known():
@@ -89,6 +91,17 @@ def test_started_then_progress_then_success(gearattach_worker, tmp_path):
     assert events[-1] == {"event": "complete", "result": "released"}
     assert result.get(timeout=5) == "released"
     assert result.state == states.SUCCESS
+
+
+def test_without_track_started_a_running_task_is_pending(gearattach_worker, tmp_path, settings):
+    gate = tmp_path / "gate"
+    result = wait_for.delay(str(gate))
+    wait_for_status(wait_for.name, result.id, Status.RUNNING)
+    assert result.state == states.PENDING  # Celery's default: PENDING, then SUCCESS
+    settings.CELERY_TASK_TRACK_STARTED = True  # the setting, read at access time
+    assert result.state == states.STARTED
+    gate.touch()
+    assert result.get(timeout=10) == "opened"
 
 
 def test_update_state_reaches_attachers_as_status_and_data(gearattach_worker, tmp_path):

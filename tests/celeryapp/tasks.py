@@ -39,7 +39,7 @@ def process_rows(self, total, gate=None):
     return {"current": total, "total": total, "status": "done", "task_id": self.request.id}
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, track_started=True)
 def wait_then_report(self, gate, hold):
     """Reports one PROGRESS state, then waits for ``hold`` before finishing."""
     deadline = time.monotonic() + 30
@@ -49,6 +49,15 @@ def wait_then_report(self, gate, hold):
     while not Path(hold).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return "released"
+
+
+@shared_task
+def wait_for(gate):
+    """Waits for ``gate``; not track_started, so it is PENDING while it runs (as in Celery)."""
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "opened"
 
 
 @shared_task

@@ -40,9 +40,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--concurrency", type=positive_int, default=1, help="Worker processes (default 1)."
         )
+        parser.add_argument(
+            "--beat",
+            action="store_true",
+            help="Also submit the Celery beat_schedule's periodic tasks (safe on every host: "
+            "each tick is one job however many schedulers run).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         autodiscover_modules("tasks")
+        if options["beat"] or "django_gearattach.celery.app" in sys.modules:
+            # Celery apps' autodiscover_tasks() (lazy, as in Celery) happens now.
+            from django_gearattach.celery.app import discover
+
+            discover()
         tasks = registered_tasks()
         if options["functions"]:
             try:
@@ -60,4 +71,8 @@ class Command(BaseCommand):
                 handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
                 logger.addHandler(handler)
                 logger.setLevel(logging.DEBUG if options["verbosity"] > 1 else logging.INFO)
+        if options["beat"]:
+            from django_gearattach.celery.beat import start_thread
+
+            start_thread()
         Supervisor(selected, conf.SERVERS, options["concurrency"]).run()

@@ -1,0 +1,1 @@
+"""``celery.utils`` counterparts: only :mod:`.log` (``get_task_logger``)."""
