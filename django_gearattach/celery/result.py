@@ -403,6 +403,7 @@ class GroupResult:
             raise NotImplementedError("GroupResult(parent=...) is not supported")
         self.id = id
         self.results = list(results or [])
+        self.parent: AsyncResult | GroupResult | None = None
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
