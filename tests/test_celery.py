@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -204,3 +205,66 @@ def test_update_state_of_another_task_is_refused(gearattach_immediate):
     result = meddle.delay()
     assert result.failed()
     assert "only update the running task's own state" in str(result.result)
+
+
+def test_in_immediate_mode_retries_run_at_once(gearattach_immediate, tmp_path):
+    from tests.celeryapp.tasks import flaky
+
+    result = flaky.delay(str(tmp_path / "log"), 2)
+    assert result.get() == {"attempt": 3, "retries": 2}
+    assert Job.objects.get(key=result.id).retries == 2
+
+
+def test_get_inside_a_task_is_refused_as_in_celery(gearattach_immediate):
+    @shared_task(name="tests.nested_get")
+    def nested_get():
+        return add.delay(1, 1).get()
+
+    result = nested_get.delay()
+    assert result.failed()
+    assert "Never call result.get() within a task" in str(result.result)
+
+
+def test_celery_settings_without_effect_are_reported_by_check(settings):
+    from django.core import checks
+
+    from django_gearattach.celery.app import check_configuration
+
+    app = Celery("checked")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    settings.CELERY_TASK_ROUTES = {"x": "y"}
+    settings.CELERY_BROKER_URL = "redis://"
+    messages = [m for m in check_configuration() if "task_routes" in m.msg]
+    assert [m.id for m in messages] == ["gearattach.W101"]
+    assert "gearworker --function" in messages[0].hint
+    assert not [m for m in check_configuration() if "broker_url" in m.msg]
+    assert check_configuration in checks.registry.registry.get_checks()
+
+
+def test_importing_the_shim_touches_no_model_and_no_setting():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from django_gearattach.celery import Celery, shared_task, chain, group, chord\n"
+        "from django_gearattach.celery.result import AsyncResult, GroupResult\n"
+        "from django_gearattach.celery.exceptions import Retry, MaxRetriesExceededError\n"
+        "from django_gearattach.celery import states, signals, schedules\n"
+        "from django_gearattach.celery.utils.log import get_task_logger\n"
+        "app = Celery('proj')\n"
+        "app.config_from_object('django.conf:settings', namespace='CELERY')\n"
+        "app.autodiscover_tasks()\n"
+        "@app.task(bind=True, ignore_result=True)\n"
+        "def debug_task(self): pass\n"
+        "from django.apps import apps\n"
+        "from django.conf import settings\n"
+        "assert not apps.ready and not settings.configured\n"
+        "assert 'django_gearattach.models' not in sys.modules\n"
+        "print('lazy')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "lazy"), done.stderr
