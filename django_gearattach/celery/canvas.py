@@ -2,9 +2,10 @@
 
 Every task of a canvas gets its id (job key) when the canvas is applied, as Celery
 freezes ids. A chain submits its first task, with the rest of the chain in that job's
-bookkeeping; the worker that records a link's outcome submits the next link (in the
-job's outcome callback: after the outcome is committed, before gearmand hears of it),
-so nothing polls. A group submits its tasks at once. A chord submits its header as a
+bookkeeping; the worker that runs a link submits the next link with its result, so
+nothing polls. (The next link is submitted when the task has returned, just
+before its outcome is committed, so that anyone who sees a link's outcome finds the
+next link's record.) A group submits its tasks at once. A chord submits its header as a
 group whose jobs all know the header's ids and the body: each header job, once its
 outcome is committed, checks whether the whole header succeeded, and if so submits
 the body under its frozen id. Two header jobs finishing together may both submit it;
@@ -442,25 +443,31 @@ class chord:
         return self.apply_async(args, kwargs)
 
 
-def continue_after(meta: dict[str, Any], status: str, result: Any) -> None:
-    """Runs in the worker once a canvas job's outcome is committed (see the module doc)."""
-    if status != "complete":
-        return  # a failed link ends its chain; a failed header job never runs the body
-    rest = [maybe_signature(link) for link in meta.get("chain") or []]
-    if rest:
-        following = rest[0].clone([result])
-        options = following.options
-        task_id = options.pop("task_id", None)
-        submit_signature(
-            following.name,
-            following.args,
-            following.kwargs,
-            task_id,
-            options,
-            {"chain": rest[1:]} if rest[1:] else None,
-        )
-    chord_meta = meta.get("chord")
-    if chord_meta:
+def continue_chain(links: Sequence[Any], result: Any) -> None:
+    """Submit a chain's next link with ``result``, carrying the links after it.
+
+    Runs in the worker when a link's task has returned, before its outcome is
+    recorded: anyone who sees the outcome finds the next link's record. If the outcome
+    cannot be recorded the job runs again and submits the same link again, under the
+    same frozen id, which joins (or returns) the first one.
+    """
+    rest = [maybe_signature(link) for link in links]
+    following = rest[0].clone([result])
+    options = following.options
+    task_id = options.pop("task_id", None)
+    submit_signature(
+        following.name,
+        following.args,
+        following.kwargs,
+        task_id,
+        options,
+        {"chain": rest[1:]} if rest[1:] else None,
+    )
+
+
+def header_done(chord_meta: dict[str, Any], status: str, result: Any) -> None:
+    """Runs in the worker once a chord header job's outcome is committed."""
+    if status == "complete":
         _maybe_run_chord_body(chord_meta)
 
 

@@ -361,10 +361,15 @@ class CeleryTask(Generic[P, R]):
             retval=value,
             state=states.SUCCESS,
         )
-        if meta.get("chain") or meta.get("chord"):
-            from .canvas import continue_after
+        if meta.get("chain"):
+            from .canvas import continue_chain
 
-            context.on_outcome(functools.partial(continue_after, meta))
+            # Before the worker records this outcome: whoever sees it finds the next link.
+            continue_chain(meta["chain"], value)
+        if meta.get("chord"):
+            from .canvas import header_done
+
+            context.on_outcome(functools.partial(header_done, meta["chord"]))
         return None if request.ignore_result else value
 
     def _autoretry_options(self, request: Request) -> dict[str, Any]:
