@@ -6,17 +6,21 @@ Written as Celery users write such tests; with Celery the imports would be
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from django_gearattach import aattach
 from django_gearattach.celery import chain, chord, group, signals, states
 from django_gearattach.celery.exceptions import Retry, TimeoutError
 from django_gearattach.celery.result import AsyncResult, GroupResult
+from django_gearattach.conf import conf
 from django_gearattach.models import Job, Status
 from tests.celeryapp.tasks import (
     Inventory,
@@ -31,7 +35,8 @@ from tests.celeryapp.tasks import (
     xsum,
 )
 
-from .helpers import wait_until
+from .dbthreads import closes_thread_connections  # noqa: F401
+from .helpers import AttachThread, foreground_clients, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,6 +68,28 @@ def test_a_retry_waits_in_the_record_as_retry(celery_worker, tmp_path):
     assert record.status == Status.SCHEDULED
     assert record.arguments["kwargs"]["__celery__"] == {"retries": 1}
     assert result.get(timeout=10)["attempt"] == 2
+
+
+@pytest.mark.usefixtures("closes_thread_connections")
+async def test_attachers_follow_a_task_through_its_retry(celery_worker, tmp_path):
+    """Joined to the running job when it retries, attach and aattach keep following."""
+    gate = tmp_path / "gate"
+    result = await sync_to_async(flaky.delay)(str(tmp_path / "log"), 1, str(gate))
+    await sync_to_async(wait_for_status)(flaky.name, result.id, Status.RUNNING)
+    follower = AttachThread(flaky.name, result.id)
+    follower.start()
+
+    async def follow() -> list[dict[str, Any]]:
+        return [e.as_dict() async for e in aattach(flaky.name, result.id, timeout=30)]
+
+    following = asyncio.create_task(follow())
+    server = str(conf.SERVERS[0])
+    while foreground_clients(server, result.id) < 2:  # both have joined the running job
+        await asyncio.sleep(0.02)
+    gate.touch()
+    expected = {"event": "complete", "result": {"attempt": 2, "retries": 1}}
+    assert await following == [expected]  # the retry's WORK_FAIL was no failure for them
+    assert [e.as_dict() for e in await sync_to_async(follower.result)()] == [expected]
 
 
 def test_autoretry_for_with_backoff(celery_worker, tmp_path):

@@ -93,9 +93,15 @@ def _count(log_path):
 
 
 @shared_task(bind=True, max_retries=3, default_retry_delay=1)
-def flaky(self, log_path, failures):
-    """Fails ``failures`` times, retrying after half a second each time."""
+def flaky(self, log_path, failures, gate=None):
+    """Fails ``failures`` times, retrying after half a second each time.
+
+    With ``gate``, the first run waits for that file before failing.
+    """
     attempt = _count(log_path)
+    deadline = time.monotonic() + 30
+    while gate and attempt == 1 and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     try:
         if attempt <= failures:
             raise ConnectionError(f"attempt {attempt} failed")
