@@ -228,7 +228,7 @@ def test_get_inside_a_task_is_refused_as_in_celery(gearattach_immediate):
 def test_celery_settings_without_effect_are_reported_by_check(settings):
     from django.core import checks
 
-    from django_gearattach.celery.app import check_configuration
+    from django_gearattach.celery.config import check_configuration
 
     app = Celery("checked")
     app.config_from_object("django.conf:settings", namespace="CELERY")

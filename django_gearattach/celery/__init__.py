@@ -24,8 +24,9 @@ from . import exceptions, schedules, signals, states
 from .app import Celery, app, current_app
 from .canvas import Signature, chain, chord, group, signature
 from .exceptions import TaskFailed, TaskRevokedError
+from .request import BoundTask, Request
 from .result import AsyncResult, GroupResult
-from .task import BoundTask, CeleryTask, Request, make_decorator
+from .task import CeleryTask, make_decorator
 
 R = TypeVar("R")
 
@@ -84,7 +85,7 @@ class _CurrentTask:
     """``current_task``: the running task (bound), or None outside one."""
 
     def __getattr__(self, name: str) -> Any:
-        from .app import _current
+        from .request import _current
 
         bound = _current.get()
         if bound is None:
@@ -92,7 +93,7 @@ class _CurrentTask:
         return getattr(bound, name)
 
     def __bool__(self) -> bool:
-        from .app import _current
+        from .request import _current
 
         return _current.get() is not None
 

@@ -86,7 +86,7 @@ class Entry:
 
 def load_entries() -> list[Entry]:
     """The ``beat_schedule`` of the Celery apps (or ``CELERY_BEAT_SCHEDULE``)."""
-    from .app import configuration
+    from .config import configuration
 
     zone_name = configuration("timezone")
     zone = ZoneInfo(zone_name) if zone_name else timezone.get_default_timezone()

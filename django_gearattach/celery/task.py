@@ -7,33 +7,29 @@ travels with the job's own arguments, in the reserved keyword argument
 ``__celery__``, which the worker removes before calling the function: it is in the
 record, so a revived or retried job keeps it, and nothing else needs storing.
 
-Importing this module touches no model and no setting.
+Running a task in the worker is :mod:`.execution`; what it sees as ``self`` is
+:mod:`.request`. Importing this module touches no model and no setting.
 """
 
 from __future__ import annotations
 
 import functools
-import random
-import traceback as tb
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from ..tasks import JobContext, Rescheduled, registered_tasks
+from ..tasks import JobContext, registered_tasks
 from ..tasks import task as register_task
-from . import signals, states
-from .exceptions import MaxRetriesExceededError, Retry
+from .exceptions import Retry
+from .request import META, Request, current_bound
 
 if TYPE_CHECKING:
     from .canvas import Signature
     from .result import AsyncResult
 
+__all__ = ["META", "CeleryTask", "Request", "lookup", "make_decorator"]
+
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: The reserved keyword argument that carries Celery's per-run bookkeeping.
-META = "__celery__"
 
 #: Task options honoured (``@app.task(...)`` and class attributes of the same names).
 TASK_OPTIONS: dict[str, Any] = {
@@ -75,150 +71,6 @@ UNSUPPORTED_TASK_OPTIONS = {
 def _refuse(decorator: str, option: str, value: Any = None) -> NotImplementedError:
     reason = UNSUPPORTED_TASK_OPTIONS.get(option, "this Celery option has no Gearman equivalent")
     return NotImplementedError(f"{decorator}({option}=...) is not supported: {reason}.")
-
-
-def backoff_interval(factor: float, retries: int, maximum: float, full_jitter: bool) -> float:
-    """Celery's exponential backoff: ``factor * 2**retries`` capped, with full jitter."""
-    countdown = float(min(maximum, factor * (2**retries)))
-    if full_jitter:
-        countdown = float(random.randrange(int(countdown) + 1))
-    return max(0.0, countdown)
-
-
-@dataclass
-class Request:
-    """``self.request`` in a bound task (the fields Celery code reads most)."""
-
-    id: str | None = None
-    task: str = ""
-    args: list[Any] = field(default_factory=list)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    retries: int = 0
-    hostname: str | None = None
-    called_directly: bool = True
-    is_eager: bool = False
-    eta: str | None = None
-    parent_id: str | None = None
-    root_id: str | None = None
-    group: str | None = None
-    chain: list[dict[str, Any]] | None = None
-    ignore_result: bool = False
-    delivery_info: dict[str, Any] = field(default_factory=dict)
-
-
-def current_bound() -> BoundTask | None:
-    from .app import _current
-
-    return _current.get()
-
-
-class BoundTask:
-    """What a bound task receives as ``self``: the task, plus this run's request."""
-
-    def __init__(
-        self,
-        task: CeleryTask[Any, Any],
-        context: JobContext | None,
-        request: Request,
-        meta: dict[str, Any],
-    ) -> None:
-        self._task = task
-        self._context = context
-        self.request = request
-        self._meta = meta
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._task, name)
-
-    def __repr__(self) -> str:
-        return f"<bound task {self._task.name}[{self.request.id}]>"
-
-    def update_state(
-        self,
-        task_id: str | None = None,
-        state: str | None = None,
-        meta: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Report a state: ``meta["current"]``/``meta["total"]`` become WORK_STATUS and
-        the record's progress; state and meta become the job's data (WORK_DATA), which
-        ``AsyncResult.state``/``.info`` read back and ``get(on_message=...)`` receives.
-        Outside a worker it does nothing, as calling a Celery task directly stores
-        nothing.
-        """
-        if kwargs:
-            raise NotImplementedError(
-                f"update_state({', '.join(kwargs)}=...) is not supported: the state and "
-                "meta are the job's data"
-            )
-        if task_id is not None and task_id != self.request.id:
-            raise NotImplementedError(
-                "update_state() can only update the running task's own state"
-            )
-        if self._context is None:
-            return
-        meta = dict(meta or {})
-        current, total = meta.get("current"), meta.get("total")
-        if isinstance(current, (int, float)) and isinstance(total, (int, float)):
-            self._context.progress(int(current), int(total))
-        self._context.data({"state": state or states.PROGRESS, "meta": meta})
-
-    def retry(
-        self,
-        args: Sequence[Any] | None = None,
-        kwargs: Mapping[str, Any] | None = None,
-        exc: BaseException | None = None,
-        throw: bool = True,
-        eta: datetime | None = None,
-        countdown: float | None = None,
-        max_retries: int | None = None,
-        **options: Any,
-    ) -> Retry:
-        """Run the task again later, as Celery's ``Task.retry``; raises :class:`Retry`.
-
-        The job keeps its id (key): its record goes back to ``scheduled`` (or
-        ``queued``) with ``retries`` counted, and it runs after ``countdown`` seconds
-        (or at ``eta``; default ``default_retry_delay``). After ``max_retries`` retries
-        (the task's, unless given here; None: no limit) ``exc`` is raised, or
-        :class:`MaxRetriesExceededError` without one.
-        """
-        if options:
-            raise NotImplementedError(
-                f"retry({', '.join(options)}=...) is not supported: a retry takes args, "
-                "kwargs, exc, countdown, eta and max_retries"
-            )
-        if not throw:
-            raise NotImplementedError(
-                "retry(throw=False) is not supported: the retry ends this run, so return "
-                "after calling retry()"
-            )
-        request = self.request
-        if request.called_directly:
-            # Celery re-raises the exception of a task called directly.
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
-                f"{self._task.name} was called directly and cannot be retried"
-            )
-        limit = self._task.max_retries if max_retries is None else max_retries
-        if limit is not None and request.retries >= limit:
-            if exc is not None:
-                raise exc
-            raise MaxRetriesExceededError(
-                f"Can't retry {self._task.name}[{request.id}] args:{request.args} "
-                f"kwargs:{request.kwargs}",
-                task_args=request.args,
-                task_kwargs=request.kwargs,
-            )
-        if eta is None:
-            delay = self._task.default_retry_delay if countdown is None else countdown
-            when: float | datetime = float(delay)
-        else:
-            when = eta
-        retry = Retry(exc=exc, when=when)
-        retry.next_args = list(request.args if args is None else args)  # type: ignore[attr-defined]
-        retry.next_kwargs = dict(request.kwargs if kwargs is None else kwargs)  # type: ignore[attr-defined]
-        raise retry
 
 
 class CeleryTask(Generic[P, R]):
@@ -267,7 +119,7 @@ class CeleryTask(Generic[P, R]):
 
     # -- settings that fall back to the app's configuration -----------------------------
     def _app_conf(self, name: str, default: Any) -> Any:
-        from .app import configuration
+        from .config import configuration
 
         return configuration(name, default)
 
@@ -283,134 +135,10 @@ class CeleryTask(Generic[P, R]):
             return bool(self.ignore_result)
         return bool(self._app_conf("task_ignore_result", False))
 
-    # -- running ------------------------------------------------------------------------
     def _execute(self, context: JobContext | None, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        from .app import _current
+        from .execution import run_task
 
-        meta = kwargs.pop(META, None) or {}
-        if not isinstance(meta, dict):
-            raise TypeError(f"the {META} keyword argument is reserved for the Celery shim")
-        request = Request(
-            task=self.name,
-            args=args,
-            kwargs=kwargs,
-            retries=int(meta.get("retries", 0)),
-            chain=meta.get("chain"),
-            group=meta.get("group"),
-            ignore_result=bool(meta.get("ignore_result", self.ignores_result)),
-        )
-        if context is not None:
-            request.id, request.called_directly = context.key, False
-        bound = BoundTask(self, context, request, meta)
-        token = _current.set(bound)
-        if context is not None:
-            signals.task_prerun.send(
-                sender=self, task_id=request.id, task=self, args=args, kwargs=kwargs
-            )
-        try:
-            try:
-                if self.bind:
-                    value = self.run(bound, *args, **kwargs)
-                else:
-                    value = self.run(*args, **kwargs)
-            except Retry:
-                raise
-            except self.autoretry_for as exc:
-                if self.dont_autoretry_for and isinstance(exc, self.dont_autoretry_for):
-                    raise
-                bound.retry(exc=exc, **self._autoretry_options(request))
-                raise  # pragma: no cover - retry() always raises
-        except Retry as retry:
-            _current.reset(token)
-            if context is None:
-                raise
-            self._after_retry(context, request, retry, meta)
-            raise AssertionError("unreachable") from retry  # pragma: no cover
-        except Exception as exc:
-            _current.reset(token)
-            if context is not None:
-                signals.task_failure.send(
-                    sender=self,
-                    task_id=request.id,
-                    exception=exc,
-                    args=args,
-                    kwargs=kwargs,
-                    traceback=exc.__traceback__,
-                    einfo=tb.format_exc(),
-                )
-                signals.task_postrun.send(
-                    sender=self,
-                    task_id=request.id,
-                    task=self,
-                    args=args,
-                    kwargs=kwargs,
-                    retval=exc,
-                    state=states.FAILURE,
-                )
-            raise
-        _current.reset(token)
-        if context is None:
-            return value
-        signals.task_success.send(sender=self, result=value)
-        signals.task_postrun.send(
-            sender=self,
-            task_id=request.id,
-            task=self,
-            args=args,
-            kwargs=kwargs,
-            retval=value,
-            state=states.SUCCESS,
-        )
-        if meta.get("chain"):
-            from .canvas import continue_chain
-
-            # Before the worker records this outcome: whoever sees it finds the next link.
-            continue_chain(meta["chain"], value)
-        if meta.get("chord"):
-            from .canvas import header_done
-
-            context.on_outcome(functools.partial(header_done, meta["chord"]))
-        return None if request.ignore_result else value
-
-    def _autoretry_options(self, request: Request) -> dict[str, Any]:
-        options = dict(self.retry_kwargs)
-        if self.retry_backoff:
-            options["countdown"] = backoff_interval(
-                factor=max(1.0, float(self.retry_backoff)),
-                retries=request.retries,
-                maximum=float(self.retry_backoff_max),
-                full_jitter=bool(self.retry_jitter),
-            )
-        return options
-
-    def _after_retry(
-        self, context: JobContext, request: Request, retry: Retry, meta: dict[str, Any]
-    ) -> None:
-        from django.utils import timezone
-
-        from ..retrying import reschedule
-
-        when = retry.when
-        run_at = (
-            when if isinstance(when, datetime) else timezone.now() + timedelta(seconds=when or 0)
-        )
-        next_meta = {**meta, "retries": request.retries + 1}
-        kwargs = {**getattr(retry, "next_kwargs", request.kwargs), META: next_meta}
-        reason = f"retry {request.retries + 1}"
-        if retry.exc is not None:
-            reason += f" after {type(retry.exc).__name__}: {retry.exc}"
-        resend = reschedule(
-            self.name,
-            context.key,
-            getattr(retry, "next_args", request.args),
-            kwargs,
-            run_at,
-            reason,
-        )
-        signals.task_retry.send(
-            sender=self, request=request, reason=retry.exc or retry, einfo=None
-        )
-        raise Rescheduled(resend, reason)
+        return run_task(self, context, args, kwargs)
 
     def __call__(self, *args: Any, **kwargs: Any) -> R:
         """Run the task here and now, as calling a Celery task does."""
