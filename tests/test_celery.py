@@ -269,3 +269,13 @@ def test_importing_the_shim_touches_no_model_and_no_setting():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert (done.returncode, done.stdout.strip()) == (0, "lazy"), done.stderr
+
+
+def test_current_app_uuid_and_a_task_class_for_isinstance():
+    from django_gearattach.celery import Task, current_app, uuid
+    from django_gearattach.celery.utils import uuid as utils_uuid
+
+    assert current_app.conf.task_track_started in (True, False)
+    assert isinstance(current_app.AsyncResult("x"), AsyncResult)
+    assert len(uuid()) == len(utils_uuid()) == 32
+    assert isinstance(add, Task)

@@ -27,6 +27,7 @@ from .exceptions import TaskFailed, TaskRevokedError
 from .request import BoundTask, Request
 from .result import AsyncResult, GroupResult
 from .task import CeleryTask, make_decorator
+from .utils import uuid
 
 R = TypeVar("R")
 
@@ -99,10 +100,3 @@ class _CurrentTask:
 
 
 current_task = _CurrentTask()
-
-
-def uuid() -> str:
-    """A new task id (``from celery.utils import uuid``); a 32-character job key."""
-    from ..payload import new_key
-
-    return new_key()

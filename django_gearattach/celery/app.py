@@ -186,5 +186,18 @@ app = Celery("django_gearattach")
 apps.remove(app)  # the ready-made app has no configuration of its own
 
 
-def current_app() -> Celery:
-    return apps[0] if apps else app
+class _CurrentApp:
+    """``current_app``: the project's app (the first ``Celery(...)`` made), as a proxy."""
+
+    def _get(self) -> Celery:
+        found: Celery = apps[0] if apps else app
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)
+
+    def __repr__(self) -> str:
+        return f"<current_app: {self._get()!r}>"
+
+
+current_app = _CurrentApp()
