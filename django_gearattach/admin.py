@@ -128,6 +128,7 @@ class JobAdmin(_ModelAdmin):
         "owner",
         "server",
         "attempts",
+        "retries",
         "created_at",
         "scheduled_for",
         "duration_display",
@@ -159,6 +160,7 @@ class JobAdmin(_ModelAdmin):
                     "server",
                     "handle",
                     "attempts",
+                    "retries",
                     "worker",
                 ]
             },
@@ -178,7 +180,18 @@ class JobAdmin(_ModelAdmin):
             },
         ),
         (_("Arguments"), {"fields": ["pretty_arguments"]}),
-        (_("Outcome"), {"fields": ["pretty_result", "error", "pretty_traceback"]}),
+        (
+            _("Outcome"),
+            {
+                "fields": [
+                    "pretty_result",
+                    "error",
+                    "exception_module",
+                    "exception_qualname",
+                    "pretty_traceback",
+                ]
+            },
+        ),
     ]
 
     class Media:

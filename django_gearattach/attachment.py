@@ -13,6 +13,8 @@ The guarantees (each proven by a test against real gearmand):
 * A job that gearmand forgot while its record says queued or running (a restarted
   server, a submitter that died) is revived with a background marker: the worker runs
   it from the stored arguments (a scheduled one at its stored time, never earlier).
+* A job that ends its run to run again later (a Celery retry) is followed into
+  that run: its record is waiting again when gearmand reports the end.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
 """
@@ -215,7 +217,10 @@ def attach(
                             continue
                         translated = _translate(event)
                         if event.kind == "failed":
-                            translated = _outcome_after_fail(name, key) or translated
+                            after = _outcome_after_fail(name, key)
+                            if after is AGAIN:
+                                break  # the job runs again later (a retry): keep following
+                            translated = after or translated
                         yield translated
                         if translated.terminal:
                             return
@@ -243,8 +248,15 @@ def _not_found(status: UniqueStatus | None, function: str, key: str) -> Exceptio
     return JobNotFound(function, key)
 
 
+#: What :func:`_outcome_after_fail` returns for a job that will run again.
+AGAIN = JobEvent("failed", error="the job runs again")
+
+
 def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
+    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a rerun."""
     record = _load(function, key)
+    if record is not None and record.is_waiting:
+        return AGAIN
     return outcome_of(record) if record is not None and record.is_finished else None
 
 
@@ -304,10 +316,10 @@ async def aattach(
                         async for event in events:
                             translated = _translate(event)
                             if event.kind == "failed":
-                                translated = (
-                                    await sync_to_async(_outcome_after_fail)(name, key)
-                                    or translated
-                                )
+                                after = await sync_to_async(_outcome_after_fail)(name, key)
+                                if after is AGAIN:
+                                    break  # the job runs again later (a retry)
+                                translated = after or translated
                             yield translated
                             if translated.terminal:
                                 return

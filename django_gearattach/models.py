@@ -73,6 +73,12 @@ class Job(models.Model):
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    exception_module = models.CharField(
+        max_length=255, blank=True, help_text="The module of the exception the task raised."
+    )
+    exception_qualname = models.CharField(
+        max_length=255, blank=True, help_text="Its qualified name (Widget.DoesNotExist)."
+    )
     server = models.CharField(max_length=255, blank=True, help_text="gearmand host:port.")
     handle = models.CharField(max_length=64, blank=True, help_text="gearmand job handle.")
     owner = models.ForeignKey(
@@ -88,6 +94,9 @@ class Job(models.Model):
         help_text="A keyed hash of the key of the session that submitted the job (never the key).",
     )
     attempts = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(
+        default=0, help_text="Times the task asked to run again (Celery's self.retry())."
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -178,6 +187,7 @@ class Job(models.Model):
             "server": self.server,
             "handle": self.handle,
             "attempts": self.attempts,
+            "retries": self.retries,
             "worker": {"host": self.worker_host, "pid": self.worker_pid},
             "created_at": iso(self.created_at),
             "scheduled_for": iso(self.scheduled_for),

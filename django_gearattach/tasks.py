@@ -27,6 +27,22 @@ class Reporter(Protocol):
     def warning(self, message: str) -> None: ...
 
 
+class Rescheduled(Exception):
+    """Raised out of a task that recorded its own next run (the Celery shim's retries).
+
+    The worker ends this run in gearmand without recording an outcome, then calls
+    ``resend(server)`` with the server the run came from, which submits the next run
+    once gearmand has forgotten this one.
+    """
+
+    def __init__(self, resend: Callable[[Any], None], reason: str = "") -> None:
+        super().__init__(reason or "the task asked to run again")
+        self.resend = resend
+
+
+OutcomeCallback = Callable[[str, Any], None]
+
+
 class JobContext:
     """Handed to ``bind=True`` tasks and returned by :func:`current_job` inside a task."""
 
@@ -34,6 +50,16 @@ class JobContext:
         self.function = function
         self.key = key
         self._reporter = reporter
+        self.outcome_callbacks: list[OutcomeCallback] = []
+
+    def on_outcome(self, callback: OutcomeCallback) -> None:
+        """Call ``callback(status, result)`` once the job's outcome is committed.
+
+        The worker calls it after the record says complete or failed and before
+        gearmand (and so any attacher) hears of it: a chain submits its next link
+        here. An exception in it is logged, not raised.
+        """
+        self.outcome_callbacks.append(callback)
 
     def progress(self, numerator: int, denominator: int) -> None:
         """Report progress: sent to attached clients (WORK_STATUS) and kept in the record."""

@@ -38,7 +38,7 @@ from .gearman.routing import Address
 from .gearman.worker import Assignment, WorkerPool
 from .models import ACTIVE, Job, Status
 from .payload import decode_arguments, dumps, is_attach_marker
-from .tasks import JobContext, Task
+from .tasks import JobContext, Rescheduled, Task
 
 logger = logging.getLogger("django_gearattach.worker")
 
@@ -242,15 +242,40 @@ class Worker:
         try:
             value = self.tasks[job.function].run(context, args, kwargs)
             raw = dumps(value)
+        except Rescheduled as again:
+            return self._rescheduled(job, key, again, reporter.pending())
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            fields = {"error": error, "traceback": traceback.format_exc()}
+            fields = {
+                "error": error,
+                "traceback": traceback.format_exc(),
+                "exception_module": type(exc).__module__,
+                "exception_qualname": type(exc).__qualname__,
+            }
             self._conclude(job, key, Status.FAILED, fields | reporter.pending())
+            _call_outcome_callbacks(context, Status.FAILED, exc)
             return self._send_error(job, key, error)
-        fields = {"result": json.loads(raw)}
-        self._conclude(job, key, Status.COMPLETE, fields | reporter.pending())
+        result = json.loads(raw)
+        self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending())
+        _call_outcome_callbacks(context, Status.COMPLETE, result)
         self._send_final(job, Command.WORK_COMPLETE, raw)
         return "complete"
+
+    def _rescheduled(
+        self, job: Assignment, key: str, again: Rescheduled, pending: dict[str, Any]
+    ) -> str:
+        """End a run whose task recorded its next run itself (a retry): no outcome."""
+        if pending:
+            records.update(job.function, key, pending)
+        # Sent now, not with the next request: the next run waits for gearmand to forget
+        # this one.
+        job.send(Command.WORK_FAIL)
+        try:
+            again.resend(job.server)
+        except Exception:
+            # The record says scheduled: attaching to it (or the recovery sweep) revives it.
+            logger.exception("job %s[%s]: its next run was not submitted", job.function, key)
+        return "rescheduled"
 
     def _conclude(self, job: Assignment, key: str, status: Status, fields: dict[str, Any]) -> None:
         """Commit a run's outcome, with the running mark of the next job when there is one."""
@@ -335,6 +360,16 @@ class Worker:
         logger.debug("job %s[%s] failed: %s", job.function, key, message)
         self._send_final(job, Command.WORK_FAIL)
         return "failed"
+
+
+def _call_outcome_callbacks(context: JobContext, status: str, result: Any) -> None:
+    for callback in context.outcome_callbacks:
+        try:
+            callback(status, result)
+        except Exception:
+            logger.exception(
+                "job %s[%s]: an outcome callback failed", context.function, context.key
+            )
 
 
 def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

@@ -53,6 +53,24 @@ def make_job(key: str, status: str = Status.COMPLETE, **fields) -> Job:
     return Job.objects.create(key=key, status=status, **{**defaults, **fields})
 
 
+def test_scheduled_column_filter_and_retries(admin_client):
+    now = timezone.now()
+    later = make_job("later", Status.SCHEDULED, scheduled_for=now + timedelta(hours=1))
+    due = make_job("due", Status.SCHEDULED, scheduled_for=now - timedelta(seconds=5), retries=2)
+    make_job("plain", Status.QUEUED)
+    url = reverse(CHANGELIST)
+    for value, keys in [("waiting", ["later"]), ("due", ["due"]), ("any", ["due", "later"])]:
+        response = admin_client.get(f"{url}?scheduled={value}")
+        assert sorted(j.key for j in response.context["cl"].result_list) == keys
+    html = admin_client.get(url).content.decode()
+    assert "column-scheduled_for" in html
+    assert "column-retries" in html
+    assert "Scheduled" in html  # the status badge
+    page = admin_client.get(change_url(due)).content.decode()
+    assert "retries" in page.lower()
+    assert later.pk != due.pk
+
+
 def run_action(client, action: str, jobs: list[Job]):
     return client.post(
         reverse(CHANGELIST),

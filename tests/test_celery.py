@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from django_gearattach.celery import (
     states,
 )
 from django_gearattach.models import Job, Status
-from tests.celeryapp.tasks import add, report_via_current_task, wait_then_report
+from tests.celeryapp.tasks import add, report_via_current_task, wait_for, wait_then_report
 
 from .helpers import AttachThread, wait_for_status, wait_until
 
@@ -27,12 +28,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("option", "reason"),
     [
-        ("countdown", "Gearman has no delayed jobs"),
-        ("eta", "Gearman has no delayed jobs"),
         ("expires", "Gearman jobs do not expire"),
         ("queue", "Gearman has no named queues"),
         ("routing_key", "routes jobs by task name"),
-        ("link", "no callbacks or chains"),
+        ("link_error", "no error callbacks"),
         ("time_limit", "no time limits"),
         ("made_up_option", "no Gearman equivalent"),
     ],
@@ -44,9 +43,13 @@ def test_unsupported_options_name_themselves(option, reason, gearattach_immediat
     assert not Job.objects.exists()
 
 
-def test_unsupported_decorator_options():
-    with pytest.raises(NotImplementedError, match=r"@shared_task\(max_retries=\.\.\.\)"):
-        shared_task(max_retries=3)
+def test_unsupported_decorator_options_name_the_decorator_used():
+    with pytest.raises(NotImplementedError, match=r"@shared_task\(rate_limit=\.\.\.\).*rate"):
+        shared_task(rate_limit="1/s")
+    with pytest.raises(NotImplementedError, match=r"@app\.task\(time_limit=\.\.\.\).*time"):
+        Celery("proj").task(time_limit=30)
+    with pytest.raises(NotImplementedError, match=r"@app\.task\(serializer='pickle'\)"):
+        Celery("proj").task(serializer="pickle")
 
 
 def test_unknown_ids_are_pending_but_not_known():
@@ -89,6 +92,17 @@ def test_started_then_progress_then_success(gearattach_worker, tmp_path):
     assert events[-1] == {"event": "complete", "result": "released"}
     assert result.get(timeout=5) == "released"
     assert result.state == states.SUCCESS
+
+
+def test_without_track_started_a_running_task_is_pending(gearattach_worker, tmp_path, settings):
+    gate = tmp_path / "gate"
+    result = wait_for.delay(str(gate))
+    wait_for_status(wait_for.name, result.id, Status.RUNNING)
+    assert result.state == states.PENDING  # Celery's default: PENDING, then SUCCESS
+    settings.CELERY_TASK_TRACK_STARTED = True  # the setting, read at access time
+    assert result.state == states.STARTED
+    gate.touch()
+    assert result.get(timeout=10) == "opened"
 
 
 def test_update_state_reaches_attachers_as_status_and_data(gearattach_worker, tmp_path):
@@ -191,3 +205,77 @@ def test_update_state_of_another_task_is_refused(gearattach_immediate):
     result = meddle.delay()
     assert result.failed()
     assert "only update the running task's own state" in str(result.result)
+
+
+def test_in_immediate_mode_retries_run_at_once(gearattach_immediate, tmp_path):
+    from tests.celeryapp.tasks import flaky
+
+    result = flaky.delay(str(tmp_path / "log"), 2)
+    assert result.get() == {"attempt": 3, "retries": 2}
+    assert Job.objects.get(key=result.id).retries == 2
+
+
+def test_get_inside_a_task_is_refused_as_in_celery(gearattach_immediate):
+    @shared_task(name="tests.nested_get")
+    def nested_get():
+        return add.delay(1, 1).get()
+
+    result = nested_get.delay()
+    assert result.failed()
+    assert "Never call result.get() within a task" in str(result.result)
+
+
+def test_celery_settings_without_effect_are_reported_by_check(settings):
+    from django.core import checks
+
+    from django_gearattach.celery.config import check_configuration
+
+    app = Celery("checked")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    settings.CELERY_TASK_ROUTES = {"x": "y"}
+    settings.CELERY_BROKER_URL = "redis://"
+    messages = [m for m in check_configuration() if "task_routes" in m.msg]
+    assert [m.id for m in messages] == ["gearattach.W101"]
+    assert "gearworker --function" in messages[0].hint
+    assert not [m for m in check_configuration() if "broker_url" in m.msg]
+    registered: list[Any] = list(checks.registry.registry.get_checks())
+    assert check_configuration in registered
+
+
+def test_importing_the_shim_touches_no_model_and_no_setting():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from django_gearattach.celery import Celery, shared_task, chain, group, chord\n"
+        "from django_gearattach.celery.result import AsyncResult, GroupResult\n"
+        "from django_gearattach.celery.exceptions import Retry, MaxRetriesExceededError\n"
+        "from django_gearattach.celery import states, signals, schedules\n"
+        "from django_gearattach.celery.utils.log import get_task_logger\n"
+        "app = Celery('proj')\n"
+        "app.config_from_object('django.conf:settings', namespace='CELERY')\n"
+        "app.autodiscover_tasks()\n"
+        "@app.task(bind=True, ignore_result=True)\n"
+        "def debug_task(self): pass\n"
+        "from django.apps import apps\n"
+        "from django.conf import settings\n"
+        "assert not apps.ready and not settings.configured\n"
+        "assert 'django_gearattach.models' not in sys.modules\n"
+        "print('lazy')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "lazy"), done.stderr
+
+
+def test_current_app_uuid_and_a_task_class_for_isinstance():
+    from django_gearattach.celery import Task, current_app, uuid
+    from django_gearattach.celery.utils import uuid as utils_uuid
+
+    assert current_app.conf.task_track_started in (True, False)
+    assert isinstance(current_app.AsyncResult("x"), AsyncResult)
+    assert len(uuid()) == len(utils_uuid()) == 32
+    assert isinstance(add, Task)

@@ -18,6 +18,7 @@ from django_gearattach.gearman.worker import WorkerPool
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import Cancel, cancel
 
+from .dbthreads import closes_thread_connections  # noqa: F401
 from .helpers import wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -74,6 +75,7 @@ def test_submit_with_a_delay_runs_after_it_and_attach_follows(gearmand, worker):
     assert job.started_at >= job.scheduled_for.replace(microsecond=0)
 
 
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_asubmit_schedules_and_a_scheduled_job_can_be_cancelled(gearmand):
     from asgiref.sync import sync_to_async
 

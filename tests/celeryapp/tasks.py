@@ -1,12 +1,14 @@
 """Tasks written the way Celery users write them; only the import line differs.
 
-With Celery this module would start ``from celery import shared_task``.
+With Celery this module would start ``from celery import shared_task`` and
+``from celery.utils.log import get_task_logger``.
 """
 
 import time
 from pathlib import Path
 
 from django_gearattach.celery import shared_task
+from django_gearattach.celery.utils.log import get_task_logger
 
 
 class InventoryError(Exception):
@@ -39,7 +41,7 @@ def process_rows(self, total, gate=None):
     return {"current": total, "total": total, "status": "done", "task_id": self.request.id}
 
 
-@shared_task(bind=True)
+@shared_task(bind=True, track_started=True)
 def wait_then_report(self, gate, hold):
     """Reports one PROGRESS state, then waits for ``hold`` before finishing."""
     deadline = time.monotonic() + 30
@@ -49,6 +51,15 @@ def wait_then_report(self, gate, hold):
     while not Path(hold).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return "released"
+
+
+@shared_task
+def wait_for(gate):
+    """Waits for ``gate``; not track_started, so it is PENDING while it runs (as in Celery)."""
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "opened"
 
 
 @shared_task
@@ -68,3 +79,77 @@ def report_via_current_task(steps):
     for i in range(steps):
         current_task.update_state(state="CRUNCHING", meta={"current": i + 1, "total": steps})
     return steps
+
+
+# -- retries, the way Celery's docs write them ------------------------------------------
+
+logger = get_task_logger(__name__)
+
+
+def _count(log_path):
+    with open(log_path, "a") as log:
+        log.write("x\n")
+    return len(Path(log_path).read_text().split())
+
+
+@shared_task(bind=True, max_retries=3, default_retry_delay=1)
+def flaky(self, log_path, failures, gate=None):
+    """Fails ``failures`` times, retrying after half a second each time.
+
+    With ``gate``, the first run waits for that file before failing.
+    """
+    attempt = _count(log_path)
+    deadline = time.monotonic() + 30
+    while gate and attempt == 1 and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        if attempt <= failures:
+            raise ConnectionError(f"attempt {attempt} failed")
+    except ConnectionError as exc:
+        logger.warning("retrying: %s", exc)
+        raise self.retry(exc=exc, countdown=0.5) from exc
+    return {"attempt": attempt, "retries": self.request.retries}
+
+
+@shared_task(
+    autoretry_for=(ConnectionError,),
+    retry_backoff=1,
+    retry_backoff_max=1,
+    retry_jitter=False,
+    max_retries=2,
+)
+def auto_flaky(log_path, failures):
+    attempt = _count(log_path)
+    if attempt <= failures:
+        raise ConnectionError(f"attempt {attempt} failed")
+    return attempt
+
+
+class Inventory:
+    class Empty(Exception):
+        """A nested exception class: rebuilt from its module and qualified name."""
+
+
+@shared_task
+def empty_shelf(shelf):
+    raise Inventory.Empty(f"shelf {shelf} is empty")
+
+
+@shared_task
+def missing_user(pk):
+    from django.contrib.auth.models import User
+
+    return User.objects.get(pk=pk).username
+
+
+# -- canvas -----------------------------------------------------------------------------
+
+
+@shared_task
+def xsum(numbers):
+    return sum(numbers)
+
+
+@shared_task(ignore_result=True)
+def fire_and_forget(x):
+    return x * 2

@@ -86,9 +86,20 @@ class Command(BaseCommand):
             metavar="ADDRESS",
             help="The address --metrics-port listens on (default 127.0.0.1).",
         )
+        parser.add_argument(
+            "--beat",
+            action="store_true",
+            help="Also submit the Celery beat_schedule's periodic tasks (safe on every host: "
+            "each tick is one job however many schedulers run).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         autodiscover_modules("tasks")
+        if options["beat"] or "django_gearattach.celery.app" in sys.modules:
+            # Celery apps' autodiscover_tasks() (lazy, as in Celery) happens now.
+            from django_gearattach.celery.app import discover
+
+            discover()
         tasks = registered_tasks()
         if options["functions"]:
             try:
@@ -109,6 +120,10 @@ class Command(BaseCommand):
         metrics_url = self.serve_metrics(options) if options["metrics_port"] else None
         if options["verbosity"] >= 1:
             self.print_summary(selected, options, metrics_url)
+        if options["beat"]:
+            from django_gearattach.celery.beat import start_thread
+
+            start_thread()
         Supervisor(selected, conf.SERVERS, options["concurrency"], reload=options["reload"]).run()
 
     def serve_metrics(self, options: dict[str, Any]) -> str:

@@ -1,0 +1,80 @@
+"""A running job that asks to run again later: same (function, key), new arguments.
+
+Used by the Celery shim's ``self.retry()``. In the worker, while the job runs:
+:func:`reschedule` writes the next run into the record (``scheduled`` or ``queued``,
+``retries`` + 1, ``attempts`` back to 0 since they count the starts of one run) and
+returns the step that submits it. The task then raises
+:class:`~django_gearattach.tasks.Rescheduled`; the worker ends the run in gearmand
+(WORK_FAIL, with no outcome recorded), and calls that step, which waits until
+gearmand has forgotten the run (a submit of the same unique would otherwise join the
+ending job) and submits the next one. Attachers keep following: an attacher that
+sees the run end finds the record still active and goes on watching it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db.models import F
+
+from . import immediate
+from .clients import get_client
+from .conf import conf
+from .gearman.errors import ConnectionFailed
+from .gearman.routing import Address
+from .models import Job
+from .submission import _Request, _send
+
+#: How long the next run waits for gearmand to forget the current one.
+FORGET_WAIT = 2.0
+
+
+def reschedule(
+    function: str,
+    key: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    run_at: datetime | None,
+    reason: str,
+) -> Callable[[Address], None]:
+    """Record the next run of the running job (function, key); return its submit step."""
+    record = Job.objects.for_key(function, key).get()
+    request = _Request(function, args, kwargs, key, record.priority, None, "", run_at=run_at)
+    Job.objects.filter(pk=record.pk).update(
+        status=request.status,
+        scheduled_for=request.scheduled_for,
+        arguments=request.arguments,
+        retries=F("retries") + 1,
+        attempts=0,
+        error=reason,
+        started_at=None,
+        worker_host="",
+        worker_pid=None,
+    )
+
+    def resend(server: Address) -> None:
+        job = Job.objects.get(pk=record.pk)
+        if conf.IMMEDIATE:
+            immediate.run(job, request.data)  # the retry runs now, as in Celery's eager mode
+            return
+        _wait_until_forgotten(server, request.unique)
+        _send(request, job)
+
+    return resend
+
+
+def _wait_until_forgotten(server: Address, unique: bytes) -> None:
+    client = get_client()
+    deadline = time.monotonic() + FORGET_WAIT
+    delay = 0.005
+    while time.monotonic() < deadline:
+        try:
+            if not client.status_unique(server, unique).known:
+                return
+        except ConnectionFailed:
+            return  # that server is gone: the next run goes wherever routing sends it
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
