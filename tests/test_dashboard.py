@@ -20,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from django_gearattach.dashboard.live import get_feed
+from django_gearattach.dashboard import queries
 from django_gearattach.dashboard.queries import MinuteCounts, snapshot
 from django_gearattach.models import Job, Status
 from tests.asgi import application
@@ -58,6 +59,16 @@ def jobs() -> None:
     finished_job("m-old", "mail.send", Status.CANCELLED, ago=7200, wait=0.01, run=0.2)
     finished_job("ancient", "mail.send", Status.FAILED, ago=3 * 86400, wait=1, run=1)
     Job.objects.create(function="mail.send", key="still-running", status=Status.RUNNING)
+
+
+def test_a_busy_periods_percentiles_rank_only_its_latest_jobs(jobs, monkeypatch):
+    """A million jobs in a day took seconds to rank: only the latest SAMPLE are."""
+    monkeypatch.setattr(queries, "SAMPLE", 10)
+    reports = {f.function: f for f in snapshot("hour").functions}["reports.build"]
+    # The 10 latest jobs of the hour: mail.send's 4 (120 s ago) and reports.build's
+    # i = 1..6 (70..120 s ago, run 1..6 s); nothing older is ranked.
+    assert reports.run == {0.5: 3.0, 0.95: 6.0, 0.99: 6.0}
+    assert reports.counts == {"complete": 90, "failed": 10}  # counts still cover them all
 
 
 def test_the_numbers_of_the_last_hour_and_day(jobs):

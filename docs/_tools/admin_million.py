@@ -22,7 +22,8 @@ FILL = """
 INSERT INTO django_gearattach_job (
     id, function, key, status, priority, arguments, progress_numerator,
     progress_denominator, data, result, error, traceback, server, handle, owner_id,
-    session_key, attempts, worker_host, worker_pid, created_at, started_at, finished_at)
+    session_hash, attempts, worker_host, worker_pid, created_at, started_at, finished_at,
+    exception_module, exception_qualname, retries)
 SELECT
     md5(i::text || 'id')::uuid,
     'app.task' || (i %% 20),
@@ -36,7 +37,8 @@ SELECT
     'worker-1', 4000 + i %% 4,
     now() - (i || ' seconds')::interval * 31,
     now() - (i || ' seconds')::interval * 31 + interval '1 second',
-    now() - (i || ' seconds')::interval * 31 + interval '3 seconds'
+    now() - (i || ' seconds')::interval * 31 + interval '3 seconds',
+    '', '', 0
 FROM generate_series(1, %(rows)s) AS i
 """
 

@@ -29,7 +29,8 @@ FILL = """
 INSERT INTO django_gearattach_job (
     id, function, key, status, priority, arguments, progress_numerator,
     progress_denominator, data, result, error, traceback, server, handle, owner_id,
-    session_key, attempts, worker_host, worker_pid, created_at, started_at, finished_at)
+    session_hash, attempts, worker_host, worker_pid, created_at, started_at, finished_at,
+    exception_module, exception_qualname, retries)
 SELECT
     md5(i::text || 'id')::uuid,
     'app.task' || (i %% 20),
@@ -41,7 +42,8 @@ SELECT
     now() - make_interval(secs => i * %(spacing)s)
           - make_interval(secs => 1 + (i %% 97) / 10.0 + (i %% 13)),
     now() - make_interval(secs => i * %(spacing)s) - make_interval(secs => (i %% 97) / 10.0),
-    now() - make_interval(secs => i * %(spacing)s)
+    now() - make_interval(secs => i * %(spacing)s),
+    '', '', 0
 FROM generate_series(1, %(rows)s) AS i
 """
 
