@@ -19,8 +19,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_gearattach.dashboard.live import get_feed
 from django_gearattach.dashboard import queries
+from django_gearattach.dashboard.live import get_feed
 from django_gearattach.dashboard.queries import MinuteCounts, snapshot
 from django_gearattach.models import Job, Status
 from tests.asgi import application
