@@ -61,13 +61,21 @@ def pretty(value: Any) -> SafeString:
 def for_display(arguments: Any) -> Any:
     """A job's arguments as operators may see them: sealed secrets stay hidden.
 
-    An offloaded request's session key and CSRF secret are sealed (encrypted) in the
-    record; the admin shows that they are there, not even their ciphertext.
+    An offloaded request's session key, CSRF secret and sensitive form fields are
+    sealed (encrypted) in the record; the admin shows that they are there, not even
+    their ciphertext.
     """
     request = arguments.get("kwargs", {}).get("request") if isinstance(arguments, dict) else None
-    if not isinstance(request, dict) or not request.get("sealed"):
+    if not isinstance(request, dict) or not (request.get("sealed") or "sensitive" in request):
         return arguments
-    kwargs = {**arguments["kwargs"], "request": {**request, "sealed": "(encrypted)"}}
+    shown = {**request}
+    if request.get("sealed"):
+        shown["sealed"] = "(encrypted)"
+    if request.get("sensitive"):
+        shown["sensitive"] = "(encrypted)"
+    elif request.get("sensitive_removed"):
+        shown["sensitive"] = "(removed once the view had run)"
+    kwargs = {**arguments["kwargs"], "request": shown}
     if "signature" in kwargs:
         kwargs["signature"] = "(hidden)"
     return {**arguments, "kwargs": kwargs}

@@ -27,7 +27,13 @@ import time
 from typing import Any
 
 from asgiref.sync import SyncToAsync, async_to_sync
-from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import urlencode
 
@@ -117,13 +123,17 @@ def accepted(request: HttpRequest, job: Job, token: str) -> HttpResponse:
     return response
 
 
+def see_other(url: str) -> HttpResponseRedirect:
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    add_never_cache_headers(response)
+    return response
+
+
 def status(request: HttpRequest, job: Job, token: str) -> HttpResponseBase:
     """The status URL: the state while the job runs, then ``303`` to the result."""
     if job.status == "complete":
-        response = HttpResponse(status=303)
-        response["Location"] = link(request, RESULT_PARAM, token)
-        add_never_cache_headers(response)
-        return response
+        return see_other(link(request, RESULT_PARAM, token))
     answer = _json(state(request, job, token), 200)
     if job.is_active:
         answer["Retry-After"] = str(RETRY_AFTER)
@@ -132,10 +142,7 @@ def status(request: HttpRequest, job: Job, token: str) -> HttpResponseBase:
 
 def not_ready(request: HttpRequest, job: Job, token: str) -> HttpResponse:
     """The result URL of a job with no result (yet): back to its status URL."""
-    response = HttpResponse(status=303)
-    response["Location"] = link(request, TOKEN_PARAM, token)
-    add_never_cache_headers(response)
-    return response
+    return see_other(link(request, TOKEN_PARAM, token))
 
 
 # -- Prefer: wait -------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponse, HttpResponseBase
+from django.http import FileResponse, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.utils.cache import add_never_cache_headers
 
 from .exceptions import BadPayload
@@ -182,8 +182,8 @@ def replay(result: dict[str, Any]) -> HttpResponseBase | None:
     content_type = result.get("content_type") or "text/html; charset=utf-8"
     response: HttpResponseBase
     if isinstance(result.get("redirect"), str):
-        response = HttpResponse(status={301: 302, 308: 307}.get(status, status))
-        response["Location"] = result["redirect"]
+        response = HttpResponseRedirect(result["redirect"])
+        response.status_code = {301: 302, 308: 307}.get(status, status)
     elif isinstance(result.get("html"), str) or isinstance(result.get("body"), str):
         text = result.get("html") if isinstance(result.get("html"), str) else result["body"]
         response = HttpResponse(text, status=status, content_type=content_type)

@@ -147,7 +147,7 @@ def test_non_html_response_becomes_a_download(client: Client) -> None:
     page = revisit(client, "/offload/csv/", token)
     assert page.status_code == 200
     assert page["Content-Disposition"] == 'attachment; filename="totals.csv"'
-    assert b"".join(page.streaming_content) == b"year,total\n2024,42\n"  # type: ignore[attr-defined]
+    assert b"".join(page.streaming_content) == b"year,total\n2024,42\n"
     # The widget's link, for the processing page that stays on screen.
     download = client.get(f"/gearattach/jobs/{token}/download/")
     assert download.status_code == 200
