@@ -135,7 +135,8 @@ def handle(
         response = outcome_response(request, job, token, options.template)
     else:
         response = processing_response(request, job, template=options.template, token=token)
-    patch_vary_headers(response, ("Accept",))
+    # What a cache must tell apart: a page for browsers, a 202 or a waited-for answer.
+    patch_vary_headers(response, ("Accept", "Prefer"))
     if new_session:
         _set_session_cookie(request, response)
     return response
