@@ -29,9 +29,11 @@ from typing import Any, ClassVar, TypeVar, overload
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest
 
+from .api import RESULT_PARAM
 from .capture import register_view
 from .classviews import MARKER, class_path
 from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, handle
+from .processing import TOKEN_PARAM
 from .sensitive import declared_on
 
 __all__ = ["QUEUE_FULL_RETRY_AFTER", "OffloadMixin", "offload"]
@@ -164,7 +166,8 @@ class OffloadMixin:
 
     The options of :func:`offload` are class attributes: ``offload_template``,
     ``offload_priority``, ``offload_shared``, ``offload_accept_files``,
-    ``offload_sensitive``, ``offload_forms``; the key is :meth:`get_offload_key`
+    ``offload_sensitive``, ``offload_forms``, and ``offload_methods`` (the methods to
+    offload, say ``["post"]``: others run here as usual); the key is :meth:`get_offload_key`
     (by default ``offload_key``, a function of the request, or None). Put the mixin
     first, before the view class, so that its ``dispatch`` runs first.
     """
@@ -176,6 +179,8 @@ class OffloadMixin:
     offload_accept_files: ClassVar[bool] = False
     offload_sensitive: ClassVar[Iterable[str]] = ()
     offload_forms: ClassVar[Iterable[Any]] = ()
+    #: The HTTP methods offloaded (say ``["post"]`` for a form); None: every method.
+    offload_methods: ClassVar[Iterable[str] | None] = None
 
     def get_offload_key(self, request: HttpRequest) -> str | None:
         """The job key of ``request`` (see ``key`` in :func:`offload`); None: a job of its own."""
@@ -184,9 +189,18 @@ class OffloadMixin:
             key = key.__func__
         return key(request) if key is not None else None
 
+    def _offloads(self, request: HttpRequest) -> bool:
+        if (
+            self.offload_methods is None
+            or request.GET.get(TOKEN_PARAM)
+            or request.GET.get(RESULT_PARAM)
+        ):
+            return True  # a job's link is always the job's
+        return (request.method or "").lower() in {m.lower() for m in self.offload_methods}
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         path = class_path(type(self))
-        if running_in_worker(request, path):
+        if running_in_worker(request, path) or not self._offloads(request):
             return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
         options = Options(
             template=self.offload_template,

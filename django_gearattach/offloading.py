@@ -188,11 +188,12 @@ def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None
             return user
 
         request.auser = auser
-    if apps.is_installed("django.contrib.messages") and hasattr(request, "session"):
-        from django.contrib.messages.storage.session import SessionStorage
+    if apps.is_installed("django.contrib.messages") and not data.get("shared"):
+        from django.contrib.messages.storage import default_storage as message_storage
 
-        # Messages go to the session: a cookie set here would never reach the browser.
-        request._messages = SessionStorage(request)  # type: ignore[attr-defined]
+        # The project's message storage, as MessageMiddleware would use it: a cookie it
+        # sets is kept with the response (sealed) and reaches the browser with it.
+        request._messages = message_storage(request)  # type: ignore[attr-defined]
 
 
 def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) -> Any:
