@@ -37,12 +37,15 @@ from django.http import (
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import urlencode
 
+from . import streams
 from .attachment import attach
 from .conf import conf
 from .exceptions import GearattachError
 from .hub import get_hub
 from .models import Job
 from .processing import TOKEN_PARAM
+from .streams import StreamLimitReached, client_of
+from .tokens import Identity
 from .wire import failed_message
 
 #: Seconds an API client is asked to wait before it asks about the job again.
@@ -146,20 +149,28 @@ def not_ready(request: HttpRequest, job: Job, token: str) -> HttpResponse:
 
 
 # -- Prefer: wait -------------------------------------------------------------------------
-def wait_for(job: Job, seconds: float) -> Job:
+def wait_for(request: HttpRequest, job: Job, seconds: float) -> Job:
     """``job``'s record after it finished, or as it is after ``seconds``.
 
     Under ASGI the wait is on the process's hub (one gearmand attachment per job,
     shared with the websockets), run on the server's event loop; elsewhere on a
-    blocking attachment of this thread. Either way gearmand pushes the outcome.
+    blocking attachment of this thread. Either way gearmand pushes the outcome. A
+    waiting request counts as a stream (:mod:`~django_gearattach.streams`): beyond
+    the stream limits it does not wait, and gets its ``202`` at once.
     """
     if job.is_finished or seconds <= 0:
         return job
-    loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-    if loop is not None and loop.is_running():
-        async_to_sync(_await_on_hub)(job, seconds)
-    else:
-        _attach_blocking(job, seconds)
+    client = client_of(Identity.of_request(request), request.META.get("REMOTE_ADDR"))
+    try:
+        slot = streams.registry.open(client)
+    except StreamLimitReached:
+        return job
+    with slot:
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+        if loop is not None and loop.is_running():
+            async_to_sync(_await_on_hub)(job, seconds)
+        else:
+            _attach_blocking(job, seconds)
     return Job.objects.for_key(job.function, job.key).first() or job
 
 

@@ -59,8 +59,8 @@ def register_view(view: Callable[..., Any]) -> str:
     if not qualname or "<" in qualname or "." in qualname:
         raise TypeError(
             f"@offload needs a module-level function view, not {view!r}: the worker finds "
-            "the view by its dotted path. For a class-based view, submit a task yourself "
-            "and return processing_response(request, job)."
+            "the view by its dotted path. For a class-based view, decorate its dispatch "
+            '(@method_decorator(offload, name="dispatch")) or use OffloadMixin.'
         )
     path = f"{view.__module__}:{qualname}"
     _views[path] = view

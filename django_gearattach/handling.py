@@ -125,7 +125,7 @@ def handle(
     if program:
         wait = api.prefer_wait(request)
         if wait is not None:
-            job = api.wait_for(job, wait)
+            job = api.wait_for(request, job, wait)
         response = (
             outcome_response(request, job, token, options.template)
             if job.status == Status.COMPLETE
@@ -260,7 +260,7 @@ def _revisit(options: Options, path: str, request: HttpRequest, token: str) -> H
     if not api.wants_html(request):
         wait = api.prefer_wait(request)
         if wait is not None and not job.is_finished:
-            job = api.wait_for(job, wait)
+            job = api.wait_for(request, job, wait)
         return api.status(request, job, token)
     if job.is_finished:
         return outcome_response(request, job, token, options.template)

@@ -193,3 +193,16 @@ def test_prefer_wait_over_plain_http_waits_on_the_hub(live: int) -> None:
     assert "Prefer" in headers["Vary"]
     status, headers, _ = request(live, "POST", "/payment/", "card=1", {**FORM, "Prefer": "wait=0"})
     assert status == 202
+
+
+@pytest.mark.usefixtures("cluster")
+def test_beyond_the_stream_limits_a_request_does_not_wait(client: Client, settings) -> None:
+    from django_gearattach import streams
+
+    settings.GEARATTACH = {**settings.GEARATTACH, "STREAM_LIMIT_PER_PROCESS": 1}
+    with streams.registry.open("someone-else"):
+        refused = client.get("/offload/item/5/", headers={**JSON, "Prefer": "wait=20"})
+    assert refused.status_code == 202  # answered without waiting for the quick job
+    finish(Job.objects.get())
+    waited = client.get("/offload/item/6/", headers={**JSON, "Prefer": "wait=20"})
+    assert waited.status_code == 200

@@ -112,3 +112,23 @@ def test_drf_post_with_json_and_the_mixin(client: Client) -> None:
     finish(job)
     result = client.get(response["Location"], follow=True, headers=JSON)
     assert result.json() == {"echo": {"colour": "red"}, "worker": True}
+
+
+def test_an_async_class_based_view(client: Client) -> None:
+    job, token = started(client.get("/classes/async/"))
+    done = finish(job)
+    assert done.progress_numerator == 1
+    assert revisit(client, "/classes/async/", token).content == b'<p id="async">pong</p>'
+
+
+def test_offload_on_a_method_without_method_decorator_says_what_to_do() -> None:
+    from django.views import View
+
+    from django_gearattach.decorators import offload
+
+    with pytest.raises(TypeError, match="method_decorator"):
+
+        class Wrong(View):
+            @offload
+            def get(self, request):  # type: ignore[no-untyped-def]
+                return None

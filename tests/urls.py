@@ -35,4 +35,5 @@ urlpatterns += [
     path("payment/", classviews.payment, name="payment"),
     path("api/figures/<int:year>/", classviews.Figures.as_view(), name="figures"),
     path("api/echo/", classviews.Echo.as_view(), name="echo"),
+    path("classes/async/", classviews.AsyncPing.as_view(), name="async-ping"),
 ]

@@ -132,3 +132,12 @@ class Echo(OffloadMixin, APIView):  # type: ignore[misc]
 
     def post(self, request: Request) -> Response:
         return Response({"echo": request.data, "worker": hasattr(request._request, "gearattach")})
+
+
+@method_decorator(offload, name="dispatch")
+class AsyncPing(View):
+    """An async class-based view."""
+
+    async def get(self, request: HttpRequest) -> HttpResponse:
+        await request.gearattach.aprogress(1, 1)  # type: ignore[attr-defined]
+        return HttpResponse('<p id="async">pong</p>')
