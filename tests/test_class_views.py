@@ -130,5 +130,5 @@ def test_offload_on_a_method_without_method_decorator_says_what_to_do() -> None:
 
         class Wrong(View):
             @offload
-            def get(self, request):  # type: ignore[no-untyped-def]
+            def get(self, request):
                 return None
