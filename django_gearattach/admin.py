@@ -81,6 +81,14 @@ def for_display(arguments: Any) -> Any:
     return {**arguments, "kwargs": kwargs}
 
 
+def sensitive_removed(job: Job) -> bool:
+    """Whether ``job`` is an offloaded request whose sensitive fields are gone."""
+    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+    kwargs = arguments.get("kwargs")
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    return isinstance(request, dict) and bool(request.get("sensitive_removed"))
+
+
 def unsafe_replay(job: Job) -> dict[str, Any] | None:
     """What retrying ``job`` would replay, when it is an offloaded request that is not
     safe (not GET, HEAD or OPTIONS): its method, path, owner and key."""
@@ -330,9 +338,13 @@ class JobAdmin(_ModelAdmin):
         if replays and request.POST.get("confirm_replay") != "yes":
             return self.confirm_replay(request, jobs, replays)
         done, skipped_active, skipped_unknown, skipped_foreign = [], 0, 0, 0
+        skipped_sensitive = 0
         for job in jobs:
             if job.is_active:
                 skipped_active += 1
+                continue
+            if sensitive_removed(job):
+                skipped_sensitive += 1
                 continue
             try:
                 done.append(retry(job))
@@ -384,6 +396,19 @@ class JobAdmin(_ModelAdmin):
                     skipped_foreign,
                 )
                 % {"count": skipped_foreign},
+                messages.ERROR,
+            )
+        if skipped_sensitive:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d offloaded request had its sensitive fields removed once it ran "
+                    "and cannot be sent again: ask its user to send the form again.",
+                    "%(count)d offloaded requests had their sensitive fields removed once they "
+                    "ran and cannot be sent again: ask their users to send the forms again.",
+                    skipped_sensitive,
+                )
+                % {"count": skipped_sensitive},
                 messages.ERROR,
             )
         return None

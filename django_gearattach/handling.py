@@ -109,6 +109,7 @@ def handle(
         job = _submit(options, arguments, job_key, owner, session_key)
     except SubmitFailed:
         delete_uploads(uploads)
+        sensitive_fields.forget(OFFLOAD_FUNCTION, job_key)  # it will never run
         job = Job.objects.for_key(OFFLOAD_FUNCTION, job_key).get()  # marked failed
         if program:
             response = JsonResponse(

@@ -85,6 +85,30 @@ def test_sensitive_fields_are_never_in_the_admin_and_a_retry_says_why_not(
     assert open_response(done.result)["body"] == '{"card_digits": 16, "body": ""}'
     with pytest.raises(BadPayload, match="sensitive fields were removed"):
         signed_again(done.arguments["kwargs"], done.key, "another-key")
+    retried = admin_client.post(
+        reverse("admin:django_gearattach_job_changelist"),
+        {"action": "retry_jobs", "_selected_action": [str(job.pk)], "confirm_replay": "yes"},
+        follow=True,
+    )
+    assert "had its sensitive fields removed once it ran" in retried.content.decode()
+    assert Job.objects.count() == 1  # nothing resubmitted
+
+
+def test_a_cancelled_request_loses_its_sensitive_fields(settings) -> None:
+    from django_gearattach.operations import cancel
+
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": ["127.0.0.1:9"]}  # unreachable
+    Client().post("/payment/", {"card": "4242424242424242"})
+    job = Job.objects.get()  # submitting failed: it will never run, so nothing is kept
+    assert job.arguments["kwargs"]["request"]["sensitive_removed"] is True
+    job.status = "queued"
+    job.save(update_fields=["status"])
+    job.arguments["kwargs"]["request"]["sensitive"] = "sealed-value"
+    job.arguments["kwargs"]["request"]["sensitive_removed"] = False
+    Job.objects.filter(pk=job.pk).update(arguments=job.arguments)
+    cancel(job)
+    job.refresh_from_db()
+    assert job.arguments["kwargs"]["request"]["sensitive"] is None
 
 
 def test_a_json_body_is_sealed_whole_when_the_view_names_sensitive_fields() -> None:
