@@ -27,6 +27,7 @@ from inspect import getattr_static, iscoroutinefunction, ismethod
 from typing import Any, ClassVar, TypeVar, overload
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .api import RESULT_PARAM
@@ -147,6 +148,13 @@ def running_in_worker(request: Any, path: str) -> bool:
 
 
 def _for_class_view(options: Options, dispatch: Callable[..., Any], view: Any) -> Any:
+    if getattr(dispatch, "__name__", "") != "dispatch":
+        raise ImproperlyConfigured(
+            f"{class_path(type(view))}: offload a class-based view on dispatch "
+            '(method_decorator(offload, name="dispatch")), not on a handler: the link to '
+            "the job is a GET, which must reach @offload too. To offload some methods "
+            'only, use OffloadMixin with offload_methods = ["post"].'
+        )
     target = Target(class_path(type(view)), view=view)
     asynchronous = bool(getattr(type(view), "view_is_async", False))
 

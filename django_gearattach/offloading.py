@@ -2,10 +2,11 @@
 
 The web process stores the request as signed JSON (:mod:`~django_gearattach.capture`)
 and submits the ``gearattach.offload`` task. The worker rebuilds a request from it,
-with its user and session, calls the undecorated view, and returns the response as
-JSON: ``{"status", "content_type", "html"}``, ``{"status", "redirect"}``, or for any
-other content type ``{"status", "content_type", "download": {"path", "name",
-"size"}}`` with the body saved to default storage.
+with its user, session and sensitive fields (:mod:`~django_gearattach.sensitive`),
+calls the undecorated view (or builds a class-based view and dispatches to it:
+:mod:`~django_gearattach.classviews`), and returns the response, status, headers and
+cookies included, as JSON (:mod:`~django_gearattach.responses`). The sensitive
+fields leave the record once the view has run.
 
 Anyone who can reach gearmand can submit jobs, so the worker runs only views that
 were decorated with ``@offload`` and only payloads signed with ``SECRET_KEY`` (or a

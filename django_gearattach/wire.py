@@ -6,10 +6,10 @@
 error only with ``DEBUG`` on: see :func:`failed_message`).
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
-split out of the result: ``html`` holds its HTML, ``redirect`` its Location, or
-``download`` the name and size of a non-HTML body; ``result`` keeps its status code
-and content type. For any other task ``html`` is null and ``result`` is its return
-value.
+split out of the result: ``html`` holds its HTML, ``body`` another text body,
+``redirect`` its Location, or ``download`` the name and size of a file; ``result``
+keeps its status code and content type. Its headers and cookies are in no message.
+For any other task ``html`` is null and ``result`` is its return value.
 """
 
 from __future__ import annotations

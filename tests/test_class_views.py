@@ -7,6 +7,7 @@ import base64
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 
 from django_gearattach.api import RESULT_PARAM
@@ -132,3 +133,10 @@ def test_offload_on_a_method_without_method_decorator_says_what_to_do() -> None:
             @offload
             def get(self, request):
                 return None
+
+
+def test_method_decorator_on_one_handler_says_to_use_the_mixin(client: Client) -> None:
+    assert client.get("/classes/note/").content == b'<p id="where">web</p>'
+    with pytest.raises(ImproperlyConfigured, match="offload_methods"):
+        client.post("/classes/note/", {"note": "milk"})
+    assert not Job.objects.exists()

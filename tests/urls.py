@@ -36,4 +36,5 @@ urlpatterns += [
     path("api/figures/<int:year>/", classviews.Figures.as_view(), name="figures"),
     path("api/echo/", classviews.Echo.as_view(), name="echo"),
     path("classes/async/", classviews.AsyncPing.as_view(), name="async-ping"),
+    path("classes/note/", classviews.Note.as_view(), name="note"),
 ]

@@ -141,3 +141,15 @@ class AsyncPing(View):
     async def get(self, request: HttpRequest) -> HttpResponse:
         await request.gearattach.aprogress(1, 1)  # type: ignore[attr-defined]
         return HttpResponse('<p id="async">pong</p>')
+
+
+@method_decorator(offload, name="post")
+class Note(View):
+    """Offloaded on one handler: refused with advice (the job's link is a GET)."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return HttpResponse('<p id="where">web</p>')
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        note = escape(request.POST.get("note", ""))
+        return HttpResponse(f'<p id="where">worker</p><p id="note">{note}</p>')
