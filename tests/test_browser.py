@@ -135,6 +135,8 @@ def browser() -> Iterator[Any]:
 def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored_outcome(
     site: Site, browser: Any
 ) -> None:
+    from playwright.sync_api import Error as PlaywrightError
+
     context = browser.new_context(viewport={"width": 1000, "height": 800})
     page = context.new_page()
     url = f"{site.url}/report/build/?region=EU&year=2031&seconds=3"
@@ -149,10 +151,14 @@ def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored
     second = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not page.locator("#report-run").count():
-        value = page.evaluate(
-            "() => { const b = document.querySelector('.gearattach-bar');"
-            " return b ? b.getAttribute('aria-valuenow') : null; }"
-        )
+        try:
+            value = page.evaluate(
+                "() => { const b = document.querySelector('.gearattach-bar');"
+                " return b ? b.getAttribute('aria-valuenow') : null; }"
+            )
+        except PlaywrightError:  # the job ended: the page is going to the report
+            page.wait_for_load_state()
+            continue
         if value is not None and (not seen or seen[-1] != int(value)):
             seen.append(int(value))
             if second is None and 0 < int(value) < 100:
