@@ -61,16 +61,32 @@ def pretty(value: Any) -> SafeString:
 def for_display(arguments: Any) -> Any:
     """A job's arguments as operators may see them: sealed secrets stay hidden.
 
-    An offloaded request's session key and CSRF secret are sealed (encrypted) in the
-    record; the admin shows that they are there, not even their ciphertext.
+    An offloaded request's session key, CSRF secret and sensitive form fields are
+    sealed (encrypted) in the record; the admin shows that they are there, not even
+    their ciphertext.
     """
     request = arguments.get("kwargs", {}).get("request") if isinstance(arguments, dict) else None
-    if not isinstance(request, dict) or not request.get("sealed"):
+    if not isinstance(request, dict) or not (request.get("sealed") or "sensitive" in request):
         return arguments
-    kwargs = {**arguments["kwargs"], "request": {**request, "sealed": "(encrypted)"}}
+    shown = {**request}
+    if request.get("sealed"):
+        shown["sealed"] = "(encrypted)"
+    if request.get("sensitive"):
+        shown["sensitive"] = "(encrypted)"
+    elif request.get("sensitive_removed"):
+        shown["sensitive"] = "(removed once the view had run)"
+    kwargs = {**arguments["kwargs"], "request": shown}
     if "signature" in kwargs:
         kwargs["signature"] = "(hidden)"
     return {**arguments, "kwargs": kwargs}
+
+
+def sensitive_removed(job: Job) -> bool:
+    """Whether ``job`` is an offloaded request whose sensitive fields are gone."""
+    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+    kwargs = arguments.get("kwargs")
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    return isinstance(request, dict) and bool(request.get("sensitive_removed"))
 
 
 def unsafe_replay(job: Job) -> dict[str, Any] | None:
@@ -335,9 +351,13 @@ class JobAdmin(_ModelAdmin):
         if replays and request.POST.get("confirm_replay") != "yes":
             return self.confirm_replay(request, jobs, replays)
         done, skipped_active, skipped_unknown, skipped_foreign = [], 0, 0, 0
+        skipped_sensitive = 0
         for job in jobs:
             if job.is_active:
                 skipped_active += 1
+                continue
+            if sensitive_removed(job):
+                skipped_sensitive += 1
                 continue
             try:
                 done.append(retry(job))
@@ -389,6 +409,19 @@ class JobAdmin(_ModelAdmin):
                     skipped_foreign,
                 )
                 % {"count": skipped_foreign},
+                messages.ERROR,
+            )
+        if skipped_sensitive:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d offloaded request had its sensitive fields removed once it ran "
+                    "and cannot be sent again: ask its user to send the form again.",
+                    "%(count)d offloaded requests had their sensitive fields removed once they "
+                    "ran and cannot be sent again: ask their users to send the forms again.",
+                    skipped_sensitive,
+                )
+                % {"count": skipped_sensitive},
                 messages.ERROR,
             )
         return None

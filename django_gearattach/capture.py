@@ -15,11 +15,8 @@ credentials:
 * a shared view (``shared=True``) is stored as an anonymous request with no session
   and no CSRF secret at all: its response is served to everyone.
 
-The worker stores the view's response as the job's result: ``{"status",
-"content_type", "html"}``, ``{"status", "redirect"}`` or ``{"status", "content_type",
-"download": {"path", "name", "size"}}``. Unless the view is shared, its HTML or
-Location is sealed (``{"status", "content_type", "sealed"}``): a user's page holds
-their data and CSRF tokens. :func:`open_response` reads either form.
+The worker stores the view's response as the job's result, its status, headers and
+cookies with it: see :mod:`~django_gearattach.responses`.
 """
 
 from __future__ import annotations
@@ -35,15 +32,16 @@ from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import HttpRequest
 
+from . import sensitive as sensitive_fields
 from .exceptions import BadPayload
 from .payload import new_key, to_json_value
-from .sealing import seal, unseal
+from .responses import DOWNLOAD_DIR, open_response
+from .sealing import seal
 
 logger = logging.getLogger("django_gearattach")
 
 SIGNING_SALT = "django_gearattach.offload"
 UPLOAD_DIR = "gearattach/uploads"
-DOWNLOAD_DIR = "gearattach/downloads"
 #: Request headers never copied into a job: credentials the worker does not need.
 PRIVATE_HEADERS = frozenset(
     {"HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_X_CSRFTOKEN"}
@@ -61,8 +59,8 @@ def register_view(view: Callable[..., Any]) -> str:
     if not qualname or "<" in qualname or "." in qualname:
         raise TypeError(
             f"@offload needs a module-level function view, not {view!r}: the worker finds "
-            "the view by its dotted path. For a class-based view, submit a task yourself "
-            "and return processing_response(request, job)."
+            "the view by its dotted path. For a class-based view, decorate its dispatch "
+            '(@method_decorator(offload, name="dispatch")) or use OffloadMixin.'
         )
     path = f"{view.__module__}:{qualname}"
     _views[path] = view
@@ -107,6 +105,11 @@ def signed_again(kwargs: dict[str, Any], key: str, new_key: str) -> dict[str, An
     view, request = kwargs.get("view"), kwargs.get("request")
     if not (isinstance(view, str) and isinstance(request, dict)):
         raise BadPayload("the offloaded request's arguments are malformed")
+    if request.get("sensitive_removed"):
+        raise BadPayload(
+            "the offloaded request's sensitive fields were removed from the record once it "
+            "had run: it cannot be sent again from here; ask its user to send the form again"
+        )
     if not verify(view, request, key, kwargs.get("signature")):
         raise BadPayload("the offloaded request was not signed by this site")
     return {**kwargs, "signature": sign(view, request, new_key)}
@@ -123,12 +126,26 @@ def serialise_request(
     kwargs: Any,
     *,
     shared: bool = False,
+    sensitive: frozenset[str] | str = frozenset(),
 ) -> dict[str, Any]:
-    """The request as JSON for the worker; see the module docstring for what is left out."""
+    """The request as JSON for the worker; see the module docstring for what is left out.
+
+    The ``sensitive`` fields (names, or ``"__ALL__"``) are sealed apart
+    (:mod:`~django_gearattach.sensitive`).
+    """
     content_type = request.META.get("CONTENT_TYPE", "")
     form = request.method == "POST" and content_type.startswith(FORM_TYPES)
     body = b"" if form or request.method in ("GET", "HEAD") else request.body
     private = _private_headers()
+    post, encoded, hidden = sensitive_fields.split(
+        (
+            [[k, v] for k, values in request.POST.lists() if k != CSRF_FIELD for v in values]
+            if form
+            else None
+        ),
+        base64.b64encode(body).decode() if body else None,
+        sensitive,
+    )
     data = {
         "method": request.method,
         "script_name": request.META.get("SCRIPT_NAME", ""),
@@ -143,12 +160,9 @@ def serialise_request(
             if k.startswith("HTTP_") and k not in private and isinstance(v, str)
         },
         "content_type": content_type,
-        "post": (
-            [[k, v] for k, values in request.POST.lists() if k != CSRF_FIELD for v in values]
-            if form
-            else None
-        ),
-        "body": base64.b64encode(body).decode() if body else None,
+        "post": post,
+        "body": encoded,
+        "sensitive": hidden,
         "files": uploads,
         "shared": shared,
         "user_id": None if shared else _user_id(request),
@@ -233,38 +247,3 @@ def stored_files(arguments: Any, result: Any) -> list[str]:
     # A record may come from a foreign client's job: never name a file outside our folders.
     ours = (f"{UPLOAD_DIR}/", f"{DOWNLOAD_DIR}/")
     return [path for path in paths if path.startswith(ours) and ".." not in path.split("/")]
-
-
-# -- the response, as the job's result ----------------------------------------------------
-def stored_response(
-    status: int, content_type: str, body: dict[str, Any], *, private: bool
-) -> dict[str, Any]:
-    """A view's response as a job result: ``body`` (its HTML, Location or download) sealed
-    when ``private``, beside its status and content type."""
-    result: dict[str, Any] = {"status": status}
-    if content_type:
-        result["content_type"] = content_type
-    if private:
-        result["sealed"] = seal(body)
-    else:
-        result.update(body)
-    return result
-
-
-def open_response(result: Any) -> dict[str, Any] | None:
-    """A stored response with its sealed part opened; None when ``result`` is not one.
-
-    A part that no key opens any more (``SECRET_KEY`` rotated without a fallback) is
-    left out, and the response is served as a plain "complete".
-    """
-    if not isinstance(result, dict):
-        return None
-    if "sealed" not in result:
-        return result
-    rest = {k: v for k, v in result.items() if k != "sealed"}
-    try:
-        body = unseal(result["sealed"])
-    except BadPayload as exc:
-        logger.warning("a stored offload response cannot be opened: %s", exc)
-        return rest
-    return {**rest, **body} if isinstance(body, dict) else rest

@@ -11,47 +11,35 @@
 
 The web request stores the request (method, path, GET/POST, headers, user, session,
 uploads), submits it as a ``gearattach.offload`` job, and returns the processing page
-at once. The worker rebuilds the request and calls the view's body; the page then
-shows the view's real response (its HTML, its redirect, or a download link).
+at once (a program gets ``202 Accepted``: see :mod:`~django_gearattach.api`). The
+worker rebuilds the request and calls the view's body; the browser then gets the
+view's own response, with its status, headers and cookies.
+
+Class-based views: ``@method_decorator(offload(...), name="dispatch")`` or
+:class:`OffloadMixin` (see :mod:`~django_gearattach.classviews`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import wraps
-from inspect import iscoroutinefunction
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Iterable
+from functools import partial, wraps
+from inspect import getattr_static, iscoroutinefunction, ismethod
+from typing import Any, ClassVar, TypeVar, overload
 
 from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.cache import patch_vary_headers
+from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 
-from .capture import delete_uploads, register_view, save_uploads, serialise_request, sign
-from .conf import conf
-from .exceptions import SubmitFailed
-from .models import Job, Status
-from .payload import new_key
-from .processing import TOKEN_PARAM, outcome_response, processing_response
-from .sealing import keyed_hash
-from .submission import submit
-from .tokens import Identity, check_token, token_for
-from .wire import OFFLOAD_FUNCTION
+from .api import RESULT_PARAM
+from .capture import register_view
+from .classviews import MARKER, class_path
+from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, handle
+from .processing import TOKEN_PARAM
+from .sensitive import declared_on
+
+__all__ = ["QUEUE_FULL_RETRY_AFTER", "OffloadMixin", "offload"]
 
 V = TypeVar("V", bound=Callable[..., Any])
-#: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
-QUEUE_FULL_RETRY_AFTER = 30
-KeyFunction = Callable[[HttpRequest], "str | None"]
-
-
-@dataclass(frozen=True)
-class Options:
-    template: str | None
-    priority: str | None
-    key: KeyFunction | None
-    shared: bool
-    accept_files: bool
 
 
 @overload
@@ -64,6 +52,8 @@ def offload(
     key: KeyFunction | None = None,
     shared: bool = False,
     accept_files: bool = False,
+    sensitive: Iterable[str] = (),
+    forms: Iterable[Any] = (),
 ) -> Callable[[V], V]: ...
 
 
@@ -76,6 +66,8 @@ def offload(
     key: KeyFunction | None = None,
     shared: bool = False,
     accept_files: bool = False,
+    sensitive: Iterable[str] = (),
+    forms: Iterable[Any] = (),
 ) -> V | Callable[[V], V]:
     """Run the decorated view in a ``gearworker``; show a live processing page meanwhile.
 
@@ -95,185 +87,142 @@ def offload(
     ``accept_files``: store uploads for the worker (default: refuse a request with
     files with HTTP 400; files the view never reads would otherwise wait in storage).
     """
-    options = Options(template, priority, key, shared, accept_files)
+    options = Options(
+        template, priority, key, shared, accept_files, tuple(sensitive), tuple(forms)
+    )
 
     def decorate(func: V) -> V:
-        path = register_view(func)
+        if _is_method_decorator_probe(func):
+            return _mark(func)
+        view = _bound_view(func)
+        if view is not None:
+            bound: V = _for_class_view(options, func, view)
+            return bound
+        target = Target(register_view(func), declared=declared_on(func))
         if iscoroutinefunction(func):
 
             @wraps(func)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                return await sync_to_async(_handle)(options, path, request, args, kwargs)
+                return await sync_to_async(handle)(options, target, request, args, kwargs)
 
-            async_wrapper.gearattach_view = path  # type: ignore[attr-defined]
+            async_wrapper.gearattach_view = target.path  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
 
         @wraps(func)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-            return _handle(options, path, request, args, kwargs)
+            return handle(options, target, request, args, kwargs)
 
-        wrapper.gearattach_view = path  # type: ignore[attr-defined]
+        wrapper.gearattach_view = target.path  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate(view) if view is not None else decorate
 
 
-def _handle(
-    options: Options, path: str, request: HttpRequest, args: Any, kwargs: Any
-) -> HttpResponseBase:
-    if request.method in ("GET", "HEAD") and TOKEN_PARAM in request.GET:
-        return _revisit(options, path, request, request.GET[TOKEN_PARAM])
-    if request.FILES and not options.accept_files:
-        return HttpResponse(
-            "This page does not accept file uploads; send the form without files.",
-            status=400,
-            content_type="text/plain; charset=utf-8",
-        )
-    if _queue_full(options, path, request):
-        busy = HttpResponse(
-            "Too many requests are waiting to be worked on; try again in a minute.",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
-        busy["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
-        return busy
-    user = getattr(request, "user", None)
-    owner = user if user is not None and user.is_authenticated else None
-    new_session = _save_session(request)
-    session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
-    job_key = _job_key(options, path, request) or new_key()
-    uploads = save_uploads(request) if request.FILES else {}
-    data = serialise_request(request, uploads, args, kwargs, shared=options.shared)
-    arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
-    try:
-        job = _submit(options, arguments, job_key, owner, session_key)
-    except SubmitFailed:
-        delete_uploads(uploads)
-        job = Job.objects.for_key(OFFLOAD_FUNCTION, job_key).get()  # marked failed
-        return processing_response(
-            request, job, template=options.template, shared=options.shared, status=503
-        )
-    if _stored_arguments(job).get("signature") != arguments["signature"]:
-        delete_uploads(uploads)  # another request's job runs; ours were never needed
-    response: HttpResponseBase
-    if job.status == Status.COMPLETE:
-        token = token_for(request, job, shared=options.shared)
-        response = outcome_response(request, job, token, options.template)
-    else:
-        response = processing_response(
-            request, job, template=options.template, shared=options.shared
-        )
-    if new_session:
-        _set_session_cookie(request, response)
-    return response
-
-
-def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
-    """Whether ``GEARATTACH["OFFLOAD_QUEUE_LIMIT"]`` offloaded requests wait already.
-
-    Back-pressure against a flood (say, cookieless GETs that each start a job): the
-    count stops at the limit, and a refused visitor gets no session. Joining a job
-    that is queued already is never refused.
-    """
-    limit = conf.OFFLOAD_QUEUE_LIMIT
-    if not limit:
-        return False
-    queued = Job.objects.filter(function=OFFLOAD_FUNCTION, status=Status.QUEUED)
-    if queued.values("pk")[:limit].count() < limit:
-        return False
-    session = getattr(request, "session", None)
-    user = getattr(request, "user", None)
-    signed_in = user is not None and user.is_authenticated
-    known = options.shared or signed_in or bool(session and session.session_key)
-    key = _job_key(options, path, request) if known else None
-    return key is None or not queued.filter(key=key).exists()
-
-
-def _save_session(request: HttpRequest) -> bool:
-    """Save the session now; return whether it is new.
-
-    The worker may change the session while this request is still being answered:
-    saving it here, and not again in SessionMiddleware, keeps those changes.
-    """
-    session = getattr(request, "session", None)
-    if session is None:
-        return False
-    new = not session.session_key
-    if new or session.modified:
-        session.save()
-    session.modified = False
-    return new
-
-
-def _set_session_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
-    # What SessionMiddleware does for a modified session, which this one no longer is.
-    session = request.session
-    max_age = None if session.get_expire_at_browser_close() else session.get_expiry_age()
-    response.set_cookie(
-        settings.SESSION_COOKIE_NAME,
-        session.session_key or "",
-        max_age=max_age,
-        domain=settings.SESSION_COOKIE_DOMAIN,
-        path=settings.SESSION_COOKIE_PATH,
-        secure=settings.SESSION_COOKIE_SECURE,
-        httponly=settings.SESSION_COOKIE_HTTPONLY,
-        samesite=settings.SESSION_COOKIE_SAMESITE,
+def _is_method_decorator_probe(func: Any) -> bool:
+    """``method_decorator`` tries each decorator on a dummy function when the class is
+    made, to copy the attributes it sets (our marker) onto ``dispatch``."""
+    return getattr(func, "__module__", "") == "django.utils.decorators" and (
+        getattr(func, "__name__", "") == "dummy"
     )
-    patch_vary_headers(response, ("Cookie",))
 
 
-def _submit(
-    options: Options, arguments: dict[str, Any], key: str, owner: Any, session_key: str
-) -> Job:
-    def run(rerun: bool) -> Job:
-        return submit(
-            OFFLOAD_FUNCTION,
-            kwargs=arguments,
-            key=key,
-            priority=options.priority,
-            rerun=rerun,
-            owner=owner,
-            session_key=session_key,
+def _mark(func: V) -> V:
+    @wraps(func)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        return func(*args, **kwargs)
+
+    setattr(marked, MARKER, True)
+    return marked  # type: ignore[return-value]
+
+
+def _bound_view(func: Any) -> Any:
+    """The view instance when ``func`` is a method bound by ``method_decorator``."""
+    if isinstance(func, partial) and ismethod(func.func):
+        return func.func.__self__
+    return None
+
+
+def running_in_worker(request: Any, path: str) -> bool:
+    """Whether ``request`` is the worker's rebuilt request for the view at ``path``."""
+    return getattr(getattr(request, "gearattach", None), "view", None) == path
+
+
+def _for_class_view(options: Options, dispatch: Callable[..., Any], view: Any) -> Any:
+    if getattr(dispatch, "__name__", "") != "dispatch":
+        raise ImproperlyConfigured(
+            f"{class_path(type(view))}: offload a class-based view on dispatch "
+            '(method_decorator(offload, name="dispatch")), not on a handler: the link to '
+            "the job is a GET, which must reach @offload too. To offload some methods "
+            'only, use OffloadMixin with offload_methods = ["post"].'
         )
+    target = Target(class_path(type(view)), view=view)
+    asynchronous = bool(getattr(type(view), "view_is_async", False))
 
-    job = run(False)
-    if job.is_finished and job.status != Status.COMPLETE:
-        job = run(True)  # a stored failure is not worth keeping: try again
-    return job
+    @wraps(dispatch)
+    def bound(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if running_in_worker(request, target.path):
+            return dispatch(request, *args, **kwargs)
+        if asynchronous:
+            return sync_to_async(handle)(options, target, request, args, kwargs)
+        return handle(options, target, request, args, kwargs)
 
-
-def _stored_arguments(job: Job) -> dict[str, Any]:
-    arguments = job.arguments if isinstance(job.arguments, dict) else {}
-    kwargs = arguments.get("kwargs")
-    return kwargs if isinstance(kwargs, dict) else {}
-
-
-def _job_key(options: Options, path: str, request: HttpRequest) -> str | None:
-    if options.key is None:
-        return None
-    value = options.key(request)
-    if value is None:
-        return None
-    if options.shared:
-        owner = "*"
-    else:
-        identity = Identity.of_request(request)
-        owner = f"user:{identity.user_id}" if identity.user_id is not None else ""
-        owner = owner or f"session:{identity.session_key}"
-    # Keyed, so that nobody can compute another user's key (or download path) from
-    # guessable inputs such as a user id and a year.
-    digest = keyed_hash("offload-key", "\0".join([path, str(value), owner]))
-    return f"offload-{digest[:40]}"
+    return bound
 
 
-def _revisit(options: Options, path: str, request: HttpRequest, token: str) -> HttpResponseBase:
-    """``?gearattach=TOKEN``: the job this page started, never a new run."""
-    ref = check_token(token, Identity.of_request(request))  # TokenRefused: HTTP 403
-    if ref.function != OFFLOAD_FUNCTION:
-        raise Http404("no such job for this page")
-    job = Job.objects.for_key(ref.function, ref.key).first()
-    if job is None or _stored_arguments(job).get("view") != path:
-        raise Http404("no such job for this page")
-    if job.is_finished:
-        return outcome_response(request, job, token, options.template)
-    return processing_response(request, job, template=options.template, token=token)
+class OffloadMixin:
+    """Offload a class-based view: ``class Report(OffloadMixin, TemplateView)``.
+
+    The options of :func:`offload` are class attributes: ``offload_template``,
+    ``offload_priority``, ``offload_shared``, ``offload_accept_files``,
+    ``offload_sensitive``, ``offload_forms``, and ``offload_methods`` (the methods to
+    offload, say ``["post"]``: others run here as usual); the key is :meth:`get_offload_key`
+    (by default ``offload_key``, a function of the request, or None). Put the mixin
+    first, before the view class, so that its ``dispatch`` runs first.
+    """
+
+    offload_template: ClassVar[str | None] = None
+    offload_priority: ClassVar[str | None] = None
+    offload_key: ClassVar[KeyFunction | None] = None
+    offload_shared: ClassVar[bool] = False
+    offload_accept_files: ClassVar[bool] = False
+    offload_sensitive: ClassVar[Iterable[str]] = ()
+    offload_forms: ClassVar[Iterable[Any]] = ()
+    #: The HTTP methods offloaded (say ``["post"]`` for a form); None: every method.
+    offload_methods: ClassVar[Iterable[str] | None] = None
+
+    def get_offload_key(self, request: HttpRequest) -> str | None:
+        """The job key of ``request`` (see ``key`` in :func:`offload`); None: a job of its own."""
+        key = getattr_static(type(self), "offload_key", None)  # a function, never bound
+        if isinstance(key, staticmethod):
+            key = key.__func__
+        return key(request) if key is not None else None
+
+    def _offloads(self, request: HttpRequest) -> bool:
+        if (
+            self.offload_methods is None
+            or request.GET.get(TOKEN_PARAM)
+            or request.GET.get(RESULT_PARAM)
+        ):
+            return True  # a job's link is always the job's
+        return (request.method or "").lower() in {m.lower() for m in self.offload_methods}
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        path = class_path(type(self))
+        if running_in_worker(request, path) or not self._offloads(request):
+            return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
+        options = Options(
+            template=self.offload_template,
+            priority=self.offload_priority,
+            key=self.get_offload_key,
+            shared=self.offload_shared,
+            accept_files=self.offload_accept_files,
+            sensitive=tuple(self.offload_sensitive),
+            forms=tuple(self.offload_forms),
+        )
+        target = Target(path, view=self)
+        if getattr(type(self), "view_is_async", False):
+            return sync_to_async(handle)(options, target, request, args, kwargs)
+        return handle(options, target, request, args, kwargs)
+
+
+setattr(OffloadMixin.dispatch, MARKER, True)

@@ -2,10 +2,11 @@
 
 The web process stores the request as signed JSON (:mod:`~django_gearattach.capture`)
 and submits the ``gearattach.offload`` task. The worker rebuilds a request from it,
-with its user and session, calls the undecorated view, and returns the response as
-JSON: ``{"status", "content_type", "html"}``, ``{"status", "redirect"}``, or for any
-other content type ``{"status", "content_type", "download": {"path", "name",
-"size"}}`` with the body saved to default storage.
+with its user, session and sensitive fields (:mod:`~django_gearattach.sensitive`),
+calls the undecorated view (or builds a class-based view and dispatches to it:
+:mod:`~django_gearattach.classviews`), and returns the response, status, headers and
+cookies included, as JSON (:mod:`~django_gearattach.responses`). The sensitive
+fields leave the record once the view has run.
 
 Anyone who can reach gearmand can submit jobs, so the worker runs only views that
 were decorated with ``@offload`` and only payloads signed with ``SECRET_KEY`` (or a
@@ -22,36 +23,37 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import mimetypes
-import re
 from collections.abc import Callable
 from importlib import import_module
-from inspect import iscoroutinefunction
+from inspect import isawaitable, iscoroutinefunction
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import UploadedFile
 from django.core.handlers.exception import response_for_exception
 from django.core.handlers.wsgi import WSGIRequest
 from django.http import Http404, HttpResponseBase, QueryDict
 from django.http.request import split_domain_port
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import Resolver404, resolve
 from django.utils.datastructures import MultiValueDict
 
-from .capture import DOWNLOAD_DIR, delete_uploads, registered_view, stored_response, verify
+from . import classviews, sensitive
+from .capture import delete_uploads, registered_view, verify
+from .classviews import find_class
 from .exceptions import BadPayload, OffloadRefused
-from .payload import new_key
+from .responses import response_to_result
 from .sealing import unseal
 from .tasks import JobContext, task
 from .wire import OFFLOAD_FUNCTION
 
 
-def find_view(path: str) -> Callable[..., Any]:
+def find_view(path: str) -> Callable[..., Any] | type:
+    """The ``@offload`` function, or the offloaded class, at ``path``."""
     module, _, _ = path.partition(":")
     if registered_view(path) is None:
         try:
@@ -60,6 +62,9 @@ def find_view(path: str) -> Callable[..., Any]:
             raise BadPayload(f"cannot import the view module {module!r}: {exc}") from exc
     view = registered_view(path)
     if view is None:
+        cls = find_class(path)
+        if cls is not None:
+            return cls
         raise BadPayload(f"{path} is not a view decorated with @offload")
     return view
 
@@ -73,9 +78,11 @@ class OffloadContext:
     aprogress(...)`` waits for each one instead).
     """
 
-    def __init__(self, job: JobContext) -> None:
+    def __init__(self, job: JobContext, view: str = "") -> None:
         self.job = job
         self.key = job.key
+        #: The dotted path of the view being run (its own ``dispatch`` then runs it).
+        self.view = view
         self._pending: list[asyncio.Task[None]] = []
 
     def progress(self, numerator: int, denominator: int) -> None:
@@ -109,7 +116,8 @@ class OffloadContext:
 
 
 def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIRequest:
-    body = base64.b64decode(data["body"]) if data.get("body") else b""
+    post_data, encoded = sensitive.restore(data)
+    body = base64.b64decode(encoded) if encoded else b""
     domain, port = split_domain_port(data["host"])
     secure = data["scheme"] == "https"
     environ: dict[str, Any] = {
@@ -128,9 +136,9 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
         **data["headers"],
     }
     request = WSGIRequest(environ)
-    if data["post"] is not None:
+    if post_data is not None:
         post = QueryDict(mutable=True)
-        for name, value in data["post"]:
+        for name, value in post_data:
             post.appendlist(name, value)
         post._mutable = False
         request._post = post  # type: ignore[attr-defined]
@@ -172,16 +180,21 @@ def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None
         if data.get("user_id") is not None:
             user = _requesting_user(request, data["user_id"], bool(data.get("session_login")))
         request.user = user
+        if user.is_authenticated:
+            # Django REST framework authenticates this request as its user: the web
+            # process did check the credentials, which the worker never sees.
+            request._force_auth_user = user  # type: ignore[attr-defined]
 
         async def auser() -> Any:
             return user
 
         request.auser = auser
-    if apps.is_installed("django.contrib.messages") and hasattr(request, "session"):
-        from django.contrib.messages.storage.session import SessionStorage
+    if apps.is_installed("django.contrib.messages") and not data.get("shared"):
+        from django.contrib.messages.storage import default_storage as message_storage
 
-        # Messages go to the session: a cookie set here would never reach the browser.
-        request._messages = SessionStorage(request)  # type: ignore[attr-defined]
+        # The project's message storage, as MessageMiddleware would use it: a cookie it
+        # sets is kept with the response (sealed) and reaches the browser with it.
+        request._messages = message_storage(request)  # type: ignore[attr-defined]
 
 
 def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) -> Any:
@@ -229,7 +242,11 @@ def call_view(path: str, request: WSGIRequest, args: Any, kwargs: Any) -> HttpRe
     view = find_view(path)
     context: OffloadContext = request.gearattach  # type: ignore[attr-defined]
     try:
-        if iscoroutinefunction(view):
+        if isinstance(view, type):
+            response = classviews.run(view, request, args, kwargs)
+            if isawaitable(response):  # an async class-based view
+                response = async_to_sync(_drained(response, context))()
+        elif iscoroutinefunction(view):
 
             async def run() -> HttpResponseBase:
                 try:
@@ -251,40 +268,22 @@ def call_view(path: str, request: WSGIRequest, args: Any, kwargs: Any) -> HttpRe
     return response
 
 
-def response_to_result(response: HttpResponseBase, *, private: bool) -> dict[str, Any]:
-    """The view's response as the job's result (see :mod:`~django_gearattach.capture`).
+def _drained(awaitable: Any, context: OffloadContext) -> Callable[[], Any]:
+    async def run() -> Any:
+        try:
+            return await awaitable
+        finally:
+            await context.drain()
 
-    A ``private`` response (any view not ``shared``) keeps its HTML or Location sealed:
-    a user's page holds their data and CSRF tokens, which nobody reading the record may
-    see. A download's body goes to default storage under a random path.
-    """
-    status = response.status_code
-    location = response.get("Location")
-    if location and 300 <= status < 400:
-        return stored_response(status, "", {"redirect": location}, private=private)
-    content_type = response.get("Content-Type", "")
-    body: bytes = (
-        b"".join(response.streaming_content)  # type: ignore[attr-defined]
-        if response.streaming
-        else response.content  # type: ignore[attr-defined]
-    )
-    if content_type.startswith("text/html"):
-        html = body.decode(response.charset or "utf-8", "replace")
-        return stored_response(status, content_type, {"html": html}, private=private)
-    name = _filename(response.get("Content-Disposition", ""), content_type)
-    path = default_storage.save(f"{DOWNLOAD_DIR}/{new_key()}/{name}", ContentFile(body))
-    download = {"path": path, "name": name, "size": len(body)}
-    return stored_response(status, content_type, {"download": download}, private=False)
+    return run
 
 
-def _filename(disposition: str, content_type: str) -> str:
-    found = re.search(r'filename\s*=\s*"?([^";]+)"?', disposition)
-    name = found.group(1).strip() if found else ""
-    name = name.replace("/", "_").replace("\\", "_").lstrip(".")
-    if name:
-        return name
-    extension = mimetypes.guess_extension(content_type.split(";")[0].strip()) or ".bin"
-    return f"response{extension}"
+def _csrf_cookie(request: WSGIRequest, response: HttpResponseBase) -> None:
+    """The CSRF cookie a view's ``get_token()`` asked for, as CsrfViewMiddleware sets it."""
+    if request.META.get("CSRF_COOKIE_NEEDS_UPDATE") and any(
+        m.endswith("CsrfViewMiddleware") for m in settings.MIDDLEWARE
+    ):
+        CsrfViewMiddleware(lambda r: response).process_response(request, response)
 
 
 @task(name=OFFLOAD_FUNCTION, bind=True)
@@ -298,7 +297,7 @@ def run_offloaded(
             "SECRET_KEY_FALLBACKS): the web processes and the workers must share SECRET_KEY"
         )
     shared = bool(request.get("shared"))
-    context = OffloadContext(job)
+    context = OffloadContext(job, view)
     rebuilt = None
     try:
         rebuilt = rebuild_request(request, context)
@@ -312,9 +311,12 @@ def run_offloaded(
             )
         if not shared:
             _keep_session(rebuilt, response)
+            _csrf_cookie(rebuilt, response)
         return response_to_result(response, private=not shared)
     finally:
-        if rebuilt is not None and request["post"] is not None:
+        if request.get("sensitive"):
+            sensitive.forget(OFFLOAD_FUNCTION, job.key)
+        if rebuilt is not None and rebuilt.method == "POST" and hasattr(rebuilt, "_files"):
             for _, uploads in rebuilt.FILES.lists():
                 for upload in uploads:
                     upload.close()

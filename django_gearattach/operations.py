@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from django.utils import timezone
 
-from . import signals
+from . import sensitive, signals
 from .capture import signed_again, stored_files
 from .clients import get_client, servers_for
 from .gearman.connection import admin_command
@@ -69,8 +69,11 @@ def cancel(job: Job) -> CancelOutcome:
         return CancelOutcome(verdict)
     job.status, job.finished_at, job.error = Status.CANCELLED, now, CANCELLED_ERROR
     note = _remove_from_queue(job)
-    # Uploads of an offloaded request that never ran: nothing will read them now.
+    # Uploads of an offloaded request that never ran: nothing will read them now,
+    # nor its sensitive fields.
     delete_files(stored_files(job.arguments, None))
+    if job.function == OFFLOAD_FUNCTION:
+        sensitive.forget(job.function, job.key)
     if signals.job_finished.receivers:
         signals.send(signals.job_finished, job)
     return CancelOutcome(Cancel.CANCELLED, note)

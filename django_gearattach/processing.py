@@ -8,18 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import (
-    HttpRequest,
-    HttpResponse,
-    HttpResponseBase,
-    HttpResponseRedirect,
-)
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
-from .capture import open_response
 from .models import Job, Status
+from .responses import open_response, replay
 from .tokens import token_for
 from .wire import OFFLOAD_FUNCTION, complete_message, failed_message
 
@@ -78,20 +73,10 @@ def processing_response(
 def outcome_response(
     request: HttpRequest, job: Job, token: str, template: str | None = None
 ) -> HttpResponseBase:
-    """A finished offloaded view's response, as the view gave it, from the record."""
+    """A finished offloaded view's response as the view made it (status, headers,
+    cookies, body, redirect or file), from the record; else the processing page."""
     result = open_response(job.result) if job.status == Status.COMPLETE else None
-    if result is not None:
-        if isinstance(result.get("html"), str):
-            response = HttpResponse(
-                result["html"],
-                status=int(result.get("status", 200)),
-                content_type=result.get("content_type") or "text/html; charset=utf-8",
-            )
-            add_never_cache_headers(response)
-            return response
-        if isinstance(result.get("redirect"), str):
-            # Always a temporary redirect: the stored outcome may be replaced by a rerun.
-            redirect = HttpResponseRedirect(result["redirect"])
-            add_never_cache_headers(redirect)
-            return redirect
+    response = replay(result) if result is not None else None
+    if response is not None:
+        return response
     return processing_response(request, job, template=template, token=token)

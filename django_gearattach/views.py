@@ -32,10 +32,10 @@ from django.views.decorators.http import require_GET
 
 from . import streams
 from .attachment import outcome_of
-from .capture import open_response
 from .conf import conf
 from .hub import BROKEN, MISSING, Message, Subscription, get_hub
 from .models import Job, Status
+from .responses import open_response
 from .streams import Slot, StreamLimitReached, client_of, release_request_resources
 from .tokens import Identity, JobRef, TokenRefused, check_token
 from .wire import OFFLOAD_FUNCTION, RECONNECT, message_for, state, summary

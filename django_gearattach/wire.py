@@ -6,10 +6,10 @@
 error only with ``DEBUG`` on: see :func:`failed_message`).
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
-split out of the result: ``html`` holds its HTML, ``redirect`` its Location, or
-``download`` the name and size of a non-HTML body; ``result`` keeps its status code
-and content type. For any other task ``html`` is null and ``result`` is its return
-value.
+split out of the result: ``html`` holds its HTML, ``body`` another text body,
+``redirect`` its Location, or ``download`` the name and size of a file; ``result``
+keeps its status code and content type. Its headers and cookies are in no message.
+For any other task ``html`` is null and ``result`` is its return value.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 from django.conf import settings
 
 from .attachment import JobEvent, outcome_of
-from .capture import open_response
 from .models import Job
+from .responses import open_response
 
 OFFLOAD_FUNCTION = "gearattach.offload"
 TERMINAL = frozenset({"complete", "failed"})
@@ -30,7 +30,10 @@ PUBLIC_ERRORS = frozenset(
     {"the job was cancelled", "the job was lost", "cancelled before it started"}
 )
 #: The parts of a complete message that carry an offloaded view's page.
-PAGE_PARTS = frozenset({"html", "redirect", "download"})
+PAGE_PARTS = frozenset({"html", "body", "redirect", "download"})
+#: Parts of a stored response that no message carries: the page that serves the
+#: stored response sends them (a cookie set HttpOnly must never reach a script).
+UNSENT_PARTS = ("headers", "cookies")
 #: Sent before a stream ends at ``STREAM_MAX_AGE``: follow the job again, with the token.
 RECONNECT = '{"type":"reconnect"}'
 
@@ -65,13 +68,15 @@ def complete_message(result: Any, function: str) -> dict[str, Any]:
     if response is not None:
         rest = dict(response)
         message["html"] = rest.pop("html", None)
-        for name in ("redirect", "download"):
+        for name in UNSENT_PARTS:
+            rest.pop(name, None)
+        for name in ("body", "redirect", "download"):
             if name in rest:
                 message[name] = rest.pop(name)
         if isinstance(message.get("download"), dict):
             # Where the file lies in storage is the server's business only.
             message["download"] = {
-                k: v for k, v in message["download"].items() if k in ("name", "size")
+                k: v for k, v in message["download"].items() if k in ("name", "size", "inline")
             }
         message["result"] = rest
     return message

@@ -135,6 +135,8 @@ def browser() -> Iterator[Any]:
 def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored_outcome(
     site: Site, browser: Any
 ) -> None:
+    from playwright.sync_api import Error as PlaywrightError
+
     context = browser.new_context(viewport={"width": 1000, "height": 800})
     page = context.new_page()
     url = f"{site.url}/report/build/?region=EU&year=2031&seconds=3"
@@ -149,10 +151,14 @@ def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored
     second = None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not page.locator("#report-run").count():
-        value = page.evaluate(
-            "() => { const b = document.querySelector('.gearattach-bar');"
-            " return b ? b.getAttribute('aria-valuenow') : null; }"
-        )
+        try:
+            value = page.evaluate(
+                "() => { const b = document.querySelector('.gearattach-bar');"
+                " return b ? b.getAttribute('aria-valuenow') : null; }"
+            )
+        except PlaywrightError:  # the job ended: the page is going to the report
+            page.wait_for_load_state()
+            continue
         if value is not None and (not seen or seen[-1] != int(value)):
             seen.append(int(value))
             if second is None and 0 < int(value) < 100:
@@ -336,4 +342,55 @@ def test_the_admin_dashboard_draws_charts_and_updates_live(site: Site, browser: 
     assert servers.nth(3).inner_text() == "2"  # the two demo workers, from gearmand
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert any(k == key for k, _, _ in site.jobs("example.slow"))
+    context.close()
+
+
+def test_a_form_posted_to_a_class_based_view_sets_a_cookie_and_redirects(
+    site: Site, browser: Any
+) -> None:
+    """A FormView with OffloadMixin: a password sealed and removed, a signed cookie, a 303."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(f"{site.url}/account/")
+    page.get_by_label("Display name").fill("Ada")
+    page.get_by_label("Language").select_option("fr")
+    page.get_by_label("Password").fill("correct horse")
+    page.get_by_role("button", name="Save settings").click()
+    page.wait_for_selector(".gearattach-bar")  # the processing page, while the view runs
+    # The job ends: the page goes to its URL, gets the 303 and follows it.
+    page.wait_for_url("**/account/saved/", timeout=30_000)
+    assert page.locator("#language").inner_text() == "Français"
+    assert page.locator(".messages").inner_text() == "Saved for Ada."
+    cookie = next(c for c in context.cookies() if c["name"] == "demo_language")
+    assert cookie["httpOnly"] is True
+    assert cookie["value"].startswith("fr:")  # signed with SECRET_KEY, as the view did
+    page.screenshot(path=str(ARTIFACTS / "account-saved.png"))
+    with sqlite3.connect(site.database) as db:
+        (arguments, result) = db.execute(
+            "SELECT arguments, result FROM django_gearattach_job WHERE arguments LIKE ?",
+            ["%AccountSettings%"],
+        ).fetchall()[0]
+    assert "correct horse" not in arguments
+    assert '"sensitive_removed": true' in arguments
+    assert "demo_language" not in result
+    assert "fr:" not in result
+    context.close()
+
+
+def test_a_file_response_downloads_with_its_name(site: Site, browser: Any) -> None:
+    context = browser.new_context(accept_downloads=True)
+    page = context.new_page()
+    page.goto(f"{site.url}/account/")
+    with page.expect_download(timeout=30_000) as info:
+        page.locator("#export").click()
+    download = info.value
+    assert download.suggested_filename == "orders-2024.csv"
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines[0] == "month,orders"
+    assert len(lines) == 13
+    # The processing page stays, with a link to the same file.
+    link = page.locator(".gearattach-download")
+    link.wait_for()
+    assert link.inner_text() == "Download orders-2024.csv"
+    page.screenshot(path=str(ARTIFACTS / "download.png"))
     context.close()

@@ -13,9 +13,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.middleware.csrf import _does_token_match  # type: ignore[attr-defined]
 from django.test import AsyncClient, Client
 
-from django_gearattach.capture import open_response
 from django_gearattach.models import Job, Status
 from django_gearattach.processing import TOKEN_PARAM
+from django_gearattach.responses import open_response
 from django_gearattach.tokens import Identity, make_token
 from django_gearattach.wire import OFFLOAD_FUNCTION
 
@@ -143,9 +143,12 @@ def test_non_html_response_becomes_a_download(client: Client) -> None:
     job, token = started(client.get("/offload/csv/"))
     done = finish(job)
     assert done.result["download"]["name"] == "totals.csv"
+    # The page's own URL serves the file as the view made it: named, as an attachment.
     page = revisit(client, "/offload/csv/", token)
     assert page.status_code == 200
-    assert b"Download totals.csv" in page.content
+    assert page["Content-Disposition"] == 'attachment; filename="totals.csv"'
+    assert b"".join(page.streaming_content) == b"year,total\n2024,42\n"
+    # The widget's link, for the processing page that stays on screen.
     download = client.get(f"/gearattach/jobs/{token}/download/")
     assert download.status_code == 200
     assert b"".join(download.streaming_content) == b"year,total\n2024,42\n"  # type: ignore[attr-defined]

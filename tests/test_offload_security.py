@@ -18,11 +18,11 @@ from django.middleware.csrf import _does_token_match  # type: ignore[attr-define
 from django.test import Client
 from django.urls import reverse
 
-from django_gearattach.capture import open_response, stored_response
 from django_gearattach.gearman.connection import admin_command
 from django_gearattach.gearman.protocol import parse_status
 from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
+from django_gearattach.responses import open_response, stored_response
 from django_gearattach.tokens import make_token
 from django_gearattach.wire import OFFLOAD_FUNCTION
 

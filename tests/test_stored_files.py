@@ -9,10 +9,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.utils import timezone
 
-from django_gearattach.capture import DOWNLOAD_DIR, UPLOAD_DIR, stored_response
+from django_gearattach.capture import UPLOAD_DIR
 from django_gearattach.housekeeping import prune
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import cancel
+from django_gearattach.responses import DOWNLOAD_DIR, stored_response
 from django_gearattach.wire import OFFLOAD_FUNCTION
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -3,7 +3,7 @@ from django.urls import include, path
 
 from django_gearattach.metrics.views import metrics
 
-from .testapp import views
+from .testapp import classviews, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -24,4 +24,17 @@ urlpatterns = [
     path("offload/broken/", views.broken, name="broken"),
     path("offload/missing/", views.missing, name="missing"),
     path("explicit/", views.explicit, name="explicit"),
+]
+
+urlpatterns += [
+    path("classes/inventory/<int:shelf>/", classviews.Inventory.as_view(), name="inventory"),
+    path("classes/greeting/", classviews.Greeting.as_view(greeting="Bonjour"), name="greeting"),
+    path("classes/users/", classviews.Users.as_view(), name="users"),
+    path("preferences/", classviews.Preferences.as_view(), name="preferences"),
+    path("preferences/saved/", classviews.saved, name="preferences-saved"),
+    path("payment/", classviews.payment, name="payment"),
+    path("api/figures/<int:year>/", classviews.Figures.as_view(), name="figures"),
+    path("api/echo/", classviews.Echo.as_view(), name="echo"),
+    path("classes/async/", classviews.AsyncPing.as_view(), name="async-ping"),
+    path("classes/note/", classviews.Note.as_view(), name="note"),
 ]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import reports, views
+from . import account, reports, views
 
 app_name = "demo"
 
@@ -9,6 +9,9 @@ urlpatterns = [
     path("report/", reports.report_form, name="report"),
     path("report/build/", reports.build_report, name="report-build"),
     path("batch/", views.batch, name="batch"),
+    path("account/", account.AccountSettings.as_view(), name="account"),
+    path("account/saved/", account.account_saved, name="account-saved"),
+    path("account/export/", account.Export.as_view(), name="account-export"),
     # Keys may hold any character but NUL, "/" included, hence <path:>.
     path("jobs/<str:function>/<path:key>/", views.job_detail, name="job"),
 ]

@@ -250,6 +250,17 @@
     this.statusLine.textContent = "Done.";
     if (!this.emit("complete", message)) return;
     var swap = this.el.dataset.swap === "document";
+    var outcomeUrl = this.el.dataset.outcomeUrl;
+    if (swap && outcomeUrl && !message.download) {
+      // The page's URL now names the job: the server answers it with the view's own
+      // response, its status, headers and cookies, and the browser follows a redirect.
+      window.location.replace(outcomeUrl);
+      return;
+    }
+    if (swap && outcomeUrl && message.download) {
+      // A file downloads with its name; this page stays, with a link to it.
+      window.location.assign(outcomeUrl);
+    }
     if (swap && typeof message.redirect === "string") {
       window.location.assign(message.redirect);
       return;
