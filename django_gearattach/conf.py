@@ -15,9 +15,17 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 3,
     # Seconds to wait for a gearmand reply before giving up on a connection.
     "TIMEOUT": 10.0,
-    # How often (seconds) an attacher re-checks a queued job: first, then at most.
-    "POLL_INTERVAL": 0.02,
-    "POLL_INTERVAL_MAX": 0.5,
+    # Seconds an attacher waits before it tries again after a lost connection: first,
+    # then at most (doubling in between).
+    "RETRY_INTERVAL": 0.02,
+    "RETRY_INTERVAL_MAX": 0.5,
+    # Seconds between the checks an attacher makes that a job it waits on to start is
+    # still in gearmand (a safety net: starts and ends are pushed, never polled for).
+    "CHECK_INTERVAL": 5.0,
+    # Workers: seconds between recovery sweeps, and how long a queued or running record
+    # must have existed before a sweep resubmits it when gearmand no longer knows it.
+    "RECOVERY_INTERVAL": 10.0,
+    "RECOVERY_GRACE": 10.0,
     # Minimum seconds between progress writes to the job record (every WORK_STATUS is sent).
     "PROGRESS_WRITE_INTERVAL": 0.5,
     # Default priority of submitted jobs: "high", "normal" or "low".
@@ -49,12 +57,24 @@ class Settings:
         return float(self._get("TIMEOUT"))
 
     @property
-    def POLL_INTERVAL(self) -> float:
-        return float(self._get("POLL_INTERVAL"))
+    def RETRY_INTERVAL(self) -> float:
+        return float(self._get("RETRY_INTERVAL"))
 
     @property
-    def POLL_INTERVAL_MAX(self) -> float:
-        return float(self._get("POLL_INTERVAL_MAX"))
+    def RETRY_INTERVAL_MAX(self) -> float:
+        return float(self._get("RETRY_INTERVAL_MAX"))
+
+    @property
+    def CHECK_INTERVAL(self) -> float:
+        return float(self._get("CHECK_INTERVAL"))
+
+    @property
+    def RECOVERY_INTERVAL(self) -> float:
+        return float(self._get("RECOVERY_INTERVAL"))
+
+    @property
+    def RECOVERY_GRACE(self) -> float:
+        return float(self._get("RECOVERY_GRACE"))
 
     @property
     def PROGRESS_WRITE_INTERVAL(self) -> float:

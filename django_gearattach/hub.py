@@ -3,11 +3,12 @@
 Each event loop (an ASGI process has one) gets one :class:`Hub`. The first subscriber
 to a job starts a :class:`Channel` that follows the job with
 :func:`~django_gearattach.attachment.aattach`: a finished job is answered from its
-record, a queued job is watched with GET_STATUS_UNIQUE (never held in the foreground,
-so no closed tab can make gearmand drop it) and a running job is joined once, on the
-loop's shared gearmand connection. Every message is encoded to JSON once and handed to
-all subscribers. A newcomer first gets the latest status and data (from the channel,
-or from the record when the channel is new), then the live messages.
+record, and an active one is joined once, in the foreground, on the loop's shared
+gearmand connection: gearmand pushes its start, progress and end. That attachment
+stays on the connection until the job ends, so no closed tab can make gearmand drop a
+queued job. Every message is encoded to JSON once and handed to all subscribers. A
+newcomer first gets the latest start, status and data (from the channel, or from the
+record when the channel is new), then the live messages.
 
 A channel outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
 reconnecting socket or the next long-poll request finds it still attached.
@@ -93,7 +94,7 @@ class Channel:
         text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         message = Message(payload, text, self.seq)
         kind = message.type
-        if kind in ("status", "data"):
+        if kind in ("started", "status", "data"):
             self.latest[kind] = message
         elif message.final:
             self.latest["final"] = message
@@ -142,8 +143,8 @@ class Channel:
     def _stop_if_idle(self) -> None:
         self._idle = None
         if not self.subscribers:
-            # Safe at any point: a queued job is only watched, and the attachment to a
-            # running job stays on the shared connection until the job ends.
+            # Safe at any point: the gearmand attachment stays on the shared connection
+            # until the job ends, whether it is queued or running.
             self.task.cancel()
             self.hub._forget(self)
 

@@ -1,8 +1,10 @@
 """The JSON messages a browser receives about a job (websocket, SSE and long-poll alike).
 
-``{"type": "status", "numerator": n, "denominator": d}``, ``{"type": "data", "data":
-...}``, ``{"type": "warning", "message": "..."}``, then ``{"type": "complete",
-"result": ..., "html": ...}`` or ``{"type": "failed", "error": "..."}``.
+``{"type": "started"}`` (a worker has started the job; a newcomer to a running job
+gets it first), ``{"type": "status", "numerator": n, "denominator": d}``,
+``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``, then
+``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
+"error": "..."}``.
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
 split out of the result: ``html`` holds its HTML, ``redirect`` its Location, or
@@ -16,13 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from .attachment import JobEvent, outcome_of
-from .models import Job
+from .models import Job, Status
 
 OFFLOAD_FUNCTION = "gearattach.offload"
 TERMINAL = frozenset({"complete", "failed"})
 
 
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:
+    if event.event == "started":
+        return {"type": "started"}
     if event.event == "status":
         return {"type": "status", "numerator": event.numerator, "denominator": event.denominator}
     if event.event == "data":
@@ -56,6 +60,8 @@ def snapshot(record: Job) -> list[dict[str, Any]]:
     if record.is_finished:
         return [message_for(outcome_of(record), record.function)]
     out: list[dict[str, Any]] = []
+    if record.status == Status.RUNNING:
+        out.append({"type": "started"})
     if record.progress_denominator > 0:
         out.append(
             {

@@ -1,5 +1,9 @@
 """The worker loop: run assigned jobs and keep their records.
 
+When a job starts, after its running mark is committed, the worker sends an empty
+``WORK_DATA``: gearmand tells attached clients nothing at that moment, and this is
+how they hear it.
+
 Per job the normal path costs two statements: one UPDATE that marks the job
 running (and counts the attempt), one UPDATE with the outcome. The outcome is
 committed BEFORE WORK_COMPLETE/WORK_FAIL is sent, so anyone who sees gearmand
@@ -38,6 +42,7 @@ from .gearman.routing import Address
 from .gearman.worker import Assignment, WorkerPool
 from .models import ACTIVE, Job, Status
 from .payload import decode_arguments, dumps, is_attach_marker
+from .recovery import Sweeper
 from .tasks import JobContext, Task
 
 logger = logging.getLogger("django_gearattach.worker")
@@ -99,6 +104,7 @@ class Worker:
         self._ahead: tuple[Assignment, bool] | None = None
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
+        self.sweeper = Sweeper()
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -109,6 +115,7 @@ class Worker:
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
+                self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
                 else:
@@ -235,6 +242,10 @@ class Worker:
         raise DatabaseError(f"could not record job {job.function}[{key}]")
 
     def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+        # The start signal: gearmand tells attached clients nothing when a job starts, so
+        # the worker does, once the running mark is committed (attachers that hear it
+        # find the record running). An empty WORK_DATA, which no task report can be.
+        job.send(Command.WORK_DATA, b"")
         reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
         context = JobContext(job.function, key, reporter)
         if signals.job_started.receivers:
