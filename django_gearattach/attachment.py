@@ -42,7 +42,7 @@ from .exceptions import AttachTimeout, JobNotFound
 from .gearman.aio import Follow
 from .gearman.client import Client, ForegroundJob, WorkEvent
 from .gearman.errors import ConnectionFailed
-from .gearman.routing import Address
+from .gearman.routing import Address, parse_cached
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
 from .tasks import Task, function_name
@@ -107,8 +107,19 @@ def _translate(event: WorkEvent) -> JobEvent:
     return JobEvent("failed", error="the job failed (WORK_FAIL)")
 
 
+#: Seconds for which a record just read or written (``submit`` returns one) is
+#: trusted. An older one may be stale (its job may have ended since), so
+#: ``attach(job)`` reads it again before asking gearmand: one SELECT, instead of an
+#: attach marker that the sync path would then drop, or a worker answer (async path).
+FRESH_FOR = 0.005
+
+
+def _stale(record: Job) -> bool:
+    return not records.read_within(record, FRESH_FOR)
+
+
 def _load(function: str, key: str) -> Job | None:
-    return Job.objects.for_key(function, key).first()
+    return records.get(function, key)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
@@ -121,7 +132,7 @@ _load_batched: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
 def _addresses(record: Job | None, function: str, key: str) -> list[Address]:
     ordered = servers_for(function, key)
     if record is not None and record.server:
-        home = Address.parse(record.server)
+        home = parse_cached(record.server)
         return [home, *(a for a in ordered if a != home)]
     return ordered
 
@@ -200,10 +211,10 @@ def attach(
     name, key, unique, record = _target(job, key)
     client = get_client()
     clock = _Clock(timeout)
-    if record is None:
+    if record is None or (record.is_active and _stale(record)):
         record = _load(name, key)
-        if record is None and conf.IMMEDIATE:
-            raise JobNotFound(name, key)  # immediate mode: every job has a record
+        if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
+            raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
     while True:
         if record is not None and record.is_finished:
             yield outcome_of(record)
@@ -345,10 +356,10 @@ async def aattach(
     """
     name, key, unique, record = _target(job, key)
     clock = _Clock(timeout)
-    if record is None:
+    if record is None or (record.is_active and _stale(record)):
         record = await _load_batched((name, key))
-        if record is None and conf.IMMEDIATE:
-            raise JobNotFound(name, key)  # immediate mode: every job has a record
+        if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
+            raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
     while True:
         if record is not None and record.is_finished:
             yield outcome_of(record)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -39,6 +40,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_servers(raw: Any) -> tuple[Address, ...]:
+    return tuple(parse_addresses(raw))
+
+
 class Settings:
     def _get(self, name: str) -> Any:
         user = getattr(django_settings, "GEARATTACH", {}) or {}
@@ -46,7 +52,13 @@ class Settings:
 
     @property
     def SERVERS(self) -> list[Address]:
-        return parse_addresses(self._get("SERVERS"))
+        raw = self._get("SERVERS")
+        # Read on every submit and attach: parse each distinct list once.
+        key = tuple(raw) if isinstance(raw, (list, tuple)) else raw
+        try:
+            return list(_parsed_servers(key))
+        except TypeError:  # unhashable: parse it (and raise the usual error) uncached
+            return parse_addresses(raw)
 
     @property
     def MAX_ATTEMPTS(self) -> int:

@@ -51,15 +51,18 @@ class Sweeper:
 
     batch: int = BATCH
     last_run: float = field(default=float("-inf"))
+    next_run: float | None = None  # the first pass comes one interval after the first call
     _cursor: tuple[datetime, UUID] | None = None
     _suspects: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def run_if_due(self) -> list[Job]:
         """:meth:`sweep` when ``RECOVERY_INTERVAL`` seconds have passed since the last one."""
         now = time.monotonic()
-        if now - self.last_run < conf.RECOVERY_INTERVAL:
+        if self.next_run is None:
+            self.next_run = now + conf.RECOVERY_INTERVAL
+        if now < self.next_run:  # the common case, between two jobs: nothing else
             return []
-        self.last_run = now
+        self.last_run, self.next_run = now, now + conf.RECOVERY_INTERVAL
         try:
             return self.sweep()
         except Exception:  # a sweep must never stop the worker

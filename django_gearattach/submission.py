@@ -53,7 +53,10 @@ class _Request:
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)
-        self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
+        if self.data == b"{}":
+            self.arguments: dict[str, Any] = {"args": [], "kwargs": {}}
+        else:  # as JSON will store them (tuples become lists, dates strings...)
+            self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
@@ -66,7 +69,7 @@ class _Request:
     def existing(self) -> Job | None:
         if not self.caller_key:
             return None
-        return Job.objects.for_key(self.function, self.key).first()
+        return records.get(self.function, self.key)
 
     def reset(self, job: Job) -> None:
         """Make a finished record run again (``rerun=True``)."""

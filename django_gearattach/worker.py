@@ -55,7 +55,9 @@ class _Reporter:
         self.job = job
         self.key = key
         self.interval = interval
-        self._last_write = 0.0
+        # The first write comes one interval after the start, not at the first report: a
+        # job shorter than that writes its reports with its outcome, in one statement.
+        self._last_write = time.monotonic() if interval > 0 else float("-inf")
         self._unsaved: dict[str, Any] = {}
         self._record: Job | None = None  # read only for job_progress receivers
 
@@ -112,6 +114,7 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
+        folds = records.combines_updates()
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
@@ -125,7 +128,7 @@ class Worker:
                     job, marked = grabbed, False
                 _drop_broken_connections()
                 last = max_jobs is not None and self.jobs_done + 1 >= max_jobs
-                self._may_grab_ahead = not last and records.combines_updates()
+                self._may_grab_ahead = not last and folds
                 self.handle(job, marked=marked)
                 self.jobs_done += 1
                 if last:
@@ -163,7 +166,7 @@ class Worker:
 
     def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
-            record = Job.objects.for_key(job.function, key).first()
+            record = records.get(job.function, key)
             if record is None:
                 return self._send_error(job, key, f"JobNotFound: no job {job.function}[{key}]")
             if record.is_finished:
@@ -193,7 +196,7 @@ class Worker:
 
     def _running_fields(self, job: Assignment) -> dict[str, Any]:
         return {
-            "status": Status.RUNNING,
+            "status": Status.RUNNING.value,
             "started_at": timezone.now(),
             "finished_at": None,
             "handle": job.handle.decode(errors="replace"),
@@ -219,7 +222,7 @@ class Worker:
         for _ in range(3):
             if records.update_together(self._running_mark(job, key, fields)) == [1]:
                 return None
-            record = Job.objects.for_key(job.function, key).first()
+            record = records.get(job.function, key)
             if record is None:
                 # Submitted by another client (pygearman, the gearman CLI): record it now.
                 try:
@@ -279,7 +282,7 @@ class Worker:
             self._finish(job, key, status, **fields)
             return
         self._ahead = (ahead, False)
-        outcome = {"status": status, "finished_at": timezone.now(), **fields}
+        outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
         _, marked = records.update_together(
             records.Update(job.function, key, outcome),
             self._running_mark(ahead, ahead_key, self._running_fields(ahead)),
@@ -320,14 +323,19 @@ class Worker:
 
     def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
         records.update(
-            job.function, key, {"status": status, "finished_at": timezone.now(), **fields}
+            job.function, key, {"status": status.value, "finished_at": timezone.now(), **fields}
         )
         if signals.job_finished.receivers:
             signals.send_finished(job.function, key)
 
     def _send_final(self, job: Assignment, command: Command, *args: bytes) -> None:
-        if self._ahead is None:
+        ahead = self._ahead
+        if ahead is None:
             job.send_last(command, *args)  # leaves with the request for the next job
+        elif ahead[1] and ahead[0].connection is job.connection:
+            # The next job is marked running already, so its start signal follows at
+            # once on this connection: one send for both.
+            job.send_last(command, *args)
         else:
             job.send(command, *args)  # the next job is here already: nothing carries it
 

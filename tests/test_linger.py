@@ -185,7 +185,7 @@ async def test_async_connection_closed_while_attached_to_a_queued_job_hands_it_t
     await conn.close()
     # The parked blocking connection joined the job before the async one left.
     assert linger.parked_count() == parked + 1
-    assert client.status_unique(address, key).clients == 1
+    wait_until(lambda: client.status_unique(address, key).clients == 1)
     worker = raw_workers(address, function)
     assigned = await asyncio.to_thread(worker.grab)
     assert assigned.args == (handle, function.encode(), key, b"precious")
@@ -209,7 +209,7 @@ def test_an_event_loop_that_ends_while_following_queued_jobs_never_drops_them(
         assert conn.attachment_count() == 3  # never closed by this code
 
     asyncio.run(follow_then_return())
-    assert [client.status_unique(address, key).clients for key in keys] == [1, 1, 1]
+    wait_until(lambda: [client.status_unique(address, k).clients for k in keys] == [1, 1, 1])
     worker = raw_workers(address, function)
     for handle, key in zip(handles, keys, strict=True):
         assert worker.grab().args == (handle, function.encode(), key, b"precious")

@@ -8,7 +8,9 @@ The client starts the worker processes, measures, and prints one JSON line.
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -112,7 +114,13 @@ def run_worker(url: str, server: str, report: str) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGUSR1, lambda *_: snapshot())
-    worker.run()
+    profile_dir = os.environ.get("GEARATTACH_BENCH_PROFILE")
+    if profile_dir:  # --profile: CPU time spent per function, for docs/benchmarks.rst
+        profiler = cProfile.Profile(time.process_time)
+        profiler.runcall(worker.run)
+        profiler.dump_stats(f"{profile_dir}/worker-{os.getpid()}.prof")
+    else:
+        worker.run()
     snapshot(final=True)
 
 

@@ -73,6 +73,8 @@ class AsyncConnection:
         return self._writer is not None and not self._writer.is_closing()
 
     async def connect(self) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            return  # every request calls this: skip the lock when connected
         async with self._connect_lock:
             if self.connected:
                 return
