@@ -153,6 +153,7 @@ def test_an_attacher_process_killed_or_exiting_before_its_job_started_loses_noth
     timed_out = submit("tests.record", [str(log_path)])
     victim = _attacher_process(gearmand, killed.key)
     quitter = _attacher_process(gearmand, timed_out.key, "--timeout", "5")
+
     def clients(job: Job) -> int:
         return foreground_clients(gearmand.address, job.key)
 
