@@ -118,8 +118,13 @@ def _stale(record: Job) -> bool:
     return not records.read_within(record, FRESH_FOR)
 
 
+#: What attach reads of a record (the rest is deferred): converting every column of
+#: the row cost more CPU than the query.
+_FIELDS = ("function", "key", "status", "priority", "server", "result", "error")
+
+
 def _load(function: str, key: str) -> Job | None:
-    return records.get(function, key)
+    return records.get(function, key, _FIELDS)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:

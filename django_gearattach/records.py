@@ -12,8 +12,8 @@ would store them). Their shapes are fixed, so with prepared statements turned on
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +24,30 @@ from .models import Job
 
 _cache: dict[tuple[Any, ...], str] = {}
 _GetStatement = tuple[str, list[str], list[Any], Any]
-_get_cache: dict[str, _GetStatement] = {}
+_get_cache: dict[tuple[str, tuple[str, ...]], _GetStatement] = {}
 _FIELDS: dict[str, Field[Any, Any]] = {f.name: f for f in Job._meta.concrete_fields}
+
+
+@contextmanager
+def _cursor(conn: Any) -> Iterator[Any]:
+    """A cursor for one statement, kept on the connection and reused while it lives.
+
+    Creating Django's cursor wrapper cost about as much CPU as running one of these
+    statements. While queries are being logged (DEBUG, ``CaptureQueriesContext``,
+    ``django_assert_num_queries``) each statement gets a fresh cursor, as the logging
+    cursor is chosen when a cursor is made.
+    """
+    cached = getattr(conn, "_gearattach_cursor", None)
+    if cached is not None and conn.connection is cached[0] and not conn.queries_logged:
+        yield cached[1]
+        return
+    cursor = conn.cursor()
+    if conn.queries_logged:
+        with cursor:
+            yield cursor
+        return
+    conn._gearattach_cursor = (conn.connection, cursor)
+    yield cursor
 
 
 def _table(alias: str) -> tuple[Any, str]:
@@ -120,7 +142,7 @@ def update(
 def _execute(alias: str, spec: Update) -> int:
     conn = connections[alias]
     sql, params = _update_sql(conn, alias, spec)
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
 
@@ -150,7 +172,7 @@ def update_together(*specs: Update) -> list[int]:
         parts.append(f"u{number} AS ({sql} RETURNING 1)")
         params += spec_params
     counts = ", ".join(f"(SELECT count(*) FROM u{n})" for n in range(len(specs)))
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT {counts}", params)
         return [int(count) for count in cursor.fetchone()]
 
@@ -190,7 +212,7 @@ def insert(*jobs: Job) -> None:
         statements = [_array_insert(conn, alias, table, columns, jobs)]
     else:
         statements = _values_inserts(conn, alias, table, columns, jobs)
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
     for job in jobs:
@@ -245,16 +267,18 @@ def _array_insert(
 _SENTINELS = ("\0function", "\0key")
 
 
-def _get_statement(alias: str) -> _GetStatement:
+def _get_statement(alias: str, fields: tuple[str, ...]) -> _GetStatement:
     """The SELECT of one record by (function, key), compiled once by the ORM itself.
 
     Running the ORM's own SQL with its own converters keeps every value exactly as a
     queryset would return it; compiling it again for each read cost more CPU than the
     query.
     """
-    cached = _get_cache.get(alias)
+    cached = _get_cache.get((alias, fields))
     if cached is None:
         query = Job.objects.using(alias).filter(function=_SENTINELS[0], key=_SENTINELS[1])
+        if fields:
+            query = query.only(*fields)
         compiler = query.order_by()[:1].query.get_compiler(using=alias)
         sql, params = compiler.as_sql()
         if tuple(params) != _SENTINELS:  # the ORM changed shape: say so, never misbind
@@ -262,15 +286,18 @@ def _get_statement(alias: str) -> _GetStatement:
         columns = [col for col, _, _ in compiler.select]
         names = [col.target.attname for col in columns]
         converters = compiler.get_converters(columns)
-        cached = _get_cache[alias] = (sql, names, converters, compiler)
+        cached = _get_cache[alias, fields] = (sql, names, converters, compiler)
     return cached
 
 
-def get(function: str, key: str) -> Job | None:
-    """The (function, key) record, or None: ``Job.objects.for_key(...).first()``, cheaper."""
+def get(function: str, key: str, fields: tuple[str, ...] = ()) -> Job | None:
+    """The (function, key) record, or None: ``Job.objects.for_key(...).first()``, cheaper.
+
+    ``fields`` (as for ``.only()``) loads those columns only; the others are deferred.
+    """
     alias = router.db_for_read(Job)
-    sql, names, converters, compiler = _get_statement(alias)
-    with connections[alias].cursor() as cursor:
+    sql, names, converters, compiler = _get_statement(alias, fields)
+    with _cursor(connections[alias]) as cursor:
         cursor.execute(sql, [function, key])
         row = cursor.fetchone()
     if row is None:
