@@ -184,6 +184,9 @@ def _send(request: _Request, job: Job) -> None:
             errors.append(str(exc))
             continue
         request.sent_to(job, address)
+        # Nothing but a worker changes the record from here on, and no worker had the
+        # job before gearmand's reply: it is current as of now.
+        records.mark_read(job)
         if signals.job_submitted.receivers:
             signals.send(signals.job_submitted, job)
         return
@@ -259,6 +262,7 @@ async def asubmit(
             continue
         if str(address) != job.server:
             await sync_to_async(request.sent_to)(job, address)
+        records.mark_read(job)  # current as of gearmand's reply (see _send)
         if signals.job_submitted.receivers:
             await signals.asend(signals.job_submitted, job)
         return job
