@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .hub import BROKEN, MISSING, Message, get_hub
 from .tokens import Identity, TokenRefused, check_token
+
+logger = logging.getLogger("django_gearattach.consumers")
 
 #: The largest frame a browser may send, in bytes; larger ones close the socket (1009).
 MAX_FRAME_BYTES = 4096
@@ -96,6 +99,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     await asyncio.sleep(0)
                     await self.close(code=1000)
                     return
+        except Exception as exc:  # the browser went away meanwhile: nothing to tell it
+            logger.debug("socket closed while sending to it: %s", exc)
+            self.stop()
         finally:
             self.sender = None
 

@@ -89,7 +89,7 @@ def main() -> int:
         "--server",
         choices=["uvicorn", "uvicorn-websockets", "daphne"],
         default="uvicorn",
-        help="ASGI server (--fanout): uvicorn with wsproto, uvicorn with websockets, daphne",
+        help="ASGI server (--fanout): uvicorn (wsproto), uvicorn-websockets (sansio), daphne",
     )
     args = parser.parse_args()
     if args.fanout:
