@@ -91,6 +91,7 @@ def main() -> int:
         ],
         cwd=here,
         env={**os.environ, "PYTHONPATH": str(here)},
+        stdout=subprocess.DEVNULL,  # its banner; warnings and errors go to stderr
     )
     try:
         deadline = time.monotonic() + 60
