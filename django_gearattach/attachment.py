@@ -1,20 +1,29 @@
 """``attach``/``aattach``: follow a job by (function, key) until its outcome.
 
-The guarantees (each proven by a test against real gearmand):
+Everything that happens to a job is pushed to its attachers by gearmand; nothing
+between submit and outcome waits on a timer. The guarantees (each proven by a test
+against real gearmand):
 
 * A finished job answers from its record at once; nothing runs again.
-* A running job is joined with a foreground submit whose data is the attach marker;
-  if it ends in between, the marker becomes a job of its own that a worker answers
-  from the record (outcomes are committed before gearmand hears of them), so it still
-  runs exactly once.
-* A queued (or scheduled) job is watched with GET_STATUS_UNIQUE, never with a
-  foreground attachment: gearmand drops a queued job whose last foreground client
-  leaves.
+* An active job is joined at once with a foreground submit whose data is the attach
+  marker, sent in one write with a ``GET_STATUS_UNIQUE``. Workers send an empty
+  ``WORK_DATA`` when a job starts, so a queued job's attachers hear it start, then
+  its progress and its end. If the job ended before the submit landed, the marker
+  becomes a job of its own, which is dropped (or, on the async path, answered by a
+  worker from the record, where outcomes are committed before gearmand hears of
+  them): it still runs exactly once.
+* An attacher that leaves before its job started never makes gearmand drop it: the
+  sync client parks its connection with :mod:`~.gearman.linger` until the job runs;
+  the async client's attachments stay on the event loop's connection, and are handed
+  to linger if that connection closes first. A process killed meanwhile leaves the
+  job to the workers' recovery sweep (:mod:`~django_gearattach.recovery`).
 * A job that gearmand forgot while its record says queued or running (a restarted
-  server, a submitter that died) is revived with a background marker: the worker runs
-  it from the stored arguments (a scheduled one at its stored time, never earlier).
-* A job that ends its run to run again later (a Celery retry) is followed into
-  that run: its record is waiting again when gearmand reports the end.
+  server, a submitter that died) is revived by the attacher's marker: the worker
+  runs it from the stored arguments. A scheduled job is joined like a queued one;
+  a marker that reaches a worker before the record's time puts the job back for
+  that time (:meth:`~django_gearattach.worker.Worker.handle`), so it never runs early.
+* A job that ends its run to run again later (a Celery retry) is followed into that
+  run: its record is waiting again when gearmand reports the end.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
 """
@@ -22,9 +31,8 @@ The guarantees (each proven by a test against real gearmand):
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,20 +44,24 @@ from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
 from .exceptions import AttachTimeout, JobNotFound
-from .gearman.client import UniqueStatus, WorkEvent
+from .gearman.aio import Follow
+from .gearman.client import Client, ForegroundJob, WorkEvent
 from .gearman.errors import ConnectionFailed
-from .gearman.routing import Address
+from .gearman.routing import Address, parse_cached
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
-from .scheduling import pending_epoch
 from .tasks import Task, function_name
 
-EventName = Literal["status", "data", "warning", "complete", "failed"]
+EventName = Literal["started", "status", "data", "warning", "complete", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """What an attacher receives. ``complete`` and ``failed`` end the stream."""
+    """What an attacher receives. ``complete`` and ``failed`` end the stream.
+
+    ``started`` says that a job the attacher saw queued has been started by a worker
+    (it comes again if a worker dies and another starts the job over).
+    """
 
     event: EventName
     numerator: int | None = None
@@ -73,7 +85,7 @@ class JobEvent:
             out["message"] = self.message
         elif self.event == "complete":
             out["result"] = self.result
-        else:
+        elif self.event == "failed":
             out["error"] = self.error
         return out
 
@@ -85,6 +97,8 @@ def outcome_of(record: Job) -> JobEvent:
 
 
 def _translate(event: WorkEvent) -> JobEvent:
+    if event.kind == "started":
+        return JobEvent("started")
     if event.kind == "status":
         return JobEvent("status", numerator=event.numerator, denominator=event.denominator)
     if event.kind == "data":
@@ -98,24 +112,24 @@ def _translate(event: WorkEvent) -> JobEvent:
     return JobEvent("failed", error="the job failed (WORK_FAIL)")
 
 
-class Step(enum.Enum):
-    ANSWER = "answer from the record"
-    FOLLOW = "join the running job"
-    WAIT = "watch the queued job"
-    REFRESH = "read the record again"
+#: Seconds for which a record just read or written (``submit`` returns one) is
+#: trusted. An older one may be stale (its job may have ended since), so
+#: ``attach(job)`` reads it again before asking gearmand: one SELECT, instead of an
+#: attach marker that the sync path would then drop, or a worker answer (async path).
+FRESH_FOR = 0.005
 
 
-def decide(record: Job | None, status: UniqueStatus | None) -> Step:
-    """The attach state machine, shared by the sync and async loops."""
-    if record is not None and record.is_finished:
-        return Step.ANSWER
-    if status is not None and status.known:
-        return Step.FOLLOW if status.running else Step.WAIT
-    return Step.REFRESH
+def _stale(record: Job) -> bool:
+    return not records.read_within(record, FRESH_FOR)
+
+
+#: What attach reads of a record (the rest is deferred): converting every column of
+#: the row cost more CPU than the query.
+_FIELDS = ("function", "key", "status", "priority", "server", "result", "error")
 
 
 def _load(function: str, key: str) -> Job | None:
-    return Job.objects.for_key(function, key).first()
+    return records.get(function, key, _FIELDS)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
@@ -128,7 +142,7 @@ _load_batched: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
 def _addresses(record: Job | None, function: str, key: str) -> list[Address]:
     ordered = servers_for(function, key)
     if record is not None and record.server:
-        home = Address.parse(record.server)
+        home = parse_cached(record.server)
         return [home, *(a for a in ordered if a != home)]
     return ordered
 
@@ -138,9 +152,11 @@ def _expired() -> AttachTimeout:
 
 
 class _Clock:
+    """The attach call's deadline, its retry back-off, and the next liveness check."""
+
     def __init__(self, timeout: float | None) -> None:
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.delay = conf.POLL_INTERVAL
+        self.delay = conf.RETRY_INTERVAL
 
     def remaining(self) -> float | None:
         if self.deadline is None:
@@ -151,10 +167,19 @@ class _Clock:
         return left
 
     def backoff(self) -> float:
+        """The next pause before a retry (after a lost connection)."""
         delay = self.delay
-        self.delay = min(self.delay * 2, conf.POLL_INTERVAL_MAX)
+        self.delay = min(self.delay * 2, conf.RETRY_INTERVAL_MAX)
         left = self.remaining()
         return delay if left is None else min(delay, left)
+
+    def wait(self, started: bool, check_at: float) -> float | None:
+        """How long to wait for the next event before looking at the clock again."""
+        left = self.remaining()
+        if started:
+            return left
+        until_check = max(check_at - time.monotonic(), 0.0)
+        return until_check if left is None else min(left, until_check)
 
 
 def _target(
@@ -167,82 +192,9 @@ def _target(
     return function_name(job), key, check_key(key), None
 
 
-@timed
-def attach(
-    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
-) -> Iterator[JobEvent]:
-    """Yield the job's events until ``complete`` or ``failed``.
-
-    Call it as ``attach(function, key)`` or with a record, ``attach(job)`` (which
-    saves reading the record first). Raises :class:`JobNotFound` for an unknown key
-    and :class:`AttachTimeout` when ``timeout`` seconds pass first (the job itself
-    keeps running).
-    """
-    name, key, unique, record = _target(job, key)
-    client = get_client()
-    clock = _Clock(timeout)
-    if record is None:
-        record = _load(name, key)
-        if record is None and conf.IMMEDIATE:
-            raise JobNotFound(name, key)  # immediate mode: every job has a record
-    if record is not None and record.is_waiting:
-        time.sleep(clock.backoff())  # a queued job rarely starts this instant: ask later
-    while True:
-        status, address = None, None
-        if decide(record, None) is not Step.ANSWER:
-            for address in _addresses(record, name, key):
-                try:
-                    status = client.status_unique(address, unique)
-                except ConnectionFailed:
-                    continue
-                if status.known:
-                    break
-        step = decide(record, status)
-        if step is Step.ANSWER:
-            assert record is not None
-            yield outcome_of(record)
-            return
-        if step is Step.FOLLOW:
-            assert address is not None
-            try:
-                stream = client.foreground(address, name, unique, ATTACH_MARKER)
-            except ConnectionFailed:
-                time.sleep(clock.backoff())
-                continue
-            with stream:
-                try:
-                    for event in stream.events(poll=0.25):
-                        clock.remaining()
-                        if event is None:
-                            continue
-                        translated = _translate(event)
-                        if event.kind == "failed":
-                            after = _outcome_after_fail(name, key)
-                            if after is AGAIN:
-                                break  # the job runs again later (a retry): keep following
-                            translated = after or translated
-                        yield translated
-                        if translated.terminal:
-                            return
-                except ConnectionFailed:
-                    pass
-            time.sleep(clock.backoff())
-            record = _load(name, key)
-            continue
-        if step is Step.WAIT:
-            time.sleep(clock.backoff())
-            continue
-        record = _load(name, key)
-        if record is None:
-            raise _not_found(status, name, key)
-        if record.is_active:
-            _revive_sync(record, name, unique)
-            time.sleep(clock.backoff())
-
-
-def _not_found(status: UniqueStatus | None, function: str, key: str) -> Exception:
+def _not_found(answered: bool, function: str, key: str) -> Exception:
     """No record and no gearmand job; or, when no server answered, we cannot tell."""
-    if status is None:
+    if not answered:
         servers = ",".join(map(str, _addresses(None, function, key)))
         return ConnectionFailed(servers, "no gearmand answered, so the job's state is unknown")
     return JobNotFound(function, key)
@@ -260,18 +212,160 @@ def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
     return outcome_of(record) if record is not None and record.is_finished else None
 
 
-def _revive_sync(record: Job, function: str, unique: bytes) -> None:
+# -- sync ----------------------------------------------------------------------------
+
+
+@timed
+def attach(
+    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
+) -> Iterator[JobEvent]:
+    """Yield the job's events until ``complete`` or ``failed``.
+
+    Call it as ``attach(function, key)`` or with a record, ``attach(job)`` (which
+    saves reading the record first). Raises :class:`JobNotFound` for an unknown key
+    and :class:`AttachTimeout` when ``timeout`` seconds pass first (the job itself
+    keeps running, or stays queued).
+    """
+    name, key, unique, record = _target(job, key)
     client = get_client()
-    epoch = pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
-    for address in _addresses(record, function, record.key):
-        try:
-            if epoch is not None:
-                client.submit_epoch(address, function, unique, epoch, ATTACH_MARKER)
-            else:
-                client.submit_background(address, function, unique, ATTACH_MARKER, record.priority)
+    clock = _Clock(timeout)
+    if record is None or (record.is_active and _stale(record)):
+        record = _load(name, key)
+        if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
+            raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
+    while True:
+        if record is not None and record.is_finished:
+            yield outcome_of(record)
             return
-        except ConnectionFailed:
+        joined: ForegroundJob | Job | None
+        if record is None:
+            joined = _join_unrecorded(client, name, key, unique, clock)
+        else:
+            joined = _join(client, record, name, key, unique)
+        if isinstance(joined, Job):
+            record = joined
             continue
+        if joined is not None:
+            with joined:
+                try:
+                    if (yield from _relay(client, joined, name, key, unique, clock)):
+                        return
+                except ConnectionFailed:
+                    pass
+        time.sleep(clock.backoff())
+        record = _load(name, key)
+
+
+def _join(
+    client: Client, record: Job, name: str, key: str, unique: bytes
+) -> ForegroundJob | Job | None:
+    """Attach to an active record's job; the record re-read if gearmand knows no job.
+
+    ``None`` when no server answered.
+    """
+    candidate: ForegroundJob | None = None
+    try:
+        for address in _addresses(record, name, key):
+            try:
+                if candidate is not None and not client.status_unique(address, unique).known:
+                    continue
+                stream = client.follow(address, name, unique, ATTACH_MARKER, record.priority)
+            except ConnectionFailed:
+                continue
+            assert stream.status is not None
+            if stream.status.known:
+                if candidate is not None:
+                    candidate.abandon()
+                return stream
+            if candidate is None:
+                candidate = stream  # a marker job of our own: the job may have ended
+            else:
+                stream.abandon()
+        if candidate is None:
+            return None
+        fresh = _load(name, key)
+    except BaseException:
+        if candidate is not None:
+            candidate.abandon()
+        raise
+    if fresh is None or fresh.is_finished:
+        candidate.abandon()  # the marker carries no work: letting gearmand drop it is right
+        if fresh is None:
+            raise JobNotFound(name, key)
+        return fresh
+    return candidate  # gearmand forgot the job: the marker revives it from the record
+
+
+def _join_unrecorded(
+    client: Client, name: str, key: str, unique: bytes, clock: _Clock
+) -> ForegroundJob | Job:
+    """A job without a record: one that another client submitted and no worker started.
+
+    Holding it in the foreground while it is queued could make gearmand drop it with
+    nothing to revive it from, so it is watched with ``GET_STATUS_UNIQUE`` until a
+    worker starts it (and records it).
+    """
+    while True:
+        answered, running = False, None
+        for address in servers_for(name, key):
+            try:
+                status = client.status_unique(address, unique)
+            except ConnectionFailed:
+                continue
+            answered = True
+            if status.known:
+                running = address if status.running else None
+                break
+        else:
+            record = _load(name, key)  # a worker may have recorded and finished it
+            if record is not None:
+                return record
+            raise _not_found(answered, name, key)
+        if running is not None:
+            stream = client.follow(running, name, unique, ATTACH_MARKER)
+            assert stream.status is not None
+            if stream.status.known:
+                return stream
+            stream.abandon()  # it ended meanwhile: the next round reads its record
+            continue
+        time.sleep(clock.backoff())
+
+
+def _relay(
+    client: Client, stream: ForegroundJob, name: str, key: str, unique: bytes, clock: _Clock
+) -> Generator[JobEvent, None, bool]:
+    """Yield the stream's events; True after the terminal one, False if its job vanished."""
+    check_at = time.monotonic() + conf.CHECK_INTERVAL
+    while True:
+        event = stream.next_event(clock.wait(stream.started, check_at))
+        if event is None:
+            clock.remaining()
+            if not stream.started and time.monotonic() >= check_at:
+                check_at = time.monotonic() + conf.CHECK_INTERVAL
+                try:
+                    status = client.status_unique(stream.conn.address, unique)
+                except ConnectionFailed:
+                    continue
+                if status.running:
+                    stream.started = True
+                elif not status.known:
+                    # Joined a job that gearmand dropped since (an attacher before us
+                    # was killed): nothing will come on this connection.
+                    stream.abandon()
+                    return False
+            continue
+        translated = _translate(event)
+        if event.kind == "failed":
+            after = _outcome_after_fail(name, key)
+            if after is AGAIN:
+                return False  # the job runs again later (a retry): follow that run
+            translated = after or translated
+        yield translated
+        if translated.terminal:
+            return True
+
+
+# -- async ---------------------------------------------------------------------------
 
 
 @atimed
@@ -283,73 +377,132 @@ async def aattach(
     Many attachers of one job in one event loop share one gearmand attachment.
     """
     name, key, unique, record = _target(job, key)
-    client = get_async_client()
     clock = _Clock(timeout)
-    if record is None:
+    if record is None or (record.is_active and _stale(record)):
         record = await _load_batched((name, key))
-        if record is None and conf.IMMEDIATE:
-            raise JobNotFound(name, key)  # immediate mode: every job has a record
-    if record is not None and record.is_waiting:
-        await asyncio.sleep(clock.backoff())  # a queued job rarely starts this instant
+        if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
+            raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
     while True:
-        status, address = None, None
-        if decide(record, None) is not Step.ANSWER:
-            for address in _addresses(record, name, key):
-                try:
-                    status = await client.connection(address).status_unique(unique)
-                except ConnectionFailed:
-                    continue
-                if status.known:
-                    break
-        step = decide(record, status)
-        if step is Step.ANSWER:
-            assert record is not None
+        if record is not None and record.is_finished:
             yield outcome_of(record)
             return
-        if step is Step.FOLLOW:
-            assert address is not None
+        joined: Follow | Job | None
+        if record is None:
+            joined = await _ajoin_unrecorded(name, key, unique, clock)
+        else:
+            joined = await _ajoin(record, name, key, unique)
+        if isinstance(joined, Job):
+            record = joined
+            continue
+        if joined is not None:
             try:
-                async with asyncio.timeout(clock.remaining()):
-                    async with client.connection(address).foreground(
-                        name, unique, ATTACH_MARKER
-                    ) as events:
-                        async for event in events:
-                            translated = _translate(event)
-                            if event.kind == "failed":
-                                after = await sync_to_async(_outcome_after_fail)(name, key)
-                                if after is AGAIN:
-                                    break  # the job runs again later (a retry)
-                                translated = after or translated
-                            yield translated
-                            if translated.terminal:
-                                return
+                async for event in _arelay(joined, name, key, unique, clock):
+                    yield event
+                    if event.terminal:
+                        return
             except ConnectionFailed:
                 pass
-            except TimeoutError:
-                raise _expired() from None
-            await asyncio.sleep(clock.backoff())
-            record = await _load_batched((name, key))
-            continue
-        if step is Step.WAIT:
-            await asyncio.sleep(clock.backoff())
-            continue
+            finally:
+                joined.leave()
+        await asyncio.sleep(clock.backoff())
         record = await _load_batched((name, key))
-        if record is None:
-            raise _not_found(status, name, key)
-        if record.is_active:
-            epoch = (
-                pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
-            )
-            for address in _addresses(record, name, key):
-                server = client.connection(address)
+
+
+async def _ajoin(record: Job, name: str, key: str, unique: bytes) -> Follow | Job | None:
+    """:func:`_join` on the event loop's shared connections.
+
+    A marker job created here cannot be dropped by closing a connection (it is
+    shared), so when the job had ended it stays attached until a worker answers it
+    from the record.
+    """
+    client = get_async_client()
+    candidate: Follow | None = None
+    for address in _addresses(record, name, key):
+        conn = client.connection(address)
+        try:
+            if candidate is not None and not (await conn.status_unique(unique)).known:
+                continue
+            follow = await conn.follow(name, unique, ATTACH_MARKER, record.priority)
+        except ConnectionFailed:
+            continue
+        if follow.status is None or follow.status.known:
+            if candidate is not None:
+                candidate.leave()
+            return follow
+        if candidate is None:
+            candidate = follow
+        else:
+            follow.leave()
+    if candidate is None:
+        return None
+    try:
+        fresh = await _load_batched((name, key))
+    except BaseException:
+        candidate.leave()
+        raise
+    if fresh is None or fresh.is_finished:
+        candidate.leave()
+        if fresh is None:
+            raise JobNotFound(name, key)
+        return fresh
+    return candidate
+
+
+async def _ajoin_unrecorded(name: str, key: str, unique: bytes, clock: _Clock) -> Follow | Job:
+    """:func:`_join_unrecorded` on the event loop's shared connections."""
+    client = get_async_client()
+    while True:
+        answered, running = False, None
+        for address in servers_for(name, key):
+            try:
+                status = await client.connection(address).status_unique(unique)
+            except ConnectionFailed:
+                continue
+            answered = True
+            if status.known:
+                running = address if status.running else None
+                break
+        else:
+            record = await _load_batched((name, key))
+            if record is not None:
+                return record
+            raise _not_found(answered, name, key)
+        if running is not None:
+            follow = await client.connection(running).follow(name, unique, ATTACH_MARKER)
+            if follow.status is None or follow.status.known:
+                return follow
+            follow.leave()
+            continue
+        await asyncio.sleep(clock.backoff())
+
+
+async def _arelay(
+    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock
+) -> AsyncIterator[JobEvent]:
+    """The follow's events until the terminal one; stops early if its job vanished."""
+    check_at = time.monotonic() + conf.CHECK_INTERVAL
+    while True:
+        event = await follow.next_event(clock.wait(follow.started, check_at))
+        if event is None:
+            clock.remaining()
+            if not follow.started and time.monotonic() >= check_at:
+                check_at = time.monotonic() + conf.CHECK_INTERVAL
                 try:
-                    if epoch is not None:
-                        await server.submit_epoch(name, unique, epoch, ATTACH_MARKER)
-                    else:
-                        await server.submit_background(
-                            name, unique, ATTACH_MARKER, record.priority
-                        )
-                    break
+                    status = await follow.connection.status_unique(unique)
                 except ConnectionFailed:
                     continue
-            await asyncio.sleep(clock.backoff())
+                if status.running:
+                    follow.mark_started()
+                elif not status.known:
+                    follow.forget()  # joined a job gearmand dropped since
+                    return
+            continue
+        translated = _translate(event)
+        if event.kind == "failed":
+            after = await sync_to_async(_outcome_after_fail)(name, key)
+            if after is AGAIN:
+                return  # the job runs again later (a retry): the caller follows that run
+            translated = after or translated
+        yield translated
+        if translated.terminal:
+            return

@@ -16,9 +16,22 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _tidy_connections() -> None:
+    """Replace this thread's broken or expired database connections, as a request would.
+
+    The thread that runs the batches lives as long as the process, and nothing else
+    tidies its connections (the websocket consumer skips Channels' per-message hop).
+    A connection inside a transaction is left alone.
+    """
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
 
 
 class Batcher(Generic[T, R]):
@@ -43,6 +56,10 @@ class Batcher(Generic[T, R]):
         waiting.append((item, future))
         return await future
 
+    def _in_thread(self, items: list[T]) -> list[R | BaseException]:
+        _tidy_connections()
+        return self.func(items)
+
     def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._waiting.pop(loop, [])
         if batch:
@@ -53,7 +70,7 @@ class Batcher(Generic[T, R]):
         self, loop: asyncio.AbstractEventLoop, batch: list[tuple[T, asyncio.Future[R]]]
     ) -> None:
         try:
-            results = await sync_to_async(self.func)([item for item, _ in batch])
+            results = await sync_to_async(self._in_thread)([item for item, _ in batch])
         except BaseException as exc:  # the whole batch failed: every caller hears why
             for _, future in batch:
                 if not future.done():

@@ -78,10 +78,13 @@ def check_settings(
     messages: list[CheckMessage] = []
     messages += _check_servers(user)
     for name in sorted(set(user) - set(DEFAULTS)):
+        hint = f"Known keys: {', '.join(sorted(DEFAULTS))}."
+        if name in _RENAMED:
+            hint = f"It was replaced by {_RENAMED[name]}."
         messages.append(
             Warning(
                 f"GEARATTACH[{name!r}] is not a setting of django-gearattach; it is ignored.",
-                hint=f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                hint=hint,
                 id="gearattach.W002",
             )
         )
@@ -125,10 +128,15 @@ def _check_servers(user: dict[str, Any]) -> list[CheckMessage]:
     return messages
 
 
-_POSITIVE = {"MAX_ATTEMPTS", "TIMEOUT", "POLL_INTERVAL", "POLL_INTERVAL_MAX"}
-_POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "STREAM_MAX_AGE"}
+_POSITIVE = {"MAX_ATTEMPTS", "TIMEOUT", "RETRY_INTERVAL", "RETRY_INTERVAL_MAX", "CHECK_INTERVAL"}
+_POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "RECOVERY_INTERVAL", "STREAM_MAX_AGE"}
 #: Limits where 0 means "no limit".
 _NOT_NEGATIVE = {"STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_PER_PROCESS", "OFFLOAD_QUEUE_LIMIT"}
+#: Keys of earlier versions, and what replaced them.
+_RENAMED = {
+    "POLL_INTERVAL": "RETRY_INTERVAL (attachers no longer poll: job events are pushed)",
+    "POLL_INTERVAL_MAX": "RETRY_INTERVAL_MAX",
+}
 
 
 def _value_problem(name: str) -> str:
@@ -142,7 +150,7 @@ def _value_problem(name: str) -> str:
         return "must be True or False"
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"
-    if name in _NOT_NEGATIVE | {"PROGRESS_WRITE_INTERVAL"} and value < 0:
+    if name in _NOT_NEGATIVE | {"PROGRESS_WRITE_INTERVAL", "RECOVERY_GRACE"} and value < 0:
         return "must not be negative"
     return ""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -15,9 +16,17 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ATTEMPTS": 3,
     # Seconds to wait for a gearmand reply before giving up on a connection.
     "TIMEOUT": 10.0,
-    # How often (seconds) an attacher re-checks a queued job: first, then at most.
-    "POLL_INTERVAL": 0.02,
-    "POLL_INTERVAL_MAX": 0.5,
+    # Seconds an attacher waits before it tries again after a lost connection: first,
+    # then at most (doubling in between).
+    "RETRY_INTERVAL": 0.02,
+    "RETRY_INTERVAL_MAX": 0.5,
+    # Seconds between the checks an attacher makes that a job it waits on to start is
+    # still in gearmand (a safety net: starts and ends are pushed, never polled for).
+    "CHECK_INTERVAL": 5.0,
+    # Workers: seconds between recovery sweeps, and how long a queued or running record
+    # must have existed before a sweep resubmits it when gearmand no longer knows it.
+    "RECOVERY_INTERVAL": 10.0,
+    "RECOVERY_GRACE": 10.0,
     # Minimum seconds between progress writes to the job record (every WORK_STATUS is sent).
     "PROGRESS_WRITE_INTERVAL": 0.5,
     # Default priority of submitted jobs: "high", "normal" or "low".
@@ -42,6 +51,11 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+@functools.lru_cache(maxsize=16)
+def _parsed_servers(raw: Any) -> tuple[Address, ...]:
+    return tuple(parse_addresses(raw))
+
+
 class Settings:
     def _get(self, name: str) -> Any:
         user = getattr(django_settings, "GEARATTACH", {}) or {}
@@ -49,7 +63,13 @@ class Settings:
 
     @property
     def SERVERS(self) -> list[Address]:
-        return parse_addresses(self._get("SERVERS"))
+        raw = self._get("SERVERS")
+        # Read on every submit and attach: parse each distinct list once.
+        key = tuple(raw) if isinstance(raw, (list, tuple)) else raw
+        try:
+            return list(_parsed_servers(key))
+        except TypeError:  # unhashable: parse it (and raise the usual error) uncached
+            return parse_addresses(raw)
 
     @property
     def MAX_ATTEMPTS(self) -> int:
@@ -60,12 +80,24 @@ class Settings:
         return float(self._get("TIMEOUT"))
 
     @property
-    def POLL_INTERVAL(self) -> float:
-        return float(self._get("POLL_INTERVAL"))
+    def RETRY_INTERVAL(self) -> float:
+        return float(self._get("RETRY_INTERVAL"))
 
     @property
-    def POLL_INTERVAL_MAX(self) -> float:
-        return float(self._get("POLL_INTERVAL_MAX"))
+    def RETRY_INTERVAL_MAX(self) -> float:
+        return float(self._get("RETRY_INTERVAL_MAX"))
+
+    @property
+    def CHECK_INTERVAL(self) -> float:
+        return float(self._get("CHECK_INTERVAL"))
+
+    @property
+    def RECOVERY_INTERVAL(self) -> float:
+        return float(self._get("RECOVERY_INTERVAL"))
+
+    @property
+    def RECOVERY_GRACE(self) -> float:
+        return float(self._get("RECOVERY_GRACE"))
 
     @property
     def PROGRESS_WRITE_INTERVAL(self) -> float:

@@ -3,11 +3,12 @@
 Each event loop (an ASGI process has one) gets one :class:`Hub`. The first subscriber
 to a job starts a :class:`Channel` that follows the job with
 :func:`~django_gearattach.attachment.aattach`: a finished job is answered from its
-record, a queued job is watched with GET_STATUS_UNIQUE (never held in the foreground,
-so no closed tab can make gearmand drop it) and a running job is joined once, on the
-loop's shared gearmand connection. Every message is encoded to JSON once and handed to
-all subscribers. A newcomer first gets the latest status and data (from the channel,
-or from the record when the channel is new), then the live messages.
+record, and an active one is joined once, in the foreground, on the loop's shared
+gearmand connection: gearmand pushes its start, progress and end. That attachment
+stays on the connection until the job ends, so no closed tab can make gearmand drop a
+queued job. Every message is encoded to JSON once and handed to all subscribers. A
+newcomer first gets the latest start, status and data (from the channel, or from the
+record when the channel is new), then the live messages.
 
 A channel outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
 reconnecting socket or the next long-poll request finds it still attached.
@@ -18,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import itertools
 import json
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,7 +89,8 @@ class Channel:
         self.id = next(_channel_ids)
         self.seq = 0
         self.latest: dict[str, Message] = {}
-        self.subscribers: set[asyncio.Queue[Message]] = set()
+        #: Each subscriber's delivery callback, called once per message, in order.
+        self.subscribers: set[Callable[[Message], None]] = set()
         # A context of its own, not the first subscriber's request's: the channel
         # outlives that request, and its database reads must not go to the request's
         # thread (retired by streams.release_request_resources, or gone at its end).
@@ -107,12 +110,12 @@ class Channel:
         text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         message = Message(payload, text, self.seq)
         kind = message.type
-        if kind in ("status", "data"):
+        if kind in ("started", "status", "data"):
             self.latest[kind] = message
         elif message.final:
             self.latest["final"] = message
-        for queue in self.subscribers:
-            queue.put_nowait(message)
+        for deliver in self.subscribers:
+            deliver(message)
 
     def backlog(self) -> list[Message]:
         return sorted(self.latest.values(), key=lambda m: m.seq)
@@ -138,14 +141,14 @@ class Channel:
         finally:
             self.hub._forget(self)
 
-    def subscribe(self, queue: asyncio.Queue[Message]) -> None:
+    def subscribe(self, deliver: Callable[[Message], None]) -> None:
         if self._idle is not None:
             self._idle.cancel()
             self._idle = None
-        self.subscribers.add(queue)
+        self.subscribers.add(deliver)
 
-    def unsubscribe(self, queue: asyncio.Queue[Message]) -> None:
-        self.subscribers.discard(queue)
+    def unsubscribe(self, deliver: Callable[[Message], None]) -> None:
+        self.subscribers.discard(deliver)
         if not self.subscribers and not self.task.done():
             if self.hub.linger > 0:
                 loop = asyncio.get_running_loop()
@@ -156,40 +159,53 @@ class Channel:
     def _stop_if_idle(self) -> None:
         self._idle = None
         if not self.subscribers:
-            # Safe at any point: a queued job is only watched, and the attachment to a
-            # running job stays on the shared connection until the job ends.
+            # Safe at any point: the gearmand attachment stays on the shared connection
+            # until the job ends, whether it is queued or running.
             self.task.cancel()
             self.hub._forget(self)
 
 
 class Subscription:
-    """Messages for one subscriber: the backlog first, then live ones, until final."""
+    """Messages for one subscriber: the backlog first, then live ones, until final.
+
+    A list and at most one waiting future, rather than an ``asyncio.Queue`` (three
+    deques): a process may hold tens of thousands of these.
+    """
+
+    __slots__ = ("_waiter", "channel", "messages")
 
     def __init__(self, channel: Channel, backlog: list[Message]) -> None:
         self.channel = channel
-        self.queue: asyncio.Queue[Message] = asyncio.Queue()
-        for message in backlog:
-            self.queue.put_nowait(message)
+        self.messages: list[Message] = list(backlog)
+        self._waiter: asyncio.Future[None] | None = None
 
     @property
     def channel_id(self) -> int:
         return self.channel.id
 
+    def put(self, message: Message) -> None:
+        """The channel's delivery callback."""
+        self.messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     async def get(self, timeout: float | None = None) -> Message | None:
         """The next message; None after ``timeout`` seconds without one."""
-        if timeout is None:
-            return await self.queue.get()
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        if not self.messages:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self.messages.pop(0)
 
     def pending(self) -> list[Message]:
         """The messages already queued, without waiting."""
-        out = []
-        while not self.queue.empty():
-            out.append(self.queue.get_nowait())
+        out, self.messages = self.messages, []
         return out
 
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -197,7 +213,8 @@ class Subscription:
 
     async def _iterate(self) -> AsyncIterator[Message]:
         while True:
-            message = await self.queue.get()
+            message = await self.get()
+            assert message is not None
             yield message
             if message.final:
                 return
@@ -220,15 +237,39 @@ class Hub:
 
         ``record`` (optional) saves the channel a database read when it is new.
         """
-        channel = self.channels.get((function, key))
-        if channel is None or channel.task.done():
-            channel = self.channels[function, key] = Channel(self, function, key, record)
+        channel = self._channel(function, key, record)
         subscription = Subscription(channel, channel.backlog())
-        channel.subscribe(subscription.queue)
+        channel.subscribe(subscription.put)
         try:
             yield subscription
         finally:
-            channel.unsubscribe(subscription.queue)
+            channel.unsubscribe(subscription.put)
+
+    def listen(
+        self,
+        function: str,
+        key: str,
+        deliver: Callable[[Message], None],
+        *,
+        record: Job | None = None,
+    ) -> Callable[[], None]:
+        """Call ``deliver`` with each message of the job (the backlog first, at once).
+
+        The leanest way to follow a job: no task and no queue per subscriber (the
+        websocket consumer uses it). ``deliver`` must not block. Returns the function
+        that stops the delivery.
+        """
+        channel = self._channel(function, key, record)
+        for message in channel.backlog():
+            deliver(message)
+        channel.subscribe(deliver)
+        return functools.partial(channel.unsubscribe, deliver)
+
+    def _channel(self, function: str, key: str, record: Job | None) -> Channel:
+        channel = self.channels.get((function, key))
+        if channel is None or channel.task.done():
+            channel = self.channels[function, key] = Channel(self, function, key, record)
+        return channel
 
     def _forget(self, channel: Channel) -> None:
         if self.channels.get((channel.function, channel.key)) is channel:

@@ -11,8 +11,9 @@ would store them). Their shapes are fixed, so with prepared statements turned on
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,31 @@ from django.db.models import Field
 from .models import Job
 
 _cache: dict[tuple[Any, ...], str] = {}
+_GetStatement = tuple[str, list[str], list[Any], Any]
+_get_cache: dict[tuple[str, tuple[str, ...]], _GetStatement] = {}
 _FIELDS: dict[str, Field[Any, Any]] = {f.name: f for f in Job._meta.concrete_fields}
+
+
+@contextmanager
+def _cursor(conn: Any) -> Iterator[Any]:
+    """A cursor for one statement, kept on the connection and reused while it lives.
+
+    Creating Django's cursor wrapper cost about as much CPU as running one of these
+    statements. While queries are being logged (DEBUG, ``CaptureQueriesContext``,
+    ``django_assert_num_queries``) each statement gets a fresh cursor, as the logging
+    cursor is chosen when a cursor is made.
+    """
+    cached = getattr(conn, "_gearattach_cursor", None)
+    if cached is not None and conn.connection is cached[0] and not conn.queries_logged:
+        yield cached[1]
+        return
+    cursor = conn.cursor()
+    if conn.queries_logged:
+        with cursor:
+            yield cursor
+        return
+    conn._gearattach_cursor = (conn.connection, cursor)
+    yield cursor
 
 
 def _table(alias: str) -> tuple[Any, str]:
@@ -30,8 +55,34 @@ def _table(alias: str) -> tuple[Any, str]:
     return conn, conn.ops.quote_name(Job._meta.db_table)
 
 
+# Fields whose database value is the Python value itself when it is a plain str, int or
+# None (no conversion, no adaptation): preparing those through the field cost more CPU
+# than the statement. Anything else (datetimes, JSON, enum members) goes through it.
+_PLAIN_TYPES = (str, int, type(None))
+_PLAIN_FIELDS = frozenset(
+    name
+    for name, field in _FIELDS.items()
+    if field.get_internal_type()
+    in {"CharField", "TextField", "PositiveIntegerField", "BigIntegerField", "IntegerField"}
+)
+
+
 def _prep(conn: Any, name: str, value: Any) -> Any:
+    if type(value) in _PLAIN_TYPES and name in _PLAIN_FIELDS:
+        return value
     return _FIELDS[name].get_db_prep_save(value, connection=conn)
+
+
+def _row(conn: Any, job: Job) -> list[Any]:
+    """The INSERT parameters of one record, in :data:`_INSERT_FIELDS` order."""
+    values = []
+    for name, attname, field in _INSERT_PLAN:
+        value = getattr(job, attname)
+        if type(value) in _PLAIN_TYPES and name in _PLAIN_FIELDS:
+            values.append(value)
+        else:
+            values.append(field.get_db_prep_save(value, connection=conn))
+    return values
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +142,7 @@ def update(
 def _execute(alias: str, spec: Update) -> int:
     conn = connections[alias]
     sql, params = _update_sql(conn, alias, spec)
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         cursor.execute(sql, params)
         return int(cursor.rowcount)
 
@@ -121,12 +172,13 @@ def update_together(*specs: Update) -> list[int]:
         parts.append(f"u{number} AS ({sql} RETURNING 1)")
         params += spec_params
     counts = ", ".join(f"(SELECT count(*) FROM u{n})" for n in range(len(specs)))
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         cursor.execute(f"WITH {', '.join(parts)} SELECT {counts}", params)
         return [int(count) for count in cursor.fetchone()]
 
 
 _INSERT_FIELDS = list(_FIELDS.values())
+_INSERT_PLAN = [(f.name, f.attname, f) for f in _INSERT_FIELDS]
 
 
 def atomic_unless_one_statement(jobs: list[Job]) -> AbstractContextManager[Any]:
@@ -137,7 +189,7 @@ def atomic_unless_one_statement(jobs: list[Job]) -> AbstractContextManager[Any]:
     """
     alias = router.db_for_write(Job)
     conn = connections[alias]
-    single = len(jobs) <= conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs)
+    single = len(jobs) == 1 or len(jobs) <= conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs)
     if single and not conn.in_atomic_block:
         return nullcontext()
     return transaction.atomic(using=alias)
@@ -151,24 +203,29 @@ def insert(*jobs: Job) -> None:
     """
     alias = router.db_for_write(Job)
     conn, table = _table(alias)
-    columns = ", ".join(conn.ops.quote_name(f.column) for f in _INSERT_FIELDS)
+    columns = _cache.get(("columns", alias))
+    if columns is None:
+        columns = _cache["columns", alias] = ", ".join(
+            conn.ops.quote_name(f.column) for f in _INSERT_FIELDS
+        )
     if conn.vendor == "postgresql" and len(jobs) > 1:
         statements = [_array_insert(conn, alias, table, columns, jobs)]
     else:
         statements = _values_inserts(conn, alias, table, columns, jobs)
-    with conn.cursor() as cursor:
+    with _cursor(conn) as cursor:
         for sql, params in statements:
             cursor.execute(sql, params)
     for job in jobs:
         job._state.adding = False
         job._state.db = alias
+        mark_read(job)
 
 
 def _values_inserts(
     conn: Any, alias: str, table: str, columns: str, jobs: Sequence[Job]
 ) -> list[tuple[str, list[Any]]]:
     """``INSERT ... VALUES`` statements, as many rows in each as the database allows."""
-    size = max(1, conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs))
+    size = max(1, conn.ops.bulk_batch_size(_INSERT_FIELDS, jobs)) if len(jobs) > 1 else 1
     row = f"({', '.join(['%s'] * len(_INSERT_FIELDS))})"
     statements = []
     for start in range(0, len(jobs), size):
@@ -179,11 +236,7 @@ def _values_inserts(
             sql = _cache["insert", alias, len(chunk)] = (
                 f"INSERT INTO {table} ({columns}) VALUES {values}"
             )
-        params = [
-            f.get_db_prep_save(getattr(job, f.attname), connection=conn)
-            for job in chunk
-            for f in _INSERT_FIELDS
-        ]
+        params = [value for job in chunk for value in _row(conn, job)]
         statements.append((sql, params))
     return statements
 
@@ -206,10 +259,8 @@ def _array_insert(
         sql = _cache["insert-arrays", alias] = (
             f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays})"
         )
-    params = [
-        [f.get_db_prep_save(getattr(job, f.attname), connection=conn) for job in jobs]
-        for f in _INSERT_FIELDS
-    ]
+    rows = [_row(conn, job) for job in jobs]
+    params = [[row[column] for row in rows] for column in range(len(_INSERT_FIELDS))]
     return sql, params
 
 
@@ -227,6 +278,61 @@ def drop_broken_connections() -> None:
                 conn.close()
 
 
+_SENTINELS = ("\0function", "\0key")
+
+
+def _get_statement(alias: str, fields: tuple[str, ...]) -> _GetStatement:
+    """The SELECT of one record by (function, key), compiled once by the ORM itself.
+
+    Running the ORM's own SQL with its own converters keeps every value exactly as a
+    queryset would return it; compiling it again for each read cost more CPU than the
+    query.
+    """
+    cached = _get_cache.get((alias, fields))
+    if cached is None:
+        query = Job.objects.using(alias).filter(function=_SENTINELS[0], key=_SENTINELS[1])
+        if fields:
+            query = query.only(*fields)
+        compiler = query.order_by()[:1].query.get_compiler(using=alias)
+        sql, params = compiler.as_sql()
+        if tuple(params) != _SENTINELS:  # the ORM changed shape: say so, never misbind
+            raise RuntimeError(f"unexpected parameters {params!r} for the record query")
+        columns = [col for col, _, _ in compiler.select]
+        names = [col.target.attname for col in columns]
+        converters = compiler.get_converters(columns)
+        cached = _get_cache[alias, fields] = (sql, names, converters, compiler)
+    return cached
+
+
+def get(function: str, key: str, fields: tuple[str, ...] = ()) -> Job | None:
+    """The (function, key) record, or None: ``Job.objects.for_key(...).first()``, cheaper.
+
+    ``fields`` (as for ``.only()``) loads those columns only; the others are deferred.
+    """
+    alias = router.db_for_read(Job)
+    sql, names, converters, compiler = _get_statement(alias, fields)
+    with _cursor(connections[alias]) as cursor:
+        cursor.execute(sql, [function, key])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if converters:
+        row = next(iter(compiler.apply_converters([row], converters)))
+    return mark_read(Job.from_db(alias, names, list(row)))
+
+
+def mark_read(job: Job) -> Job:
+    """Note that ``job`` matches the database as of now (see :func:`read_within`)."""
+    job._gearattach_read_at = time.monotonic()  # type: ignore[attr-defined]
+    return job
+
+
+def read_within(job: Job, seconds: float) -> bool:
+    """Whether ``job`` was read or written by this module less than ``seconds`` ago."""
+    read_at: float | None = getattr(job, "_gearattach_read_at", None)
+    return read_at is not None and time.monotonic() - read_at < seconds
+
+
 def load(targets: list[tuple[str, str]]) -> list[Job | None]:
     """The records of several (function, key) pairs, one query per function."""
     by_function: dict[str, list[str]] = {}
@@ -235,5 +341,5 @@ def load(targets: list[tuple[str, str]]) -> list[Job | None]:
     found: dict[tuple[str, str], Job] = {}
     for function, keys in by_function.items():
         for job in Job.objects.filter(function=function, key__in=keys).order_by():
-            found[job.function, job.key] = job
+            found[job.function, job.key] = mark_read(job)
     return [found.get(target) for target in targets]

@@ -63,7 +63,10 @@ class _Request:
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)
-        self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
+        if self.data == b"{}":
+            self.arguments: dict[str, Any] = {"args": [], "kwargs": {}}
+        else:  # as JSON will store them (tuples become lists, dates strings...)
+            self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
@@ -85,7 +88,7 @@ class _Request:
     def existing(self) -> Job | None:
         if not self.caller_key:
             return None
-        return Job.objects.for_key(self.function, self.key).first()
+        return records.get(self.function, self.key)
 
     def reset(self, job: Job) -> None:
         """Make a finished record run again (``rerun=True``), owned by who asked for it."""
@@ -211,6 +214,9 @@ def _send(request: _Request, job: Job) -> None:
             errors.append(str(exc))
             continue
         request.sent_to(job, address)
+        # Nothing but a worker changes the record from here on, and no worker had the
+        # job before gearmand's reply: it is current as of now.
+        records.mark_read(job)
         if signals.job_submitted.receivers:
             signals.send(signals.job_submitted, job)
         return
@@ -303,6 +309,7 @@ async def asubmit(
             continue
         if str(address) != job.server:
             await sync_to_async(request.sent_to)(job, address)
+        records.mark_read(job)  # current as of gearmand's reply (see _send)
         if signals.job_submitted.receivers:
             await signals.asend(signals.job_submitted, job)
         return job

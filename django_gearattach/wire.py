@@ -1,9 +1,11 @@
 """The JSON messages a browser receives about a job (websocket, SSE and long-poll alike).
 
-``{"type": "status", "numerator": n, "denominator": d}``, ``{"type": "data", "data":
-...}``, ``{"type": "warning", "message": "..."}``, then ``{"type": "complete",
-"result": ..., "html": ...}`` or ``{"type": "failed", "error": "..."}`` (the job's own
-error only with ``DEBUG`` on: see :func:`failed_message`).
+``{"type": "started"}`` (a worker has started the job; a newcomer to a running job
+gets it first), ``{"type": "status", "numerator": n, "denominator": d}``,
+``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``, then
+``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
+"error": "..."}`` (the job's own error only with ``DEBUG`` on: see
+:func:`failed_message`).
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
 split out of the result: ``html`` holds its HTML, ``body`` another text body,
@@ -19,7 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from .attachment import JobEvent, outcome_of
-from .models import Job
+from .models import Job, Status
 from .responses import open_response
 
 OFFLOAD_FUNCTION = "gearattach.offload"
@@ -39,6 +41,8 @@ RECONNECT = '{"type":"reconnect"}'
 
 
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:
+    if event.event == "started":
+        return {"type": "started"}
     if event.event == "status":
         return {"type": "status", "numerator": event.numerator, "denominator": event.denominator}
     if event.event == "data":
@@ -96,6 +100,8 @@ def snapshot(record: Job) -> list[dict[str, Any]]:
     if record.is_finished:
         return [message_for(outcome_of(record), record.function)]
     out: list[dict[str, Any]] = []
+    if record.status == Status.RUNNING:
+        out.append({"type": "started"})
     if record.progress_denominator > 0:
         out.append(
             {

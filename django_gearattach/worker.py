@@ -1,5 +1,9 @@
 """The worker loop: run assigned jobs and keep their records.
 
+When a job starts, after its running mark is committed, the worker sends an empty
+``WORK_DATA``: gearmand tells attached clients nothing at that moment, and this is
+how they hear it.
+
 Per job the normal path costs two statements: one UPDATE that marks the job
 running (and counts the attempt), one UPDATE with the outcome. The outcome is
 committed BEFORE WORK_COMPLETE/WORK_FAIL is sent, so anyone who sees gearmand
@@ -30,6 +34,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from . import records, signals
+from .clients import get_client
 from .conf import conf
 from .exceptions import BadPayload, GearattachError
 from .gearman.errors import GearmanError
@@ -37,7 +42,9 @@ from .gearman.protocol import Command
 from .gearman.routing import Address
 from .gearman.worker import Assignment, WorkerPool
 from .models import ACTIVE, Job, Status
-from .payload import decode_arguments, dumps, is_attach_marker
+from .payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from .recovery import Sweeper
+from .scheduling import pending_epoch
 from .tasks import JobContext, Rescheduled, Task
 
 logger = logging.getLogger("django_gearattach.worker")
@@ -50,7 +57,9 @@ class _Reporter:
         self.job = job
         self.key = key
         self.interval = interval
-        self._last_write = 0.0
+        # The first write comes one interval after the start, not at the first report: a
+        # job shorter than that writes its reports with its outcome, in one statement.
+        self._last_write = time.monotonic() if interval > 0 else float("-inf")
         self._unsaved: dict[str, Any] = {}
         self._record: Job | None = None  # read only for job_progress receivers
 
@@ -99,6 +108,7 @@ class Worker:
         self._ahead: tuple[Assignment, bool] | None = None
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
+        self.sweeper = Sweeper()
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -106,9 +116,11 @@ class Worker:
 
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
+        folds = records.combines_updates()
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
+                self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
                 else:
@@ -118,7 +130,7 @@ class Worker:
                     job, marked = grabbed, False
                 records.drop_broken_connections()
                 last = max_jobs is not None and self.jobs_done + 1 >= max_jobs
-                self._may_grab_ahead = not last and records.combines_updates()
+                self._may_grab_ahead = not last and folds
                 self.handle(job, marked=marked)
                 self.jobs_done += 1
                 if last:
@@ -156,11 +168,16 @@ class Worker:
 
     def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
-            record = Job.objects.for_key(job.function, key).first()
+            record = records.get(job.function, key)
             if record is None:
                 return self._send_error(job, key, f"JobNotFound: no job {job.function}[{key}]")
             if record.is_finished:
                 return self._answer_stored(job, key, record)
+            epoch = (
+                pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
+            )
+            if epoch is not None:
+                return self._put_back(job, key, epoch)
             if record.arguments is None:
                 message = "the job was lost and its arguments are unknown"
                 self._finish(job, key, Status.LOST, error=message)
@@ -184,9 +201,25 @@ class Worker:
             return self._send_error(job, key, f"BadPayload: {problem}")
         return self._run(job, key, args, kwargs)
 
+    def _put_back(self, job: Assignment, key: str, epoch: int) -> str:
+        """A marker for a scheduled job, before its time: give it back for its time.
+
+        An attacher's marker (or a resubmission) makes gearmand hand the job out at
+        once; the record says when it is due, so it never runs early. The marker ends
+        first (gearmand must forget it before the key can be scheduled again), and its
+        attachers, seeing a record that still waits, follow the scheduled job.
+        """
+        job.send(Command.WORK_FAIL)
+        try:
+            get_client().submit_epoch(job.server, job.function, job.unique, epoch, ATTACH_MARKER)
+        except GearmanError as exc:
+            # The record still says scheduled: the recovery sweep resubmits it.
+            logger.error("job %s[%s] not scheduled again: %s", job.function, key, exc)
+        return "scheduled again for its time"
+
     def _running_fields(self, job: Assignment) -> dict[str, Any]:
         return {
-            "status": Status.RUNNING,
+            "status": Status.RUNNING.value,
             "started_at": timezone.now(),
             "finished_at": None,
             "handle": job.handle.decode(errors="replace"),
@@ -212,7 +245,7 @@ class Worker:
         for _ in range(3):
             if records.update_together(self._running_mark(job, key, fields)) == [1]:
                 return None
-            record = Job.objects.for_key(job.function, key).first()
+            record = records.get(job.function, key)
             if record is None:
                 # Submitted by another client (pygearman, the gearman CLI): record it now.
                 try:
@@ -235,6 +268,10 @@ class Worker:
         raise DatabaseError(f"could not record job {job.function}[{key}]")
 
     def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+        # The start signal: gearmand tells attached clients nothing when a job starts, so
+        # the worker does, once the running mark is committed (attachers that hear it
+        # find the record running). An empty WORK_DATA, which no task report can be.
+        job.send(Command.WORK_DATA, b"")
         reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
         context = JobContext(job.function, key, reporter)
         if signals.job_started.receivers:
@@ -293,7 +330,7 @@ class Worker:
             self._finish(job, key, status, **fields)
             return
         self._ahead = (ahead, False)
-        outcome = {"status": status, "finished_at": timezone.now(), **fields}
+        outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
         _, marked = records.update_together(
             records.Update(job.function, key, outcome),
             self._running_mark(ahead, ahead_key, self._running_fields(ahead)),
@@ -334,14 +371,19 @@ class Worker:
 
     def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
         records.update(
-            job.function, key, {"status": status, "finished_at": timezone.now(), **fields}
+            job.function, key, {"status": status.value, "finished_at": timezone.now(), **fields}
         )
         if signals.job_finished.receivers:
             signals.send_finished(job.function, key)
 
     def _send_final(self, job: Assignment, command: Command, *args: bytes) -> None:
-        if self._ahead is None:
+        ahead = self._ahead
+        if ahead is None:
             job.send_last(command, *args)  # leaves with the request for the next job
+        elif ahead[1] and ahead[0].connection is job.connection:
+            # The next job is marked running already, so its start signal follows at
+            # once on this connection: one send for both.
+            job.send_last(command, *args)
         else:
             job.send(command, *args)  # the next job is here already: nothing carries it
 

@@ -111,6 +111,10 @@ GEARATTACH = {
     "TIMEOUT": 10.0,
     "PROGRESS_WRITE_INTERVAL": 0,
 }
+# Tests of the recovery sweep start workers that sweep often.
+for _name in ("RECOVERY_INTERVAL", "RECOVERY_GRACE", "CHECK_INTERVAL"):
+    if os.environ.get(f"GEARATTACH_{_name}"):
+        GEARATTACH[_name] = float(os.environ[f"GEARATTACH_{_name}"])
 
 LOGGING = {
     "version": 1,

@@ -6,6 +6,7 @@ import pytest
 
 from django_gearattach import AttachTimeout, JobNotFound, attach, submit
 from django_gearattach.clients import get_client
+from django_gearattach.gearman import linger
 from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.payload import ATTACH_MARKER
@@ -96,13 +97,17 @@ def test_an_attacher_that_gives_up_on_a_queued_job_never_makes_it_vanish(
     gearmand, worker_factory, log_path
 ):
     job = submit("tests.record", [str(log_path)])  # no worker yet: the job stays queued
+    parked = linger.parked_count()
     with pytest.raises(AttachTimeout):
         list(attach("tests.record", job.key, timeout=0.5))
-    assert foreground_clients(gearmand.address, job.key) == 0
+    # It followed the queued job in the foreground: its connection is parked, not closed.
+    assert foreground_clients(gearmand.address, job.key) == 1
+    assert linger.parked_count() == parked + 1
     worker_factory([gearmand])
     events = list(attach("tests.record", job.key, timeout=20))
-    assert events[-1].event == "complete"
+    assert [e.event for e in events] == ["started", "complete"]
     assert len(executions(log_path)) == 1
+    wait_until(lambda: linger.parked_count() == parked, what="linger to let go")
 
 
 def test_a_job_gearmand_forgot_is_revived_from_its_record(gearmand, worker_factory, log_path):

@@ -136,9 +136,15 @@ def test_a_multi_row_insert_stores_every_field_as_the_orm_would(django_user_mode
     records.insert(*jobs)
     for job in jobs:
         stored = Job.objects.get(pk=job.pk)
+        read = records.get(job.function, job.key)  # the plain-SQL read of attach()
+        assert read is not None
+        assert not read._state.adding
         for field in Job._meta.concrete_fields:
             assert getattr(stored, field.attname) == getattr(job, field.attname), field.name
+            assert getattr(read, field.attname) == getattr(stored, field.attname), field.name
+            assert type(getattr(read, field.attname)) is type(getattr(stored, field.attname))
     assert not jobs[0]._state.adding
+    assert records.get("tests.add", "no-such-key") is None
 
 
 @pytest.mark.django_db(transaction=True)

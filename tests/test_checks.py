@@ -112,6 +112,13 @@ def test_w002_unknown_key(gearattach):
     assert "SERVERS" in message.hint
 
 
+def test_w002_names_the_key_that_replaced_a_renamed_one(gearattach):
+    gearattach(SERVERS=["127.0.0.1:4730"], POLL_INTERVAL=0.02)
+    [message] = messages("gearattach.W002")
+    assert "GEARATTACH['POLL_INTERVAL']" in message.msg
+    assert "RETRY_INTERVAL" in message.hint
+
+
 def test_w003_unreachable_server_only_under_deploy(gearattach, gearmand):
     missing = f"127.0.0.1:{free_port()}"
     gearattach(SERVERS=[gearmand.address, missing])

@@ -185,6 +185,7 @@ async def test_sockets_share_one_gearmand_attachment_and_get_every_event(
     received = [await messages_until_close(w) for w in watchers]
     assert all(r == received[0] for r in received)
     assert received[0] == [
+        {"type": "started"},  # from the record: the job was running when they connected
         {"type": "status", "numerator": 1, "denominator": 3},
         {"type": "data", "data": {"partial": [1, 2]}},
         {"type": "warning", "message": "careful"},
@@ -205,6 +206,7 @@ async def test_late_sockets_catch_up_then_follow_an_offloaded_view(
     await sync_to_async(wait_until)(reported, what="the view's first report")
     token = make_token(job.function, job.key, SHARED)
     catch_up = [
+        {"type": "started"},
         {"type": "status", "numerator": 1, "denominator": 3},
         {"type": "data", "data": {"stage": "started"}},
     ]
@@ -235,8 +237,9 @@ async def test_a_socket_on_a_queued_job_never_makes_it_vanish(
     job = await sync_to_async(submit)("tests.record", [str(log_path)])
     communicator = await connect(sockets, make_token(job.function, job.key, SHARED))
     await asyncio.wait_for(_until(lambda: hub.stats()["subscribers"] == 1), 10)
-    await asyncio.sleep(0.2)  # the hub watches the queued job for a while
-    assert await sync_to_async(foreground_clients)(gearmand.address, job.key) == 0
+    joined = sync_to_async(foreground_clients)
+    while await joined(gearmand.address, job.key) != 1:  # the hub follows it in the foreground
+        await asyncio.sleep(0.02)
     await communicator.disconnect()
     sockets.remove(communicator)
     await hub.aclose()
@@ -244,6 +247,19 @@ async def test_a_socket_on_a_queued_job_never_makes_it_vanish(
     done = await sync_to_async(wait_for_status)(job.function, job.key, Status.COMPLETE)
     assert done.result["done"]
     assert len(log_path.read_text().split()) == 1
+
+
+async def test_a_socket_hears_its_queued_job_start_and_end(
+    sockets, gearmand, worker_factory, hub: Hub, log_path: Path
+) -> None:
+    job = await sync_to_async(submit)("tests.record", [str(log_path)])
+    communicator = await connect(sockets, make_token(job.function, job.key, SHARED))
+    joined = sync_to_async(foreground_clients)
+    while await joined(gearmand.address, job.key) != 1:
+        await asyncio.sleep(0.02)
+    await sync_to_async(worker_factory)([gearmand])
+    messages = await messages_until_close(communicator)
+    assert [m["type"] for m in messages] == ["started", "complete"]
 
 
 async def _until(predicate: Any) -> None:

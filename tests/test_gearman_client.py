@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import time
-import uuid
 
 import pytest
 
@@ -30,47 +29,7 @@ from django_gearattach.gearman.routing import Address
 from django_gearattach.gearman.worker import WorkerPool
 from django_gearattach.testing import Gearmand
 from tests.helpers import wait_until
-
-TIMEOUT = 5.0
-
-
-def new_key() -> bytes:
-    return uuid.uuid4().hex[:20].encode()
-
-
-def new_function() -> str:
-    return f"fn.{uuid.uuid4().hex[:8]}"
-
-
-class RawWorker:
-    """A worker speaking the binary protocol by hand."""
-
-    def __init__(self, address: Address, *functions: str) -> None:
-        self.conn = Connection(address, timeout=TIMEOUT)
-        for function in functions:
-            self.conn.send(Command.CAN_DO, function)
-
-    def grab_once(self) -> Packet:
-        """JOB_ASSIGN_UNIQ or NO_JOB (NOOP wake-ups are skipped)."""
-        self.conn.send(Command.GRAB_JOB_UNIQ)
-        while True:
-            packet = self.conn.read_packet()
-            assert packet is not None
-            if packet.command is not Command.NOOP:
-                assert packet.command in (Command.JOB_ASSIGN_UNIQ, Command.NO_JOB), packet
-                return packet
-
-    def grab(self, timeout: float = TIMEOUT) -> Packet:
-        deadline = time.monotonic() + timeout
-        while True:
-            packet = self.grab_once()
-            if packet.command is Command.JOB_ASSIGN_UNIQ:
-                return packet
-            assert time.monotonic() < deadline, "no job was assigned in time"
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self.conn.close()
+from tests.rawgearman import TIMEOUT, RawWorker, collect, new_function, new_key
 
 
 @pytest.fixture
@@ -97,16 +56,6 @@ def raw_workers():
     yield start
     for worker in started:
         worker.close()
-
-
-def collect(job: ForegroundJob, timeout: float = TIMEOUT) -> list[WorkEvent]:
-    deadline = time.monotonic() + timeout
-    events: list[WorkEvent] = []
-    for event in job.events(poll=0.05):
-        assert time.monotonic() < deadline, f"no terminal event; got {events}"
-        if event is not None:
-            events.append(event)
-    return events
 
 
 async def _drain(events):
@@ -244,9 +193,11 @@ def test_foreground_job_receives_every_work_packet(address, client, raw_workers)
     ]
     assert job.finished
     job.close()
-    # A finished job's connection is closed, not parked.
-    assert not job.conn.connected
+    # A finished job's connection is not parked: it serves the thread's next attachment.
     assert linger.parked_count() == parked
+    again = client.follow(address, function, new_key(), b"")
+    assert again.conn is job.conn
+    again.abandon()
 
 
 def test_foreground_attaches_to_a_background_job_and_sees_only_later_events(
@@ -296,66 +247,6 @@ def test_foreground_job_raises_connection_failed_when_gearmand_goes_away(
     assert not job.conn.connected
     with pytest.raises(ConnectionFailed, match="cannot connect"):
         client.echo(address)
-
-
-# -- the abandoned-job trap, and linger --------------------------------------------------
-
-
-def test_the_abandoned_job_trap_on_raw_gearmand(address, client, raw_workers):
-    """Why the app never holds a foreground attachment to a queued job.
-
-    A foreground client attaches to a queued background job and leaves: gearmand
-    frees the job the next time a worker asks for work, and it never runs.
-    """
-    function, key = new_function(), new_key()
-    handle = client.submit_background(address, function, key, b"precious")
-    attacher = Connection(address, timeout=TIMEOUT)
-    created = attacher.request(Command.SUBMIT_JOB, function, key, b"", reply=Command.JOB_CREATED)
-    assert created.args[0] == handle
-    assert client.status_unique(address, key).clients == 1
-    attacher.close()
-    wait_until(lambda: client.status_unique(address, key).clients == 0)
-    assert client.status_unique(address, key).known  # still looks queued...
-
-    worker = raw_workers(address, function)
-    assert worker.grab_once().command is Command.NO_JOB  # ...but it is gone.
-    assert not client.status_unique(address, key).known
-    (row,) = [s for s in parse_status(admin_command(address, "status")) if s.function == function]
-    assert (row.queued, row.running, row.workers) == (0, 0, 1)
-
-
-def test_linger_park_keeps_a_queued_job_from_being_dropped(address, client, raw_workers):
-    function, key = new_function(), new_key()
-    parked = linger.parked_count()
-    handle = client.submit_background(address, function, key, b"precious")
-    job = client.foreground(address, function, key, b"")
-    assert job.handle == handle
-    job.close()  # gives up while the job is still queued: must park, not close
-    assert job.conn.connected
-    assert linger.parked_count() == parked + 1
-    time.sleep(3 * linger.CHECK_INTERVAL)
-    # Still queued, so still parked and still attached.
-    assert linger.parked_count() == parked + 1
-    assert job.conn.connected
-    assert client.status_unique(address, key).clients == 1
-
-    worker = raw_workers(address, function)
-    assert worker.grab().args == (handle, function.encode(), key, b"precious")
-    # Once the job runs, linger lets the connection go, and the job keeps running.
-    wait_until(lambda: linger.parked_count() == parked)
-    assert not job.conn.connected
-    status = client.status_unique(address, key)
-    assert (status.known, status.running, status.clients) == (True, True, 0)
-    worker.conn.send(Command.WORK_COMPLETE, handle, b"ran")
-    wait_until(lambda: not client.status_unique(address, key).known)
-
-
-def test_closing_a_foreground_job_that_was_never_submitted_here_parks_nothing(address, client):
-    job = client.foreground(address, new_function(), new_key(), b"")
-    job.conn.close()
-    parked = linger.parked_count()
-    job.close()
-    assert linger.parked_count() == parked
 
 
 # -- WorkerPool ------------------------------------------------------------------------

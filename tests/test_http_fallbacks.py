@@ -154,7 +154,9 @@ async def test_long_poll_times_out_with_nothing_new(async_client: AsyncClient, g
     assert 0.25 <= loop.time() - started < 5
     assert answer["messages"] == []
     assert answer["done"] is False
-    assert await sync_to_async(foreground_clients)(gearmand.address, job.key) == 0
+    # The hub follows the queued job in the foreground (to hear it start), and keeps
+    # following it after the request: leaving a queued job would make gearmand drop it.
+    assert await sync_to_async(foreground_clients)(gearmand.address, job.key) == 1
 
 
 async def test_long_poll_follows_a_running_job(
@@ -165,7 +167,7 @@ async def test_long_poll_follows_a_running_job(
     hub.linger = 30  # the channel stays attached between polls, as in production
     poll = url(shared(job.function, job.key), "poll")
     first = (await async_client.get(poll, {"timeout": "0.2"})).json()
-    assert first["messages"] == []  # running, nothing reported yet
+    assert first["messages"] == [{"type": "started"}]  # running, nothing reported yet
     waiting = asyncio.create_task(
         async_client.get(poll, {"timeout": "20", "cursor": first["cursor"]})
     )
@@ -214,6 +216,7 @@ async def test_sse_streams_a_running_job(async_client: AsyncClient, cluster, gat
         await asyncio.sleep(0.02)
     gate.touch()
     assert await reading == [
+        {"type": "started"},
         {"type": "status", "numerator": 1, "denominator": 3},
         {"type": "data", "data": {"partial": [1, 2]}},
         {"type": "warning", "message": "careful"},

@@ -180,9 +180,9 @@ def test_progress_reads_the_record_once_per_job(settings, django_assert_num_quer
     seen = []
     job_progress.connect(receiver := lambda sender, job, **kw: seen.append(kw["numerator"]))
     try:
-        # insert, running, the first (unthrottled) progress write, ONE read for the five
-        # signals, the outcome, the re-read for the caller
-        with django_assert_num_queries(6):
+        # insert, running, ONE read for the five signals, the outcome (with the progress,
+        # throttled from the start), the re-read for the caller
+        with django_assert_num_queries(5):
             submit("tests.record", [str(log_path)], {"steps": 5})
     finally:
         job_progress.disconnect(receiver)

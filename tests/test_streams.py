@@ -185,23 +185,20 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
-def database_connections(pid: int) -> int:
-    """The server's open connections to the test database."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME]
-            )
-            return int(cursor.fetchone()[0])
-    name = str(connection.settings_dict["NAME"])
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        count += target == name  # the database file itself: one per connection
-    return count
+def database_connections(pid: int) -> int | None:
+    """The server's open connections to the test database (PostgreSQL only).
+
+    SQLite cannot be counted from outside: its unix VFS keeps a closed connection's
+    file descriptor open while another connection of the process (the hub's) holds a
+    lock on the file, so open descriptors are not open connections.
+    """
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME]
+        )
+        return int(cursor.fetchone()[0])
 
 
 async def open_stream(port: int, path: str) -> tuple[asyncio.StreamWriter, bytes]:
@@ -219,13 +216,13 @@ def test_waiting_streams_hold_no_thread_and_no_database_connection(server, setti
     token = make_token(job.function, job.key, None)
     count = 15  # within the default limit of 20 streams per client
 
-    def census() -> tuple[int, int]:
+    def census() -> tuple[int, int | None]:
         try:
             return threads(pid), database_connections(pid)
         finally:
             connection.close()  # this thread's: PostgreSQL must drop the test database
 
-    async def scenario() -> dict[str, tuple[int, int]]:
+    async def scenario() -> dict[str, tuple[int, int | None]]:
         seen = {"idle": await asyncio.to_thread(census)}
         streams = [
             await open_stream(port, f"/gearattach/jobs/{token}/events/") for _ in range(count)
@@ -252,4 +249,5 @@ def test_waiting_streams_hold_no_thread_and_no_database_connection(server, setti
         held_threads, held_connections = seen[moment]
         # Before the fix: one thread and one connection per waiting stream (15 each).
         assert held_threads - idle_threads <= 4, seen
-        assert held_connections <= 1, seen
+        if held_connections is not None:  # PostgreSQL: the hub's one connection at most
+            assert held_connections <= 1, seen

@@ -15,7 +15,7 @@ from django_gearattach.models import Job, Status
 from django_gearattach.testing import wait_for_workers
 
 from .conftest import executions
-from .helpers import AttachThread, wait_for_status, wait_until
+from .helpers import AttachThread, foreground_clients, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,12 +32,17 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_record_ends_consistent(
     attacher = AttachThread("tests.record", job.key)
     attacher.start()
     wait_until(lambda: len(executions(log_path)) == 1, what="the first execution")
+    wait_until(lambda: foreground_clients(gearmand.address, job.key) == 1, what="the attacher")
     os.kill(first.worker_pid, signal.SIGKILL)
     # gearmand requeues the job; the other worker runs it again.
     wait_until(lambda: len(executions(log_path)) == 2, what="the second execution")
     gate.touch()
     events = attacher.result()
-    assert events[-1].event == "complete"
+    # It joined the running job: it hears the second worker start it over (and the first
+    # one too if it joined before that one's start signal left).
+    kinds = [e.event for e in events]
+    assert kinds[-1] == "complete"
+    assert set(kinds[:-1]) == {"started"}
     record = Job.objects.get(key=job.key)
     assert record.status == Status.COMPLETE
     assert record.attempts == 2

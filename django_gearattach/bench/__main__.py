@@ -1,4 +1,10 @@
-"""``python -m django_gearattach.bench``: the raw floor and end-to-end rates, side by side."""
+"""``python -m django_gearattach.bench``: raw floors and the app's rows, side by side.
+
+One run measures the raw gearmand floors (no Django, no database), then, for SQLite
+and for PostgreSQL (with and without prepared statements), the async throughput row
+and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with the
+ratios between them.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,12 @@ import platform
 import subprocess
 import sys
 import tempfile
+from typing import Any
 from urllib.parse import urlparse
 
 from ..testing import Gearmand
-from .floor import measure_floor
+from .floor import measure_floor, measure_round_trip
+from .report import report_table
 
 
 def _pg_database(url: str) -> tuple[str, str] | None:
@@ -78,7 +86,10 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
     parser.add_argument(
-        "--server", choices=["uvicorn", "daphne"], default="uvicorn", help="ASGI server (--fanout)"
+        "--server",
+        choices=["uvicorn", "uvicorn-websockets", "daphne"],
+        default="uvicorn",
+        help="ASGI server (--fanout): uvicorn (wsproto), uvicorn-websockets (sansio), daphne",
     )
     args = parser.parse_args()
     import importlib.util
@@ -92,44 +103,42 @@ def main() -> int:
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"{args.jobs} jobs per row, {args.window} in flight, {args.workers} worker processes\n")
-    rows: list[tuple[str, float, str]] = []
+    print(
+        f"async row: {args.jobs} jobs, {args.window} in flight; {args.workers} worker processes\n"
+    )
+    columns: list[tuple[str, dict[str, Any] | None]] = []
     with Gearmand() as gearmand:
         floor = measure_floor(gearmand.port, args.jobs * 4, args.window, args.workers)
-        rows.append(("raw gearmand floor (our codec, no database)", floor, ""))
+        trips = measure_round_trip(gearmand.port, 200, args.workers)
         with tempfile.TemporaryDirectory() as tmp:
-            result = _e2e(
-                f"sqlite:///{tmp}/bench.sqlite3",
-                gearmand.address,
-                args.jobs,
-                args.window,
-                args.workers,
+            columns.append(
+                (
+                    "SQLite (WAL)",
+                    _e2e(
+                        f"sqlite:///{tmp}/bench.sqlite3",
+                        gearmand.address,
+                        args.jobs,
+                        args.window,
+                        args.workers,
+                    ),
+                )
             )
-            rows.append(("end to end, SQLite (WAL)", result["rate"], _detail(result, args.jobs)))
         if not args.no_postgres:
-            for name, options in (
-                ("end to end, PostgreSQL, prepared statements", PREPARED),
-                ("end to end, PostgreSQL, Django's default OPTIONS", ""),
-            ):
-                scratch = _pg_database(args.pg_url)  # a fresh database per row
+            for name, options in (("PG prepared", PREPARED), ("PG default", "")):
+                scratch = _pg_database(args.pg_url)  # a fresh database per column
                 if scratch is None:
-                    rows.append((name, 0.0, "NOT RUN: PostgreSQL unreachable"))
+                    columns.append((name, None))
                     continue
                 try:
                     url = scratch[0]
                     if options:
                         url += ("&" if "?" in url else "?") + options
-                    result = _e2e(url, gearmand.address, args.jobs, args.window, args.workers)
-                    rows.append((name, result["rate"], _detail(result, args.jobs)))
+                    columns.append(
+                        (name, _e2e(url, gearmand.address, args.jobs, args.window, args.workers))
+                    )
                 finally:
                     _drop_pg(args.pg_url, scratch[1])
-    print(
-        f"{'measurement':48} {'jobs/s':>7} {'of floor':>8}  "
-        "statements per job       CPU ms per job"
-    )
-    for name, rate, detail in rows:
-        ratio = f"{rate / floor:.1%}" if rate else "-"
-        print(f"{name:48} {rate:7.0f} {ratio:>8}  {detail}")
+    print(report_table(floor, trips, columns))
     return 0
 
 
@@ -138,7 +147,9 @@ def _fanout(sockets: int, jobs: int, server: str) -> int:
 
     from .fanout import report
 
-    needed = ["websockets", *(["daphne"] if server == "daphne" else ["uvicorn", "wsproto"])]
+    needed = ["daphne"] if server == "daphne" else ["uvicorn"]
+    needed += ["wsproto"] if server == "uvicorn" else []
+    needed += ["websockets"] if server == "uvicorn-websockets" else []
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         print(f"--fanout needs {', '.join(missing)}: pip install -e '.[test]'", file=sys.stderr)
@@ -147,33 +158,24 @@ def _fanout(sockets: int, jobs: int, server: str) -> int:
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    cmd = [sys.executable, "-m", "django_gearattach.bench.fanout", "drive"]
-    code = 0
-    for state in ("fresh", "steady"):
-        out = subprocess.run(
-            [*cmd, str(sockets), str(jobs), server, state],
-            check=True,
-            stdout=subprocess.PIPE,
-            text=True,
-        ).stdout
-        figures = json.loads(out.strip().splitlines()[-1])
-        print(report(figures))
-        if figures["delivered"] != sockets:
-            code = 1
-    return code
-
-
-def _detail(result: dict[str, float], jobs: int) -> str:
-    assert result["complete"] == jobs, f"only {result['complete']} of {jobs} jobs complete"
-    statements = (
-        f"client {result['client_queries_per_job']:.2f} + "
-        f"worker {result['worker_queries_per_job']:.2f}"
-    )
-    cpu = (
-        f"client {result['client_cpu_ms_per_job']:.2f} + "
-        f"worker {result['worker_cpu_ms_per_job']:.2f}"
-    )
-    return f"{statements:24} {cpu}"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django_gearattach.bench.fanout",
+            "drive",
+            str(sockets),
+            str(jobs),
+            server,
+        ],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    figures = json.loads(out.strip().splitlines()[-1])
+    print(report(figures))
+    delivered = figures["alone_delivered"] + figures["burst_delivered"]
+    return 0 if delivered == sockets + 1 else 1
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""End to end: submit, worker, record and an attacher receiving completion.
+"""End to end, per database: the async throughput row and the user-shaped rows.
 
 Runs in a process of its own per database (Django is configured once per process):
 ``python -m django_gearattach.bench.e2e client|worker DB_URL GEARMAND_ADDRESS ...``.
+The client starts the worker processes, measures, and prints one JSON line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
 import os
 import resource
@@ -15,21 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import django
 from django.conf import settings
 
-from ..tasks import task
 from ..testing import wait_for_workers
 
-FUNCTION = "gearattach.bench.noop"
 QUERIES = {"count": 0}
-
-
-@task(name=FUNCTION)
-def noop() -> None:
-    return None
 
 
 def database(url: str) -> dict[str, Any]:
@@ -52,7 +48,7 @@ def configure(url: str, server: str) -> None:
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_gearattach"],
         DATABASES={"default": database(url)},
         USE_TZ=True,
-        GEARATTACH={"SERVERS": [server], "PROGRESS_WRITE_INTERVAL": 1.0},
+        GEARATTACH={"SERVERS": [server]},
         LOGGING_CONFIG=None,
     )
     django.setup()
@@ -74,29 +70,95 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# -- the worker processes ----------------------------------------------------------------
 def run_worker(url: str, server: str, report: str) -> None:
+    """A real Worker; SIGUSR1 appends a snapshot of its counters to ``report``."""
     configure(url, server)
     from ..gearman.routing import Address
+    from ..gearman.worker import Assignment
     from ..worker import Worker
+    from . import shapes
 
-    worker = Worker([noop], [Address.parse(server)])
+    starts: dict[str, float] = {}
+
+    class BenchWorker(Worker):
+        def handle(self, job: Assignment, *, marked: bool = False) -> None:
+            if job.function == shapes.PROBE:  # row (e): the worker's clock at the start
+                starts[job.unique.decode()] = time.time()
+            super().handle(job, marked=marked)
+
+    tasks = [shapes.noop, shapes.steps, shapes.gate, shapes.probe]
+    worker = BenchWorker(tasks, [Address.parse(server)])
+
+    def snapshot(final: bool = False) -> None:
+        line = {
+            "jobs": worker.jobs_done,
+            "folded": worker.jobs_folded,
+            "queries": QUERIES["count"],
+            "cpu": cpu_seconds(),
+            **({"starts": starts} if final else {}),
+        }
+        with open(report, "a") as out:
+            out.write(json.dumps(line) + "\n")
+
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    worker.run()
-    with open(report, "w") as out:
-        json.dump(
-            {
-                "jobs": worker.jobs_done,
-                "folded": worker.jobs_folded,
-                "queries": QUERIES["count"],
-                "cpu": cpu_seconds(),
-            },
-            out,
-        )
+    signal.signal(signal.SIGUSR1, lambda *_: snapshot())
+    profile_dir = os.environ.get("GEARATTACH_BENCH_PROFILE")
+    if profile_dir:  # --profile: CPU time spent per function, for docs/benchmarks.rst
+        profiler = cProfile.Profile(time.process_time)
+        profiler.runcall(worker.run)
+        profiler.dump_stats(f"{profile_dir}/worker-{os.getpid()}.prof")
+    else:
+        worker.run()
+    snapshot(final=True)
 
 
+class Workers:
+    """The worker processes of one database, and their counters between two moments."""
+
+    def __init__(self, url: str, server: str, count: int) -> None:
+        self.reports = [Path(tempfile.mktemp(prefix="gearattach-bench-")) for _ in range(count)]
+        command = [sys.executable, "-m", "django_gearattach.bench.e2e", "worker", url, server]
+        self.procs = [subprocess.Popen([*command, str(report)]) for report in self.reports]
+        wait_for_workers(server, "gearattach.bench.noop", count)
+
+    def _lines(self, report: Path) -> list[dict[str, Any]]:
+        if not report.exists():
+            return []
+        return [json.loads(line) for line in report.read_text().splitlines() if line]
+
+    def snapshot(self) -> dict[str, float]:
+        """Sum of every worker's counters now."""
+        before = [len(self._lines(r)) for r in self.reports]
+        for proc in self.procs:
+            proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while any(len(self._lines(r)) <= n for r, n in zip(self.reports, before, strict=True)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("a bench worker did not answer SIGUSR1")
+            time.sleep(0.01)
+        lines = [self._lines(r)[-1] for r in self.reports]
+        return {k: sum(line[k] for line in lines) for k in ("jobs", "folded", "queries", "cpu")}
+
+    def stop(self) -> dict[str, float]:
+        """Stop the workers; return the probe start times they recorded (row (e))."""
+        for proc in self.procs:
+            proc.send_signal(signal.SIGTERM)
+        starts: dict[str, float] = {}
+        for proc, report in zip(self.procs, self.reports, strict=True):
+            proc.wait(30)
+            lines = self._lines(report)
+            if lines and "starts" in lines[-1]:
+                starts.update(lines[-1]["starts"])
+            report.unlink(missing_ok=True)
+        return starts
+
+
+# -- the client ---------------------------------------------------------------------------------
 async def _drive(jobs: int, window: int) -> float:
     from ..attachment import aattach
     from ..submission import asubmit
+    from .shapes import NOOP
 
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(jobs):
@@ -106,7 +168,7 @@ async def _drive(jobs: int, window: int) -> float:
     async def one_lane() -> None:
         while not queue.empty():
             queue.get_nowait()
-            job = await asubmit(FUNCTION)
+            job = await asubmit(NOOP)
             last = None
             async for event in aattach(job, timeout=60):
                 last = event
@@ -121,52 +183,68 @@ async def _drive(jobs: int, window: int) -> float:
     return jobs / elapsed
 
 
+class _Phase:
+    """Client and worker CPU and statements over one measurement."""
+
+    def __init__(self, workers: Workers) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> _Phase:
+        self.queries, self.cpu = QUERIES["count"], cpu_seconds()
+        self.worker = self.workers.snapshot()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client_queries = QUERIES["count"] - self.queries
+        self.client_cpu = cpu_seconds() - self.cpu
+        after = self.workers.snapshot()
+        self.worker = {k: after[k] - self.worker[k] for k in after}
+
+    def per_job(self, jobs: int) -> dict[str, float]:
+        done = max(self.worker["jobs"], 1)
+        return {
+            "client_queries_per_job": self.client_queries / jobs,
+            "worker_queries_per_job": self.worker["queries"] / done,
+            "worker_folded_share": self.worker["folded"] / done,
+            "client_cpu_ms_per_job": self.client_cpu * 1000 / jobs,
+            "worker_cpu_ms_per_job": self.worker["cpu"] * 1000 / done,
+        }
+
+
 def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> dict[str, Any]:
     configure(url, server)
     from django.core.management import call_command
 
     from ..models import Job
+    from . import shapes
 
     call_command("migrate", verbosity=0)
-    reports = [tempfile.mktemp(prefix="gearattach-bench-") for _ in range(workers)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "django_gearattach.bench.e2e", "worker", url, server, report]
-        )
-        for report in reports
-    ]
+    pool = Workers(url, server, workers)
+    out: dict[str, Any] = {}
     try:
-        wait_for_workers(server, FUNCTION, workers)
         asyncio.run(_drive(min(300, jobs), window))  # warm-up
+        shapes.one_at_a_time(20)
         Job.objects.all().delete()
-        before, cpu_before = QUERIES["count"], cpu_seconds()
-        rate = asyncio.run(_drive(jobs, window))
-        client_queries = QUERIES["count"] - before
-        client_cpu = cpu_seconds() - cpu_before
+        with _Phase(pool) as phase:
+            out["rate"] = asyncio.run(_drive(jobs, window))
+        out.update(phase.per_job(jobs))
+        out["complete"] = Job.objects.filter(status="complete").count()
+
+        out["a"] = shapes.one_at_a_time(200)
+        with _Phase(pool) as phase:
+            out["b"], keys = shapes.submit_then_attach(shapes.NOOP, 2000)
+        out["b_cpu"] = phase.per_job(2000)
+        out["c"], _ = shapes.submit_then_attach(shapes.STEPS, 500)
+        out["d"] = shapes.attach_finished(keys[:500])
+        with tempfile.TemporaryDirectory() as tmp:
+            heard = shapes.start_latency(200, workers, Path(tmp) / "gate")
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            proc.wait(30)
-    worker_jobs = worker_folded = worker_queries = worker_cpu = 0.0
-    for report in reports:
-        with open(report) as data:
-            figures = json.load(data)
-        os.unlink(report)
-        worker_jobs += figures["jobs"]
-        worker_folded += figures["folded"]
-        worker_queries += figures["queries"]
-        worker_cpu += figures["cpu"]
-    complete = Job.objects.filter(status="complete").count()
-    return {
-        "rate": rate,
-        "complete": complete,
-        "client_queries_per_job": client_queries / jobs,
-        "worker_queries_per_job": worker_queries / max(worker_jobs, 1),
-        "worker_folded_share": worker_folded / max(worker_jobs, 1),
-        "client_cpu_ms_per_job": client_cpu * 1000 / jobs,
-        "worker_cpu_ms_per_job": worker_cpu * 1000 / max(worker_jobs, 1),
-    }
+        starts = pool.stop()
+    missing = set(heard) - set(starts)
+    if missing:
+        raise RuntimeError(f"{len(missing)} probe jobs have no start time")
+    out["e"] = [heard[key] - starts[key] for key in heard]
+    return out
 
 
 def main(argv: list[str]) -> None:

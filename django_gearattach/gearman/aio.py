@@ -4,6 +4,12 @@ Replies to requests come back in the order the requests were sent, so they are
 matched first-in first-out; WORK_* packets are matched by job handle. A second
 attachment to the same (function, unique) on one connection shares the first one's
 gearmand attachment, because gearmand would otherwise send every event twice.
+
+The attachments stay on the connection until their jobs end, whoever is still
+listening, so leaving never makes gearmand drop a queued job. When the connection is
+closed on purpose (``close()``, or its event loop shutting down) while it holds
+attachments to unfinished jobs, they are first joined from a blocking connection
+that :mod:`.linger` keeps until they have started.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from . import linger
 from .client import UniqueStatus, WorkEvent, event_from_packet, raise_for_error
 from .errors import ConnectionFailed, GearmanError
 from .protocol import Command, Packet, PacketParser, Priority, check_unique, encode, submit_command
@@ -27,9 +34,13 @@ class _Shared:
 
     function: str
     unique: bytes
+    data: bytes = b""
+    priority: Priority | str = Priority.NORMAL
     handle: bytes = b""
     subscribers: set[asyncio.Queue[WorkEvent | BaseException]] = field(default_factory=set)
     finished: bool = False
+    #: An event has arrived, or gearmand said the job runs: it is not queued.
+    started: bool = False
 
     def publish(self, item: WorkEvent | BaseException) -> None:
         for queue in self.subscribers:
@@ -62,6 +73,8 @@ class AsyncConnection:
         return self._writer is not None and not self._writer.is_closing()
 
     async def connect(self) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            return  # every request calls this: skip the lock when connected
         async with self._connect_lock:
             if self.connected:
                 return
@@ -98,6 +111,8 @@ class AsyncConnection:
                 else ConnectionFailed(str(self.address), str(exc))
             )
         except asyncio.CancelledError:
+            # Closed on purpose, or its event loop is shutting down (asyncio.run ends).
+            self._hand_off()
             error = ConnectionFailed(str(self.address), "connection closed")
         self._fail_all(error)
 
@@ -123,6 +138,8 @@ class AsyncConnection:
                 shared.finished = True
                 self._by_handle.pop(event.handle, None)
                 self._shared.pop((shared.function, shared.unique), None)
+            else:
+                shared.started = True
             shared.publish(event)
             return
         if packet.command is Command.NOOP or not self._pending:
@@ -175,6 +192,27 @@ class AsyncConnection:
             return
         self._watchdog = loop.call_later(-overdue, self._check_timeouts)
 
+    def _forget(self, shared: _Shared) -> None:
+        if self._shared.get((shared.function, shared.unique)) is shared:
+            del self._shared[(shared.function, shared.unique)]
+        if self._by_handle.get(shared.handle) is shared:
+            del self._by_handle[shared.handle]
+
+    def _hand_off(self) -> None:
+        """Let :mod:`.linger` hold the unfinished jobs this connection is attached to."""
+        jobs = [
+            (s.function, s.unique, s.data, s.priority)
+            for s in self._shared.values()
+            if s.handle and not s.finished
+        ]
+        if not jobs or not self.connected:
+            return
+        try:
+            linger.adopt(self.address, jobs, self.timeout)
+        except GearmanError as exc:
+            # gearmand is unreachable, so this connection's attachments go with it anyway.
+            linger.logger.warning("could not hand %s attachments to linger: %s", len(jobs), exc)
+
     async def _request(
         self, command: Command, *args: bytes | str | int, shared: _Shared | None = None
     ) -> Packet:
@@ -184,6 +222,27 @@ class AsyncConnection:
         self._enqueue(_Pending(future, shared))
         self._write(encode(command, *args))
         return await self._wait(future)
+
+    async def _pipeline(
+        self, *requests: tuple[Command, tuple[bytes | str | int, ...], _Shared | None]
+    ) -> list[Packet]:
+        """Several requests in one write; their replies, in order (the first error raised)."""
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for command, args, shared in requests:
+            future: asyncio.Future[Packet] = loop.create_future()
+            self._enqueue(_Pending(future, shared))
+            self._write(encode(command, *args))
+            futures.append(future)
+        packets = await asyncio.gather(*futures, return_exceptions=True)
+        out = []
+        for packet in packets:
+            if isinstance(packet, BaseException):
+                raise packet
+            raise_for_error(packet)
+            out.append(packet)
+        return out
 
     async def submit_background(
         self, function: str, unique: bytes, data: bytes, priority: Priority | str = Priority.NORMAL
@@ -217,21 +276,46 @@ class AsyncConnection:
         stays on the shared connection until the job ends, so leaving never makes
         gearmand drop a queued job.
         """
+        follow = await self.follow(function, unique, data, priority, status=False)
+        try:
+            yield follow.events()
+        finally:
+            follow.leave()
+
+    async def follow(
+        self,
+        function: str,
+        unique: bytes,
+        data: bytes,
+        priority: Priority | str = Priority.NORMAL,
+        *,
+        status: bool = True,
+    ) -> Follow:
+        """Subscribe to a job's events, joining (or submitting) it in the foreground.
+
+        With ``status``, ``GET_STATUS_UNIQUE`` and ``SUBMIT_JOB`` leave in one write,
+        and ``Follow.status`` tells whether the submit joined a job gearmand knew.
+        When this connection already holds an attachment to the job, it is shared and
+        nothing is sent (``Follow.status`` is then ``None``). Call ``leave()`` when done.
+        """
         check_unique(unique)
         queue: asyncio.Queue[WorkEvent | BaseException] = asyncio.Queue()
         shared = self._shared.get((function, unique))
+        before = None
         if shared is None or shared.finished:
-            shared = _Shared(function, unique)
+            shared = _Shared(function, unique, data, priority)
             shared.subscribers.add(queue)
             self._shared[(function, unique)] = shared
+            submit = (submit_command(priority, background=False), (function, unique, data), shared)
             try:
-                await self._request(
-                    submit_command(priority, background=False),
-                    function,
-                    unique,
-                    data,
-                    shared=shared,
-                )
+                if status:
+                    reply, _ = await self._pipeline(
+                        (Command.GET_STATUS_UNIQUE, (unique,), None), submit
+                    )
+                    before = UniqueStatus.from_packet(reply)
+                    shared.started = shared.started or before.running
+                else:
+                    await self._pipeline(submit)
             except BaseException:
                 shared.subscribers.discard(queue)
                 if self._shared.get((function, unique)) is shared and not shared.handle:
@@ -239,10 +323,7 @@ class AsyncConnection:
                 raise
         else:
             shared.subscribers.add(queue)
-        try:
-            yield _iterate(queue)
-        finally:
-            shared.subscribers.discard(queue)
+        return Follow(self, shared, queue, before)
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -254,6 +335,54 @@ class AsyncConnection:
 
     def attachment_count(self) -> int:
         return len(self._shared)
+
+
+class Follow:
+    """One subscriber's view of an attachment: its events, and what is known of the job."""
+
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        shared: _Shared,
+        queue: asyncio.Queue[WorkEvent | BaseException],
+        status: UniqueStatus | None,
+    ) -> None:
+        self.connection = connection
+        self._shared = shared
+        self._queue = queue
+        #: The job as gearmand knew it just before this attachment (None: not asked).
+        self.status = status
+
+    @property
+    def started(self) -> bool:
+        """The job has sent an event, or gearmand said it runs."""
+        return self._shared.started
+
+    def mark_started(self) -> None:
+        self._shared.started = True
+
+    def forget(self) -> None:
+        """Stop routing events to this attachment (gearmand no longer knows its job)."""
+        self._shared.finished = True
+        self.connection._forget(self._shared)
+
+    def leave(self) -> None:
+        """Unsubscribe; the gearmand attachment stays until the job ends."""
+        self._shared.subscribers.discard(self._queue)
+
+    def events(self) -> AsyncIterator[WorkEvent]:
+        return _iterate(self._queue)
+
+    async def next_event(self, timeout: float | None = None) -> WorkEvent | None:
+        """The next event; ``None`` after ``timeout`` seconds of silence."""
+        try:
+            async with asyncio.timeout(timeout):
+                item = await self._queue.get()
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
 
 
 async def _iterate(queue: asyncio.Queue[WorkEvent | BaseException]) -> AsyncIterator[WorkEvent]:

@@ -1,26 +1,29 @@
 """Blocking Gearman client: submit, status by unique, and foreground attachment.
 
 Connections are kept per thread and per server. A foreground attachment owns a
-connection while it streams; if it is given up while its job is not running, the
-connection is parked until the job runs (see :mod:`.linger`), because gearmand drops a
-queued job whose last foreground client leaves.
+connection while it streams; once its job has ended the connection goes back to a
+small per-thread pool for the next attachment. If it is given up while its job may
+not have started, the connection is parked until the job runs (see :mod:`.linger`),
+because gearmand drops a queued job whose last foreground client leaves.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 from . import linger
 from .connection import Connection
 from .errors import ConnectionFailed, ServerError
-from .protocol import Command, Packet, Priority, check_unique, submit_command
+from .protocol import Command, Packet, Priority, check_unique, encode, submit_command
 from .routing import Address
 
-EventKind = Literal["status", "data", "warning", "complete", "failed", "exception"]
+EventKind = Literal["started", "status", "data", "warning", "complete", "failed", "exception"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed", "exception"})
+#: Idle foreground connections a thread keeps per server for its next attachment.
+POOL_SIZE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,11 @@ def event_from_packet(packet: Packet) -> WorkEvent | None:
     if kind == "failed":
         # gearmand 1.1.20 sends WORK_FAIL with a trailing NUL after the handle.
         return WorkEvent(kind, packet.args[0].rstrip(b"\0"))
+    if kind == "data" and not packet.args[1]:
+        # The start signal: this app's workers send an empty WORK_DATA when a job starts
+        # (gearmand itself tells clients nothing then). Empty, because the gearman CLI
+        # prints WORK_DATA and dies of WORK_STATUS 0/0 (SIGFPE), and task data is JSON.
+        return WorkEvent("started", packet.args[0])
     return WorkEvent(kind, packet.args[0], data=packet.args[1])
 
 
@@ -106,8 +114,12 @@ class Client:
         return conn
 
     def close(self) -> None:
+        """Close this thread's connections (parked attachments stay with :mod:`.linger`)."""
         for conn in self._local.__dict__.pop("pool", {}).values():
             conn.close()
+        for idle in self._local.__dict__.pop("idle", {}).values():
+            for conn in idle:
+                conn.close()
 
     def request(
         self, address: Address, command: Command, *args: bytes | str | int, reply: Command
@@ -172,6 +184,22 @@ class Client:
         )
         return UniqueStatus.from_packet(packet)
 
+    def status_unique_many(self, address: Address, uniques: list[bytes]) -> list[UniqueStatus]:
+        """``GET_STATUS_UNIQUE`` for many keys in one write (replies come in order)."""
+        if not uniques:
+            return []
+        for unique in uniques:
+            check_unique(unique)
+        conn = self.connection(address)
+        payload = b"".join(encode(Command.GET_STATUS_UNIQUE, u) for u in uniques)
+        try:
+            conn.send_bytes(payload)
+        except ConnectionFailed:
+            conn.send_bytes(payload)  # a kept connection closed by a restart: once more
+        return [
+            UniqueStatus.from_packet(_expect(conn, Command.STATUS_RES_UNIQUE)) for _ in uniques
+        ]
+
     def echo(self, address: Address, payload: bytes = b"ping") -> bytes:
         return self.request(address, Command.ECHO_REQ, payload, reply=Command.ECHO_RES).args[0]
 
@@ -187,53 +215,149 @@ class Client:
 
         The stream uses a connection of its own, so a thread may hold several.
         """
+        return self.follow(address, function, unique, data, priority, status=False)
+
+    def follow(
+        self,
+        address: Address,
+        function: str,
+        unique: bytes,
+        data: bytes,
+        priority: Priority | str = Priority.NORMAL,
+        *,
+        status: bool = True,
+    ) -> ForegroundJob:
+        """Join (or submit) a foreground job; with ``status``, learn what it was first.
+
+        ``GET_STATUS_UNIQUE`` goes out with the ``SUBMIT_JOB`` in one write, so one
+        round trip tells whether the submit joined a job gearmand knew (``.status``:
+        the job just before this submit) or created a new one.
+        """
         check_unique(unique)
+        pool = self._idle().get(address)
+        while pool:
+            conn = pool.pop()
+            try:
+                return self._follow_on(conn, False, function, unique, data, priority, status)
+            except ConnectionFailed:
+                continue  # kept across a gearmand restart: try the next, or a fresh one
         conn = Connection(address, self.timeout)
+        return self._follow_on(conn, True, function, unique, data, priority, status)
+
+    def _follow_on(
+        self,
+        conn: Connection,
+        fresh: bool,
+        function: str,
+        unique: bytes,
+        data: bytes,
+        priority: Priority | str,
+        status: bool,
+    ) -> ForegroundJob:
         try:
-            conn.request(Command.OPTION_REQ, b"exceptions", reply=Command.OPTION_RES)
-            created = conn.request(
-                submit_command(priority, background=False),
-                function,
-                unique,
-                data,
-                reply=Command.JOB_CREATED,
+            conn.connect()  # first: connecting discards packets deferred before it
+            if fresh:
+                conn.defer(Command.OPTION_REQ, b"exceptions")
+            if status:
+                conn.defer(Command.GET_STATUS_UNIQUE, unique)
+            conn.send(submit_command(priority, background=False), function, unique, data)
+            if fresh:
+                _expect(conn, Command.OPTION_RES)
+            before = (
+                UniqueStatus.from_packet(_expect(conn, Command.STATUS_RES_UNIQUE))
+                if status
+                else None
             )
+            created = _expect(conn, Command.JOB_CREATED)
         except BaseException:
             conn.close()
             raise
-        return ForegroundJob(conn, created.args[0], unique)
+        return ForegroundJob(conn, created.args[0], unique, before, self._release)
+
+    def _idle(self) -> dict[Address, list[Connection]]:
+        pool: dict[Address, list[Connection]] = self._local.__dict__.setdefault("idle", {})
+        return pool
+
+    def _release(self, conn: Connection) -> None:
+        """Keep a connection whose attachment has ended for this thread's next one."""
+        pool = self._idle().setdefault(conn.address, [])
+        if conn.connected and len(pool) < POOL_SIZE:
+            pool.append(conn)
+        else:
+            conn.close()
+
+
+def _expect(conn: Connection, reply: Command) -> Packet:
+    packet = conn.read_packet()
+    assert packet is not None
+    raise_for_error(packet)
+    if packet.command is not reply:
+        raise conn._fail(f"expected {reply.name}, got {packet.command.name}")
+    return packet
 
 
 class ForegroundJob:
-    """Events of one foreground attachment; iterate, then ``close()`` (or use ``with``)."""
+    """Events of one foreground attachment; iterate, then ``close()`` (or use ``with``).
 
-    def __init__(self, conn: Connection, handle: bytes, unique: bytes) -> None:
+    ``status`` is the job as gearmand knew it just before this attachment (``None``
+    when not asked). ``started`` turns true once the job is known to run: gearmand
+    said so, or an event arrived.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        handle: bytes,
+        unique: bytes,
+        status: UniqueStatus | None = None,
+        release: Callable[[Connection], None] | None = None,
+    ) -> None:
         self.conn = conn
         self.handle = handle
         self.unique = unique
+        self.status = status
+        self.started = status is not None and status.running
         self.finished = False
+        self._release = release
 
-    def events(self, poll: float | None = None) -> Iterator[WorkEvent | None]:
-        """Yield events until a terminal one; yield ``None`` each ``poll`` seconds of silence."""
+    def next_event(self, timeout: float | None = None) -> WorkEvent | None:
+        """The next event of this job; ``None`` after ``timeout`` seconds of silence."""
         while not self.finished:
-            packet = self.conn.read_packet(poll)
+            packet = self.conn.read_packet(timeout)
             if packet is None:
-                yield None
-                continue
+                return None
             raise_for_error(packet)
             event = event_from_packet(packet)
             if event is None or event.handle != self.handle:
                 continue
             if event.terminal:
                 self.finished = True
-            yield event
+            else:
+                self.started = True
+            return event
+        return None
+
+    def events(self, poll: float | None = None) -> Iterator[WorkEvent | None]:
+        """Yield events until a terminal one; yield ``None`` each ``poll`` seconds of silence."""
+        while not self.finished:
+            yield self.next_event(poll)
 
     def close(self) -> None:
         """Close, or park the connection if leaving now could make gearmand drop the job."""
-        if self.finished or not self.conn.connected:
-            self.conn.close()
+        if not self.conn.connected:
             return
-        linger.park(self.conn, self.unique)
+        if self.finished:
+            if self._release is not None:
+                self._release(self.conn)
+            else:
+                self.conn.close()
+            return
+        linger.park(self.conn, {self.handle: self.unique})
+
+    def abandon(self) -> None:
+        """Close at once: only for a job that carries no work (an attach marker) or is gone."""
+        self.finished = True
+        self.conn.close()
 
     def __enter__(self) -> ForegroundJob:
         return self

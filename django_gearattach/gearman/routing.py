@@ -7,6 +7,7 @@ the keys that lived on it; adding one moves about 1/n of the keys.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,12 @@ class Address:
         if not 0 < port < 65536:
             raise ValueError(f"gearmand address {text!r} has a port out of range")
         return cls(host, port)
+
+
+@functools.lru_cache(maxsize=256)
+def parse_cached(text: str) -> Address:
+    """:meth:`Address.parse`, remembered (records name their server as text)."""
+    return Address.parse(text)
 
 
 def parse_addresses(items: Iterable[str]) -> list[Address]:

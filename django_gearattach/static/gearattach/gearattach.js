@@ -198,6 +198,7 @@
     if (this.done || !message || typeof message.type !== "string") return;
     this.emit("message", message);
     switch (message.type) {
+      case "started": return this.started();
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
       case "warning": return this.warning(message.message);
@@ -208,6 +209,12 @@
       case "reconnect": return;
       default: return;
     }
+  };
+
+  Widget.prototype.started = function () {
+    if (this.statusLine.textContent.indexOf("Step ") === 0) return;  // progress already shown
+    this.statusLine.textContent = "Working…";
+    this.bar.setAttribute("aria-valuetext", "Started");
   };
 
   Widget.prototype.status = function (numerator, denominator) {
