@@ -115,7 +115,8 @@ def test_bad_schedules_are_clear_errors_and_record_nothing(options, message, gea
 
 def test_attach_revives_a_forgotten_scheduled_job_at_its_time_not_before(gearmand, worker):
     """A scheduled record that gearmand no longer holds (a restart without a persistent
-    queue) is treated like a queued one: attach resubmits it for its stored time."""
+    queue) is treated like a queued one: the attacher's marker revives it, and the
+    worker that gets the marker before the record's time puts it back for that time."""
     due = timezone.now() + timedelta(seconds=2)
     job = Job.objects.create(
         function="tests.add",
