@@ -35,7 +35,9 @@ def find(task_id: str) -> Job | None:
     return found or records.order_by("-created_at").first()
 
 
-def _tracks_started(function: str) -> bool:
+def tracks_started(function: str) -> bool:
+    """Whether the task reports ``STARTED`` (``track_started``, or the app's
+    ``task_track_started`` for a task this process does not know)."""
     from .config import configuration
     from .task import lookup
 
@@ -67,7 +69,7 @@ def state_of(record: Job | None) -> str:
         named = custom(record)[0]
         if named:
             return named
-        return states.STARTED if _tracks_started(record.function) else states.PENDING
+        return states.STARTED if tracks_started(record.function) else states.PENDING
     if record.status == Status.COMPLETE:
         return states.SUCCESS
     if record.status == Status.CANCELLED:
