@@ -99,7 +99,7 @@ def exception_of(record: Job) -> BaseException:
         return TaskRevokedError(record.error or "the job was cancelled")
     if record.is_waiting:
         return Retry(record.error or "the task will run again")
-    error = record.error or f"the job was {record.status}"
+    error = record.failure_text
     cls = _exception_class(record)
     if cls is not None:
         prefix = f"{cls.__name__}: "
