@@ -40,12 +40,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from .clients import get_client, servers_for
@@ -153,12 +153,12 @@ class Sweeper:
     def batches(self) -> Iterator[list[Job]]:
         """Every active record, batch by batch (``gearattach recover``)."""
         self._cursors.clear()
-        while True:
-            records = self._next_batch()
+        statuses = list(SWEPT)
+        while statuses:
+            records = self._next_batch(statuses)
             if records:
                 yield records
-            if all(self._cursors.get(status) is None for status in SWEPT):
-                return
+            statuses = [s for s in statuses if self._cursors.get(s) is not None]
 
     @property
     def suspects(self) -> list[Target]:
@@ -183,21 +183,30 @@ class Sweeper:
                 if not dry_run:
                     self._suspects.pop((record.function, record.key), None)
                 actions.append(action)
+        if actions and not dry_run:
+            lost = sum(a.kind == "lost" for a in actions)
+            logger.warning(
+                "recovery sweep: %d job(s) that gearmand had lost resubmitted, %d marked lost",
+                len(actions) - lost,
+                lost,
+            )
         return actions
 
-    def _next_batch(self) -> list[Job]:
+    def _batch_query(self, status: str) -> QuerySet[Job]:
+        """The next batch of ``status``: an index range scan on (status, created_at)."""
+        query = Job.objects.filter(status=status)
+        if status == Status.RUNNING:  # a live claim: its worker is on it
+            query = query.filter(Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now()))
+        cursor = self._cursors.get(status)
+        if cursor is not None:
+            created, pk = cursor
+            query = query.filter(Q(created_at__gt=created) | Q(created_at=created, id__gt=pk))
+        return query.order_by("created_at", "id").only(*_FIELDS)[: self.batch]
+
+    def _next_batch(self, statuses: Iterable[str] = SWEPT) -> list[Job]:
         batch: list[Job] = []
-        for status in SWEPT:
-            query = Job.objects.filter(status=status)
-            if status == Status.RUNNING:  # a live claim: its worker is on it
-                query = query.filter(
-                    Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
-                )
-            cursor = self._cursors.get(status)
-            if cursor is not None:
-                created, pk = cursor
-                query = query.filter(Q(created_at__gt=created) | Q(created_at=created, id__gt=pk))
-            records = list(query.order_by("created_at", "id").only(*_FIELDS)[: self.batch])
+        for status in statuses:
+            records = list(self._batch_query(status))
             full = len(records) == self.batch
             self._cursors[status] = (records[-1].created_at, records[-1].id) if full else None
             batch += records
@@ -330,5 +339,5 @@ def _recover(record: Job, address: Address, dry_run: bool) -> Action | None:
         )
         return None
     action = Action(record, "resubmitted", address, epoch=epoch)
-    logger.warning("recovery sweep: gearmand had lost it: %s", action)
+    logger.info("recovery sweep: gearmand had lost it: %s", action)
     return action

@@ -16,7 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_gearattach import submit
-from django_gearattach.clients import get_client
+from django_gearattach.clients import get_client, servers_for
 from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.recovery import Sweeper
@@ -26,6 +26,13 @@ from .conftest import ROOT, executions
 from .helpers import wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _key_homed_on(address: str) -> str:
+    n = 0
+    while str(servers_for("tests.record", f"homed-{n}")[0]) != address:
+        n += 1
+    return f"homed-{n}"
 
 
 def _keys(actions):
@@ -155,8 +162,8 @@ def test_a_job_known_to_another_server_is_not_resubmitted(gearmand_factory, sett
         "SERVERS": [home.address, other.address],
         "RECOVERY_GRACE": 0,
     }
-    job = submit("tests.record", [str(log_path)])
-    Job.objects.filter(pk=job.pk).update(server=home.address)
+    job = submit("tests.record", [str(log_path)], key=_key_homed_on(home.address))
+    assert job.server == home.address
     get_client().submit_background(  # an attacher revived it on the other server
         Address.parse(other.address), "tests.record", job.key.encode(), b"{}"
     )
@@ -174,8 +181,9 @@ def test_a_home_server_that_does_not_answer_sends_the_job_to_the_next(
         "RECOVERY_GRACE": 0,
         "TIMEOUT": 1.0,
     }
-    job = submit("tests.record", [str(log_path)])
-    Job.objects.filter(pk=job.pk).update(server=home.address)
+    key = _key_homed_on(home.address)
+    job = submit("tests.record", [str(log_path)], key=key)
+    assert job.server == home.address
     home.stop()
     sweeper = Sweeper()
     (action,) = sweeper.sweep()
