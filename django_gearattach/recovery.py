@@ -116,6 +116,7 @@ class Sweeper:
     unreachable: set[Address] = field(default_factory=set)  # in the last pass
     _cursors: dict[str, tuple[datetime, UUID] | None] = field(default_factory=dict)
     _suspects: dict[Target, float] = field(default_factory=dict)
+    _round: set[Target] = field(default_factory=set)  # seen since the round began
     _leader: SweepLock | None = None
     _pass: SweepLock | None = None
 
@@ -148,7 +149,15 @@ class Sweeper:
 
     def sweep(self, dry_run: bool = False) -> list[Action]:
         """One pass over the next batch of each active status; return what it did."""
-        return self.check(self._next_batch(), dry_run)
+        records = self._next_batch()
+        actions = self.check(records, dry_run)
+        self._round |= {(r.function, r.key) for r in records}
+        if all(self._cursors.get(status) is None for status in SWEPT):
+            # A round over every active record ended: forget the suspects it did not see
+            # (finished, or claimed, since).
+            self._suspects = {t: v for t, v in self._suspects.items() if t in self._round}
+            self._round = set()
+        return actions
 
     def batches(self) -> Iterator[list[Job]]:
         """Every active record, batch by batch (``gearattach recover``)."""
