@@ -150,6 +150,12 @@ class Job(models.Model):
         return self.status in FINISHED
 
     @property
+    def failure_text(self) -> str:
+        """What the attachers of a job that did not complete are told: its error, or
+        what became of it (``the job was cancelled``, ``the job was lost``)."""
+        return self.error or f"the job was {self.status}"
+
+    @property
     def is_active(self) -> bool:
         return self.status in ACTIVE
 

@@ -98,7 +98,7 @@ def result_from_record(task: Task[P, R], record: Job, backend: str) -> TaskResul
         errors.append(
             TaskError(
                 exception_class_path=_exception_path(record),
-                traceback=record.traceback or record.error or f"the job was {record.status}",
+                traceback=record.traceback or record.failure_text,
             )
         )
     # The record keeps the last worker only; it stands for each attempt.

@@ -527,7 +527,7 @@ class Worker:
         if record.status == Status.COMPLETE:
             self._send_final(job, Command.WORK_COMPLETE, dumps(record.result))
             return "answered from the record (complete)"
-        self._send_error(job, key, record.error or f"the job was {record.status}")
+        self._send_error(job, key, record.failure_text)
         return f"answered from the record ({record.status})"
 
     def _send_error(self, job: Assignment, key: str, message: str) -> str:
