@@ -189,3 +189,22 @@ def test_a_run_that_lost_its_claim_does_not_write_its_outcome(gearmand, log_path
     events = attacher.result()
     assert events[-1].result == {"done": "the run with the claim"}
     assert Job.objects.get(pk=job.pk).result == {"done": "the run with the claim"}
+
+
+def test_a_progress_write_renews_the_claim(gearmand, log_path, tmp_path):
+    """The heartbeat rides on the progress write: no statement of its own."""
+    gate = tmp_path / "gate"
+    job = submit("tests.record", [str(log_path)], {"gate": str(gate), "steps": 3})
+    worker = Worker([get_task("tests.record")], conf.SERVERS)
+    with thread_worker(worker, 1):
+        running = wait_until(
+            lambda: Job.objects.filter(pk=job.pk, progress_numerator=3).first(),
+            what="the three progress writes",
+        )
+        # The claim was set to started_at + LEASE; the progress writes moved it on (the
+        # lease keeper renews only after LEASE / 3 = 10 s without a write).
+        assert running.lease_until > running.started_at + timedelta(seconds=conf.LEASE)
+        gate.touch()
+    record = Job.objects.get(pk=job.pk)
+    assert record.status == Status.COMPLETE
+    assert record.execution == running.execution
