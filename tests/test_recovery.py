@@ -237,3 +237,18 @@ def test_one_sweep_at_a_time_across_processes(gearmand):
         lock.release()
     assert done.returncode == 1, done.stdout + done.stderr
     assert "another recovery sweep is running" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--grace", "-1"], "must be zero or more seconds"),
+        (["--grace", "soon"], "'soon' is not a number of seconds"),
+        (["--wait", "inf"], "must be zero or more seconds"),
+    ],
+)
+def test_recover_command_refuses_bad_input(args, message):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=message):
+        call_command("gearattach", "recover", *args)
