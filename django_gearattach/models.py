@@ -97,6 +97,20 @@ class Job(models.Model):
     retries = models.PositiveIntegerField(
         default=0, help_text="Times the task asked to run again (Celery's self.retry())."
     )
+    recoveries = models.PositiveIntegerField(
+        default=0, help_text="Times the recovery sweep resubmitted the job that gearmand had lost."
+    )
+    execution = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The id of the run that holds the job's claim (fenced execution).",
+    )
+    lease_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Until when the running claim holds unless renewed; past it, another copy "
+        "of the job may run.",
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
