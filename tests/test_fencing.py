@@ -68,10 +68,12 @@ def test_a_server_unreachable_while_its_job_runs_never_lets_the_job_run_twice(
         os.kill(a.pid, signal.SIGCONT)  # A is back while B's copy runs
     # The first run renews its claim (the lease is 1.5 s) while B's copy waits on it.
     leases = set()
-    wait_until(
-        lambda: len(leases.add(Job.objects.get(key=key).lease_until) or leases) >= 4,
-        what="the first run renewing its claim",
-    )
+
+    def renewed_four_times() -> bool:
+        leases.add(Job.objects.get(key=key).lease_until)
+        return len(leases) >= 4
+
+    wait_until(renewed_four_times, what="the first run renewing its claim")
     assert get_client().status_unique(b_address, key.encode()).running
     gate.touch()
     events_first, events_second = first.result(), second.result()
