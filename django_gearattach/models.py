@@ -107,6 +107,11 @@ class Job(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When someone cancelled the job while it ran; its worker stops it.",
+    )
 
     objects = JobQuerySet.as_manager()
 

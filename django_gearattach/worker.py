@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError
@@ -46,6 +46,7 @@ from .payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
 from .recovery import Sweeper
 from .scheduling import pending_epoch
 from .tasks import JobContext, Rescheduled, Task
+from .watchdog import Watchdog
 
 logger = logging.getLogger("django_gearattach.worker")
 
@@ -109,6 +110,9 @@ class Worker:
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
         self.sweeper = Sweeper()
+        self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
+        #: Called after each job; True ends the process after it (``--max-memory-per-child``).
+        self.recycle_after: Callable[[], bool] | None = None
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -135,6 +139,8 @@ class Worker:
                 self.jobs_done += 1
                 if last:
                     break
+                if self.recycle_after is not None and self.recycle_after():
+                    self.stop()  # a job grabbed ahead still runs first
         finally:
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
@@ -276,8 +282,10 @@ class Worker:
         context = JobContext(job.function, key, reporter)
         if signals.job_started.receivers:
             signals.send_started(job.function, key)
+        task = self.tasks[job.function]
         try:
-            value = self.tasks[job.function].run(context, args, kwargs)
+            with self.watchdog.watching(job, key, task.time_limits, context):
+                value = task.run(context, args, kwargs)
             raw = dumps(value)
         except Rescheduled as again:
             return self._rescheduled(job, key, again, reporter.pending())
@@ -289,8 +297,10 @@ class Worker:
                 "exception_module": type(exc).__module__,
                 "exception_qualname": type(exc).__qualname__,
             }
-            self._conclude(job, key, Status.FAILED, fields | reporter.pending())
-            _call_outcome_callbacks(context, Status.FAILED, exc)
+            # A task that stops by raising once it is cancelled ends cancelled.
+            status = Status.CANCELLED if context.cancel_requested else Status.FAILED
+            self._conclude(job, key, status, fields | reporter.pending())
+            _call_outcome_callbacks(context, status, exc)
             return self._send_error(job, key, error)
         result = json.loads(raw)
         self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending())

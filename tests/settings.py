@@ -112,7 +112,16 @@ GEARATTACH = {
     "PROGRESS_WRITE_INTERVAL": 0,
 }
 # Tests of the recovery sweep start workers that sweep often.
-for _name in ("RECOVERY_INTERVAL", "RECOVERY_GRACE", "CHECK_INTERVAL"):
+# Tests of time limits and cancelling start workers with short ones.
+for _name in (
+    "RECOVERY_INTERVAL",
+    "RECOVERY_GRACE",
+    "CHECK_INTERVAL",
+    "TIME_LIMIT",
+    "SOFT_TIME_LIMIT",
+    "CANCEL_CHECK_INTERVAL",
+    "CANCEL_GRACE",
+):
     if os.environ.get(f"GEARATTACH_{_name}"):
         GEARATTACH[_name] = float(os.environ[f"GEARATTACH_{_name}"])
 
