@@ -472,9 +472,9 @@ class JobAdmin(_ModelAdmin):
                 request,
                 ngettext(
                     "Asked the worker running %(count)d job to stop it: it ends cancelled "
-                    "within %(grace)gs.",
+                    "at its next progress report, or is stopped %(grace)gs later.",
                     "Asked the workers running %(count)d jobs to stop them: they end "
-                    "cancelled within %(grace)gs.",
+                    "cancelled at their next progress report, or are stopped %(grace)gs later.",
                     counts[Cancel.REQUESTED],
                 )
                 % {"count": counts[Cancel.REQUESTED], "grace": conf.CANCEL_GRACE},
