@@ -42,7 +42,8 @@ def test_cancel_stops_a_task_at_its_next_progress_report(gearmand, worker, log_p
     assert cancel(job).verdict is Cancel.REQUESTED  # asking twice is asking once
     events = attacher.result()
     assert events[-1].event == "failed"
-    assert events[-1].error is not None and "was cancelled" in events[-1].error
+    assert events[-1].error is not None
+    assert "was cancelled" in events[-1].error
     record = Job.objects.get(pk=job.pk)
     assert record.status == Status.CANCELLED
     assert record.exception_qualname == "JobCancelled"
@@ -53,7 +54,8 @@ def test_cancel_stops_a_task_at_its_next_progress_report(gearmand, worker, log_p
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("django_gearattach.recovery.conf", _NoGrace())
         sweeper = Sweeper()
-        assert sweeper.sweep() == [] and sweeper.sweep() == []
+        assert sweeper.sweep() == []
+        assert sweeper.sweep() == []
     record.refresh_from_db()
     assert (record.status, record.attempts) == (Status.CANCELLED, 1)
     assert len(executions(log_path)) == 2
