@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import JobCancelled, UnknownTask
+from .ratelimits import checked_concurrency, parse_rate
 from .timelimits import TimeLimits
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ class Task(Generic[P, R]):
         priority: str | None,
         bind: bool,
         time_limits: TimeLimits | None = None,
+        rate_limit: float | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.func = func
         self.name = name
@@ -121,6 +124,10 @@ class Task(Generic[P, R]):
         self.bind = bind
         #: Seconds the task may run (the settings' defaults apply where these are None).
         self.time_limits = time_limits or TimeLimits()
+        #: Starts per second allowed over all workers (None: no limit), and jobs
+        #: running at once over all workers (see :mod:`django_gearattach.ratelimits`).
+        self.rate_limit = rate_limit
+        self.concurrency = concurrency
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -163,6 +170,8 @@ def task(
     bind: bool = False,
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
+    rate_limit: str | float | None = None,
+    concurrency: int | None = None,
 ) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
 
 
@@ -175,15 +184,21 @@ def task(
     bind: bool = False,
     time_limit: float | None = None,
     soft_time_limit: float | None = None,
+    rate_limit: str | float | None = None,
+    concurrency: int | None = None,
 ) -> Task[Any, R] | Callable[[Callable[..., R]], Task[Any, R]]:
     """Register a function as a task.
 
     The Gearman function name defaults to ``"module.qualname"``; ``name=`` overrides
     it (``@task(name="example.slow")``). With ``bind=True`` the function receives a
     :class:`JobContext` as its first argument. ``soft_time_limit`` and ``time_limit``
-    (seconds) bound a run: see :mod:`django_gearattach.timelimits`.
+    (seconds) bound a run: see :mod:`django_gearattach.timelimits`. ``rate_limit``
+    (``"10/m"``) and ``concurrency`` (N) hold over all workers: see
+    :mod:`django_gearattach.ratelimits`.
     """
     limits = TimeLimits.of(soft_time_limit, time_limit)
+    rate = parse_rate(rate_limit)
+    most = checked_concurrency(concurrency)
 
     def register(f: Callable[..., R]) -> Task[Any, R]:
         task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -197,7 +212,7 @@ def task(
                 f"two tasks are registered as {task_name!r}: {_origin(existing.func)} and "
                 f"{_origin(f)}; give one of them another name="
             )
-        registered: Task[Any, R] = Task(f, task_name, priority, bind, limits)
+        registered: Task[Any, R] = Task(f, task_name, priority, bind, limits, rate, most)
         _registry[task_name] = registered
         return registered
 

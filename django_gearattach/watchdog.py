@@ -78,6 +78,8 @@ class Watchdog:
         self._thread: threading.Thread | None = None
         self._main = threading.main_thread().ident
         self._handler_installed = False
+        #: Called on every look while a job runs (a throttle renews its leases).
+        self.on_tick: Callable[[], None] | None = None
 
     @contextlib.contextmanager
     def watching(
@@ -132,6 +134,8 @@ class Watchdog:
             time.sleep(TICK)
 
     def _look(self, watched: _Watched) -> None:
+        if self.on_tick is not None:
+            self.on_tick()
         now = time.monotonic()
         if watched.cancel_at is None and now >= watched.next_check:
             watched.next_check = now + conf.CANCEL_CHECK_INTERVAL

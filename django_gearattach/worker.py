@@ -43,6 +43,7 @@ from .gearman.routing import Address
 from .gearman.worker import Assignment, WorkerPool
 from .models import ACTIVE, Job, Status
 from .payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from .ratelimits import Throttles
 from .recovery import Sweeper
 from .scheduling import pending_epoch
 from .tasks import JobContext, Rescheduled, Task
@@ -111,6 +112,10 @@ class Worker:
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
         self.sweeper = Sweeper()
         self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
+        self.throttles = Throttles.for_tasks(self.tasks.values())  # ratelimits.py
+        if self.throttles is not None:
+            self.throttles.install(self.pool)
+            self.watchdog.on_tick = self.throttles.renew
         #: Called after each job; True ends the process after it (``--max-memory-per-child``).
         self.recycle_after: Callable[[], bool] | None = None
 

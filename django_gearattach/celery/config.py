@@ -54,7 +54,7 @@ REFUSED = {
     "task_annotations": "set options on each @shared_task instead",
     "task_routes": "Gearman routes by task name: start gearworker --function NAME",
     "task_queues": "Gearman has no named queues",
-    "task_default_rate_limit": "Gearman has no rate limits",
+    "task_default_rate_limit": "rate limits are per task: @app.task(rate_limit=...)",
     "task_acks_late": "a job whose worker dies is always requeued (acks_late=True)",
     "task_reject_on_worker_lost": "a job whose worker dies is always requeued",
     "task_create_missing_queues": "Gearman has no named queues",

@@ -50,12 +50,12 @@ TASK_OPTIONS: dict[str, Any] = {
     # Enforced by the worker's watchdog (django_gearattach.timelimits).
     "time_limit": None,
     "soft_time_limit": None,
+    # Enforced by the workers together (django_gearattach.ratelimits).
+    "rate_limit": None,
 }
 
 #: Why the other task options are refused, named in the error.
 UNSUPPORTED_TASK_OPTIONS = {
-    "rate_limit": "Gearman has no rate limits; run fewer workers for the task "
-    "(gearworker --function NAME --concurrency N)",
     "queue": "Gearman has no named queues: jobs are routed by task name, so start "
     "gearworker --function NAME on the workers that should run them",
     "base": "custom Task classes are not supported; use bind=True and plain functions",
@@ -107,6 +107,7 @@ class CeleryTask(Generic[P, R]):
         self.typing: bool = get("typing")
         self.time_limit: float | None = get("time_limit")
         self.soft_time_limit: float | None = get("soft_time_limit")
+        self.rate_limit: str | float | None = get("rate_limit")
         functools.update_wrapper(self, func)
 
         @functools.wraps(func)
@@ -120,6 +121,7 @@ class CeleryTask(Generic[P, R]):
             bind=True,
             time_limit=self.time_limit,
             soft_time_limit=self.soft_time_limit,
+            rate_limit=self.rate_limit,
         )(execute)
 
     def __repr__(self) -> str:
