@@ -163,3 +163,16 @@ def stubborn(job, log_path):
             _log(log_path, "saw-cancel")
         time.sleep(0.05)
     return "ignored"
+
+
+@task(name="tests.paired", concurrency=2)
+def paired(log_path, pause=0.2):
+    """At most two run at once anywhere: each logs its start and its end."""
+    _log(log_path, f"start-{_execution()}")
+    time.sleep(pause)
+    _log(log_path, f"end-{_execution()}")
+
+
+@task(name="tests.metered", rate_limit="5/s")
+def metered(log_path):
+    _log(log_path, f"{time.time():.6f}")
