@@ -62,6 +62,10 @@ def test_cancel_stops_a_task_at_its_next_progress_report(gearmand, worker, log_p
     # The worker process goes on.
     after = submit("tests.add", [1, 2])
     assert wait_for_status("tests.add", after.key, Status.COMPLETE).worker_pid == worker.pid
+    # Running the key again starts a run that nobody cancelled.
+    again = submit("tests.cancellable", [str(log_path)], key=job.key, rerun=True)
+    assert Job.objects.get(pk=again.pk).cancel_requested_at is None
+    assert cancel(again).verdict in (Cancel.CANCELLED, Cancel.REQUESTED)
 
 
 class _NoGrace:

@@ -38,6 +38,13 @@ def test_a_soft_limit_interrupts_a_sleep_and_the_task_cleans_up(gearmand, worker
     assert done.worker_pid == record.worker_pid == worker.pid
 
 
+def test_a_soft_limit_reaches_a_pure_python_spin_that_may_then_return(gearmand, worker, log_path):
+    job = submit("tests.spin_soft", [str(log_path)])
+    record = wait_for_status("tests.spin_soft", job.key, Status.COMPLETE)
+    assert record.result == "stopped"
+    assert executions(log_path)[1:] == ["cleaned-up"]
+
+
 def test_a_soft_limit_interrupts_a_blocking_socket_read(gearmand, worker, log_path):
     job = submit("tests.read_soft", [str(log_path)])
     record = wait_for_status("tests.read_soft", job.key, Status.FAILED)

@@ -176,3 +176,18 @@ def paired(log_path, pause=0.2):
 @task(name="tests.metered", rate_limit="5/s")
 def metered(log_path):
     _log(log_path, f"{time.time():.6f}")
+
+
+@task(name="tests.spin_soft", soft_time_limit=0.5, time_limit=20)
+def spin_soft(log_path):
+    """Spins in pure Python; catches its soft limit and returns what it did."""
+    from django_gearattach import SoftTimeLimitExceeded
+
+    _log(log_path, _execution())
+    spins = 0
+    try:
+        while True:
+            spins += 1
+    except SoftTimeLimitExceeded:
+        _log(log_path, "cleaned-up")
+    return "stopped"
