@@ -97,6 +97,7 @@ def run_client(url: str, server: str, rate: float, workers: int, seconds: float)
         for s in Job.objects.filter(function=LIMITED, started_at__isnull=False).values_list(
             "started_at", flat=True
         )
+        if s is not None
     )
     window = [t for t in starts if start <= t < end]
     measured = len(window) / seconds
