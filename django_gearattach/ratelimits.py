@@ -20,9 +20,12 @@ UPDATE each:
   another function's job), renewed while held, and free once its lease expires (a
   process that died frees its slot after :data:`LEASE` seconds).
 
-Cost: a limited function costs one UPDATE per job started (two with both limits),
-and idle workers that hold a right keep it. Failure: with the database down, a
-process claims nothing, so limited functions stop running (the others go on).
+Cost: a rate-limited function costs one UPDATE per job started. A concurrency
+limit costs a process that holds a slot two statements for each job of another
+function it is handed (give the slot back, claim it again), and a process that
+found every slot taken one UPDATE per slot every :data:`SLOT_RETRY` seconds. Idle
+workers that hold a right keep it. Failure: with the database down, a process
+claims nothing, so limited functions stop running (the others go on).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ logger = logging.getLogger("django_gearattach.worker")
 LEASE = 60.0
 #: Seconds between renewals of the slots a process holds.
 RENEW_EVERY = LEASE / 4
+#: Seconds a process that found every slot taken waits before it tries again.
+SLOT_RETRY = 1.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
 
@@ -177,7 +182,7 @@ class Throttles:
             if item.concurrency is not None and item.slot is None:
                 item.slot = self._claim_slot(item)
                 if item.slot is None:
-                    item.next_try = now + 0.1
+                    item.next_try = now + SLOT_RETRY
         except DatabaseError as exc:
             logger.warning("rate/concurrency limit of %s: %s", item.function, exc)
             item.next_try = now + 1.0

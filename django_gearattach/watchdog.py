@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from . import cancelling
@@ -124,7 +124,8 @@ class Watchdog:
         while True:
             with self._lock:
                 while self._current is None:
-                    close_old_connections()
+                    # Idle: hold no database connection (a worker may wait for hours).
+                    connections.close_all()
                     self._wake.wait()
                 watched = self._current
             try:
