@@ -5,10 +5,12 @@ bare number is per second) and ``@task(concurrency=N)`` (at most N running at on
 over every worker process on every host).
 
 Each worker process asks gearmand for a limited function's jobs (CAN_DO) only while
-it holds the right to start one, and stops asking (CANT_DO) as soon as it is handed
-one; other functions' jobs keep flowing to it meanwhile. The rights live in the
-database (:class:`~django_gearattach.models.Throttle`), claimed with one conditional
-UPDATE each:
+it holds the right to start one, and stops asking (CANT_DO) once it has reported the
+job that spent it (not before: gearmand 1.1.20 requeues a running job whose worker
+sends CANT_DO for its function); other functions' jobs keep flowing to it
+meanwhile. The rights live in the database
+(:class:`~django_gearattach.models.Throttle`), claimed with one conditional UPDATE
+each:
 
 * a rate right: the generic cell rate algorithm on one row per function; a claim
   succeeds when the row's time is not ahead of now by more than one interval, and
@@ -113,6 +115,8 @@ class Throttles:
         self.holder = f"{socket.gethostname()[:200]}:{os.getpid()}"
         self._renewed = time.monotonic()
         self._rows_made: set[tuple[str, int]] = set()
+        #: The function of the job handed last (running, or being reported).
+        self.current: str | None = None
 
     @classmethod
     def for_tasks(cls, tasks: Iterable[Any]) -> Throttles | None:
@@ -135,6 +139,12 @@ class Throttles:
             return self.handed(pool, grab(wait=wait))
 
         def throttled_grab_ahead() -> Assignment | None:
+            if self.current in self.limited:
+                # The job being reported is a limited function's, and this process
+                # must not send CANT_DO for it before reporting it: gearmand 1.1.20
+                # requeues a job whose worker sends CANT_DO for its function while
+                # running it. So no job is grabbed ahead now.
+                return None
             self.before_grab(pool)
             return self.handed(pool, grab_ahead())
 
@@ -142,33 +152,34 @@ class Throttles:
         pool.grab_ahead = throttled_grab_ahead  # type: ignore[method-assign]
 
     def before_grab(self, pool: WorkerPool) -> float:
-        """Claim missing rights (CAN_DO once all are held); the longest wait worth doing."""
+        """Claim missing rights; CAN_DO what may start, CANT_DO the rest. Returns the
+        longest wait worth doing before a right is due.
+
+        Called only when the last job is reported (its final packet leaves before
+        these), never while a job runs.
+        """
         now = time.monotonic()
         wait = 60.0
         self.renew()
         for item in self.limited.values():
-            if item.ready:
-                pool.can_do(item.function, True)  # a slot kept after a job of it
-                continue
-            if now >= item.next_try:
+            if not item.ready and now >= item.next_try:
                 self._claim(item, now)
-            if item.ready:
-                pool.can_do(item.function, True)
-            else:
+            pool.can_do(item.function, item.ready)
+            if not item.ready:
                 wait = min(wait, max(item.next_try - now, 0.0))
         return wait
 
     def handed(self, pool: WorkerPool, job: Assignment | None) -> Assignment | None:
-        """Spend the right of the function of ``job``; give back slots it does not use."""
+        """Spend the right of ``job``'s function; give back slots that it does not use."""
         if job is None:
             return None
+        self.current = job.function
         for item in self.limited.values():
             if item.function == job.function:
-                item.has_rate = False
-                pool.can_do(item.function, False)  # at most one job per right
+                item.has_rate = False  # CANT_DO waits for the next grab (see above)
             elif item.slot is not None:
                 self._release(item)  # another function runs: let another process take it
-                pool.can_do(item.function, False)
+                pool.can_do(item.function, False)  # none of its jobs runs here: harmless
         return job
 
     # -- the database -------------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from django_gearattach import submit, task
 from django_gearattach.exceptions import GearattachError
-from django_gearattach.models import Status, Throttle
+from django_gearattach.models import Job, Status, Throttle
 from django_gearattach.ratelimits import parse_rate
 from django_gearattach.testing import wait_for_workers
 
@@ -62,7 +62,9 @@ def test_concurrency_holds_over_all_worker_processes_while_others_flow(
         running += 1 if line.startswith("start-") else -1
         most = max(most, running)
     assert most <= 2
+    # Each ran once (a CANT_DO sent while a job runs would make gearmand requeue it).
     assert len(executions(log_path)) == 16
+    assert [r.attempts for r in Job.objects.filter(function="tests.paired")] == [1] * 8
     # Every slot was given back or is held by a live process for its next job.
     assert Throttle.objects.filter(function="tests.paired").count() == 2
 
@@ -76,6 +78,8 @@ def test_a_rate_limit_spaces_the_starts_over_all_worker_processes(
     for job in jobs:
         wait_for_status("tests.metered", job.key, Status.COMPLETE)
     starts = sorted(float(line) for line in executions(log_path))
+    assert len(starts) == 11  # each ran once
+    assert [r.attempts for r in Job.objects.filter(function="tests.metered")] == [1] * 11
     # A lower bound only (a slow machine can only spread starts further): 5/s means
     # 11 starts span at least (11 - 1 - 2) * 0.2 s, allowing one early start per
     # process that held a right before the jobs came.
