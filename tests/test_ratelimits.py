@@ -84,3 +84,25 @@ def test_a_rate_limit_spaces_the_starts_over_all_worker_processes(
     # 11 starts span at least (11 - 1 - 2) * 0.2 s, allowing one early start per
     # process that held a right before the jobs came.
     assert starts[-1] - starts[0] >= (len(starts) - 1 - 2) * 0.2 - 0.01
+
+
+def test_gearmand_requeues_a_running_job_whose_worker_sends_cant_do(gearmand):
+    """Why a worker sends CANT_DO only after it reported the job (gearmand 1.1.20)."""
+    from django_gearattach.gearman.routing import Address
+    from django_gearattach.gearman.worker import WorkerPool
+
+    address = Address.parse(gearmand.address)
+    submit("tests.probe_cant_do", key="probe-1")
+    first = WorkerPool([address], ["tests.probe_cant_do"], 5)
+    second = WorkerPool([address], ["tests.probe_cant_do"], 5)
+    try:
+        held = first.grab(0.5)
+        assert held is not None
+        assert held.unique == b"probe-1"
+        first.can_do("tests.probe_cant_do", False)
+        again = second.grab(5)  # the same job, handed out a second time
+        assert again is not None
+        assert again.unique == b"probe-1"
+    finally:
+        first.close()
+        second.close()
