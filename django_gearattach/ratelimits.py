@@ -155,8 +155,8 @@ class Throttles:
         """Claim missing rights; CAN_DO what may start, CANT_DO the rest. Returns the
         longest wait worth doing before a right is due.
 
-        Called only when the last job is reported (its final packet leaves before
-        these), never while a job runs.
+        Never called while a limited function's job runs here: before a grab its
+        final packet leaves ahead of these, and no job is grabbed ahead of it.
         """
         now = time.monotonic()
         wait = 60.0
