@@ -114,6 +114,8 @@ def run_client(url: str, server: str, rate: float, workers: int, seconds: float)
     print(f"  error against the limit: {100 * (measured - rate) / rate:+.1f}%")
     print(f"  busiest 1 s window: {busiest} starts")
     print(f"  limited jobs still waiting at the end: {flood - len(starts)} of {flood}")
+    twice = Job.objects.filter(function=LIMITED, attempts__gt=1).count()
+    print(f"  limited jobs started more than once: {twice}")
     print(f"other jobs ({OTHER}, {1 / other_every:g}/s submitted, no limit):")
     print(f"  completed: {len(others)} of {submitted}")
     if latencies:
