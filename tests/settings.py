@@ -35,7 +35,14 @@ INSTALLED_APPS.append("tests.tasksapp")
 # gearworker processes of tests/test_metrics.py install it.
 if os.environ.get("GEARATTACH_TEST_METRICS"):
     INSTALLED_APPS.append("django_gearattach.metrics")
-TASKS = {"default": {"BACKEND": "django_gearattach.tasks_backend.GearmanBackend"}}
+TASKS = {
+    "default": {
+        "BACKEND": "django_gearattach.tasks_backend.GearmanBackend",
+        "OPTIONS": {
+            "TIME_LIMITS": {"tests.tasksapp.tasks.oversleep": {"soft_time_limit": 0.5}},
+        },
+    }
+}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
