@@ -189,6 +189,7 @@ class JobAdmin(_ModelAdmin):
                     "created_at",
                     "scheduled_for",
                     "started_at",
+                    "cancel_requested_at",
                     "finished_at",
                     "waited",
                     "ran",

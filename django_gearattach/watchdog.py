@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
-from . import cancelling
+from . import cancelling, signals
 from .conf import conf
 from .gearman.protocol import Command
 from .gearman.worker import Assignment
@@ -208,6 +208,10 @@ class Watchdog:
         else:
             with contextlib.suppress(Exception):
                 watched.job.send(Command.WORK_FAIL)
+            try:
+                signals.send_finished(function, key)  # the outcome is committed
+            except Exception:
+                logger.exception("job %s[%s]: a job_finished receiver failed", function, key)
         if self.end_process is None:
             # A worker in a thread of a test: nothing can stop the thread; let it go on.
             self._current = None
