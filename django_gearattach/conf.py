@@ -52,6 +52,14 @@ DEFAULTS: dict[str, Any] = {
     "OFFLOAD_QUEUE_LIMIT": 500,
     # Seconds between two refreshes of the admin dashboard's live charts (per process).
     "DASHBOARD_REFRESH": 5.0,
+    # Workers: default time limits of every task in seconds (None: none), overridden by
+    # @task(time_limit=..., soft_time_limit=...) (timelimits.py).
+    "TIME_LIMIT": None,
+    "SOFT_TIME_LIMIT": None,
+    # Workers: seconds between two looks for a cancel request while a job runs, and
+    # seconds a cancelled task has to stop by itself before its process is ended.
+    "CANCEL_CHECK_INTERVAL": 0.5,
+    "CANCEL_GRACE": 5.0,
 }
 
 
@@ -146,6 +154,26 @@ class Settings:
     @property
     def IMMEDIATE(self) -> bool:
         return bool(self._get("IMMEDIATE"))
+
+    @property
+    def TIME_LIMIT(self) -> float | None:
+        from .timelimits import checked_limit
+
+        return checked_limit("GEARATTACH['TIME_LIMIT']", self._get("TIME_LIMIT"))
+
+    @property
+    def SOFT_TIME_LIMIT(self) -> float | None:
+        from .timelimits import checked_limit
+
+        return checked_limit("GEARATTACH['SOFT_TIME_LIMIT']", self._get("SOFT_TIME_LIMIT"))
+
+    @property
+    def CANCEL_CHECK_INTERVAL(self) -> float:
+        return float(self._get("CANCEL_CHECK_INTERVAL"))
+
+    @property
+    def CANCEL_GRACE(self) -> float:
+        return float(self._get("CANCEL_GRACE"))
 
 
 conf = Settings()

@@ -256,20 +256,26 @@ class AsyncResult:
         return fresh
 
     def revoke(self, connection: Any = None, terminate: bool = False, **kwargs: Any) -> None:
-        """Cancel the job if it is still queued or scheduled (Gearman cannot stop a
-        running one)."""
-        if terminate:
-            raise NotImplementedError("Gearman cannot stop a job that a worker has started")
+        """Cancel the job if it is queued or scheduled; with ``terminate=True`` also a
+        running one, which its worker stops (:mod:`django_gearattach.cancelling`)."""
         if kwargs.get("signal") is not None:
-            raise NotImplementedError("revoke(signal=...) is not supported: nothing is killed")
+            raise NotImplementedError(
+                "revoke(signal=...) is not supported: a running job is asked to stop, then "
+                "its worker process is ended after GEARATTACH['CANCEL_GRACE'] seconds"
+            )
         from ..operations import Cancel, cancel
 
         record = self._record()
-        if record is not None and cancel(record).verdict is Cancel.CANCELLED:
+        if record is None:
+            return
+        if not terminate and record.status == "running":
+            return  # as in Celery: revoke() without terminate does not stop a running task
+        verdict = cancel(record).verdict
+        if verdict is not Cancel.FINISHED:
             signals.task_revoked.send(
                 sender=self.task_name,
                 request=None,
-                terminated=False,
+                terminated=verdict is Cancel.REQUESTED,
                 signum=None,
                 expired=False,
             )
