@@ -215,7 +215,7 @@ def test_a_too_long_key_gets_a_hint_to_hash_it():
 @pytest.mark.parametrize("key", [b"bytes-key", 42, None])
 def test_a_key_that_is_not_a_string_is_invalid_key(key):
     with pytest.raises(InvalidKey, match=f"must be a string, got {type(key).__name__}"):
-        check_key(key)  # type: ignore[arg-type]
+        check_key(key)
 
 
 def test_invalid_key_is_a_value_error():

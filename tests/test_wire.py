@@ -43,7 +43,7 @@ def page(private: bool = True, **body: object) -> dict[str, object]:
 
 
 def record(status: str, function: str = TASK, **fields: object) -> Job:
-    return Job(function=function, key="k1", status=status, **fields)  # type: ignore[misc]
+    return Job(function=function, key="k1", status=status, **fields)
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -228,8 +228,8 @@ def test_summary_drops_the_offloaded_page():
         "html": None,
         "result": {"status": 200, "content_type": "text/html; charset=utf-8"},
     }
-    for part in ("body", "redirect"):
-        short = summary(complete_message(page(**{part: "x"}), OFFLOAD_FUNCTION))
+    for part, stored in (("body", page(body="x")), ("redirect", page(redirect="/x/"))):
+        short = summary(complete_message(stored, OFFLOAD_FUNCTION))
         assert part not in short
         assert short["html"] is None
     download = {"path": "p", "name": "n", "size": 1, "inline": True}
