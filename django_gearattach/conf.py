@@ -76,6 +76,11 @@ class Settings:
     @property
     def SERVERS(self) -> list[Address]:
         raw = self._get("SERVERS")
+        if isinstance(raw, str):  # iterating it would give one "server" per character
+            raise ValueError(
+                f"GEARATTACH['SERVERS'] must be a list of 'host:port' strings, not the "
+                f"string {raw!r}: write [{raw!r}]"
+            )
         # Read on every submit and attach: parse each distinct list once.
         key = tuple(raw) if isinstance(raw, (list, tuple)) else raw
         try:

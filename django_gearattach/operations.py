@@ -126,11 +126,17 @@ def retry(job: Job) -> Job:
     """Submit ``job``'s function again with its arguments, under a new random key.
 
     The new job belongs to the same owner (user and session). Raises ValueError for
+    a job that is still queued, scheduled or running, for
     a record whose arguments are unknown (a job submitted by another client that was
     lost before a worker recorded it), and :class:`~django_gearattach.exceptions.
     BadPayload` for an offloaded request that this site did not sign (its signature
     names its key, so a retry signs it again, and only then).
     """
+    if job.is_active:  # a second copy would run beside it
+        raise ValueError(
+            f"{job.function}[{job.key}] is still {job.status}: wait for it to finish, or "
+            "cancel it first"
+        )
     if job.arguments is None:
         raise ValueError(f"the arguments of {job.function}[{job.key}] are unknown")
     key = new_key()

@@ -151,13 +151,6 @@ def test_a_server_that_never_answers_is_unreachable_after_the_timeout(fake_serve
     assert "admin command failed" in health.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="probe() catches only GearmanError: a status line whose counts are not numbers "
-    "raises ValueError from parse_status's int(), out of probe_all too (which the admin "
-    "servers page and check --deploy call) instead of reporting the server",
-)
 def test_a_server_whose_status_is_garbled_is_reported_not_raised(fake_server):
     def serve(conn: socket.socket) -> None:
         command = conn.recv(100)

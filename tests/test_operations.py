@@ -16,7 +16,7 @@ from django_gearattach.exceptions import BadPayload
 from django_gearattach.gearman.protocol import Command
 from django_gearattach.gearman.routing import Address
 from django_gearattach.models import Job, Status
-from django_gearattach.operations import CANCELLED_ERROR, Cancel, CancelOutcome, cancel, retry
+from django_gearattach.operations import CANCELLED_ERROR, Cancel, cancel, retry
 from django_gearattach.sealing import session_hash
 from django_gearattach.testing import free_port
 from django_gearattach.wire import OFFLOAD_FUNCTION
@@ -80,11 +80,12 @@ def test_cancel_of_a_scheduled_job(gearmand):
     assert Job.objects.get(pk=job.pk).status == Status.CANCELLED
 
 
-def test_cancel_refuses_a_running_job_and_leaves_it_alone():
+def test_cancel_of_a_running_job_asks_its_worker_and_leaves_the_record_running():
     job = Job.objects.create(function="tests.add", key="run-1", status=Status.RUNNING)
-    assert cancel(job) == CancelOutcome(Cancel.RUNNING)  # no note: gearmand is not asked
+    assert cancel(job).verdict is Cancel.REQUESTED  # gearmand is not asked: the worker is
     record = Job.objects.get(pk=job.pk)
     assert (record.status, record.error, record.finished_at) == (Status.RUNNING, "", None)
+    assert record.cancel_requested_at is not None
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED])
@@ -100,8 +101,7 @@ def test_cancel_reads_the_record_not_a_stale_instance(gearmand):
     job = submit("tests.add", [1, 2])
     Job.objects.filter(pk=job.pk).update(status=Status.RUNNING)
     assert job.status == Status.QUEUED  # the instance is stale
-    assert cancel(job).verdict is Cancel.RUNNING
-    assert job.status == Status.RUNNING  # and now it is not
+    assert cancel(job).verdict is Cancel.REQUESTED  # the record said running
 
 
 def test_cancelling_twice_says_the_job_has_finished(gearmand):
@@ -253,5 +253,15 @@ def test_retry_of_an_offloaded_request_this_site_did_not_sign_is_refused(
 ):
     job = offloaded("off-2", request_, signature)
     with pytest.raises(BadPayload, match=message):
+        retry(job)
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.parametrize("status", [Status.SCHEDULED, Status.QUEUED, Status.RUNNING])
+def test_retry_refuses_a_job_that_has_not_finished(status):
+    job = Job.objects.create(
+        function="tests.add", key=f"active-{status}", status=status, arguments={"args": [1, 2]}
+    )
+    with pytest.raises(ValueError, match=f"is still {status}"):
         retry(job)
     assert Job.objects.count() == 1

@@ -109,13 +109,6 @@ def test_arguments_json_cannot_hold_are_bad_payload():
         encode_arguments(kwargs={"when": datetime.datetime.now})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dumps() uses json.dumps' default allow_nan=True: NaN and Infinity go out as "
-    "the non-JSON tokens NaN/Infinity, which other Gearman clients refuse; submit() of such "
-    "arguments then fails with the database's IntegrityError (SQLite's JSON_VALID check) or "
-    "DataError (PostgreSQL) instead of BadPayload",
-)
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
 def test_nan_and_infinity_are_refused_rather_than_sent_as_invalid_json(value):
     with pytest.raises(BadPayload, match="not JSON serialisable"):
