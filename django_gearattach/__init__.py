@@ -2,7 +2,7 @@
 
 The public API is importable from here once Django is set up::
 
-    from django_gearattach import task, submit, attach
+    from . import task, submit, attach
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ from .exceptions import BadPayload
 from .housekeeping import delete_records
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
-from .wire import OFFLOAD_FUNCTION
+from .web.messages import OFFLOAD_FUNCTION
 
 BADGE_COLOURS: dict[str, str] = {
     Status.SCHEDULED: "#6b4fa0",
@@ -339,7 +339,7 @@ class JobAdmin(_ModelAdmin):
         # URLs), with a token bound to this operator. A summary token: an offloaded
         # view's page is its user's, not the operator's.
         if obj is not None and obj.is_active and widget_available():
-            from .tokens import token_for
+            from .web.tokens import token_for
 
             context["gearattach_live_token"] = token_for(request, obj, summary=True)
         return super().render_change_form(request, context, add, change, form_url, obj)

@@ -9,4 +9,5 @@ class GearattachConfig(AppConfig):
     def ready(self) -> None:
         # Registers the "gearattach.offload" task, so that gearworker runs @offload views,
         # and the system checks (which run no queries and open no connections here).
-        from . import checks, offloading  # noqa: F401
+        from . import checks  # noqa: F401
+        from .web import offloading  # noqa: F401

@@ -16,12 +16,12 @@ against real gearmand):
   sync client parks its connection with :mod:`~.gearman.linger` until the job runs;
   the async client's attachments stay on the event loop's connection, and are handed
   to linger if that connection closes first. A process killed meanwhile leaves the
-  job to the workers' recovery sweep (:mod:`~django_gearattach.recovery`).
+  job to the workers' recovery sweep (:mod:`~django_gearattach.worker.recovery`).
 * A job that gearmand forgot while its record says queued or running (a restarted
   server, a submitter that died) is revived by the attacher's marker: the worker
   runs it from the stored arguments. A scheduled job is joined like a queued one;
   a marker that reaches a worker before the record's time puts the job back for
-  that time (:meth:`~django_gearattach.worker.Worker.handle`), so it never runs early.
+  that time (:meth:`~django_gearattach.worker.loop.Worker.handle`), so it never runs early.
 * A job that ends its run to run again later (a Celery retry) is followed into that
   run: its record is waiting again when gearmand reports the end.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
@@ -47,7 +47,7 @@ from .exceptions import AttachTimeout, JobNotFound
 from .gearman.aio import Follow
 from .gearman.client import Client, ForegroundJob, WorkEvent
 from .gearman.errors import ConnectionFailed
-from .gearman.routing import Address, parse_cached
+from .gearman.rendezvous import Address, parse_cached
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
 from .tasks import Task, function_name

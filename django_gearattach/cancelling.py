@@ -3,7 +3,7 @@
 :func:`request_cancel` marks the record (``cancel_requested_at``) in one conditional
 UPDATE from ``running``. The worker process that runs the job, wherever it is, looks
 for that mark while the job runs (every ``GEARATTACH["CANCEL_CHECK_INTERVAL"]``
-seconds, one indexed SELECT; see :mod:`~django_gearattach.watchdog`). When it sees it:
+seconds, one indexed SELECT; see :mod:`~django_gearattach.worker.watchdog`). When it sees it:
 
 * the task's next ``progress()`` or ``data()`` call raises :class:`JobCancelled`, and
   ``job.cancelled`` is true, so a task can stop cleanly (and clean up);

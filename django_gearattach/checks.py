@@ -36,7 +36,7 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import DEFAULTS, conf
 from .exceptions import GearattachError
-from .gearman.routing import Address
+from .gearman.rendezvous import Address
 
 SECURITY_HINT = (
     "Gearman has no authentication: anyone who can reach gearmand can submit, read and "

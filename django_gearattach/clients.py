@@ -7,7 +7,7 @@ import os
 from .conf import conf
 from .gearman.aio import AsyncClient
 from .gearman.client import Client
-from .gearman.routing import Address, route
+from .gearman.rendezvous import Address, route
 
 _clients: dict[float, Client] = {}
 _async_clients: dict[float, AsyncClient] = {}

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
-from .gearman.routing import Address, parse_addresses
+from .gearman.rendezvous import Address, parse_addresses
 
 DEFAULTS: dict[str, Any] = {
     # gearmand servers as "host:port" strings; keys are routed among them by hashing.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.protocol import parse_status
-from .gearman.routing import Address
+from .gearman.rendezvous import Address
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,9 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .capture import stored_files
 from .models import FINISHED, Job, JobQuerySet
-from .wire import OFFLOAD_FUNCTION
+from .web.capture import stored_files
+from .web.messages import OFFLOAD_FUNCTION
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AGE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

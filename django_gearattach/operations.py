@@ -32,20 +32,21 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import sensitive, signals
+from . import signals
 from .cancelling import request_cancel
-from .capture import signed_again, stored_files
 from .clients import get_client, servers_for
 from .exceptions import JobNotFound
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
-from .gearman.routing import Address
+from .gearman.rendezvous import Address
 from .housekeeping import delete_files
 from .models import WAITING, Job, Status
 from .payload import ATTACH_MARKER, check_key, new_key
 from .submission import submit
 from .tasks import Task, function_name
-from .wire import OFFLOAD_FUNCTION
+from .web import sensitive
+from .web.capture import signed_again, stored_files
+from .web.messages import OFFLOAD_FUNCTION
 
 logger = logging.getLogger("django_gearattach")
 

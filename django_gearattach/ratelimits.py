@@ -48,7 +48,7 @@ from django.db.models.functions import Greatest
 from .exceptions import GearattachError
 from .gearman.worker import Assignment, WorkerPool
 
-logger = logging.getLogger("django_gearattach.worker")
+logger = logging.getLogger("django_gearattach.worker.loop")
 
 #: Seconds a concurrency slot stays held without renewal.
 LEASE = 60.0

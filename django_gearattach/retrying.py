@@ -20,13 +20,13 @@ from typing import Any
 
 from django.db.models import F
 
-from . import immediate
 from .clients import get_client
 from .conf import conf
 from .gearman.errors import ConnectionFailed
-from .gearman.routing import Address
+from .gearman.rendezvous import Address
 from .models import Job
 from .submission import _Request, _send
+from .worker import immediate
 
 #: How long the next run waits for gearmand to forget the current one.
 FORGET_WAIT = 2.0

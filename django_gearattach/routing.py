@@ -5,7 +5,7 @@
     from channels.auth import AuthMiddlewareStack
     from channels.routing import ProtocolTypeRouter, URLRouter
     from channels.security.websocket import AllowedHostsOriginValidator
-    from django_gearattach.routing import websocket_urlpatterns
+    from .routing import websocket_urlpatterns
 
     application = ProtocolTypeRouter({
         "http": django_asgi_app,
@@ -24,8 +24,8 @@ from typing import Any
 
 from django.urls import path
 
-from .consumers import JobConsumer
 from .dashboard.live import DashboardConsumer
+from .web.consumers import JobConsumer
 
 #: The path the widget connects to (below the site's script prefix).
 WEBSOCKET_PATH = "ws/gearattach/"

@@ -2,7 +2,7 @@
 
 gearmand 1.1.20 holds a job submitted with SUBMIT_JOB_EPOCH until its Unix time has
 passed, then hands it to a worker like any queued job (checked against the real server
-in tests/test_scheduled.py). The epoch is in whole seconds, rounded up, so a job never
+in tests/test_scheduling.py). The epoch is in whole seconds, rounded up, so a job never
 starts early. A time that has already passed is not an error: the job runs now, as a
 plain background job.
 """

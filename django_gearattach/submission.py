@@ -33,7 +33,7 @@ from .conf import conf
 from .exceptions import SubmitFailed
 from .gearman.errors import ConnectionFailed
 from .gearman.protocol import Priority
-from .gearman.routing import Address
+from .gearman.rendezvous import Address
 from .models import Job, Status
 from .payload import check_key, encode_arguments, new_key
 from .scheduling import schedule
@@ -276,7 +276,7 @@ def submit(
 def _run_now(job: Job, data: bytes) -> Job:
     """Immediate mode: run the job in this process. Imported here, so that submitting
     never imports the worker loop otherwise."""
-    from . import immediate
+    from .worker import immediate
 
     return immediate.run(job, data)
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from django_gearattach.gearman.connection import admin_command  # noqa: E402
 from django_gearattach.gearman.errors import GearmanError  # noqa: E402
 from django_gearattach.gearman.protocol import parse_status  # noqa: E402
-from django_gearattach.gearman.routing import Address  # noqa: E402
+from django_gearattach.gearman.rendezvous import Address  # noqa: E402
 from django_gearattach.testing import GearmandNotFound, find_gearmand  # noqa: E402
 
 

@@ -14,9 +14,9 @@ from django.test.utils import CaptureQueriesContext
 from django_gearattach import attach
 from django_gearattach.attachment import JobEvent
 from django_gearattach.clients import get_client
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job
-from django_gearattach.worker import Worker
+from django_gearattach.worker.loop import Worker
 
 
 def wait_until(

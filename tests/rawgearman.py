@@ -8,7 +8,7 @@ import uuid
 from django_gearattach.gearman.client import ForegroundJob, WorkEvent
 from django_gearattach.gearman.connection import Connection
 from django_gearattach.gearman.protocol import Command, Packet
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 
 TIMEOUT = 5.0
 

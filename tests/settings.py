@@ -24,9 +24,9 @@ INSTALLED_APPS = [
     "channels",  # tests/asgi.py serves the websocket routes (check gearattach.W005)
     "django_gearattach",
     "tests.testapp",
-    "tests.celeryapp",  # Celery-style tasks (tests/test_celery_style.py)
+    "tests.celeryapp",  # Celery-style tasks (tests/integrations/test_celery_style.py)
 ]
-# Django Tasks run by django_gearattach.tasks_backend (tests/test_tasks_backend.py): the
+# Django Tasks run by django_gearattach.tasks_backend (tests/integrations/test_tasks_backend.py): the
 # framework is django.tasks on Django 6 and the django-tasks backport on Django 5.2.
 if django.VERSION < (6, 0):
     INSTALLED_APPS.append("django_tasks")

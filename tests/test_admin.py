@@ -20,12 +20,11 @@ from django.utils import timezone
 from django_gearattach import attach, submit
 from django_gearattach.clients import get_client
 from django_gearattach.gearman.connection import admin_command
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.testing import free_port
-
-from .conftest import executions
-from .helpers import wait_for_status, wait_until
+from tests.conftest import executions
+from tests.helpers import wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,12 +10,11 @@ from asgiref.sync import sync_to_async
 
 from django_gearattach import JobNotFound, aattach, asubmit
 from django_gearattach.clients import get_async_client
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
-
-from .conftest import executions
-from .dbthreads import closes_thread_connections  # noqa: F401
-from .helpers import foreground_clients, wait_for_status, wait_until
+from tests.conftest import executions
+from tests.dbthreads import closes_thread_connections  # noqa: F401
+from tests.helpers import foreground_clients, wait_for_status, wait_until
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

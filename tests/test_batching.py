@@ -11,8 +11,7 @@ from django.db import DataError, IntegrityError, connection, transaction
 from django_gearattach import asubmit, records
 from django_gearattach.batching import Batcher
 from django_gearattach.models import Job
-
-from .dbthreads import closes_thread_connections  # noqa: F401
+from tests.dbthreads import closes_thread_connections  # noqa: F401
 
 
 async def test_calls_of_one_loop_turn_share_one_batch():

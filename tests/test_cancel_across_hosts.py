@@ -23,9 +23,8 @@ from django_gearattach import cancel
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import Cancel
 from django_gearattach.testing import WorkerProcess
-
-from .conftest import ROOT, executions
-from .helpers import wait_for_status, wait_until
+from tests.conftest import ROOT, executions
+from tests.helpers import wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

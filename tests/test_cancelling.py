@@ -12,13 +12,12 @@ from django_gearattach.celery import states
 from django_gearattach.celery.result import AsyncResult
 from django_gearattach.clients import get_client
 from django_gearattach.exceptions import JobNotFound
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import Cancel
-from django_gearattach.recovery import Sweeper
-
-from .conftest import executions
-from .helpers import AttachThread, wait_for_status, wait_until
+from django_gearattach.worker.recovery import Sweeper
+from tests.conftest import executions
+from tests.helpers import AttachThread, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,7 +51,7 @@ def test_cancel_stops_a_task_at_its_next_progress_report(gearmand, worker, log_p
     # gearmand forgot it (no requeue), and the recovery sweep leaves it alone.
     assert not _known(gearmand.address, job.key)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("django_gearattach.recovery.conf", _NoGrace())
+        patch.setattr("django_gearattach.worker.recovery.conf", _NoGrace())
         sweeper = Sweeper()
         assert sweeper.sweep() == []
         assert sweeper.sweep() == []

@@ -11,8 +11,7 @@ from django.core.management import CommandError, call_command
 
 from django_gearattach.models import Job
 from django_gearattach.testing import free_port
-
-from .helpers import wait_for_status
+from tests.helpers import wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,7 +10,7 @@ import pytest
 from django.test import override_settings
 
 from django_gearattach.conf import DEFAULTS, Settings, conf
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 
 
 def servers() -> list[Address]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from django_gearattach import submit
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.health import (
     FunctionQueue,
     ServerHealth,
@@ -19,8 +19,7 @@ from django_gearattach.health import (
     unserved,
 )
 from django_gearattach.testing import free_port
-
-from .rawgearman import RawWorker, new_function
+from tests.rawgearman import RawWorker, new_function
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -122,6 +122,6 @@ def test_submitting_and_attaching_do_not_import_the_worker() -> None:
     ).stdout.split()
     assert "django_gearattach.submission" in loaded
     assert "django_gearattach.attachment" in loaded
-    assert "django_gearattach.worker" not in loaded
-    assert "django_gearattach.immediate" not in loaded
-    assert "django_gearattach.supervisor" not in loaded
+    assert "django_gearattach.worker.loop" not in loaded
+    assert "django_gearattach.worker.immediate" not in loaded
+    assert "django_gearattach.worker.supervisor" not in loaded

@@ -21,7 +21,7 @@ from django.db import connection as db_connection
 import django_gearattach
 from django_gearattach.attachment import JobEvent, attach
 from django_gearattach.gearman.client import Client, UniqueStatus
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.submission import submit
 from django_gearattach.testing import wait_for_workers

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from django_gearattach.capture import verify
 from django_gearattach.sealing import session_hash, unseal
+from django_gearattach.web.capture import verify
 
 APP = "django_gearattach"
 

@@ -9,10 +9,9 @@ import pytest
 
 from django_gearattach import attach, submit
 from django_gearattach.clients import servers_for
-from django_gearattach.gearman.routing import Address, route
+from django_gearattach.gearman.rendezvous import Address, route
 from django_gearattach.models import Job, Status
-
-from .conftest import ROOT, executions
+from tests.conftest import ROOT, executions
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,7 +36,7 @@ def test_another_process_routes_every_key_the_same_way(three):
     servers = [s.address for s in three]
     code = (
         "import json,sys\n"
-        "from django_gearattach.gearman.routing import parse_addresses, route\n"
+        "from django_gearattach.gearman.rendezvous import parse_addresses, route\n"
         "servers = parse_addresses(sys.argv[1].split(','))\n"
         "print(json.dumps([str(route(servers, 'tests.add', k)[0]) for k in sys.argv[2:]]))\n"
     )

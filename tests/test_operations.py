@@ -10,18 +10,17 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from django_gearattach import signals, submit
-from django_gearattach.capture import sign, verify
 from django_gearattach.clients import get_client
 from django_gearattach.exceptions import BadPayload
 from django_gearattach.gearman.protocol import Command
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import CANCELLED_ERROR, Cancel, cancel, retry
 from django_gearattach.sealing import session_hash
 from django_gearattach.testing import free_port
-from django_gearattach.wire import OFFLOAD_FUNCTION
-
-from .rawgearman import RawWorker
+from django_gearattach.web.capture import sign, verify
+from django_gearattach.web.messages import OFFLOAD_FUNCTION
+from tests.rawgearman import RawWorker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -2,7 +2,7 @@
 
 Every test runs against real gearmand and real ``gearworker`` processes. Each way an
 attacher can leave a queued job it follows in the foreground is one test: it gives up
-(tests/test_attach.py), its event loop ends, its process exits or is killed with
+(tests/test_attachment.py), its event loop ends, its process exits or is killed with
 SIGKILL (the recovery sweep's case), it joined a job that gearmand had already
 dropped, or an operator cancels the job under it.
 """
@@ -27,12 +27,11 @@ from django_gearattach.attachment import JobEvent
 from django_gearattach.clients import get_client
 from django_gearattach.gearman.connection import Connection
 from django_gearattach.gearman.protocol import Command
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import cancel
-
-from .conftest import ROOT, executions
-from .helpers import AttachThread, foreground_clients, wait_for_status, wait_until
+from tests.conftest import ROOT, executions
+from tests.helpers import AttachThread, foreground_clients, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,9 +9,8 @@ from django_gearattach.exceptions import GearattachError
 from django_gearattach.models import Job, Status, Throttle
 from django_gearattach.ratelimits import parse_rate
 from django_gearattach.testing import wait_for_workers
-
-from .conftest import executions
-from .helpers import wait_for_status
+from tests.conftest import executions
+from tests.helpers import wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -88,7 +87,7 @@ def test_a_rate_limit_spaces_the_starts_over_all_worker_processes(
 
 def test_gearmand_requeues_a_running_job_whose_worker_sends_cant_do(gearmand):
     """Why a worker sends CANT_DO only after it reported the job (gearmand 1.1.20)."""
-    from django_gearattach.gearman.routing import Address
+    from django_gearattach.gearman.rendezvous import Address
     from django_gearattach.gearman.worker import WorkerPool
 
     address = Address.parse(gearmand.address)

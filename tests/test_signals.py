@@ -1,7 +1,7 @@
 """Signals: submitted in the submitting process, started/progress/finished where the task runs.
 
 The worker signals are observed with a worker running in a thread of this process
-(a real :class:`~django_gearattach.worker.Worker` on a real gearmand), since a
+(a real :class:`~django_gearattach.worker.loop.Worker` on a real gearmand), since a
 receiver connected here cannot see a ``gearworker`` subprocess.
 """
 
@@ -20,11 +20,11 @@ from django_gearattach.conf import conf
 from django_gearattach.models import Job, Status
 from django_gearattach.signals import job_finished, job_progress, job_started, job_submitted
 from django_gearattach.tasks import get_task
-from django_gearattach.worker import Worker
+from django_gearattach.worker.loop import Worker
+from tests.dbthreads import closes_thread_connections  # noqa: F401
+from tests.helpers import wait_for_status
 
 from . import helpers
-from .dbthreads import closes_thread_connections  # noqa: F401
-from .helpers import wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

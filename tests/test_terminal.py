@@ -13,9 +13,8 @@ import pytest
 from django.db import connection
 
 from django_gearattach import submit
-
-from .helpers import foreground_clients
-from .terminal import run_in_terminal
+from tests.helpers import foreground_clients
+from tests.terminal import run_in_terminal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

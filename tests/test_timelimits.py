@@ -10,13 +10,12 @@ from django.test import override_settings
 from django_gearattach import submit, task
 from django_gearattach.clients import get_client
 from django_gearattach.exceptions import GearattachError
-from django_gearattach.gearman.routing import Address
+from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.testing import wait_for_workers
 from django_gearattach.timelimits import TimeLimits
-
-from .conftest import executions
-from .helpers import AttachThread, wait_for_status, wait_until
+from tests.conftest import executions
+from tests.helpers import AttachThread, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

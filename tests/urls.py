@@ -2,8 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from django_gearattach.metrics.views import metrics
-
-from .testapp import classviews, views
+from tests.testapp import classviews, views
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -17,9 +17,9 @@ from asgiref.sync import sync_to_async
 from django.db import connection, connections
 
 from django_gearattach.clients import get_async_client
-from django_gearattach.hub import get_hub
 from django_gearattach.testing import Gearmand, WorkerProcess, wait_for_workers
-from django_gearattach.wire import OFFLOAD_FUNCTION
+from django_gearattach.web.hub import get_hub
+from django_gearattach.web.messages import OFFLOAD_FUNCTION
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -74,9 +74,9 @@ def cpu_seconds() -> float:
 def run_worker(url: str, server: str, report: str) -> None:
     """A real Worker; SIGUSR1 appends a snapshot of its counters to ``report``."""
     configure(url, server)
-    from ..gearman.routing import Address
+    from ..gearman.rendezvous import Address
     from ..gearman.worker import Assignment
-    from ..worker import Worker
+    from ..worker.loop import Worker
     from . import shapes
 
     starts: dict[str, float] = {}

@@ -101,7 +101,7 @@ def connections_to(port: int, pid: int | str = "self") -> int:
 async def stats_view(request: Any) -> Any:
     from django.http import JsonResponse
 
-    from ..hub import get_hub
+    from ..web.hub import get_hub
 
     profile = request.GET.get("profile")
     if profile == "on":  # GEARATTACH_BENCH_PROFILE=DIR: the burst's CPU profile
@@ -366,7 +366,7 @@ def run(sockets: int, jobs: int, kind: str) -> dict[str, Any]:
         from django.core.management import call_command
 
         from ..submission import submit
-        from ..tokens import make_token
+        from ..web.tokens import make_token
 
         call_command("migrate", verbosity=0)
         records = [submit(FUNCTION) for _ in range(jobs)]

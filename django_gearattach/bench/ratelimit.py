@@ -1,6 +1,6 @@
 """``python -m django_gearattach.bench.ratelimit``: does a rate limit hold over workers?
 
-Starts a gearmand, N worker processes (real :class:`~django_gearattach.worker.Worker`
+Starts a gearmand, N worker processes (real :class:`~django_gearattach.worker.loop.Worker`
 objects) and floods a task limited to ``--rate`` starts per second, while another
 task's jobs are submitted at a steady pace. After ``--seconds`` it reads the job
 records and prints: the limited task's starts per second over the measured window
@@ -49,8 +49,8 @@ def _configure(url: str, server: str) -> None:
 
 def run_worker(url: str, server: str, rate: float) -> None:
     _configure(url, server)
-    from ..gearman.routing import Address
-    from ..worker import Worker
+    from ..gearman.rendezvous import Address
+    from ..worker.loop import Worker
 
     worker = Worker(_tasks(rate), [Address.parse(server)])
     worker.run()

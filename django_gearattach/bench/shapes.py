@@ -105,7 +105,7 @@ def start_latency(count: int, workers: int, gate_path: Path) -> dict[str, float]
     attached to; then the gate opens. The workers record when they start each probe.
     """
     from ..clients import get_client
-    from ..gearman.routing import Address
+    from ..gearman.rendezvous import Address
     from ..models import Job, Status
     from ..submission import submit
 

@@ -1,6 +1,6 @@
 """Live dashboards: one refresh per process and period, pushed to every open page.
 
-Like the job widget's :mod:`~django_gearattach.hub`, each event loop has one
+Like the job widget's :mod:`~django_gearattach.web.hub`, each event loop has one
 :class:`Feed` per period, started by its first subscriber and stopped by its last.
 Every ``GEARATTACH["DASHBOARD_REFRESH"]`` seconds it reads the snapshot (three
 queries; the day chart's counts only for the minutes since the last refresh), asks
@@ -30,7 +30,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from ..conf import conf
-from ..wire import PONG, error_frame
+from ..web.messages import PONG, error_frame
 from . import panels
 from .queries import PERIODS, MinuteCounts, snapshot
 

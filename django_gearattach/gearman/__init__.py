@@ -8,7 +8,7 @@ from .client import Client, ForegroundJob, UniqueStatus, WorkEvent
 from .connection import Connection, admin_command
 from .errors import ConnectionFailed, GearmanError, NoServerAvailable, ProtocolError, ServerError
 from .protocol import MAX_UNIQUE_BYTES, Command, Packet, PacketParser, Priority, encode
-from .routing import Address, parse_addresses, route
+from .rendezvous import Address, parse_addresses, route
 from .worker import Assignment, WorkerPool
 
 __all__ = [

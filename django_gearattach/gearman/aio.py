@@ -25,7 +25,7 @@ from . import linger
 from .client import UniqueStatus, WorkEvent, event_from_packet, raise_for_error
 from .errors import ConnectionFailed, GearmanError
 from .protocol import Command, Packet, PacketParser, Priority, check_unique, encode, submit_command
-from .routing import Address
+from .rendezvous import Address
 
 
 @dataclass(eq=False)

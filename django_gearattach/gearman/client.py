@@ -18,7 +18,7 @@ from . import linger
 from .connection import Connection
 from .errors import ConnectionFailed, ServerError
 from .protocol import Command, Packet, Priority, check_unique, encode, submit_command
-from .routing import Address
+from .rendezvous import Address
 
 EventKind = Literal["started", "status", "data", "warning", "complete", "failed", "exception"]
 TERMINAL: frozenset[str] = frozenset({"complete", "failed", "exception"})

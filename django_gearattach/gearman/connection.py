@@ -10,7 +10,7 @@ from collections import deque
 
 from .errors import ConnectionFailed, ServerError
 from .protocol import Command, Packet, PacketParser, TextReplyParser, encode
-from .routing import Address
+from .rendezvous import Address
 
 RECV_SIZE = 256 * 1024
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from .connection import Connection
 from .errors import GearmanError
 from .protocol import Command, Priority, encode, submit_command
-from .routing import Address
+from .rendezvous import Address
 
 logger = logging.getLogger("django_gearattach.gearman")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .connection import Connection
 from .errors import ConnectionFailed, GearmanError
 from .protocol import Command
-from .routing import Address
+from .rendezvous import Address
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0

@@ -17,8 +17,8 @@ OFFLOAD_FUNCTION = "gearattach.offload"
 
 
 def seal_secrets(apps: Any, schema_editor: Any) -> None:
-    from django_gearattach.capture import CSRF_FIELD, sign
-    from django_gearattach.sealing import seal, session_hash
+    from ..sealing import seal, session_hash
+    from ..web.capture import CSRF_FIELD, sign
 
     Job = apps.get_model("django_gearattach", "Job")
     alias = schema_editor.connection.alias

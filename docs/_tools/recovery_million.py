@@ -74,8 +74,8 @@ def main() -> None:
     from django.db import connection
 
     from django_gearattach.models import Job
-    from django_gearattach.recovery import Sweeper
     from django_gearattach.testing import Gearmand
+    from django_gearattach.worker.recovery import Sweeper
 
     logging.getLogger("django_gearattach").setLevel(logging.ERROR)
     call_command("migrate", verbosity=0)

@@ -20,7 +20,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from django_gearattach.decorators import OffloadMixin, offload
+from django_gearattach.web.decorators import OffloadMixin, offload
 
 
 @method_decorator(offload, name="dispatch")

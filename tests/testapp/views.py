@@ -22,8 +22,8 @@ from django.middleware.csrf import get_token
 from django.utils.html import escape
 
 from django_gearattach import submit
-from django_gearattach.decorators import offload
-from django_gearattach.processing import processing_response
+from django_gearattach.web.decorators import offload
+from django_gearattach.web.processing import processing_response
 
 
 def _param(request: HttpRequest, name: str) -> str:

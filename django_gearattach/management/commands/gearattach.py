@@ -24,23 +24,23 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 from rich.console import Console
 
-from django_gearattach.attachment import attach
-from django_gearattach.conf import conf
-from django_gearattach.exceptions import GearattachError, JobNotFound, UnknownTask
-from django_gearattach.gearman.errors import GearmanError
-from django_gearattach.health import probe_all
-from django_gearattach.housekeeping import parse_age, prunable, prune
-from django_gearattach.management import display
-from django_gearattach.management.commands.gearworker import positive_int
-from django_gearattach.models import FINISHED, Job
-from django_gearattach.submission import submit
-from django_gearattach.tasks import registered_tasks, unknown_task_message
+from ...attachment import attach
+from ...conf import conf
+from ...exceptions import GearattachError, JobNotFound, UnknownTask
+from ...gearman.errors import GearmanError
+from ...health import probe_all
+from ...housekeeping import parse_age, prunable, prune
+from ...models import FINISHED, Job
+from ...submission import submit
+from ...tasks import registered_tasks, unknown_task_message
+from .. import display
+from .gearworker import positive_int
 
 
 def _active_records(targets: list[tuple[str, str]]) -> list[Job]:
     from django.db.models import Q
 
-    from django_gearattach.models import ACTIVE
+    from ...models import ACTIVE
 
     query = Q()
     for function, key in targets:
@@ -251,7 +251,7 @@ class Command(BaseCommand):
             sys.exit(1)
 
     def do_cancel(self, options: dict[str, Any]) -> None:
-        from django_gearattach.operations import Cancel, cancel
+        from ...operations import Cancel, cancel
 
         outcome = cancel(options["function"], options["key"])
         messages = {
@@ -278,7 +278,7 @@ class Command(BaseCommand):
             self._print(job.as_dict())
 
     def _unserved(self) -> None:
-        from django_gearattach.health import unserved
+        from ...health import unserved
 
         healths = probe_all(conf.SERVERS, timeout=min(conf.TIMEOUT, 3.0))
         flagged = unserved(healths)
@@ -320,8 +320,8 @@ class Command(BaseCommand):
             self._print(report)
 
     def do_recover(self, options: dict[str, Any]) -> None:
-        from django_gearattach.recovery import Sweeper
-        from django_gearattach.sweeplock import SweepLock
+        from ...worker.recovery import Sweeper
+        from ...worker.sweeplock import SweepLock
 
         grace = conf.RECOVERY_GRACE if options["grace"] is None else options["grace"]
         dry_run = options["dry_run"]

@@ -21,8 +21,8 @@ class Command(BaseCommand):
     help = "Submit the periodic tasks of the Celery beat_schedule (CELERY_BEAT_SCHEDULE)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_gearattach.celery.app import discover
-        from django_gearattach.celery.beat import Beat
+        from ...celery.app import discover
+        from ...celery.beat import Beat
 
         discover()
         try:

@@ -23,13 +23,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.utils.module_loading import autodiscover_modules
 
-from django_gearattach import __version__
-from django_gearattach.conf import conf
-from django_gearattach.exceptions import UnknownTask
-from django_gearattach.health import probe_all
-from django_gearattach.reloader import restart
-from django_gearattach.supervisor import Supervisor
-from django_gearattach.tasks import get_task, registered_tasks
+from ... import __version__
+from ...conf import conf
+from ...exceptions import UnknownTask
+from ...health import probe_all
+from ...tasks import get_task, registered_tasks
+from ...worker.reloader import restart
+from ...worker.supervisor import Supervisor
 
 #: Set in the environment when gearworker made the multiprocess directory itself.
 OWNED_DIR = "GEARATTACH_METRICS_DIR_OWNED"
@@ -110,7 +110,7 @@ class Command(BaseCommand):
         autodiscover_modules("tasks")
         if options["beat"] or "django_gearattach.celery.app" in sys.modules:
             # Celery apps' autodiscover_tasks() (lazy, as in Celery) happens now.
-            from django_gearattach.celery.app import discover
+            from ...celery.app import discover
 
             discover()
         tasks = registered_tasks()
@@ -134,7 +134,7 @@ class Command(BaseCommand):
         if options["verbosity"] >= 1:
             self.print_summary(selected, options, metrics_url)
         if options["beat"]:
-            from django_gearattach.celery.beat import start_thread
+            from ...celery.beat import start_thread
 
             start_thread()
         Supervisor(
@@ -164,7 +164,7 @@ class Command(BaseCommand):
             atexit.register(_remove_if_supervisor, directory, os.getpid())
         from prometheus_client import start_http_server
 
-        from django_gearattach.metrics.views import registry
+        from ...metrics.views import registry
 
         address, port = options["metrics_address"], options["metrics_port"]
         try:
@@ -178,7 +178,7 @@ class Command(BaseCommand):
     def print_summary(
         self, tasks: list[Any], options: dict[str, Any], metrics_url: str | None
     ) -> None:
-        from django_gearattach.management import display
+        from .. import display
 
         stream: Any = self.stdout._out  # the real stream: OutputWrapper adds line endings
         console = display.console_for(stream, no_color=options.get("no_color", False))

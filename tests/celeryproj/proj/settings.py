@@ -1,4 +1,4 @@
-"""Settings of the Celery-style test project (tests/test_celery_project.py)."""
+"""Settings of the Celery-style test project (tests/integrations/test_celery_project.py)."""
 
 import os
 from datetime import timedelta

@@ -1,0 +1,276 @@
+"""The web side of ``@offload``: a request in, a job submitted or joined, the answer out.
+
+:mod:`~django_gearattach.decorators` wraps views; this module decides, for each
+request, what it gets: a refusal (files not accepted, a full queue, a method or a
+DRF check the view refuses), the job's stored response, a processing page for a
+browser, or for a program the asynchronous request-reply answers of
+:mod:`~django_gearattach.web.api`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.utils.cache import patch_vary_headers
+
+from ..conf import conf
+from ..exceptions import SubmitFailed
+from ..models import Job, Status
+from ..payload import new_key
+from ..sealing import keyed_hash
+from ..submission import submit
+from . import api, classviews
+from . import sensitive as sensitive_fields
+from .capture import delete_uploads, save_uploads, serialise_request, sign
+from .messages import OFFLOAD_FUNCTION, failed_message
+from .processing import TOKEN_PARAM, outcome_response, processing_response
+from .tokens import Identity, check_token, token_for
+
+#: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
+QUEUE_FULL_RETRY_AFTER = 30
+KeyFunction = Callable[[HttpRequest], "str | None"]
+
+
+@dataclass(frozen=True)
+class Options:
+    template: str | None = None
+    priority: str | None = None
+    key: KeyFunction | None = None
+    shared: bool = False
+    accept_files: bool = False
+    sensitive: tuple[str, ...] = ()
+    forms: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What runs in the worker: a function's or a class's dotted path."""
+
+    path: str
+    #: The class-based view instance handling this request (None for a function view).
+    view: Any = None
+    #: Fields that ``sensitive_post_parameters`` marks on the function itself.
+    declared: frozenset[str] | str = field(default_factory=frozenset)
+
+
+def _text(message: str, status: int) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def handle(
+    options: Options, target: Target, request: HttpRequest, args: Any, kwargs: Any
+) -> HttpResponseBase:
+    """Answer one request to an offloaded view."""
+    path = target.path
+    safe = request.method in ("GET", "HEAD")
+    token = request.GET.get(api.RESULT_PARAM) or request.GET.get(TOKEN_PARAM) if safe else None
+    if target.view is not None:
+        refused: HttpResponseBase | None = classviews.prepare(
+            target.view, request, args, kwargs, revisit=bool(token)
+        )
+        if refused is not None:
+            return refused
+    if safe and api.RESULT_PARAM in request.GET:
+        return _result(options, path, request, request.GET[api.RESULT_PARAM])
+    if safe and TOKEN_PARAM in request.GET:
+        return _revisit(options, path, request, request.GET[TOKEN_PARAM])
+    program = not api.wants_html(request)
+    if request.FILES and not options.accept_files:
+        return _text("This page does not accept file uploads; send the form without files.", 400)
+    if _queue_full(options, path, request):
+        busy = _text("Too many requests are waiting to be worked on; try again in a minute.", 503)
+        busy["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
+        return busy
+    user = getattr(request, "user", None)
+    owner = user if user is not None and user.is_authenticated else None
+    new_session = _save_session(request)
+    session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
+    job_key = _job_key(options, path, request) or new_key()
+    uploads = save_uploads(request) if request.FILES else {}
+    sensitive = sensitive_fields.fields_of(
+        request,
+        target.declared,
+        frozenset(options.sensitive),
+        sensitive_fields.password_fields(options.forms),
+        sensitive_fields.password_fields(
+            classviews.form_classes(target.view), classviews.form_prefix(target.view)
+        ),
+    )
+    data = serialise_request(
+        request, uploads, args, kwargs, shared=options.shared, sensitive=sensitive
+    )
+    arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
+    response: HttpResponseBase
+    try:
+        job = _submit(options, arguments, job_key, owner, session_key)
+    except SubmitFailed:
+        delete_uploads(uploads)
+        sensitive_fields.forget(OFFLOAD_FUNCTION, job_key)  # it will never run
+        job = Job.objects.for_key(OFFLOAD_FUNCTION, job_key).get()  # marked failed
+        if program:
+            response = JsonResponse(
+                {"status": job.status, "error": failed_message(job.error)["error"]}, status=503
+            )
+            response["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
+            return response
+        return processing_response(
+            request, job, template=options.template, shared=options.shared, status=503
+        )
+    if _stored_arguments(job).get("signature") != arguments["signature"]:
+        delete_uploads(uploads)  # another request's job runs; ours were never needed
+    token = token_for(request, job, shared=options.shared)
+    if program:
+        wait = api.prefer_wait(request)
+        if wait is not None:
+            job = api.wait_for(request, job, wait)
+        response = (
+            outcome_response(request, job, token, options.template)
+            if job.status == Status.COMPLETE
+            else api.accepted(request, job, token)
+        )
+    elif job.status == Status.COMPLETE:
+        response = outcome_response(request, job, token, options.template)
+    else:
+        response = processing_response(request, job, template=options.template, token=token)
+    # What a cache must tell apart: a page for browsers, a 202 or a waited-for answer.
+    patch_vary_headers(response, ("Accept", "Prefer"))
+    if new_session:
+        _set_session_cookie(request, response)
+    return response
+
+
+def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
+    """Whether ``GEARATTACH["OFFLOAD_QUEUE_LIMIT"]`` offloaded requests wait already.
+
+    Back-pressure against a flood (say, cookieless GETs that each start a job): the
+    count stops at the limit, and a refused visitor gets no session. Joining a job
+    that is queued already is never refused.
+    """
+    limit = conf.OFFLOAD_QUEUE_LIMIT
+    if not limit:
+        return False
+    queued = Job.objects.filter(function=OFFLOAD_FUNCTION, status=Status.QUEUED)
+    if queued.values("pk")[:limit].count() < limit:
+        return False
+    session = getattr(request, "session", None)
+    user = getattr(request, "user", None)
+    signed_in = user is not None and user.is_authenticated
+    known = options.shared or signed_in or bool(session and session.session_key)
+    key = _job_key(options, path, request) if known else None
+    return key is None or not queued.filter(key=key).exists()
+
+
+def _save_session(request: HttpRequest) -> bool:
+    """Save the session now; return whether it is new.
+
+    The worker may change the session while this request is still being answered:
+    saving it here, and not again in SessionMiddleware, keeps those changes.
+    """
+    session = getattr(request, "session", None)
+    if session is None:
+        return False
+    new = not session.session_key
+    if new or session.modified:
+        session.save()
+    session.modified = False
+    return new
+
+
+def _set_session_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
+    # What SessionMiddleware does for a modified session, which this one no longer is.
+    session = request.session
+    max_age = None if session.get_expire_at_browser_close() else session.get_expiry_age()
+    response.set_cookie(
+        settings.SESSION_COOKIE_NAME,
+        session.session_key or "",
+        max_age=max_age,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        path=settings.SESSION_COOKIE_PATH,
+        secure=settings.SESSION_COOKIE_SECURE,
+        httponly=settings.SESSION_COOKIE_HTTPONLY,
+        samesite=settings.SESSION_COOKIE_SAMESITE,
+    )
+    patch_vary_headers(response, ("Cookie",))
+
+
+def _submit(
+    options: Options, arguments: dict[str, Any], key: str, owner: Any, session_key: str
+) -> Job:
+    def run(rerun: bool) -> Job:
+        return submit(
+            OFFLOAD_FUNCTION,
+            kwargs=arguments,
+            key=key,
+            priority=options.priority,
+            rerun=rerun,
+            owner=owner,
+            session_key=session_key,
+        )
+
+    job = run(False)
+    if job.is_finished and job.status != Status.COMPLETE:
+        job = run(True)  # a stored failure is not worth keeping: try again
+    return job
+
+
+def _stored_arguments(job: Job) -> dict[str, Any]:
+    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+    kwargs = arguments.get("kwargs")
+    return kwargs if isinstance(kwargs, dict) else {}
+
+
+def _job_key(options: Options, path: str, request: HttpRequest) -> str | None:
+    if options.key is None:
+        return None
+    value = options.key(request)
+    if value is None:
+        return None
+    if options.shared:
+        owner = "*"
+    else:
+        identity = Identity.of_request(request)
+        owner = f"user:{identity.user_id}" if identity.user_id is not None else ""
+        owner = owner or f"session:{identity.session_key}"
+    # Keyed, so that nobody can compute another user's key (or download path) from
+    # guessable inputs such as a user id and a year.
+    digest = keyed_hash("offload-key", "\0".join([path, str(value), owner]))
+    return f"offload-{digest[:40]}"
+
+
+def _job_for(path: str, request: HttpRequest, token: str) -> Job:
+    ref = check_token(token, Identity.of_request(request))  # TokenRefused: HTTP 403
+    if ref.function != OFFLOAD_FUNCTION:
+        raise Http404("no such job for this page")
+    job = Job.objects.for_key(ref.function, ref.key).first()
+    if job is None or _stored_arguments(job).get("view") != path:
+        raise Http404("no such job for this page")
+    return job
+
+
+def _revisit(options: Options, path: str, request: HttpRequest, token: str) -> HttpResponseBase:
+    """``?gearattach=TOKEN``: the job this page started, never a new run.
+
+    A browser gets the processing page, or the view's stored response once the job
+    has finished; a program gets the job's status (:func:`~django_gearattach.web.api.status`).
+    """
+    job = _job_for(path, request, token)
+    if not api.wants_html(request):
+        wait = api.prefer_wait(request)
+        if wait is not None and not job.is_finished:
+            job = api.wait_for(request, job, wait)
+        return api.status(request, job, token)
+    if job.is_finished:
+        return outcome_response(request, job, token, options.template)
+    return processing_response(request, job, template=options.template, token=token)
+
+
+def _result(options: Options, path: str, request: HttpRequest, token: str) -> HttpResponseBase:
+    """``?gearattach-result=TOKEN``: the view's own response, once the job is complete."""
+    job = _job_for(path, request, token)
+    if job.status != Status.COMPLETE:
+        return api.not_ready(request, job, token)
+    return outcome_response(request, job, token, options.template)

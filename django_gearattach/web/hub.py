@@ -1,0 +1,303 @@
+"""The fan-out hub: one attachment per job per process, shared by every browser watching it.
+
+Each event loop (an ASGI process has one) gets one :class:`Hub`. The first subscriber
+to a job starts a :class:`Channel` that follows the job with
+:func:`~django_gearattach.attachment.aattach`: a finished job is answered from its
+record, and an active one is joined once, in the foreground, on the loop's shared
+gearmand connection: gearmand pushes its start, progress and end. That attachment
+stays on the connection until the job ends, so no closed tab can make gearmand drop a
+queued job. Every message is encoded to JSON once and handed to all subscribers. A
+newcomer first gets the latest start, status and data (from the channel, or from the
+record when the channel is new), then the live messages.
+
+A channel outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
+reconnecting socket or the next long-poll request finds it still attached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import functools
+import itertools
+import json
+import logging
+import weakref
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from .. import records
+from ..attachment import aattach
+from ..batching import Batcher
+from ..exceptions import JobNotFound
+from ..models import Job
+from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
+
+logger = logging.getLogger("django_gearattach.web.hub")
+
+#: Internal message types: not sent to browsers as such (the consumer closes with 4404
+#: or 1011, the HTTP views answer 404 or 503).
+
+_channel_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message for browsers, encoded once. ``seq`` orders a channel's messages."""
+
+    payload: dict[str, Any]
+    text: str
+    seq: int
+
+    @property
+    def type(self) -> str:
+        return str(self.payload["type"])
+
+    def for_reader(self, summarised: bool) -> tuple[dict[str, Any], str]:
+        """The payload and its JSON for a token that is (or is not) a summary token."""
+        if not summarised or summary(self.payload) is self.payload:
+            return self.payload, self.text
+        payload = summary(self.payload)
+        return payload, json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+    @property
+    def final(self) -> bool:
+        return self.type in TERMINAL or self.type in (MISSING, BROKEN)
+
+
+def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
+    records.drop_broken_connections()  # the hub's thread keeps its connection
+    return list(records.load(targets))
+
+
+_load: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
+
+
+class Channel:
+    """One job followed for every subscriber in this process."""
+
+    def __init__(self, hub: Hub, function: str, key: str, record: Job | None = None) -> None:
+        self.hub = hub
+        self.function = function
+        self.key = key
+        self.id = next(_channel_ids)
+        self.seq = 0
+        self.latest: dict[str, Message] = {}
+        #: Each subscriber's delivery callback, called once per message, in order.
+        self.subscribers: set[Callable[[Message], None]] = set()
+        # A context of its own, not the first subscriber's request's: the channel
+        # outlives that request, and its database reads must not go to the request's
+        # thread (retired by streams.release_request_resources, or gone at its end).
+        self.task = asyncio.get_running_loop().create_task(
+            self._follow(record),
+            name=f"gearattach hub {function}[{key}]",
+            context=contextvars.Context(),
+        )
+        self._idle: asyncio.TimerHandle | None = None
+
+    @property
+    def done(self) -> bool:
+        return any(m.final for m in self.latest.values())
+
+    def publish(self, payload: dict[str, Any]) -> None:
+        self.seq += 1
+        text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+        message = Message(payload, text, self.seq)
+        kind = message.type
+        if kind in ("started", "status", "data"):
+            self.latest[kind] = message
+        elif message.final:
+            self.latest["final"] = message
+        for deliver in self.subscribers:
+            deliver(message)
+
+    def backlog(self) -> list[Message]:
+        return sorted(self.latest.values(), key=lambda m: m.seq)
+
+    async def _follow(self, record: Job | None) -> None:
+        try:
+            if record is None:
+                record = await _load((self.function, self.key))
+            if record is None:
+                raise JobNotFound(self.function, self.key)
+            if record.is_active:
+                for payload in snapshot(record):
+                    self.publish(payload)
+            async for event in aattach(record):
+                self.publish(message_for(event, self.function))
+        except JobNotFound:
+            self.publish({"type": MISSING})
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("following %s[%s] failed: %s", self.function, self.key, exc)
+            self.publish({"type": BROKEN, "error": str(exc)})
+        finally:
+            self.hub._forget(self)
+
+    def subscribe(self, deliver: Callable[[Message], None]) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        self.subscribers.add(deliver)
+
+    def unsubscribe(self, deliver: Callable[[Message], None]) -> None:
+        self.subscribers.discard(deliver)
+        if not self.subscribers and not self.task.done():
+            if self.hub.linger > 0:
+                loop = asyncio.get_running_loop()
+                self._idle = loop.call_later(self.hub.linger, self._stop_if_idle)
+            else:
+                self._stop_if_idle()
+
+    def _stop_if_idle(self) -> None:
+        self._idle = None
+        if not self.subscribers:
+            # Safe at any point: the gearmand attachment stays on the shared connection
+            # until the job ends, whether it is queued or running.
+            self.task.cancel()
+            self.hub._forget(self)
+
+
+class Subscription:
+    """Messages for one subscriber: the backlog first, then live ones, until final.
+
+    A list and at most one waiting future, rather than an ``asyncio.Queue`` (three
+    deques): a process may hold tens of thousands of these.
+    """
+
+    __slots__ = ("_waiter", "channel", "messages")
+
+    def __init__(self, channel: Channel, backlog: list[Message]) -> None:
+        self.channel = channel
+        self.messages: list[Message] = list(backlog)
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def channel_id(self) -> int:
+        return self.channel.id
+
+    def put(self, message: Message) -> None:
+        """The channel's delivery callback."""
+        self.messages.append(message)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self, timeout: float | None = None) -> Message | None:
+        """The next message; None after ``timeout`` seconds without one."""
+        if not self.messages:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._waiter
+            except TimeoutError:
+                return None
+            finally:
+                self._waiter = None
+        return self.messages.pop(0)
+
+    def pending(self) -> list[Message]:
+        """The messages already queued, without waiting."""
+        out, self.messages = self.messages, []
+        return out
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        while True:
+            message = await self.get()
+            assert message is not None
+            yield message
+            if message.final:
+                return
+
+
+class Hub:
+    """The channels of one event loop. Get it with :func:`get_hub`."""
+
+    #: Seconds a channel stays attached after its last subscriber left.
+    linger: float = 5.0
+
+    def __init__(self) -> None:
+        self.channels: dict[tuple[str, str], Channel] = {}
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, function: str, key: str, *, record: Job | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Follow the job: ``async with hub.subscribe(f, k) as sub: async for m in sub``.
+
+        ``record`` (optional) saves the channel a database read when it is new.
+        """
+        channel = self._channel(function, key, record)
+        subscription = Subscription(channel, channel.backlog())
+        channel.subscribe(subscription.put)
+        try:
+            yield subscription
+        finally:
+            channel.unsubscribe(subscription.put)
+
+    def listen(
+        self,
+        function: str,
+        key: str,
+        deliver: Callable[[Message], None],
+        *,
+        record: Job | None = None,
+    ) -> Callable[[], None]:
+        """Call ``deliver`` with each message of the job (the backlog first, at once).
+
+        The leanest way to follow a job: no task and no queue per subscriber (the
+        websocket consumer uses it). ``deliver`` must not block. Returns the function
+        that stops the delivery.
+        """
+        channel = self._channel(function, key, record)
+        for message in channel.backlog():
+            deliver(message)
+        channel.subscribe(deliver)
+        return functools.partial(channel.unsubscribe, deliver)
+
+    def _channel(self, function: str, key: str, record: Job | None) -> Channel:
+        channel = self.channels.get((function, key))
+        if channel is None or channel.task.done():
+            channel = self.channels[function, key] = Channel(self, function, key, record)
+        return channel
+
+    def _forget(self, channel: Channel) -> None:
+        if self.channels.get((channel.function, channel.key)) is channel:
+            del self.channels[channel.function, channel.key]
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "channels": len(self.channels),
+            "subscribers": sum(len(c.subscribers) for c in self.channels.values()),
+        }
+
+    async def aclose(self) -> None:
+        """Stop following every job (tests, shutdown)."""
+        channels, self.channels = list(self.channels.values()), {}
+        for channel in channels:
+            if channel._idle is not None:
+                channel._idle.cancel()
+            channel.task.cancel()
+        for channel in channels:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await channel.task
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """The hub of the running event loop."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub()
+    return hub

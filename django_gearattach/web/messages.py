@@ -1,0 +1,144 @@
+"""The JSON messages a browser receives about a job (websocket, SSE and long-poll alike).
+
+``{"type": "started"}`` (a worker has started the job; a newcomer to a running job
+gets it first), ``{"type": "status", "numerator": n, "denominator": d}``,
+``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``, then
+``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
+"error": "..."}`` (the job's own error only with ``DEBUG`` on: see
+:func:`failed_message`).
+
+For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
+split out of the result: ``html`` holds its HTML, ``body`` another text body,
+``redirect`` its Location, or ``download`` the name and size of a file; ``result``
+keeps its status code and content type. Its headers and cookies are in no message.
+For any other task ``html`` is null and ``result`` is its return value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+
+from ..attachment import JobEvent, outcome_of
+from ..models import Job, Status
+from .responses import open_response
+
+OFFLOAD_FUNCTION = "gearattach.offload"
+TERMINAL = frozenset({"complete", "failed"})
+GENERIC_ERROR = "the job failed"
+#: Failure texts of this app's own that every browser may see.
+PUBLIC_ERRORS = frozenset(
+    {"the job was cancelled", "the job was lost", "cancelled before it started"}
+)
+#: The parts of a complete message that carry an offloaded view's page.
+PAGE_PARTS = frozenset({"html", "body", "redirect", "download"})
+#: Parts of a stored response that no message carries: the page that serves the
+#: stored response sends them (a cookie set HttpOnly must never reach a script).
+UNSENT_PARTS = ("headers", "cookies")
+#: Sent before a stream ends at ``STREAM_MAX_AGE``: follow the job again, with the token.
+RECONNECT = '{"type":"reconnect"}'
+#: The answer to a websocket's ``{"type": "ping"}``.
+PONG = '{"type":"pong"}'
+#: What the hub tells its subscribers instead of a job message (never sent as it is):
+#: the job has no record, or this process cannot follow it now.
+MISSING = "missing"
+BROKEN = "broken"
+#: The error a browser gets for :data:`BROKEN`.
+CANNOT_FOLLOW = "cannot follow the job right now; retry shortly"
+
+
+def error_frame(error: str) -> str:
+    """A websocket frame saying what was wrong with what the browser sent, or why the
+    socket closes."""
+    return json.dumps({"type": "error", "error": error})
+
+
+def message_for(event: JobEvent, function: str) -> dict[str, Any]:
+    if event.event == "started":
+        return {"type": "started"}
+    if event.event == "status":
+        return {"type": "status", "numerator": event.numerator, "denominator": event.denominator}
+    if event.event == "data":
+        return {"type": "data", "data": event.data}
+    if event.event == "warning":
+        return {"type": "warning", "message": event.message}
+    if event.event == "complete":
+        return complete_message(event.result, function)
+    return failed_message(event.error)
+
+
+def failed_message(error: str | None) -> dict[str, Any]:
+    """A failure as browsers see it: the record's error only with ``DEBUG`` on.
+
+    An exception's text may hold anything (a password, a host and port, a query); it
+    stays in the record and the admin. Browsers get a generic message, unless it is
+    one of this app's own, which say nothing private.
+    """
+    if error and (settings.DEBUG or error in PUBLIC_ERRORS):
+        return {"type": "failed", "error": error}
+    return {"type": "failed", "error": GENERIC_ERROR}
+
+
+def complete_message(result: Any, function: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "complete", "result": result, "html": None}
+    response = open_response(result) if function == OFFLOAD_FUNCTION else None
+    if response is not None:
+        rest = dict(response)
+        message["html"] = rest.pop("html", None)
+        for name in UNSENT_PARTS:
+            rest.pop(name, None)
+        for name in ("body", "redirect", "download"):
+            if name in rest:
+                message[name] = rest.pop(name)
+        if isinstance(message.get("download"), dict):
+            # Where the file lies in storage is the server's business only.
+            message["download"] = {
+                k: v for k, v in message["download"].items() if k in ("name", "size", "inline")
+            }
+        message["result"] = rest
+    return message
+
+
+def summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` for a summary token: a ``complete`` message loses the offloaded page."""
+    if payload.get("type") != "complete" or not PAGE_PARTS & payload.keys():
+        return payload
+    out = {k: v for k, v in payload.items() if k not in PAGE_PARTS}
+    out["html"] = None
+    return out
+
+
+def snapshot(record: Job) -> list[dict[str, Any]]:
+    """What a newcomer needs to catch up: the stored progress and data, or the outcome."""
+    if record.is_finished:
+        return [message_for(outcome_of(record), record.function)]
+    out: list[dict[str, Any]] = []
+    if record.status == Status.RUNNING:
+        out.append({"type": "started"})
+    if record.progress_denominator > 0:
+        out.append(
+            {
+                "type": "status",
+                "numerator": record.progress_numerator,
+                "denominator": record.progress_denominator,
+            }
+        )
+    if record.data is not None:
+        out.append({"type": "data", "data": record.data})
+    return out
+
+
+def state(record: Job, *, summarised: bool = False) -> dict[str, Any]:
+    """The JSON status endpoint's answer: the record as a browser may see it."""
+    outcome = message_for(outcome_of(record), record.function) if record.is_finished else None
+    if outcome is not None and summarised:
+        outcome = summary(outcome)
+    return {
+        "status": record.status,
+        "numerator": record.progress_numerator,
+        "denominator": record.progress_denominator,
+        "data": record.data,
+        "outcome": outcome,
+    }
