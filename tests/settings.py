@@ -26,8 +26,8 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.celeryapp",  # Celery-style tasks (tests/integrations/test_celery_style.py)
 ]
-# Django Tasks run by django_gearattach.tasks_backend (tests/integrations/test_tasks_backend.py): the
-# framework is django.tasks on Django 6 and the django-tasks backport on Django 5.2.
+# Django Tasks run by django_gearattach.tasks_backend (tests/integrations/test_tasks_backend.py):
+# the framework is django.tasks on Django 6 and the django-tasks backport on Django 5.2.
 if django.VERSION < (6, 0):
     INSTALLED_APPS.append("django_tasks")
 INSTALLED_APPS.append("tests.tasksapp")

@@ -4,9 +4,12 @@ never imports the worker loop (a web process has no use for it)."""
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 import django_gearattach
 
@@ -125,3 +128,21 @@ def test_submitting_and_attaching_do_not_import_the_worker() -> None:
     assert "django_gearattach.worker.loop" not in loaded
     assert "django_gearattach.worker.immediate" not in loaded
     assert "django_gearattach.worker.supervisor" not in loaded
+
+
+DOCUMENTED = [
+    ("django_gearattach.decorators", ["offload", "OffloadMixin"]),
+    ("django_gearattach.tokens", ["token_for", "check_token", "TokenRefused"]),
+    ("django_gearattach.tasks_backend", ["GearmanBackend", "result_from_record"]),
+    ("django_gearattach.testing", ["Gearmand", "free_port", "wait_for_workers"]),
+    ("django_gearattach.testworker", ["main"]),
+    ("django_gearattach.pytest_plugin", ["gearattach_gearmand", "gearattach_worker"]),
+    ("django_gearattach.routing", ["websocket_urlpatterns"]),
+    ("django_gearattach.celery", ["Celery", "shared_task"]),
+]
+
+
+@pytest.mark.parametrize(("module", "names"), DOCUMENTED)
+def test_documented_import_paths_keep_working(module: str, names: list[str]) -> None:
+    imported = importlib.import_module(module)
+    assert [name for name in names if not hasattr(imported, name)] == []

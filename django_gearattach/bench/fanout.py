@@ -403,7 +403,7 @@ def run(sockets: int, jobs: int, kind: str) -> dict[str, Any]:
         "jobs": jobs,
         "opened": result["opened"],
         "subscribers": during["subscribers"] - 1,
-        "channels": during["channels"],
+        "feeds": during["feeds"],
         "full_collection_ms": during["full_collection_ms"],
         "rss_before_kb": before["rss_kb"],
         "rss_during_kb": during["rss_kb"],
@@ -431,7 +431,7 @@ def report(figures: dict[str, Any]) -> str:
         f"websocket fan-out: {figures['sockets']} sockets over {figures['jobs']} jobs, "
         f"one {figures['server']} process",
         f"  sockets open and subscribed     {figures['subscribers']} "
-        f"(hub channels: {figures['channels']}; one full GC: {collection:.0f} ms)",
+        f"(hub feeds: {figures['feeds']}; one full GC: {collection:.0f} ms)",
         f"  server RSS                      {figures['rss_before_kb'] / 1024:.1f} MiB -> "
         f"{figures['rss_during_kb'] / 1024:.1f} MiB: "
         f"{figures['kb_per_socket']:.1f} KiB and "

@@ -1,16 +1,16 @@
 """The fan-out hub: one attachment per job per process, shared by every browser watching it.
 
 Each event loop (an ASGI process has one) gets one :class:`Hub`. The first subscriber
-to a job starts a :class:`Channel` that follows the job with
+to a job starts a :class:`JobFeed` that follows the job with
 :func:`~django_gearattach.attachment.aattach`: a finished job is answered from its
 record, and an active one is joined once, in the foreground, on the loop's shared
 gearmand connection: gearmand pushes its start, progress and end. That attachment
 stays on the connection until the job ends, so no closed tab can make gearmand drop a
 queued job. Every message is encoded to JSON once and handed to all subscribers. A
-newcomer first gets the latest start, status and data (from the channel, or from the
-record when the channel is new), then the live messages.
+newcomer first gets the latest start, status and data (from the feed, or from the
+record when the feed is new), then the live messages.
 
-A channel outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
+A feed outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
 reconnecting socket or the next long-poll request finds it still attached.
 """
 
@@ -42,12 +42,12 @@ logger = logging.getLogger("django_gearattach.web.hub")
 #: Internal message types: not sent to browsers as such (the consumer closes with 4404
 #: or 1011, the HTTP views answer 404 or 503).
 
-_channel_ids = itertools.count(1)
+_feed_ids = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message for browsers, encoded once. ``seq`` orders a channel's messages."""
+    """One message for browsers, encoded once. ``seq`` orders a feed's messages."""
 
     payload: dict[str, Any]
     text: str
@@ -77,19 +77,19 @@ def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | Non
 _load: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
 
 
-class Channel:
+class JobFeed:
     """One job followed for every subscriber in this process."""
 
     def __init__(self, hub: Hub, function: str, key: str, record: Job | None = None) -> None:
         self.hub = hub
         self.function = function
         self.key = key
-        self.id = next(_channel_ids)
+        self.id = next(_feed_ids)
         self.seq = 0
         self.latest: dict[str, Message] = {}
         #: Each subscriber's delivery callback, called once per message, in order.
         self.subscribers: set[Callable[[Message], None]] = set()
-        # A context of its own, not the first subscriber's request's: the channel
+        # A context of its own, not the first subscriber's request's: the feed
         # outlives that request, and its database reads must not go to the request's
         # thread (retired by streams.release_request_resources, or gone at its end).
         self.task = asyncio.get_running_loop().create_task(
@@ -170,19 +170,19 @@ class Subscription:
     deques): a process may hold tens of thousands of these.
     """
 
-    __slots__ = ("_waiter", "channel", "messages")
+    __slots__ = ("_waiter", "feed", "messages")
 
-    def __init__(self, channel: Channel, backlog: list[Message]) -> None:
-        self.channel = channel
+    def __init__(self, feed: JobFeed, backlog: list[Message]) -> None:
+        self.feed = feed
         self.messages: list[Message] = list(backlog)
         self._waiter: asyncio.Future[None] | None = None
 
     @property
-    def channel_id(self) -> int:
-        return self.channel.id
+    def feed_id(self) -> int:
+        return self.feed.id
 
     def put(self, message: Message) -> None:
-        """The channel's delivery callback."""
+        """The feed's delivery callback."""
         self.messages.append(message)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -219,13 +219,13 @@ class Subscription:
 
 
 class Hub:
-    """The channels of one event loop. Get it with :func:`get_hub`."""
+    """The feeds of one event loop. Get it with :func:`get_hub`."""
 
-    #: Seconds a channel stays attached after its last subscriber left.
+    #: Seconds a feed stays attached after its last subscriber left.
     linger: float = 5.0
 
     def __init__(self) -> None:
-        self.channels: dict[tuple[str, str], Channel] = {}
+        self.feeds: dict[tuple[str, str], JobFeed] = {}
 
     @contextlib.asynccontextmanager
     async def subscribe(
@@ -233,15 +233,15 @@ class Hub:
     ) -> AsyncIterator[Subscription]:
         """Follow the job: ``async with hub.subscribe(f, k) as sub: async for m in sub``.
 
-        ``record`` (optional) saves the channel a database read when it is new.
+        ``record`` (optional) saves the feed a database read when it is new.
         """
-        channel = self._channel(function, key, record)
-        subscription = Subscription(channel, channel.backlog())
-        channel.subscribe(subscription.put)
+        feed = self._feed(function, key, record)
+        subscription = Subscription(feed, feed.backlog())
+        feed.subscribe(subscription.put)
         try:
             yield subscription
         finally:
-            channel.unsubscribe(subscription.put)
+            feed.unsubscribe(subscription.put)
 
     def listen(
         self,
@@ -257,38 +257,38 @@ class Hub:
         websocket consumer uses it). ``deliver`` must not block. Returns the function
         that stops the delivery.
         """
-        channel = self._channel(function, key, record)
-        for message in channel.backlog():
+        feed = self._feed(function, key, record)
+        for message in feed.backlog():
             deliver(message)
-        channel.subscribe(deliver)
-        return functools.partial(channel.unsubscribe, deliver)
+        feed.subscribe(deliver)
+        return functools.partial(feed.unsubscribe, deliver)
 
-    def _channel(self, function: str, key: str, record: Job | None) -> Channel:
-        channel = self.channels.get((function, key))
-        if channel is None or channel.task.done():
-            channel = self.channels[function, key] = Channel(self, function, key, record)
-        return channel
+    def _feed(self, function: str, key: str, record: Job | None) -> JobFeed:
+        feed = self.feeds.get((function, key))
+        if feed is None or feed.task.done():
+            feed = self.feeds[function, key] = JobFeed(self, function, key, record)
+        return feed
 
-    def _forget(self, channel: Channel) -> None:
-        if self.channels.get((channel.function, channel.key)) is channel:
-            del self.channels[channel.function, channel.key]
+    def _forget(self, feed: JobFeed) -> None:
+        if self.feeds.get((feed.function, feed.key)) is feed:
+            del self.feeds[feed.function, feed.key]
 
     def stats(self) -> dict[str, int]:
         return {
-            "channels": len(self.channels),
-            "subscribers": sum(len(c.subscribers) for c in self.channels.values()),
+            "feeds": len(self.feeds),
+            "subscribers": sum(len(c.subscribers) for c in self.feeds.values()),
         }
 
     async def aclose(self) -> None:
         """Stop following every job (tests, shutdown)."""
-        channels, self.channels = list(self.channels.values()), {}
-        for channel in channels:
-            if channel._idle is not None:
-                channel._idle.cancel()
-            channel.task.cancel()
-        for channel in channels:
+        feeds, self.feeds = list(self.feeds.values()), {}
+        for feed in feeds:
+            if feed._idle is not None:
+                feed._idle.cancel()
+            feed.task.cancel()
+        for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await channel.task
+                await feed.task
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -133,10 +133,10 @@ def _timeout(text: str | None) -> float | None:
 def _cursor(text: str | None) -> tuple[int, int] | None:
     if not text:
         return (0, 0)
-    channel, _, seq = text.partition(".")
-    if not (channel.isdigit() and seq.isdigit()) or len(text) > 40:
+    feed, _, seq = text.partition(".")
+    if not (feed.isdigit() and seq.isdigit()) or len(text) > 40:
         return None
-    return int(channel), int(seq)
+    return int(feed), int(seq)
 
 
 @require_GET
@@ -161,7 +161,7 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
         async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
             messages = await _collect(subscription, cursor, timeout)
             last = messages[-1].seq if messages else cursor[1]
-            position = f"{subscription.channel_id}.{last}"
+            position = f"{subscription.feed_id}.{last}"
     if any(m.type == MISSING for m in messages):
         return _missing()
     if any(m.type == BROKEN for m in messages):
@@ -178,10 +178,10 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
 async def _collect(
     subscription: Subscription, cursor: tuple[int, int], timeout: float
 ) -> list[Message]:
-    channel, seen = cursor
+    feed, seen = cursor
 
     def new(message: Message) -> bool:
-        return subscription.channel_id != channel or message.seq > seen
+        return subscription.feed_id != feed or message.seq > seen
 
     messages = [m for m in subscription.pending() if new(m)]
     if messages:
@@ -228,7 +228,7 @@ async def _stream(ref: JobRef, record: Job, slot: Slot) -> AsyncIterator[str]:
                 if message.type in (MISSING, BROKEN):
                     return  # the browser reconnects and gets a clear 404, or the stream again
                 text = message.for_reader(ref.summary)[1]
-                yield f"id: {subscription.channel_id}.{message.seq}\ndata: {text}\n\n"
+                yield f"id: {subscription.feed_id}.{message.seq}\ndata: {text}\n\n"
                 if message.final:
                     return
             yield f"data: {RECONNECT}\n\n"

@@ -23,7 +23,7 @@ import pytest
 
 from django_gearattach.testing import Gearmand, wait_for_workers
 
-PROJECT = Path(__file__).resolve().parent / "celeryproj"
+PROJECT = Path(__file__).resolve().parents[1] / "celeryproj"
 
 
 @pytest.fixture

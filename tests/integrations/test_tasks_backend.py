@@ -35,7 +35,11 @@ needs_django52 = pytest.mark.skipif(
 
 @needs_django52
 def test_on_django_52_without_the_backport_the_module_says_what_to_install(monkeypatch):
-    for name in ("django_gearattach.tasks_backend", "django_gearattach.integrations.tasks_compat"):
+    for name in (
+        "django_gearattach.tasks_backend",
+        "django_gearattach.integrations.tasks_backend",
+        "django_gearattach.integrations.tasks_compat",
+    ):
         monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.setitem(sys.modules, "django_tasks", None)  # as if not installed
     with pytest.raises(ImportError) as caught:

@@ -13,7 +13,7 @@ from urllib.parse import urlparse, urlunparse
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = "django_gearattach.pytest_plugin"
 
 USER_TESTS = """

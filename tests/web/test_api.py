@@ -26,7 +26,7 @@ from tests.web.test_offload import finish
 
 pytest_plugins = ["tests.webfixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 JSON = {"Accept": "application/json"}
 
 

@@ -22,7 +22,7 @@ import pytest
 from django_gearattach.testing import Gearmand, free_port, wait_for_port, wait_for_workers
 from example_project.rundemo import asgi_server_command
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "browser"
 CHROMIUM = os.environ.get("GEARATTACH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -174,7 +174,7 @@ async def test_sockets_share_one_gearmand_attachment_and_get_every_event(
     watchers = [await connect(sockets, token) for _ in range(5)]
 
     async def attached() -> None:
-        while hub.stats() != {"channels": 1, "subscribers": 5} or (
+        while hub.stats() != {"feeds": 1, "subscribers": 5} or (
             await sync_to_async(foreground_clients)(cluster.address, job.key) != 1
         ):
             await asyncio.sleep(0.02)
@@ -214,7 +214,7 @@ async def test_late_sockets_catch_up_then_follow_an_offloaded_view(
     assert [await first.receive_json_from(10) for _ in catch_up] == catch_up
     late = await connect(sockets, token)
     assert [await late.receive_json_from(10) for _ in catch_up] == catch_up
-    assert hub.stats() == {"channels": 1, "subscribers": 2}
+    assert hub.stats() == {"feeds": 1, "subscribers": 2}
     joined = sync_to_async(foreground_clients)
     while await joined(cluster.address, job.key) != 1:  # the channel joins the running job
         await asyncio.sleep(0.02)

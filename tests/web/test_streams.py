@@ -32,7 +32,7 @@ from tests.asgi import application
 
 pytest_plugins = ["tests.webfixtures"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP_NAME = "gearattach-streams-test"
 
 

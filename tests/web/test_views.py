@@ -170,7 +170,7 @@ async def test_long_poll_follows_a_running_job(
     waiting = asyncio.create_task(
         async_client.get(poll, {"timeout": "20", "cursor": first["cursor"]})
     )
-    while hub.stats() != {"channels": 1, "subscribers": 1} or (
+    while hub.stats() != {"feeds": 1, "subscribers": 1} or (
         await sync_to_async(foreground_clients)(cluster.address, job.key) != 1
     ):
         await asyncio.sleep(0.02)
