@@ -83,8 +83,7 @@ def run(job: Job, data: bytes) -> Job:
         raise
     worker = Worker([task], [])
     assignment = Assignment(_Discard(HERE, None), b"", job.function, job.key.encode(), data)
-    # The worker's own steps, minus the part that turns database errors into a
-    # requeue: here they reach the caller, as a failed submit would.
-    worker._handle(assignment, job.key)
+    # The worker's own steps; database errors reach the caller, as a failed submit would.
+    worker.run_now(assignment)
     job.refresh_from_db()
     return job

@@ -202,6 +202,16 @@ class Worker:
             job.server,
         )
 
+    def run_now(self, job: Assignment) -> str:
+        """Run one job and keep its record, as :meth:`handle` does, but let database and
+        Gearman errors reach the caller instead of requeueing the job. Immediate mode
+        runs jobs through this. Returns what became of the job (its log word)."""
+        key = job.unique.decode("utf-8", "replace")
+        try:
+            return self._handle(job, key)
+        finally:
+            self._executions.pop((job.function, key), None)
+
     def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
             record = records.get(job.function, key)
