@@ -30,6 +30,25 @@ WAITING = (Status.SCHEDULED, Status.QUEUED)
 FINISHED = (Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED)
 
 
+def started(**fields: Any) -> dict[str, Any]:
+    """The fields of a record a worker has started (its running mark), with ``fields``."""
+    return {
+        "status": Status.RUNNING.value,
+        "started_at": timezone.now(),
+        "finished_at": None,
+        **fields,
+    }
+
+
+def ended(status: Status, error: str | None = None) -> dict[str, Any]:
+    """The fields of a record that has finished with ``status`` (``error`` left as it
+    is when None); its claim on the record is dropped."""
+    if status not in FINISHED:
+        raise ValueError(f"{status!r} is not a finished status")
+    fields = {"status": Status(status).value, "finished_at": timezone.now(), "lease_until": None}
+    return fields if error is None else fields | {"error": error}
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def for_key(self, function: str, key: str) -> JobQuerySet:
         return self.filter(function=function, key=key)
@@ -48,6 +67,28 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def failed(self) -> JobQuerySet:
         return self.filter(status=Status.FAILED)
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status=Status.RUNNING)
+
+    # -- status transitions: every status a record takes is written through these (the
+    # worker's hot path writes plain SQL with the values of ended() and running_fields())
+    def end(self, status: Status, error: str | None = None) -> int:
+        """Finish these jobs with ``status`` (complete, failed, lost or cancelled), now;
+        their claim is dropped. Returns how many rows changed."""
+        return self.update(**ended(status, error))
+
+    def fail(self, error: str) -> int:
+        return self.end(Status.FAILED, error)
+
+    def lose(self, error: str) -> int:
+        """Mark these jobs lost: gearmand no longer holds them and they will not run."""
+        return self.end(Status.LOST, error)
+
+    def requeue(self, **fields: Any) -> int:
+        """Put these running jobs back to waiting in gearmand (a run that is over, or that
+        never started): their claim is dropped; ``fields`` are written too."""
+        return self.update(status=Status.QUEUED, lease_until=None, **fields)
 
     def owned_by(self, user: Any, session_key: str | None = None) -> JobQuerySet:
         """The jobs of ``user``, or for an anonymous visitor those of their session."""

@@ -30,8 +30,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from django.utils import timezone
-
 from . import signals
 from .cancelling import request_cancel
 from .clients import get_client, servers_for
@@ -40,7 +38,7 @@ from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.rendezvous import Address
 from .housekeeping import delete_files
-from .models import WAITING, Job, Status
+from .models import WAITING, Job, Status, ended
 from .payload import ATTACH_MARKER, check_key, new_key
 from .submission import submit
 from .tasks import Task, function_name
@@ -82,10 +80,8 @@ def cancel(job: Job | Task[Any, Any] | str, key: str | None = None) -> CancelOut
         if found is None:
             raise JobNotFound(function, key)
         job = found
-    now = timezone.now()
-    marked = Job.objects.filter(pk=job.pk, status__in=WAITING).update(
-        status=Status.CANCELLED, finished_at=now, error=CANCELLED_ERROR
-    )
+    fields = ended(Status.CANCELLED, CANCELLED_ERROR)
+    marked = Job.objects.filter(pk=job.pk).waiting().update(**fields)
     if not marked:
         if request_cancel(job):
             return CancelOutcome(Cancel.REQUESTED)
@@ -93,7 +89,8 @@ def cancel(job: Job | Task[Any, Any] | str, key: str | None = None) -> CancelOut
         if job.status in WAITING:  # it went back to the queue meanwhile: try again
             return cancel(job)
         return CancelOutcome(Cancel.FINISHED)
-    job.status, job.finished_at, job.error = Status.CANCELLED, now, CANCELLED_ERROR
+    for name, value in fields.items():  # the instance says what the record says
+        setattr(job, name, value)
     note = _remove_from_queue(job)
     # Uploads of an offloaded request that never ran: nothing will read them now,
     # nor its sensitive fields.

@@ -34,7 +34,7 @@ from .exceptions import SubmitFailed
 from .gearman.errors import ConnectionFailed
 from .gearman.protocol import Priority
 from .gearman.rendezvous import Address
-from .models import Job, Status
+from .models import Job, Status, ended
 from .payload import check_key, encode_arguments, new_key
 from .scheduling import schedule
 from .sealing import session_hash
@@ -150,10 +150,9 @@ class _Request:
 
     def failed(self, job: Job, reason: str) -> SubmitFailed:
         message = f"no gearmand accepted the job ({reason}); is gearmand running?"
-        job.status, job.error, job.finished_at = Status.FAILED, message, timezone.now()
-        Job.objects.filter(pk=job.pk).update(
-            status=job.status, error=message, finished_at=job.finished_at
-        )
+        fields = ended(Status.FAILED, message)
+        Job.objects.filter(pk=job.pk).update(**fields)
+        job.status, job.error, job.finished_at = Status.FAILED, message, fields["finished_at"]
         return SubmitFailed(message)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from .. import signals
@@ -27,7 +26,7 @@ from ..gearman.connection import Connection
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment
-from ..models import Job, Status
+from ..models import Job
 from ..tasks import Task, get_task
 from .loop import Worker
 
@@ -77,9 +76,7 @@ def run(job: Job, data: bytes) -> Job:
     try:
         task = _find_task(job.function)
     except UnknownTask as exc:
-        Job.objects.filter(pk=job.pk).update(
-            status=Status.FAILED, error=f"UnknownTask: {exc}", finished_at=timezone.now()
-        )
+        Job.objects.filter(pk=job.pk).fail(f"UnknownTask: {exc}")
         raise
     worker = Worker([task], [])
     assignment = Assignment(_Discard(HERE, None), b"", job.function, job.key.encode(), data)

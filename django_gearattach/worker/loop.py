@@ -32,7 +32,6 @@ from typing import Any
 
 from django.db import DatabaseError, IntegrityError
 from django.db.models import F
-from django.utils import timezone
 
 from .. import records, signals
 from ..clients import get_client
@@ -42,7 +41,7 @@ from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment, WorkerPool
-from ..models import ACTIVE, Job, Status
+from ..models import ACTIVE, Job, Status, ended, started
 from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
@@ -175,7 +174,7 @@ class Worker:
     def handle(self, job: Assignment, *, marked: bool = False) -> None:
         """Run one job; ``marked`` when its running mark is already committed."""
         key = job.unique.decode("utf-8", "replace")
-        started = time.monotonic()
+        began = time.monotonic()
         try:
             outcome = self._handle(job, key, marked)
         except (GearmanError, DatabaseError) as exc:
@@ -198,7 +197,7 @@ class Worker:
             job.function,
             key,
             outcome,
-            time.monotonic() - started,
+            time.monotonic() - began,
             job.server,
         )
 
@@ -270,18 +269,14 @@ class Worker:
 
     def _running_fields(self, job: Assignment, key: str) -> dict[str, Any]:
         """The running mark, with a new claim (execution id and lease) for this run."""
-        now = timezone.now()
         execution = self._executions[job.function, key] = fencing.new_execution()
-        return {
-            "status": Status.RUNNING.value,
-            "started_at": now,
-            "finished_at": None,
-            "handle": job.handle.decode(errors="replace"),
-            "server": str(job.server),
-            "worker_host": self.host,
-            "worker_pid": self.pid,
-            **fencing.claim_fields(execution, now),
-        }
+        fields = started(
+            handle=job.handle.decode(errors="replace"),
+            server=str(job.server),
+            worker_host=self.host,
+            worker_pid=self.pid,
+        )
+        return fields | fencing.claim_fields(execution, fields["started_at"])
 
     def _running_mark(self, job: Assignment, key: str, fields: dict[str, Any]) -> records.Update:
         """The common case of :meth:`_start`: an active record below MAX_ATTEMPTS, which
@@ -476,11 +471,9 @@ class Worker:
             self._ahead = None if ahead is None else (ahead, False)
             return self._finish(job, key, status, execution=execution, **fields)
         self._ahead = (ahead, False)
-        outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
+        outcome = ended(status) | fields
         written, marked = records.update_together(
-            records.Update(
-                job.function, key, outcome | {"lease_until": None}, execution=execution
-            ),
+            records.Update(job.function, key, outcome, execution=execution),
             self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
         )
         self._ahead = (ahead, marked == 1)
@@ -507,14 +500,12 @@ class Worker:
                 worker_pid=self.pid,
                 execution=self._executions.pop((job.function, key), ""),
                 attempts__gt=0,
-            ).update(
-                status=Status.QUEUED,
+            ).requeue(
                 attempts=F("attempts") - 1,
                 started_at=None,
                 worker_host="",
                 worker_pid=None,
                 execution="",
-                lease_until=None,
             )
         except DatabaseError as exc:
             logger.error(
@@ -530,9 +521,7 @@ class Worker:
         **fields: Any,
     ) -> bool:
         """Record an outcome; with ``execution``, only while that run holds the claim."""
-        outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
-        if execution is not None:
-            outcome["lease_until"] = None
+        outcome = ended(status) | fields
         written = records.update(job.function, key, outcome, execution=execution)
         if written and signals.job_finished.receivers:
             signals.send_finished(job.function, key)

@@ -321,9 +321,7 @@ def _recover(record: Job, address: Address, dry_run: bool) -> Action | None:
             f"gearmand lost the job, and it was started {record.attempts} and resubmitted "
             f"{record.recoveries} times already (GEARATTACH['MAX_ATTEMPTS'] is {limit})"
         )
-        marked = Job.objects.filter(_unchanged(record)).update(
-            status=Status.LOST, finished_at=timezone.now(), error=message, lease_until=None
-        )
+        marked = Job.objects.filter(_unchanged(record)).lose(message)
         if not marked:
             return None
         logger.error("recovery sweep: %s[%s] lost: %s", record.function, record.key, message)
@@ -332,9 +330,12 @@ def _recover(record: Job, address: Address, dry_run: bool) -> Action | None:
     if dry_run:
         return Action(record, "resubmitted", address, dry_run=True, epoch=epoch)
     changes = {"recoveries": F("recoveries") + 1, "server": str(address)}
+    unchanged = Job.objects.filter(_unchanged(record))
     if record.status == Status.RUNNING:  # its run is over: it waits in gearmand again
-        changes |= {"status": Status.QUEUED, "lease_until": None}
-    if not Job.objects.filter(_unchanged(record)).update(**changes):
+        updated = unchanged.requeue(**changes)
+    else:
+        updated = unchanged.update(**changes)
+    if not updated:
         return None  # it finished, started or was resubmitted meanwhile
     try:
         try:

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, close_old_connections, connections
-from django.utils import timezone
 
 from .. import cancelling, signals
 from ..conf import conf
@@ -209,9 +208,7 @@ class Watchdog:
             running = Job.objects.filter(function=function, key=key, status=Status.RUNNING)
             if watched.execution:  # a copy that took over the claim keeps the record
                 running = running.filter(execution=watched.execution)
-            running.update(
-                status=status.value, finished_at=timezone.now(), error=error, lease_until=None
-            )
+            running.end(status, error)
         except DatabaseError:
             # Unrecorded, the job is requeued when the process ends; its next worker
             # runs it again (MAX_ATTEMPTS bounds that).
