@@ -85,10 +85,13 @@ class JobQuerySet(models.QuerySet["Job"]):
         """Mark these jobs lost: gearmand no longer holds them and they will not run."""
         return self.end(Status.LOST, error)
 
-    def requeue(self, **fields: Any) -> int:
-        """Put these running jobs back to waiting in gearmand (a run that is over, or that
-        never started): their claim is dropped; ``fields`` are written too."""
-        return self.update(status=Status.QUEUED, lease_until=None, **fields)
+    def requeue(self, status: Status = Status.QUEUED, **fields: Any) -> int:
+        """Put these running jobs back to waiting in gearmand, queued or scheduled (a run
+        that is over, or that never started): their claim is dropped; ``fields`` are
+        written too."""
+        if status not in WAITING:
+            raise ValueError(f"{status!r} is not a waiting status")
+        return self.update(status=status, lease_until=None, **fields)
 
     def owned_by(self, user: Any, session_key: str | None = None) -> JobQuerySet:
         """The jobs of ``user``, or for an anonymous visitor those of their session."""

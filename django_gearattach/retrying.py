@@ -43,8 +43,8 @@ def reschedule(
     """Record the next run of the running job (function, key); return its submit step."""
     record = Job.objects.for_key(function, key).get()
     request = _Request(function, args, kwargs, key, record.priority, None, "", run_at=run_at)
-    Job.objects.filter(pk=record.pk).update(
-        status=request.status,
+    Job.objects.filter(pk=record.pk).requeue(
+        request.status,
         scheduled_for=request.scheduled_for,
         arguments=request.arguments,
         retries=F("retries") + 1,

@@ -43,6 +43,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from django.db.models import F, Q, QuerySet
@@ -329,7 +330,7 @@ def _recover(record: Job, address: Address, dry_run: bool) -> Action | None:
     epoch = pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
     if dry_run:
         return Action(record, "resubmitted", address, dry_run=True, epoch=epoch)
-    changes = {"recoveries": F("recoveries") + 1, "server": str(address)}
+    changes: dict[str, Any] = {"recoveries": F("recoveries") + 1, "server": str(address)}
     unchanged = Job.objects.filter(_unchanged(record))
     if record.status == Status.RUNNING:  # its run is over: it waits in gearmand again
         updated = unchanged.requeue(**changes)
