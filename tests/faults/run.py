@@ -1,0 +1,470 @@
+"""The fault suite (``make faults``; root, for network namespaces).
+
+Builds the simulated hosts (see :mod:`tests.faults.hosts`): gearmand on g1 and g2,
+``manage.py gearworker --concurrency 2`` on w1 and w2, submitters on c1 and c2, an
+attacher on a1, and a private PostgreSQL cluster on db that every host reaches over
+the bridge. Then, while c1 and c2 submit 10,000 times over 1,000 keys, it runs each
+scenario in turn and prints one table:
+
+    scenario | jobs | completed | lost | run twice | seconds to recover
+
+*completed*: records ``complete`` when the row ends; *lost*: the others; *run twice*:
+keys whose task body ran more than once (the body appends its key to a side log);
+*seconds to recover*: from the fault until the row's last job finished ("never"
+when some had not finished ``DEADLINE`` seconds after the fault ended).
+
+The harness re-runs itself inside the ``gaf-ctl`` namespace (``--inside``) so that it
+reaches the database over the bridge like every other host; the outer process builds
+and, in a ``finally``, removes the namespaces and the cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.faults import hosts
+from tests.faults.hosts import ip
+
+ROOT = Path(__file__).resolve().parents[2]
+FUNCTION = "faults.body"
+GEARMAND_PORT = 4730
+#: Seconds after a fault ends that a row waits for its jobs.
+DEADLINE = 60.0
+#: Jobs per scenario row, and how long each task body sleeps.
+JOBS = 200
+BODY_SECONDS = 0.05
+#: The attacher row's bodies are longer, so the jobs it follows are still queued.
+ATTACHED_BODY_SECONDS = 0.3
+#: The load: keys, submits of each key per submitter host, seconds it is spread over.
+LOAD_KEYS, LOAD_ROUNDS, LOAD_SPAN = 1000, 5, 200.0
+
+
+# --------------------------------------------------------------------------- outside
+
+
+def outside(args: argparse.Namespace) -> int:
+    if os.geteuid() != 0:
+        raise SystemExit("make faults needs root (network namespaces): run it as root")
+    for tool in ("ip", "runuser"):
+        if not shutil.which(tool):
+            raise SystemExit(f"make faults needs {tool!r}")
+    if not Path("/usr/sbin/gearmand").exists() and not shutil.which("gearmand"):
+        raise SystemExit("make faults needs gearmand (make gearmand)")
+    leftovers = hosts.existing_namespaces()
+    if leftovers:
+        raise SystemExit(
+            f"namespaces {', '.join(leftovers)} exist: another fault run, or one that was "
+            "killed. Delete them with `ip netns del NAME` once no run is going."
+        )
+    run_dir = Path(f"/tmp/gaf-run-{os.getpid()}")
+    run_dir.mkdir()
+    os.chmod(run_dir, 0o755)
+    network = hosts.Network()
+    postgres = hosts.Postgres(str(run_dir / "pg"))
+    try:
+        network.build()
+        postgres.init()
+        argv = [sys.executable, "-m", "tests.faults.run", "--inside", str(run_dir)]
+        argv += ["--scale", str(args.scale)]
+        return subprocess.run(hosts.exec_argv("ctl", argv), cwd=ROOT).returncode
+    finally:
+        postgres.destroy()
+        network.teardown()
+        print(f"logs: {run_dir}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- inside
+
+
+def database_url() -> str:
+    return f"postgres://postgres@{ip('db')}:{hosts.PG_PORT}/gaf"
+
+
+@dataclass
+class Cluster:
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    postgres: hosts.Postgres | None = None
+
+    def __post_init__(self) -> None:
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "DJANGO_SETTINGS_MODULE": "tests.faults.settings",
+            "DATABASE_URL": database_url(),
+            "GEARATTACH_SERVERS": f"{ip('g1')}:{GEARMAND_PORT},{ip('g2')}:{GEARMAND_PORT}",
+            "GAF_EXECUTIONS": str(self.run_dir / "executions.log"),
+            "GEARATTACH_TEST_MEDIA": str(self.run_dir / "media"),
+        }
+        self.postgres = hosts.Postgres(str(self.run_dir / "pg"))
+
+    def spawn(self, host: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+        out = open(self.run_dir / log, "ab")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(
+            hosts.exec_argv(host, argv),
+            env=self.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def gearmand(self, host: str, sqlite: bool = False) -> None:
+        argv = [
+            "/usr/sbin/gearmand",
+            f"--listen={ip(host)}",
+            f"--port={GEARMAND_PORT}",
+            "--round-robin",
+            f"--log-file={self.run_dir / (host + '-gearmand.log')}",
+            "--verbose=WARNING",
+        ]
+        if sqlite:
+            argv += [
+                "-q",
+                "libsqlite3",
+                f"--libsqlite3-db={self.run_dir / (host + '-queue.sqlite3')}",
+                "--store-queue-on-shutdown",
+            ]
+        self.spawn(host, argv, f"{host}-gearmand.out")
+        wait_for(lambda: admin(host, "version") is not None, 10, f"gearmand on {host}")
+
+    def worker(self, host: str) -> None:
+        argv = [sys.executable, "-m", "django", "gearworker", "--concurrency", "2"]
+        self.spawn(host, argv, f"{host}-worker.log")
+
+    def client(self, host: str, *argv: str) -> subprocess.Popen[bytes]:
+        return self.spawn(
+            host, [sys.executable, "-m", "tests.faults.client", *argv], f"{host}-client.log"
+        )
+
+    def workers_ready(self, count: int) -> None:
+        wait_for(
+            lambda: all(available_workers(g) >= count for g in ("g1", "g2")),
+            60,
+            f"{count} workers registered on both gearmand",
+        )
+
+
+def wait_for(predicate: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def admin(host: str, command: str) -> list[str] | None:
+    """A gearmand admin command's reply lines, or None when the server does not answer."""
+    try:
+        with socket.create_connection((ip(host), GEARMAND_PORT), timeout=1) as sock:
+            sock.sendall(command.encode() + b"\n")
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if command == "version" or data.endswith(b".\n"):
+                    break
+    except OSError:
+        return None
+    return data.decode(errors="replace").splitlines()
+
+
+def available_workers(host: str) -> int:
+    for line in admin(host, "status") or []:
+        parts = line.split("\t")
+        if parts[0] == FUNCTION and len(parts) == 4:
+            return int(parts[3])
+    return 0
+
+
+def statuses(prefix: str) -> dict[str, str]:
+    """Each key's record status (keys ``prefix-N``); retried while the database is down."""
+    from django.db import OperationalError, close_old_connections
+
+    from django_gearattach.models import Job
+
+    while True:
+        try:
+            rows = Job.objects.filter(function=FUNCTION, key__startswith=f"{prefix}-")
+            return dict(rows.values_list("key", "status"))
+        except OperationalError:
+            close_old_connections()
+            time.sleep(0.2)
+
+
+def executions(run_dir: Path, prefix: str) -> tuple[int, int]:
+    """Keys of the row whose task body started twice or more, and ran to its end twice."""
+    path = run_dir / "executions.log"
+    lines = path.read_text().splitlines() if path.exists() else []
+    counts = collections.Counter(
+        tuple(line.split()) for line in lines if line.startswith(f"{prefix}-")
+    )
+    started = sum(1 for (_key, event), n in counts.items() if event == "start" and n > 1)
+    ended = sum(1 for (_key, event), n in counts.items() if event == "end" and n > 1)
+    return started, ended
+
+
+def snapshot(prefix: str) -> str:
+    """The row's records by status, as a note (taken when the fault begins)."""
+    states = collections.Counter(statuses(prefix).values())
+    return "at the fault: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+
+
+@dataclass
+class Row:
+    scenario: str
+    jobs: int
+    completed: int
+    lost: int
+    twice: int
+    recover: str
+    note: str = ""
+
+
+FINISHED = {"complete", "failed", "lost"}
+
+
+def settle(prefix: str, jobs: int, fault_start: float, fault_end: float) -> tuple[int, str]:
+    """Wait for the row's jobs; (completed, seconds to recover)."""
+    while True:
+        states = statuses(prefix)
+        done = sum(1 for s in states.values() if s in FINISHED)
+        if len(states) == jobs and done == jobs:
+            completed = sum(1 for s in states.values() if s == "complete")
+            return completed, f"{time.monotonic() - fault_start:.1f}"
+        if time.monotonic() > fault_end + DEADLINE:
+            completed = sum(1 for s in states.values() if s == "complete")
+            return completed, "never"
+        time.sleep(0.25)
+
+
+def row(
+    cluster: Cluster, name: str, prefix: str, jobs: int, start: float, end: float, before: str
+) -> Row:
+    completed, recover = settle(prefix, jobs, start, end)
+    twice, ended_twice = executions(cluster.run_dir, prefix)
+    states = statuses(prefix)
+    others = collections.Counter(s for s in states.values() if s != "complete")
+    notes = [before]
+    if twice:
+        notes.append(f"{ended_twice} of the {twice} run twice ran to the end twice")
+    notes += [f"{n} left {s}" for s, n in sorted(others.items())]
+    if jobs > len(states):
+        notes.append(f"{jobs - len(states)} without a record")
+    return Row(name, jobs, completed, jobs - completed, twice, recover, "; ".join(notes))
+
+
+def submit_and_wait_for(cluster: Cluster, prefix: str, jobs: int, started: int) -> None:
+    """Submit the row's jobs from c1; return once ``started`` of them have a worker."""
+    cluster.client("c1", "submit", prefix, str(jobs), str(BODY_SECONDS))
+    wait_for(
+        lambda: sum(1 for s in statuses(prefix).values() if s != "queued") >= started,
+        60,
+        f"{started} jobs of {prefix} to start",
+    )
+
+
+def scenario_worker_host(cluster: Cluster, jobs: int) -> Row:
+    prefix = "wk"
+    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    hosts.cut("w1")
+    hosts.kill_all("w1")
+    time.sleep(5)
+    hosts.heal("w1")
+    cluster.worker("w1")
+    end = time.monotonic()
+    result = row(
+        cluster, "worker host killed (rebooted after 5 s)", prefix, jobs, start, end, before
+    )
+    cluster.workers_ready(4)
+    return result
+
+
+def scenario_gearmand_host(cluster: Cluster, jobs: int, sqlite: bool) -> Row:
+    prefix = "gs" if sqlite else "gm"
+    if sqlite:
+        hosts.kill_all("g1")
+        cluster.gearmand("g1", sqlite=True)
+        cluster.workers_ready(4)
+    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    hosts.cut("g1")
+    hosts.kill_all("g1")
+    time.sleep(2)
+    hosts.heal("g1")
+    cluster.gearmand("g1", sqlite=sqlite)
+    end = time.monotonic()
+    queue = "libsqlite3 queue" if sqlite else "memory queue"
+    return row(cluster, f"gearmand host killed, {queue}", prefix, jobs, start, end, before)
+
+
+def scenario_partition(cluster: Cluster, jobs: int) -> Row:
+    prefix = "gp"
+    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    hosts.cut("g1")
+    time.sleep(10)
+    hosts.heal("g1")
+    end = time.monotonic()
+    return row(cluster, "gearmand host partitioned 10 s, healed", prefix, jobs, start, end, before)
+
+
+def scenario_postgres(cluster: Cluster, jobs: int) -> Row:
+    prefix = "pg"
+    assert cluster.postgres is not None
+    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    cluster.postgres.stop("fast")
+    time.sleep(5)
+    cluster.postgres.start()
+    end = time.monotonic()
+    name = "PostgreSQL down 5 s (refusing connections)"
+    return row(cluster, name, prefix, jobs, start, end, before)
+
+
+def scenario_attacher(cluster: Cluster, jobs: int) -> Row:
+    prefix = "at"
+    attached = jobs // 2
+    # Long enough bodies that the last half is still queued when the attacher dies.
+    cluster.client("c1", "submit", prefix, str(jobs), str(ATTACHED_BODY_SECONDS))
+    wait_for(lambda: len(statuses(prefix)) >= jobs, 60, f"the {jobs} records of {prefix}")
+    cluster.client("a1", "attach", prefix, str(jobs - attached), str(attached))
+    time.sleep(2)
+    queued = sum(
+        1
+        for k, s in statuses(prefix).items()
+        if s == "queued" and int(k.rsplit("-", 1)[1]) >= jobs - attached
+    )
+    before = f"{queued} of the {attached} attached jobs still queued; " + snapshot(prefix)
+    start = time.monotonic()
+    hosts.cut("a1")
+    hosts.kill_all("a1")
+    hosts.heal("a1")
+    name = "attacher host killed following queued jobs"
+    return row(cluster, name, prefix, jobs, start, start, before)
+
+
+def inside(args: argparse.Namespace) -> int:
+    import django
+
+    run_dir = Path(args.inside)
+    scale = args.scale
+    jobs = max(20, int(JOBS * scale))
+    load_keys = max(100, int(LOAD_KEYS * scale))
+    cluster = Cluster(run_dir)
+    os.environ.update(cluster.env)
+    createdb = [f"{hosts.pg_bin()}/createdb", "-h", ip("db"), "-p", str(hosts.PG_PORT)]
+    subprocess.run([*createdb, "-U", "postgres", "gaf"], check=True)
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    for g in ("g1", "g2"):
+        cluster.gearmand(g)
+    for w in ("w1", "w2"):
+        cluster.worker(w)
+    cluster.workers_ready(4)
+    began = time.monotonic()
+    span = str(LOAD_SPAN * scale)
+    loads = [
+        cluster.client(c, "load", str(load_keys), str(LOAD_ROUNDS), span, str(seed))
+        for seed, c in enumerate(("c1", "c2"))
+    ]
+    rows = []
+    for run in (
+        lambda: scenario_worker_host(cluster, jobs),
+        lambda: scenario_gearmand_host(cluster, jobs, sqlite=False),
+        lambda: scenario_gearmand_host(cluster, jobs, sqlite=True),
+        lambda: scenario_partition(cluster, jobs),
+        lambda: scenario_postgres(cluster, jobs),
+        lambda: scenario_attacher(cluster, jobs),
+    ):
+        rows.append(run())
+        print(f"  {rows[-1]}", file=sys.stderr, flush=True)
+    for load in loads:
+        load.wait()
+    load_end = time.monotonic()
+    submits = 2 * load_keys * LOAD_ROUNDS
+    completed, recover = settle("load", load_keys, load_end, load_end)
+    recover = recover if recover == "never" else f"{time.monotonic() - load_end:.1f}"
+    twice, ended_twice = executions(run_dir, "load")
+    note = f"load ran {load_end - began:.0f} s; recovery counted from its last submit"
+    if twice:
+        note += f"; {ended_twice} of the {twice} run twice ran to the end twice"
+    rows.append(
+        Row(
+            f"{submits:,} submits over {load_keys:,} keys from c1 and c2, through all",
+            load_keys,
+            completed,
+            load_keys - completed,
+            twice,
+            recover,
+            note,
+        )
+    )
+    print_table(rows)
+    print(f"\nwhole run: {time.monotonic() - began:.0f} s after set-up")
+    for host in ("c1", "c2", "a1"):
+        log = (run_dir / f"{host}-client.log").read_text(errors="replace")
+        for line in log.splitlines():
+            if line.startswith("{"):
+                summary = json.loads(line)
+                print(
+                    f"{host}: {summary['submits']} submits, {summary['errors']} errors "
+                    f"{summary['first_errors']}"
+                )
+    return 0
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("scenario", "jobs", "completed", "lost", "run twice", "seconds to recover")
+    cells = [header] + [
+        (r.scenario, str(r.jobs), str(r.completed), str(r.lost), str(r.twice), r.recover)
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(header))]
+    for n, line in enumerate(cells):
+        print(
+            " | ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+        if n == 0:
+            print("-+-".join("-" * w for w in widths))
+    notes = [f"  {r.scenario}: {r.note}" for r in rows if r.note]
+    if notes:
+        print("\nnotes:")
+        print("\n".join(notes))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="Multiply job and key counts (default 1)."
+    )
+    args = parser.parse_args()
+    return inside(args) if args.inside else outside(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
