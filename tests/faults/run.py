@@ -24,6 +24,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -138,7 +139,6 @@ class Cluster:
                 "-q",
                 "libsqlite3",
                 f"--libsqlite3-db={self.run_dir / (host + '-queue.sqlite3')}",
-                "--store-queue-on-shutdown",
             ]
         self.spawn(host, argv, f"{host}-gearmand.out")
         wait_for(lambda: admin(host, "version") is not None, 10, f"gearmand on {host}")
@@ -221,6 +221,18 @@ def executions(run_dir: Path, prefix: str) -> tuple[int, int]:
     return started, ended
 
 
+def resubmitted(run_dir: Path, prefix: str) -> int:
+    """Keys of the row that a worker's log says the recovery sweep resubmitted."""
+    pattern = re.compile(rf"\[({re.escape(prefix)}-\d+)\].*resubmit")
+    keys = set()
+    for log in run_dir.glob("w*-worker.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            found = pattern.search(line)
+            if found:
+                keys.add(found.group(1))
+    return len(keys)
+
+
 def snapshot(prefix: str) -> str:
     """The row's records by status, as a note (taken when the fault begins)."""
     states = collections.Counter(statuses(prefix).values())
@@ -243,6 +255,9 @@ class Row:
         self.twice, ended_twice = executions(run_dir, self.prefix)
         if self.twice:
             self.notes.append(f"{ended_twice} of the {self.twice} run twice ran to the end twice")
+        swept = resubmitted(run_dir, self.prefix)
+        if swept:
+            self.notes.append(f"the recovery sweep resubmitted {swept}")
 
 
 FINISHED = {"complete", "failed", "lost"}
@@ -447,15 +462,14 @@ def inside(args: argparse.Namespace) -> int:
         each.count_executions(run_dir)
     print_table(rows)
     print(f"\nwhole run: {time.monotonic() - began:.0f} s after set-up")
+    print()
     for host in ("c1", "c2", "a1"):
         log = (run_dir / f"{host}-client.log").read_text(errors="replace")
-        for line in log.splitlines():
-            if line.startswith("{"):
-                summary = json.loads(line)
-                print(
-                    f"{host}: {summary['submits']} submits, {summary['errors']} errors "
-                    f"{summary['first_errors']}"
-                )
+        summaries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        submits = sum(summary["submits"] for summary in summaries)
+        errors = sum(summary["errors"] for summary in summaries)
+        first = next((e for summary in summaries for e in summary["first_errors"]), "")
+        print(f"{host}: {submits} submits, {errors} retried after an error {first[:90]!r}")
     return 0
 
 
