@@ -46,13 +46,13 @@ DEADLINE = 60.0
 QUIET = 5.0
 #: Jobs per scenario row, and how long each task body sleeps.
 JOBS = 200
-BODY_SECONDS = 0.05
+BODY_SECONDS = 0.2
 #: The attacher row's bodies are longer, so the jobs it follows are still queued.
 ATTACHED_BODY_SECONDS = 0.3
 #: The partition row: fewer, longer jobs (a partition matters to jobs that run).
 PARTITION_JOBS, PARTITION_BODY_SECONDS = 40, 1.0
 #: The load: keys, submits of each key per submitter host, seconds it is spread over.
-LOAD_KEYS, LOAD_ROUNDS, LOAD_SPAN = 1000, 5, 200.0
+LOAD_KEYS, LOAD_ROUNDS, LOAD_SPAN = 1000, 5, 240.0
 
 
 # --------------------------------------------------------------------------- outside
@@ -290,19 +290,30 @@ def row(
     return Row(name, prefix, jobs, completed, jobs - completed, recover, notes)
 
 
-def submit_and_wait_for(cluster: Cluster, prefix: str, jobs: int, started: int) -> None:
-    """Submit the row's jobs from c1; return once ``started`` of them have a worker."""
-    cluster.client("c1", "submit", prefix, str(jobs), str(BODY_SECONDS))
+def submit_and_wait_for(cluster: Cluster, prefix: str, jobs: int) -> None:
+    """Submit the row's jobs from c1; return once all are submitted and some run."""
+    cluster.client("c1", "submit", prefix, str(jobs), str(BODY_SECONDS)).wait(120)
     wait_for(
-        lambda: sum(1 for s in statuses(prefix).values() if s != "queued") >= started,
+        lambda: sum(1 for s in statuses(prefix).values() if s != "queued") >= min(4, jobs),
         60,
-        f"{started} jobs of {prefix} to start",
+        f"jobs of {prefix} to start",
+    )
+
+
+def scenario_baseline(cluster: Cluster, jobs: int) -> Row:
+    """No fault: how long the row's own backlog takes to drain under the load."""
+    prefix = "nf"
+    submit_and_wait_for(cluster, prefix, jobs)
+    before = snapshot(prefix).replace("at the fault", "when counting began")
+    start = time.monotonic()
+    return row(
+        cluster, "no fault (the same jobs, for comparison)", prefix, jobs, start, start, before
     )
 
 
 def scenario_worker_host(cluster: Cluster, jobs: int) -> Row:
     prefix = "wk"
-    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    submit_and_wait_for(cluster, prefix, jobs)
     before = snapshot(prefix)
     start = time.monotonic()
     hosts.cut("w1")
@@ -324,7 +335,7 @@ def scenario_gearmand_host(cluster: Cluster, jobs: int, sqlite: bool) -> Row:
         hosts.kill_all("g1")
         cluster.gearmand("g1", sqlite=True)
         cluster.workers_ready(4)
-    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    submit_and_wait_for(cluster, prefix, jobs)
     before = snapshot(prefix)
     start = time.monotonic()
     hosts.cut("g1")
@@ -368,7 +379,7 @@ def scenario_partition(cluster: Cluster, jobs: int) -> Row:
 def scenario_postgres(cluster: Cluster, jobs: int) -> Row:
     prefix = "pg"
     assert cluster.postgres is not None
-    submit_and_wait_for(cluster, prefix, jobs, jobs // 5)
+    submit_and_wait_for(cluster, prefix, jobs)
     before = snapshot(prefix)
     start = time.monotonic()
     cluster.postgres.stop("fast")
@@ -429,6 +440,7 @@ def inside(args: argparse.Namespace) -> int:
     ]
     rows = []
     for run in (
+        lambda: scenario_baseline(cluster, jobs),
         lambda: scenario_worker_host(cluster, jobs),
         lambda: scenario_gearmand_host(cluster, jobs, sqlite=False),
         lambda: scenario_gearmand_host(cluster, jobs, sqlite=True),
