@@ -118,7 +118,7 @@ class Cluster:
         out = open(self.run_dir / log, "ab")  # noqa: SIM115 - the child owns it
         return subprocess.Popen(
             hosts.exec_argv(host, argv),
-            env=self.env,
+            env={**self.env, "GAF_HOST": host},
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -214,7 +214,7 @@ def executions(run_dir: Path, prefix: str) -> tuple[int, int]:
     path = run_dir / "executions.log"
     lines = path.read_text().splitlines() if path.exists() else []
     counts = collections.Counter(
-        tuple(line.split()) for line in lines if line.startswith(f"{prefix}-")
+        tuple(line.split()[:2]) for line in lines if line.startswith(f"{prefix}-")
     )
     started = sum(1 for (_key, event), n in counts.items() if event == "start" and n > 1)
     ended = sum(1 for (_key, event), n in counts.items() if event == "end" and n > 1)
@@ -231,6 +231,15 @@ def resubmitted(run_dir: Path, prefix: str) -> int:
             if found:
                 keys.add(found.group(1))
     return len(keys)
+
+
+def keep_twice(run_dir: Path) -> None:
+    """Copy the executions of every key that ran twice to ``twice.log`` (host, pid, time)."""
+    lines = (run_dir / "executions.log").read_text().splitlines()
+    starts = collections.Counter(line.split()[0] for line in lines if " start " in line)
+    again = {key for key, n in starts.items() if n > 1}
+    kept = sorted(line for line in lines if line.split()[0] in again)
+    (run_dir / "twice.log").write_text("".join(f"{line}\n" for line in kept))
 
 
 def snapshot(prefix: str) -> str:
@@ -473,6 +482,7 @@ def inside(args: argparse.Namespace) -> int:
     for each in rows:
         each.count_executions(run_dir)
     print_table(rows)
+    keep_twice(run_dir)
     print(f"\nwhole run: {time.monotonic() - began:.0f} s after set-up")
     print()
     for host in ("c1", "c2", "a1"):
