@@ -360,7 +360,7 @@ def scenario_gearmand_host(cluster: Cluster, jobs: int, sqlite: bool) -> Row:
 def scenario_partition(cluster: Cluster, jobs: int) -> Row:
     prefix = "gp"
     # Bodies of a second, so copies revived elsewhere overlap the ones g1 still holds.
-    cluster.client("c1", "submit", prefix, str(jobs), str(PARTITION_BODY_SECONDS))
+    cluster.client("c1", "submit", prefix, str(jobs), str(PARTITION_BODY_SECONDS)).wait(120)
     wait_for(
         lambda: sum(1 for s in statuses(prefix).values() if s != "queued") >= 4,
         60,
