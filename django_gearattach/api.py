@@ -114,7 +114,7 @@ def state(request: HttpRequest, job: Job, token: str) -> dict[str, Any]:
     if job.status == "complete":
         data["result_url"] = link(request, RESULT_PARAM, token)
     elif job.is_finished:
-        data["error"] = failed_message(job.error or f"the job was {job.status}")["error"]
+        data["error"] = failed_message(job.failure_text)["error"]
     return data
 
 

@@ -93,7 +93,7 @@ class JobEvent:
 def outcome_of(record: Job) -> JobEvent:
     if record.status == Status.COMPLETE:
         return JobEvent("complete", result=record.result)
-    return JobEvent("failed", error=record.error or f"the job was {record.status}")
+    return JobEvent("failed", error=record.failure_text)
 
 
 def _translate(event: WorkEvent) -> JobEvent:

@@ -130,6 +130,7 @@ def _check_servers(user: dict[str, Any]) -> list[CheckMessage]:
 
 _POSITIVE = {"MAX_ATTEMPTS", "TIMEOUT", "RETRY_INTERVAL", "RETRY_INTERVAL_MAX", "CHECK_INTERVAL"}
 _POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "RECOVERY_INTERVAL", "STREAM_MAX_AGE"}
+_POSITIVE |= {"LEASE"}
 #: Limits where 0 means "no limit".
 _NOT_NEGATIVE = {"STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_PER_PROCESS", "OFFLOAD_QUEUE_LIMIT"}
 #: Keys of earlier versions, and what replaced them.

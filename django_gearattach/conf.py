@@ -27,6 +27,10 @@ DEFAULTS: dict[str, Any] = {
     # must have existed before a sweep resubmits it when gearmand no longer knows it.
     "RECOVERY_INTERVAL": 10.0,
     "RECOVERY_GRACE": 10.0,
+    # Seconds a running job's claim on its record lasts unless renewed (every third of
+    # it while the task runs): a copy of the job that finds a live claim waits for its
+    # outcome instead of running; past it (its worker died), the next copy runs.
+    "LEASE": 30.0,
     # Minimum seconds between progress writes to the job record (every WORK_STATUS is sent).
     "PROGRESS_WRITE_INTERVAL": 0.5,
     # Default priority of submitted jobs: "high", "normal" or "low".
@@ -98,6 +102,10 @@ class Settings:
     @property
     def RECOVERY_GRACE(self) -> float:
         return float(self._get("RECOVERY_GRACE"))
+
+    @property
+    def LEASE(self) -> float:
+        return float(self._get("LEASE"))
 
     @property
     def PROGRESS_WRITE_INTERVAL(self) -> float:

@@ -31,10 +31,10 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from .conf import conf
-from .hub import BROKEN, MISSING, Message, get_hub
+from .hub import Message, get_hub
 from .streams import Slot, StreamLimitReached, client_of, registry
 from .tokens import Identity, TokenRefused, check_token
-from .wire import RECONNECT
+from .wire import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, error_frame
 
 logger = logging.getLogger("django_gearattach.consumers")
 
@@ -124,7 +124,7 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                     return
                 if message.type == BROKEN:
                     self.stop()
-                    await self.send_error("cannot follow the job right now; retry shortly")
+                    await self.send_error(CANNOT_FOLLOW)
                     await self.close(code=CLOSE_ERROR)
                     return
                 # The ASGI send itself: Channels' two layers of send() above it cost as
@@ -177,10 +177,10 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 '{"type": "ping"}; job messages come from the server'
             )
             return
-        await self.send(text_data='{"type":"pong"}')
+        await self.send(text_data=PONG)
 
     async def send_error(self, error: str) -> None:
-        await self.send(text_data=json.dumps({"type": "error", "error": error}))
+        await self.send(text_data=error_frame(error))
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Handle a message without Channels' per-message database clean-up hop.

@@ -155,7 +155,7 @@ def _for_class_view(options: Options, dispatch: Callable[..., Any], view: Any) -
             "the job is a GET, which must reach @offload too. To offload some methods "
             'only, use OffloadMixin with offload_methods = ["post"].'
         )
-    target = Target(class_path(type(view)), view=view)
+    target = Target(class_path(type(view)), view=view, declared=declared_on(dispatch))
     asynchronous = bool(getattr(type(view), "view_is_async", False))
 
     @wraps(dispatch)

@@ -35,14 +35,12 @@ from .attachment import aattach
 from .batching import Batcher
 from .exceptions import JobNotFound
 from .models import Job
-from .wire import TERMINAL, message_for, snapshot, summary
+from .wire import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
 
 logger = logging.getLogger("django_gearattach.hub")
 
 #: Internal message types: not sent to browsers as such (the consumer closes with 4404
 #: or 1011, the HTTP views answer 404 or 503).
-MISSING = "missing"
-BROKEN = "broken"
 
 _channel_ids = itertools.count(1)
 

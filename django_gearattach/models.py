@@ -97,6 +97,20 @@ class Job(models.Model):
     retries = models.PositiveIntegerField(
         default=0, help_text="Times the task asked to run again (Celery's self.retry())."
     )
+    recoveries = models.PositiveIntegerField(
+        default=0, help_text="Times the recovery sweep resubmitted the job that gearmand had lost."
+    )
+    execution = models.CharField(
+        max_length=32,
+        blank=True,
+        help_text="The id of the run that holds the job's claim (fenced execution).",
+    )
+    lease_until = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Until when the running claim holds unless renewed; past it, another copy "
+        "of the job may run.",
+    )
     worker_host = models.CharField(max_length=255, blank=True)
     worker_pid = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -134,6 +148,12 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED
+
+    @property
+    def failure_text(self) -> str:
+        """What the attachers of a job that did not complete are told: its error, or
+        what became of it (``the job was cancelled``, ``the job was lost``)."""
+        return self.error or f"the job was {self.status}"
 
     @property
     def is_active(self) -> bool:

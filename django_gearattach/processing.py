@@ -54,7 +54,7 @@ def processing_response(
     if job.status == Status.COMPLETE:
         outcome = complete_message(job.result, job.function)
     elif job.is_finished:
-        outcome = failed_message(job.error or f"the job was {job.status}")
+        outcome = failed_message(job.failure_text)
     if status is None:
         status = 202 if job.is_active else 200 if job.status == Status.COMPLETE else 500
     page = {

@@ -95,6 +95,11 @@ class Update:
     statuses: tuple[str, ...] = ()
     attempts_below: int | None = None
     increment_attempts: bool = False
+    #: Fenced execution: only a record whose claim (``execution``) is this one.
+    execution: str | None = None
+    #: Fenced execution: only a record that no live claim holds at this time (not
+    #: running, or running with a lease that ended before it).
+    unclaimed_at: Any = None
 
 
 def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
@@ -104,6 +109,8 @@ def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
         len(spec.statuses),
         spec.attempts_below is not None,
         spec.increment_attempts,
+        spec.execution is not None,
+        spec.unclaimed_at is not None,
     )
     sql = _cache.get(shape)
     if sql is None:
@@ -117,11 +124,20 @@ def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
             where.append(f"{q('status')} IN ({', '.join(['%s'] * len(spec.statuses))})")
         if spec.attempts_below is not None:
             where.append(f"{q('attempts')} < %s")
+        if spec.execution is not None:
+            where.append(f"{q('execution')} = %s")
+        if spec.unclaimed_at is not None:
+            lease = q("lease_until")
+            where.append(f"({q('status')} <> %s OR {lease} IS NULL OR {lease} < %s)")
         sql = _cache[shape] = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
     params = [_prep(conn, n, v) for n, v in spec.fields.items()]
     params += [spec.function, spec.key, *spec.statuses]
     if spec.attempts_below is not None:
         params.append(spec.attempts_below)
+    if spec.execution is not None:
+        params.append(spec.execution)
+    if spec.unclaimed_at is not None:
+        params += ["running", _prep(conn, "lease_until", spec.unclaimed_at)]
     return sql, params
 
 
@@ -133,9 +149,12 @@ def update(
     statuses: Iterable[str] = (),
     attempts_below: int | None = None,
     increment_attempts: bool = False,
+    execution: str | None = None,
 ) -> int:
     """UPDATE the (function, key) row; return how many rows changed (0 or 1)."""
-    spec = Update(function, key, fields, tuple(statuses), attempts_below, increment_attempts)
+    spec = Update(
+        function, key, fields, tuple(statuses), attempts_below, increment_attempts, execution
+    )
     return _execute(router.db_for_write(Job), spec)
 
 

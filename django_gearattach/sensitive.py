@@ -32,26 +32,52 @@ from .sealing import seal, unseal
 ALL = "__ALL__"
 #: The name Django gives the wrapper made by ``sensitive_post_parameters``.
 _DJANGO_WRAPPER = "sensitive_post_parameters_wrapper"
+#: The decorator factory that builds it, and the wrapper ``method_decorator`` makes.
+_DJANGO_FACTORY = "sensitive_post_parameters.<locals>"
+_METHOD_WRAPPER = "_wrapper"
 
 
 def declared_on(view: Callable[..., Any]) -> frozenset[str] | str:
-    """Parameters that ``sensitive_post_parameters`` placed directly on ``view`` names
-    (below ``@offload``): read from the wrapper's closure, as Django builds it."""
-    found: set[str] = set()
+    """Parameters that ``sensitive_post_parameters`` below ``@offload`` names, on
+    ``view`` or in the ``method_decorator`` that wraps a ``dispatch``: read from the
+    closures Django builds."""
+    marked: list[Any] = []  # the ``parameters`` of each marking found
     current: Any = view
     for _ in range(20):  # a chain of wrappers, never a cycle
         code = getattr(current, "__code__", None)
-        if code is not None and code.co_name == _DJANGO_WRAPPER and current.__closure__:
-            cells = dict(zip(code.co_freevars, current.__closure__, strict=True))
-            if "parameters" in cells:
-                parameters = cells["parameters"].cell_contents
-                if not parameters:
-                    return ALL
-                found.update(str(p) for p in parameters)
+        cells = _cells(current)
+        if code is not None and code.co_name == _DJANGO_WRAPPER and "parameters" in cells:
+            marked.append(cells["parameters"])
+        # A ``method_decorator(sensitive_post_parameters(...), name="dispatch")``
+        # below the one that applies ``offload``: Django builds the wrapper only when
+        # dispatch runs, so read the decorator that method_decorator holds.
+        if code is not None and code.co_name == _METHOD_WRAPPER and "decorators" in cells:
+            for decorator in cells["decorators"]:
+                inner = _cells(decorator)
+                qualname = getattr(decorator, "__qualname__", "")
+                if qualname.startswith(_DJANGO_FACTORY) and "parameters" in inner:
+                    marked.append(inner["parameters"])
         current = getattr(current, "__wrapped__", None)
         if current is None:
             break
+    if any(not parameters for parameters in marked):
+        return ALL
+    found = {str(name) for parameters in marked for name in parameters}
     return frozenset(found)
+
+
+def _cells(function: Any) -> dict[str, Any]:
+    """The closure variables of ``function`` by name (none for other callables)."""
+    code = getattr(function, "__code__", None)
+    closure = getattr(function, "__closure__", None)
+    if code is None or not closure:
+        return {}
+    try:
+        return {
+            name: cell.cell_contents for name, cell in zip(code.co_freevars, closure, strict=True)
+        }
+    except ValueError:  # an empty cell
+        return {}
 
 
 def password_fields(form_classes: Iterable[Any], prefix: str | None = None) -> set[str]:

@@ -26,7 +26,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import immediate, records, signals
+from . import records, signals
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
@@ -264,12 +264,20 @@ def submit(
     job, send = _prepare(request, rerun)
     if send:
         if conf.IMMEDIATE:
-            return immediate.run(job, request.data)
+            return _run_now(job, request.data)
         if connection.in_atomic_block:
             transaction.on_commit(functools.partial(_send_on_commit, request, job))
         else:
             _send(request, job)
     return job
+
+
+def _run_now(job: Job, data: bytes) -> Job:
+    """Immediate mode: run the job in this process. Imported here, so that submitting
+    never imports the worker loop otherwise."""
+    from . import immediate
+
+    return immediate.run(job, data)
 
 
 async def asubmit(
@@ -291,7 +299,7 @@ async def asubmit(
     if not send:
         return job
     if conf.IMMEDIATE:
-        return await sync_to_async(immediate.run)(job, request.data)
+        return await sync_to_async(_run_now)(job, request.data)
     client = get_async_client()
     errors = []
     epoch = request.schedule.epoch if request.schedule else None

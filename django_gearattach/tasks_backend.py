@@ -29,7 +29,6 @@ that order.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping, Sequence
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -70,7 +69,6 @@ _STATUS = {
     "complete": TaskResultStatus.SUCCESSFUL,
 }
 _NOT_AN_EXCEPTION = "django_gearattach.exceptions.GearattachError"
-_HEADER = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 
 
 def gearman_priority(priority: int) -> str:
@@ -79,13 +77,10 @@ def gearman_priority(priority: int) -> str:
 
 
 def _exception_path(record: Job) -> str:
-    lines = record.traceback.rstrip().splitlines()
-    last_frame = max((i for i, line in enumerate(lines) if line.startswith(" ")), default=-1)
-    if 0 <= last_frame < len(lines) - 1:
-        match = _HEADER.match(lines[last_frame + 1])
-        if match:
-            name = match[1]
-            return name if "." in name else f"builtins.{name}"
+    """The dotted path of the exception the task raised, as the worker stored it; a job
+    that failed without one (lost, cancelled, a bad payload) names the app's error."""
+    if record.exception_module and record.exception_qualname:
+        return f"{record.exception_module}.{record.exception_qualname}"
     return _NOT_AN_EXCEPTION
 
 
@@ -98,7 +93,7 @@ def result_from_record(task: Task[P, R], record: Job, backend: str) -> TaskResul
         errors.append(
             TaskError(
                 exception_class_path=_exception_path(record),
-                traceback=record.traceback or record.error or f"the job was {record.status}",
+                traceback=record.traceback or record.failure_text,
             )
         )
     # The record keeps the last worker only; it stands for each attempt.

@@ -33,12 +33,21 @@ from django.views.decorators.http import require_GET
 from . import streams
 from .attachment import outcome_of
 from .conf import conf
-from .hub import BROKEN, MISSING, Message, Subscription, get_hub
+from .hub import Message, Subscription, get_hub
 from .models import Job, Status
 from .responses import open_response
 from .streams import Slot, StreamLimitReached, client_of, release_request_resources
 from .tokens import Identity, JobRef, TokenRefused, check_token
-from .wire import OFFLOAD_FUNCTION, RECONNECT, message_for, state, summary
+from .wire import (
+    BROKEN,
+    CANNOT_FOLLOW,
+    MISSING,
+    OFFLOAD_FUNCTION,
+    RECONNECT,
+    message_for,
+    state,
+    summary,
+)
 
 DEFAULT_POLL_TIMEOUT = 25.0
 #: Seconds between SSE comments that keep proxies from closing an idle stream.
@@ -156,7 +165,7 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     if any(m.type == MISSING for m in messages):
         return _missing()
     if any(m.type == BROKEN for m in messages):
-        return _json({"error": "cannot follow the job right now; retry shortly"}, 503)
+        return _json({"error": CANNOT_FOLLOW}, 503)
     return _json(
         {
             "messages": [m.for_reader(ref.summary)[0] for m in messages],

@@ -16,6 +16,7 @@ For any other task ``html`` is null and ``result`` is its return value.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +39,20 @@ PAGE_PARTS = frozenset({"html", "body", "redirect", "download"})
 UNSENT_PARTS = ("headers", "cookies")
 #: Sent before a stream ends at ``STREAM_MAX_AGE``: follow the job again, with the token.
 RECONNECT = '{"type":"reconnect"}'
+#: The answer to a websocket's ``{"type": "ping"}``.
+PONG = '{"type":"pong"}'
+#: What the hub tells its subscribers instead of a job message (never sent as it is):
+#: the job has no record, or this process cannot follow it now.
+MISSING = "missing"
+BROKEN = "broken"
+#: The error a browser gets for :data:`BROKEN`.
+CANNOT_FOLLOW = "cannot follow the job right now; retry shortly"
+
+
+def error_frame(error: str) -> str:
+    """A websocket frame saying what was wrong with what the browser sent, or why the
+    socket closes."""
+    return json.dumps({"type": "error", "error": error})
 
 
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -33,7 +34,7 @@ from django.db import DatabaseError, IntegrityError
 from django.db.models import F
 from django.utils import timezone
 
-from . import records, signals
+from . import fencing, records, signals
 from .clients import get_client
 from .conf import conf
 from .exceptions import BadPayload, GearattachError
@@ -53,10 +54,19 @@ logger = logging.getLogger("django_gearattach.worker")
 class _Reporter:
     """Sends a running task's reports to gearmand and (throttled) to its record."""
 
-    def __init__(self, job: Assignment, key: str, interval: float) -> None:
+    def __init__(
+        self,
+        job: Assignment,
+        key: str,
+        interval: float,
+        execution: str = "",
+        keeper: fencing.LeaseKeeper | None = None,
+    ) -> None:
         self.job = job
         self.key = key
         self.interval = interval
+        self.execution = execution
+        self.keeper = keeper
         # The first write comes one interval after the start, not at the first report: a
         # job shorter than that writes its reports with its outcome, in one statement.
         self._last_write = time.monotonic() if interval > 0 else float("-inf")
@@ -83,7 +93,11 @@ class _Reporter:
         self._unsaved.update(fields)
         now = time.monotonic()
         if now - self._last_write >= self.interval:
-            records.update(self.job.function, self.key, self.pending())
+            # The heartbeat rides on the progress write: it renews the run's claim.
+            fields = self.pending() | {"lease_until": fencing.lease_end()}
+            records.update(self.job.function, self.key, fields, execution=self.execution)
+            if self.keeper is not None:
+                self.keeper.renewed()
             self._last_write = now
 
     def pending(self) -> dict[str, Any]:
@@ -109,6 +123,11 @@ class Worker:
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
         self.sweeper = Sweeper()
+        self.keeper = fencing.LeaseKeeper()
+        # The claim (execution id) of each job this worker marked running.
+        self._executions: dict[tuple[str, str], str] = {}
+        # Claims of runs this worker abandoned (not running, whatever their lease says).
+        self._abandoned: deque[str] = deque(maxlen=64)
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -138,6 +157,7 @@ class Worker:
         finally:
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
+            self.keeper.close()
 
     # -- one job -----------------------------------------------------------------------
     def handle(self, job: Assignment, *, marked: bool = False) -> None:
@@ -147,6 +167,9 @@ class Worker:
         try:
             outcome = self._handle(job, key, marked)
         except (GearmanError, DatabaseError) as exc:
+            abandoned = self._executions.pop((job.function, key), None)
+            if abandoned is not None:  # its claim may be live: this worker may take it over
+                self._abandoned.append(abandoned)
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
             logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
@@ -157,6 +180,7 @@ class Worker:
                     self._unmark(ahead)  # while gearmand still holds it for us
             self.pool.report_failure(job)
             return
+        self._executions.pop((job.function, key), None)
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
             job.function,
@@ -178,6 +202,10 @@ class Worker:
             )
             if epoch is not None:
                 return self._put_back(job, key, epoch)
+            if record.arguments is None and fencing.holds_live_claim(record):
+                record = self._await_claim(job.function, key)
+                if record.is_finished:
+                    return self._answer_stored(job, key, record)
             if record.arguments is None:
                 message = "the job was lost and its arguments are unknown"
                 self._finish(job, key, Status.LOST, error=message)
@@ -197,7 +225,8 @@ class Worker:
         if verdict is not None:
             return verdict
         if problem is not None:
-            self._finish(job, key, Status.FAILED, error=f"BadPayload: {problem}")
+            execution = self._executions.get((job.function, key))
+            self._finish(job, key, Status.FAILED, execution, error=f"BadPayload: {problem}")
             return self._send_error(job, key, f"BadPayload: {problem}")
         return self._run(job, key, args, kwargs)
 
@@ -217,19 +246,24 @@ class Worker:
             logger.error("job %s[%s] not scheduled again: %s", job.function, key, exc)
         return "scheduled again for its time"
 
-    def _running_fields(self, job: Assignment) -> dict[str, Any]:
+    def _running_fields(self, job: Assignment, key: str) -> dict[str, Any]:
+        """The running mark, with a new claim (execution id and lease) for this run."""
+        now = timezone.now()
+        execution = self._executions[job.function, key] = fencing.new_execution()
         return {
             "status": Status.RUNNING.value,
-            "started_at": timezone.now(),
+            "started_at": now,
             "finished_at": None,
             "handle": job.handle.decode(errors="replace"),
             "server": str(job.server),
             "worker_host": self.host,
             "worker_pid": self.pid,
+            **fencing.claim_fields(execution, now),
         }
 
     def _running_mark(self, job: Assignment, key: str, fields: dict[str, Any]) -> records.Update:
-        """The common case of :meth:`_start`: an active record below MAX_ATTEMPTS."""
+        """The common case of :meth:`_start`: an active record below MAX_ATTEMPTS, which
+        no live claim holds (the claim rides on this UPDATE: see fencing.py)."""
         return records.Update(
             job.function,
             key,
@@ -237,15 +271,65 @@ class Worker:
             statuses=ACTIVE,
             attempts_below=conf.MAX_ATTEMPTS,
             increment_attempts=True,
+            unclaimed_at=fields["started_at"],
         )
+
+    def _holder_is_gone(self, record: Job) -> bool:
+        """Whether the run holding the claim is known not to run any more."""
+        return record.execution in self._abandoned or fencing.holder_is_gone(record, self.host)
+
+    def _take_over(self, job: Assignment, key: str, record: Job) -> bool:
+        """Claim a job whose claim a dead process on this host holds."""
+        fields = self._running_fields(job, key)
+        taken = records.update(
+            job.function,
+            key,
+            fields,
+            statuses=(Status.RUNNING.value,),
+            attempts_below=conf.MAX_ATTEMPTS,
+            increment_attempts=True,
+            execution=record.execution,
+        )
+        if taken:
+            logger.warning(
+                "job %s[%s]: its last run (pid %s) is gone; taking over its claim",
+                job.function,
+                key,
+                record.worker_pid,
+            )
+        return bool(taken)
+
+    def _await_claim(self, function: str, key: str) -> Job:
+        """Wait, reading the record, until the live claim on it ends; return the record.
+
+        Another copy of this job runs elsewhere: its outcome is this copy's outcome.
+        """
+        logger.warning(
+            "job %s[%s] runs elsewhere (a live claim): waiting for its outcome", function, key
+        )
+        while True:
+            time.sleep(fencing.wait_interval())
+            record = records.get(function, key)
+            if record is None:
+                raise DatabaseError(f"the record of {function}[{key}] is gone")
+            if not fencing.holds_live_claim(record) or self._holder_is_gone(record):
+                return record
 
     def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
         """Mark the job running; return an outcome instead when it must not run."""
-        fields = self._running_fields(job)
-        for _ in range(3):
+        tries = 0
+        while tries < 3:
+            fields = self._running_fields(job, key)
             if records.update_together(self._running_mark(job, key, fields)) == [1]:
                 return None
             record = records.get(job.function, key)
+            if record is not None and fencing.holds_live_claim(record):
+                if self._holder_is_gone(record) and self._take_over(job, key, record):
+                    return None
+                record = self._await_claim(job.function, key)
+                if not record.is_finished:
+                    continue  # the claim expired: claim it (not counted as a try)
+            tries += 1
             if record is None:
                 # Submitted by another client (pygearman, the gearman CLI): record it now.
                 try:
@@ -272,8 +356,24 @@ class Worker:
         # the worker does, once the running mark is committed (attachers that hear it
         # find the record running). An empty WORK_DATA, which no task report can be.
         job.send(Command.WORK_DATA, b"")
-        reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL)
+        execution = self._executions.get((job.function, key), "")
+        reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL, execution, self.keeper)
         context = JobContext(job.function, key, reporter)
+        self.keeper.hold(job.function, key, execution)
+        try:
+            return self._run_task(job, key, args, kwargs, reporter, context)
+        finally:
+            self.keeper.release()
+
+    def _run_task(
+        self,
+        job: Assignment,
+        key: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        reporter: _Reporter,
+        context: JobContext,
+    ) -> str:
         if signals.job_started.receivers:
             signals.send_started(job.function, key)
         try:
@@ -289,11 +389,13 @@ class Worker:
                 "exception_module": type(exc).__module__,
                 "exception_qualname": type(exc).__qualname__,
             }
-            self._conclude(job, key, Status.FAILED, fields | reporter.pending())
+            if not self._conclude(job, key, Status.FAILED, fields | reporter.pending()):
+                return self._answer_when_done(job, key)
             _call_outcome_callbacks(context, Status.FAILED, exc)
             return self._send_error(job, key, error)
         result = json.loads(raw)
-        self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending())
+        if not self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending()):
+            return self._answer_when_done(job, key)
         _call_outcome_callbacks(context, Status.COMPLETE, result)
         self._send_final(job, Command.WORK_COMPLETE, raw)
         return "complete"
@@ -314,8 +416,27 @@ class Worker:
             logger.exception("job %s[%s]: its next run was not submitted", job.function, key)
         return "rescheduled"
 
-    def _conclude(self, job: Assignment, key: str, status: Status, fields: dict[str, Any]) -> None:
-        """Commit a run's outcome, with the running mark of the next job when there is one."""
+    def _answer_when_done(self, job: Assignment, key: str) -> str:
+        """This run lost its claim (its lease expired, another copy took over): its
+        outcome is not recorded; the copy that holds the claim gives the outcome."""
+        logger.error(
+            "job %s[%s]: the run lost its claim (lease expired) before it finished; "
+            "its outcome is dropped for that of the run that holds the claim",
+            job.function,
+            key,
+        )
+        record = self._await_claim(job.function, key)
+        if record.is_finished:
+            return self._answer_stored(job, key, record)
+        message = "the job's claim was lost and no other run finished it"
+        self._finish(job, key, Status.LOST, error=message)
+        return self._send_error(job, key, message)
+
+    def _conclude(self, job: Assignment, key: str, status: Status, fields: dict[str, Any]) -> bool:
+        """Commit a run's outcome, with the running mark of the next job when there is one.
+
+        Return False when the run no longer holds its claim (nothing was written)."""
+        execution = self._executions.get((job.function, key))
         grab = self._may_grab_ahead and not self._stop.is_set()
         ahead = self.pool.grab_ahead() if grab else None
         ahead_key = ahead.unique.decode("utf-8", "replace") if ahead is not None else ""
@@ -327,18 +448,20 @@ class Worker:
             or (ahead.function, ahead_key) == (job.function, key)
         ):
             self._ahead = None if ahead is None else (ahead, False)
-            self._finish(job, key, status, **fields)
-            return
+            return self._finish(job, key, status, execution=execution, **fields)
         self._ahead = (ahead, False)
         outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
-        _, marked = records.update_together(
-            records.Update(job.function, key, outcome),
-            self._running_mark(ahead, ahead_key, self._running_fields(ahead)),
+        written, marked = records.update_together(
+            records.Update(
+                job.function, key, outcome | {"lease_until": None}, execution=execution
+            ),
+            self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
         )
         self._ahead = (ahead, marked == 1)
         self.jobs_folded += marked
-        if signals.job_finished.receivers:
+        if written and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
+        return bool(written)
 
     def _unmark(self, job: Assignment) -> None:
         """Undo the running mark of a job grabbed ahead that gearmand requeues unrun.
@@ -356,6 +479,7 @@ class Worker:
                 handle=job.handle.decode(errors="replace"),
                 worker_host=self.host,
                 worker_pid=self.pid,
+                execution=self._executions.pop((job.function, key), ""),
                 attempts__gt=0,
             ).update(
                 status=Status.QUEUED,
@@ -363,18 +487,30 @@ class Worker:
                 started_at=None,
                 worker_host="",
                 worker_pid=None,
+                execution="",
+                lease_until=None,
             )
         except DatabaseError as exc:
             logger.error(
                 "job %s[%s] requeued; its attempt stays counted: %s", job.function, key, exc
             )
 
-    def _finish(self, job: Assignment, key: str, status: Status, **fields: Any) -> None:
-        records.update(
-            job.function, key, {"status": status.value, "finished_at": timezone.now(), **fields}
-        )
-        if signals.job_finished.receivers:
+    def _finish(
+        self,
+        job: Assignment,
+        key: str,
+        status: Status,
+        execution: str | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Record an outcome; with ``execution``, only while that run holds the claim."""
+        outcome = {"status": status.value, "finished_at": timezone.now(), **fields}
+        if execution is not None:
+            outcome["lease_until"] = None
+        written = records.update(job.function, key, outcome, execution=execution)
+        if written and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
+        return bool(written)
 
     def _send_final(self, job: Assignment, command: Command, *args: bytes) -> None:
         ahead = self._ahead
@@ -391,7 +527,7 @@ class Worker:
         if record.status == Status.COMPLETE:
             self._send_final(job, Command.WORK_COMPLETE, dumps(record.result))
             return "answered from the record (complete)"
-        self._send_error(job, key, record.error or f"the job was {record.status}")
+        self._send_error(job, key, record.failure_text)
         return f"answered from the record ({record.status})"
 
     def _send_error(self, job: Assignment, key: str, message: str) -> str:

@@ -26,7 +26,7 @@ version = ".".join(release.split(".")[:2])
 
 extensions = ["sphinx.ext.autodoc"]
 
-exclude_patterns = ["_build", "bench-results.txt"]
+exclude_patterns = ["_build", "bench-results.txt", "recovery-million.txt"]
 templates_path: list[str] = []
 
 html_theme = "furo"

@@ -112,7 +112,7 @@ GEARATTACH = {
     "PROGRESS_WRITE_INTERVAL": 0,
 }
 # Tests of the recovery sweep start workers that sweep often.
-for _name in ("RECOVERY_INTERVAL", "RECOVERY_GRACE", "CHECK_INTERVAL"):
+for _name in ("RECOVERY_INTERVAL", "RECOVERY_GRACE", "CHECK_INTERVAL", "LEASE", "TIMEOUT"):
     if os.environ.get(f"GEARATTACH_{_name}"):
         GEARATTACH[_name] = float(os.environ[f"GEARATTACH_{_name}"])
 

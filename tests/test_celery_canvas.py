@@ -32,6 +32,7 @@ from tests.celeryapp.tasks import (
     missing_user,
     mul,
     process_rows,
+    wait_then_report,
     xsum,
 )
 
@@ -186,6 +187,21 @@ def test_get_feeds_on_message_with_pushed_states(celery_worker):
     assert progress  # each update_state the attacher saw, as Celery's meta
     assert all(m["task_id"] == result.id for m in messages)
     assert {"current", "total", "description"} <= set(progress[-1]["result"])
+
+
+def test_on_message_hears_started_only_from_a_task_that_tracks_it(celery_worker, tmp_path):
+    gate, hold = tmp_path / "gate", tmp_path / "hold"
+    gate.touch()
+    hold.touch()
+    messages: list[dict[str, Any]] = []
+    assert (
+        wait_then_report.delay(str(gate), str(hold)).get(timeout=30, on_message=messages.append)
+        == "released"
+    )
+    assert [m["status"] for m in messages] == [states.STARTED, "PROGRESS", states.SUCCESS]
+    untracked: list[dict[str, Any]] = []
+    process_rows.delay(2).get(timeout=30, on_message=untracked.append)
+    assert states.STARTED not in [m["status"] for m in untracked]
 
 
 def test_get_timeout_raises_celery_timeout_error(gearattach_gearmand):

@@ -173,7 +173,7 @@ def test_an_attacher_process_killed_or_exiting_before_its_job_started_loses_noth
     for job in (killed, timed_out):
         wait_for_status("tests.record", job.key, Status.COMPLETE)
     assert len(executions(log_path)) == 2
-    assert "resubmitted it" in worker.output()
+    assert "job(s) that gearmand had lost resubmitted" in worker.output()
 
 
 def test_an_attacher_that_joined_a_job_gearmand_had_dropped_revives_it(

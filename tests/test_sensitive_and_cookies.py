@@ -68,6 +68,22 @@ def test_a_redirect_after_post_carries_the_views_headers_and_signed_cookies(
     assert "X-Pin" not in json.dumps(state)
 
 
+def test_sensitive_post_parameters_below_offload_in_method_decorators_is_honoured(
+    client: Client,
+) -> None:
+    """Django builds that wrapper only when dispatch runs, in the worker: offload reads
+    the parameters from the decorator method_decorator keeps."""
+    job, token = started(client.post("/preferences/below/", FORM))
+    request = job.arguments["kwargs"]["request"]
+    assert [name for name, _ in request["post"]] == ["name", "language"]
+    assert "4711" not in text_of(job)
+    done = finish(job)
+    assert done.arguments["kwargs"]["request"]["sensitive_removed"] is True
+    page = revisit(client, "/preferences/below/", token)
+    assert page.status_code == 303
+    assert page["X-Pin"] == "4711-pin"  # the worker had it
+
+
 def test_sensitive_fields_are_never_in_the_admin_and_a_retry_says_why_not(
     admin_client: Client,
 ) -> None:

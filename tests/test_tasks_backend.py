@@ -121,6 +121,18 @@ def test_a_failure_carries_the_exception_class_and_traceback(gearmand, worker):
         _ = done.return_value
 
 
+def test_a_nested_exception_class_comes_from_the_record_not_the_traceback(gearmand, worker):
+    done = finished(dtasks.book.enqueue("rent").id)
+    [error] = done.errors
+    # (Django's exception_class imports the path with import_string: module.Class only.)
+    assert error.exception_class_path == "tests.tasksapp.tasks.Ledger.Locked"
+    record = Job.objects.get(key=done.id)
+    assert (record.exception_module, record.exception_qualname) == (
+        "tests.tasksapp.tasks",
+        "Ledger.Locked",
+    )
+
+
 def test_context_async_tasks_and_priorities(gearmand, worker):
     with_context = dtasks.with_context.enqueue()
     doubled = dtasks.async_double.enqueue(21)

@@ -172,7 +172,7 @@ def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_a
             if not failed:
                 failed.append(key)
                 raise DatabaseError("the database went away (test)")
-            finish(self, job, key, status, **fields)
+            return finish(self, job, key, status, **fields)
 
         monkeypatch.setattr(Worker, "_finish", fail_the_outcome_once)
     jobs = _run_two_jobs(gearmand)

@@ -31,6 +31,7 @@ urlpatterns += [
     path("classes/greeting/", classviews.Greeting.as_view(greeting="Bonjour"), name="greeting"),
     path("classes/users/", classviews.Users.as_view(), name="users"),
     path("preferences/", classviews.Preferences.as_view(), name="preferences"),
+    path("preferences/below/", classviews.PreferencesMarkedBelow.as_view()),
     path("preferences/saved/", classviews.saved, name="preferences-saved"),
     path("payment/", classviews.payment, name="payment"),
     path("api/figures/<int:year>/", classviews.Figures.as_view(), name="figures"),

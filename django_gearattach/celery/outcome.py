@@ -35,7 +35,9 @@ def find(task_id: str) -> Job | None:
     return found or records.order_by("-created_at").first()
 
 
-def _tracks_started(function: str) -> bool:
+def tracks_started(function: str) -> bool:
+    """Whether the task reports ``STARTED`` (``track_started``, or the app's
+    ``task_track_started`` for a task this process does not know)."""
     from .config import configuration
     from .task import lookup
 
@@ -67,7 +69,7 @@ def state_of(record: Job | None) -> str:
         named = custom(record)[0]
         if named:
             return named
-        return states.STARTED if _tracks_started(record.function) else states.PENDING
+        return states.STARTED if tracks_started(record.function) else states.PENDING
     if record.status == Status.COMPLETE:
         return states.SUCCESS
     if record.status == Status.CANCELLED:
@@ -97,7 +99,7 @@ def exception_of(record: Job) -> BaseException:
         return TaskRevokedError(record.error or "the job was cancelled")
     if record.is_waiting:
         return Retry(record.error or "the task will run again")
-    error = record.error or f"the job was {record.status}"
+    error = record.failure_text
     cls = _exception_class(record)
     if cls is not None:
         prefix = f"{cls.__name__}: "

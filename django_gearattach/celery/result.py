@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import AttachTimeout, JobNotFound
 from . import signals, states
 from .exceptions import TimeoutError
-from .outcome import custom, exception_of, find, message, state_of
+from .outcome import custom, exception_of, find, message, state_of, tracks_started
 
 if TYPE_CHECKING:
     from ..models import Job
@@ -219,6 +219,16 @@ class AsyncResult:
             time.sleep(min(delay, left) if left is not None else delay)
             delay = min(delay * 2, 0.25)
 
+    def _meta(self, state: str, result: Any) -> dict[str, Any]:
+        return {
+            "task_id": self.id,
+            "status": state,
+            "result": result,
+            "traceback": None,
+            "children": [],
+            "date_done": None,
+        }
+
     def _follow(
         self, record: Job, deadline: _Deadline, on_message: Callable[[dict[str, Any]], Any] | None
     ) -> Job:
@@ -226,20 +236,17 @@ class AsyncResult:
 
         try:
             for event in attach(record, timeout=deadline.left()):
-                if on_message is None or event.event != "data":
+                if on_message is None:
                     continue
                 data = event.data
-                if isinstance(data, dict) and set(data) == {"state", "meta"}:
-                    on_message(
-                        {
-                            "task_id": self.id,
-                            "status": data["state"],
-                            "result": data["meta"],
-                            "traceback": None,
-                            "children": [],
-                            "date_done": None,
-                        }
-                    )
+                if event.event == "started" and tracks_started(record.function):
+                    on_message(self._meta(states.STARTED, {"pid": None, "hostname": None}))
+                elif (
+                    event.event == "data"
+                    and isinstance(data, dict)
+                    and set(data) == {"state", "meta"}
+                ):
+                    on_message(self._meta(data["state"], data["meta"]))
         except TimeoutError:
             raise
         except AttachTimeout:

@@ -30,6 +30,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from ..conf import conf
+from ..wire import PONG, error_frame
 from . import panels
 from .queries import PERIODS, MinuteCounts, snapshot
 
@@ -79,7 +80,7 @@ class Feed:
                 raise
             except Exception as exc:
                 logger.warning("dashboard refresh failed: %s", exc)
-                text = json.dumps({"type": "error", "error": "the dashboard could not refresh"})
+                text = error_frame("the dashboard could not refresh")
             self.latest = text
             for queue in self.subscribers:
                 queue.put_nowait(text)
@@ -137,11 +138,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
         period = query.get("period", ["hour"])[0]
         if period not in PERIODS:
-            await self.send(
-                text_data=json.dumps(
-                    {"type": "error", "error": f"period must be one of: {', '.join(PERIODS)}"}
-                )
-            )
+            await self.send(text_data=error_frame(f"period must be one of: {', '.join(PERIODS)}"))
             await self.close(code=CLOSE_BAD_REQUEST)
             return
         self.relay = asyncio.get_running_loop().create_task(self.follow(get_feed(period)))
@@ -157,7 +154,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data == '{"type":"ping"}':
-            await self.send(text_data='{"type":"pong"}')
+            await self.send(text_data=PONG)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         if self.relay is not None:

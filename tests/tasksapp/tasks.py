@@ -16,6 +16,11 @@ class BillingError(Exception):
     pass
 
 
+class Ledger:
+    class Locked(Exception):
+        """A nested class: its path is only known from the class itself."""
+
+
 @task
 def add(a, b):
     return a + b
@@ -38,6 +43,11 @@ def with_context(context, gate=None):
 @task
 def charge(amount):
     raise BillingError(f"card declined for {amount}")
+
+
+@task
+def book(entry):
+    raise Ledger.Locked(f"ledger locked for {entry}")
 
 
 @task

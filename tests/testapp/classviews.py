@@ -90,6 +90,17 @@ class Preferences(FormView):  # type: ignore[type-arg]
         return response
 
 
+@method_decorator(offload, name="dispatch")
+@method_decorator(sensitive_post_parameters("pin"), name="dispatch")
+class PreferencesMarkedBelow(FormView):  # type: ignore[type-arg]
+    """The same view with ``sensitive_post_parameters`` listed below ``offload``: the
+    marking only runs in the worker, so ``offload`` reads it from the class."""
+
+    form_class = PasswordForm
+    template_name = "testapp/password_form.html"
+    form_valid = Preferences.form_valid
+
+
 def saved(request: HttpRequest) -> HttpResponse:
     """Not offloaded: reads the signed cookie the offloaded view set."""
     language = request.get_signed_cookie("language", default="none", salt="prefs")

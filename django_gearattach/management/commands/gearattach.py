@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,17 @@ from django_gearattach.management.commands.gearworker import positive_int
 from django_gearattach.models import FINISHED, Job
 from django_gearattach.submission import submit
 from django_gearattach.tasks import registered_tasks, unknown_task_message
+
+
+def _active_records(targets: list[tuple[str, str]]) -> list[Job]:
+    from django.db.models import Q
+
+    from django_gearattach.models import ACTIVE
+
+    query = Q()
+    for function, key in targets:
+        query |= Q(function=function, key=key)
+    return list(Job.objects.filter(query, status__in=ACTIVE))
 
 
 def json_value(kind: type) -> Any:
@@ -81,7 +93,10 @@ def age(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = "Submit, attach to or inspect jobs, show the gearmand servers, prune old records."
+    help = (
+        "Submit, attach to or inspect jobs, show the gearmand servers, prune old records, "
+        "recover lost jobs."
+    )
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -133,6 +148,27 @@ class Command(BaseCommand):
         )
         p.add_argument("--batch-size", type=positive_int, default=1000)
         p.add_argument("--dry-run", action="store_true", help="Only count them.")
+        p = sub.add_parser(
+            "recover",
+            help="Run the recovery sweep over every active record now: resubmit the jobs "
+            "that gearmand lost, and print what it did.",
+        )
+        p.add_argument(
+            "--dry-run", action="store_true", help="Only say what it would resubmit or mark lost."
+        )
+        p.add_argument(
+            "--grace",
+            type=seconds,
+            metavar="SECONDS",
+            help="How long a job must stay unknown to every server (default RECOVERY_GRACE).",
+        )
+        p.add_argument(
+            "--wait",
+            type=seconds,
+            default=60.0,
+            metavar="SECONDS",
+            help="How long to wait for a sweep running in a worker to end (default 60).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -262,6 +298,48 @@ class Command(BaseCommand):
             else:
                 report["error"] = server.error
             self._print(report)
+
+    def do_recover(self, options: dict[str, Any]) -> None:
+        from django_gearattach.recovery import Sweeper
+        from django_gearattach.sweeplock import SweepLock
+
+        grace = conf.RECOVERY_GRACE if options["grace"] is None else options["grace"]
+        dry_run = options["dry_run"]
+        lock = SweepLock("recovery")
+        if not lock.acquire(wait=options["wait"]):
+            raise CommandError("another recovery sweep is running; try again later")
+        try:
+            sweeper = Sweeper(grace=grace)
+            checked, actions, down = 0, [], set()
+            for records in sweeper.batches():
+                checked += len(records)
+                actions += sweeper.check(records, dry_run)
+                down |= sweeper.unreachable
+            suspects = sweeper.suspects
+            if suspects and grace > 0:
+                self.stdout.write(
+                    f"{len(suspects)} job(s) unknown to gearmand; checking again in {grace:g}s "
+                    "(the grace period)."
+                )
+                time.sleep(grace)
+                for start in range(0, len(suspects), sweeper.batch):
+                    chunk = suspects[start : start + sweeper.batch]
+                    records = _active_records(chunk)
+                    actions += sweeper.check(records, dry_run)
+                    down |= sweeper.unreachable
+        finally:
+            lock.release()
+        for action in actions:
+            self.stdout.write(str(action))
+        resubmitted = sum(a.kind == "resubmitted" for a in actions)
+        lost = sum(a.kind == "lost" for a in actions)
+        verb = "would be " if dry_run else ""
+        self.stdout.write(
+            f"Checked {checked} active records: {resubmitted} {verb}resubmitted, "
+            f"{lost} {verb}marked lost."
+        )
+        for address in sorted(down, key=str):
+            self.stderr.write(f"warning: {address} did not answer; its jobs were not checked")
 
     def do_prune(self, options: dict[str, Any]) -> None:
         statuses = options["statuses"] or FINISHED
