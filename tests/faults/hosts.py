@@ -1,5 +1,8 @@
 """Simulated hosts: network namespaces on one bridge, and a private PostgreSQL cluster.
 
+Each process started on a host gets that host's name (a UTS namespace of its own), as
+workers on separate machines would have.
+
 Every namespace and link is named ``gaf-...``; :func:`build` records what it made and
 :func:`teardown` removes exactly that. The bridge lives in a namespace of its own
 (``gaf-sw``), so the machine's own network is never touched. "Cutting" a host takes
@@ -85,6 +88,16 @@ def heal(host: str) -> None:
 
 def exec_argv(host: str, argv: Iterable[str]) -> list[str]:
     return ["ip", "netns", "exec", ns(host), *argv]
+
+
+def named(host: str, argv: Iterable[str]) -> list[str]:
+    """``argv`` in a UTS namespace of its own whose host name is the host's (``gaf-w1``).
+
+    Network namespaces share the machine's host name, and workers tell their own
+    host's claims from others' by it (see "Fenced execution" in docs/attach.rst).
+    """
+    script = 'hostname "$1" && shift && exec "$@"'
+    return ["unshare", "--uts", "--", "sh", "-c", script, "sh", ns(host), *argv]
 
 
 @dataclass

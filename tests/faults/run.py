@@ -61,7 +61,7 @@ LOAD_KEYS, LOAD_ROUNDS, LOAD_SPAN = 1000, 5, 240.0
 def outside(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise SystemExit("make faults needs root (network namespaces): run it as root")
-    for tool in ("ip", "runuser"):
+    for tool in ("ip", "runuser", "unshare"):
         if not shutil.which(tool):
             raise SystemExit(f"make faults needs {tool!r}")
     if not Path("/usr/sbin/gearmand").exists() and not shutil.which("gearmand"):
@@ -117,7 +117,7 @@ class Cluster:
     def spawn(self, host: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
         out = open(self.run_dir / log, "ab")  # noqa: SIM115 - the child owns it
         return subprocess.Popen(
-            hosts.exec_argv(host, argv),
+            hosts.exec_argv(host, hosts.named(host, argv)),
             env={**self.env, "GAF_HOST": host},
             cwd=ROOT,
             stdout=out,
