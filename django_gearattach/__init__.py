@@ -19,6 +19,9 @@ _EXPORTS = {
     "submit": "submission",
     "asubmit": "submission",
     "attach": "attachment",
+    "cancel": "operations",
+    "JobCancelled": "exceptions",
+    "SoftTimeLimitExceeded": "timelimits",
     "aattach": "attachment",
     "JobEvent": "attachment",
     "GearattachError": "exceptions",
@@ -38,30 +41,36 @@ if TYPE_CHECKING:
     from .exceptions import BadPayload as BadPayload
     from .exceptions import GearattachError as GearattachError
     from .exceptions import InvalidKey as InvalidKey
+    from .exceptions import JobCancelled as JobCancelled
     from .exceptions import JobNotFound as JobNotFound
     from .exceptions import SubmitFailed as SubmitFailed
     from .exceptions import UnknownTask as UnknownTask
+    from .operations import cancel as cancel
     from .submission import asubmit as asubmit
     from .submission import submit as submit
     from .tasks import JobContext as JobContext
     from .tasks import Task as Task
     from .tasks import current_job as current_job
     from .tasks import task as task
+    from .timelimits import SoftTimeLimitExceeded as SoftTimeLimitExceeded
 
 __all__ = [
     "AttachTimeout",
     "BadPayload",
     "GearattachError",
     "InvalidKey",
+    "JobCancelled",
     "JobContext",
     "JobEvent",
     "JobNotFound",
+    "SoftTimeLimitExceeded",
     "SubmitFailed",
     "Task",
     "UnknownTask",
     "aattach",
     "asubmit",
     "attach",
+    "cancel",
     "current_job",
     "submit",
     "task",

@@ -189,6 +189,7 @@ class JobAdmin(_ModelAdmin):
                     "created_at",
                     "scheduled_for",
                     "started_at",
+                    "cancel_requested_at",
                     "finished_at",
                     "waited",
                     "ran",
@@ -443,7 +444,10 @@ class JobAdmin(_ModelAdmin):
             request, "admin/django_gearattach/job/confirm_replay.html", context
         )
 
-    @admin.action(description=_("Cancel queued jobs"), permissions=["change"])
+    @admin.action(
+        description=_("Cancel jobs (queued: at once; running: by their worker)"),
+        permissions=["change"],
+    )
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         counts = dict.fromkeys(Cancel, 0)
         counts[Cancel.FINISHED] = queryset.filter(status__in=FINISHED).count()
@@ -464,18 +468,18 @@ class JobAdmin(_ModelAdmin):
                 % {"count": counts[Cancel.CANCELLED]},
                 messages.SUCCESS,
             )
-        if counts[Cancel.RUNNING]:
+        if counts[Cancel.REQUESTED]:
             self.message_user(
                 request,
                 ngettext(
-                    "%(count)d job is already running and cannot be cancelled: Gearman "
-                    "cannot stop a job that a worker has started.",
-                    "%(count)d jobs are already running and cannot be cancelled: Gearman "
-                    "cannot stop a job that a worker has started.",
-                    counts[Cancel.RUNNING],
+                    "Asked the worker running %(count)d job to stop it: it ends cancelled "
+                    "at its next progress report, or is stopped %(grace)gs later.",
+                    "Asked the workers running %(count)d jobs to stop them: they end "
+                    "cancelled at their next progress report, or are stopped %(grace)gs later.",
+                    counts[Cancel.REQUESTED],
                 )
-                % {"count": counts[Cancel.RUNNING]},
-                messages.WARNING,
+                % {"count": counts[Cancel.REQUESTED], "grace": conf.CANCEL_GRACE},
+                messages.SUCCESS,
             )
         if counts[Cancel.FINISHED]:
             self.message_user(

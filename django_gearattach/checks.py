@@ -35,6 +35,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 from .conf import DEFAULTS, conf
+from .exceptions import GearattachError
 from .gearman.routing import Address
 
 SECURITY_HINT = (
@@ -130,7 +131,7 @@ def _check_servers(user: dict[str, Any]) -> list[CheckMessage]:
 
 _POSITIVE = {"MAX_ATTEMPTS", "TIMEOUT", "RETRY_INTERVAL", "RETRY_INTERVAL_MAX", "CHECK_INTERVAL"}
 _POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "RECOVERY_INTERVAL", "STREAM_MAX_AGE"}
-_POSITIVE |= {"LEASE"}
+_POSITIVE |= {"LEASE", "CANCEL_CHECK_INTERVAL"}
 #: Limits where 0 means "no limit".
 _NOT_NEGATIVE = {"STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_PER_PROCESS", "OFFLOAD_QUEUE_LIMIT"}
 #: Keys of earlier versions, and what replaced them.
@@ -143,7 +144,7 @@ _RENAMED = {
 def _value_problem(name: str) -> str:
     try:
         value = getattr(conf, name)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, GearattachError) as exc:
         return f"cannot be read ({exc})"
     if name == "DEFAULT_PRIORITY" and value not in ("high", "normal", "low"):
         return 'must be "high", "normal" or "low"'
@@ -151,7 +152,8 @@ def _value_problem(name: str) -> str:
         return "must be True or False"
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"
-    if name in _NOT_NEGATIVE | {"PROGRESS_WRITE_INTERVAL", "RECOVERY_GRACE"} and value < 0:
+    negative_ok = {"PROGRESS_WRITE_INTERVAL", "RECOVERY_GRACE", "CANCEL_GRACE"}
+    if name in _NOT_NEGATIVE | negative_ok and value < 0:
         return "must not be negative"
     return ""
 

@@ -52,6 +52,14 @@ DEFAULTS: dict[str, Any] = {
     "OFFLOAD_QUEUE_LIMIT": 500,
     # Seconds between two refreshes of the admin dashboard's live charts (per process).
     "DASHBOARD_REFRESH": 5.0,
+    # Workers: default time limits of every task in seconds (None: none), overridden by
+    # @task(time_limit=..., soft_time_limit=...) (timelimits.py).
+    "TIME_LIMIT": None,
+    "SOFT_TIME_LIMIT": None,
+    # Workers: seconds between two looks for a cancel request while a job runs, and
+    # seconds a cancelled task has to stop by itself before its process is ended.
+    "CANCEL_CHECK_INTERVAL": 0.5,
+    "CANCEL_GRACE": 5.0,
 }
 
 
@@ -68,6 +76,11 @@ class Settings:
     @property
     def SERVERS(self) -> list[Address]:
         raw = self._get("SERVERS")
+        if isinstance(raw, str):  # iterating it would give one "server" per character
+            raise ValueError(
+                f"GEARATTACH['SERVERS'] must be a list of 'host:port' strings, not the "
+                f"string {raw!r}: write [{raw!r}]"
+            )
         # Read on every submit and attach: parse each distinct list once.
         key = tuple(raw) if isinstance(raw, (list, tuple)) else raw
         try:
@@ -146,6 +159,26 @@ class Settings:
     @property
     def IMMEDIATE(self) -> bool:
         return bool(self._get("IMMEDIATE"))
+
+    @property
+    def TIME_LIMIT(self) -> float | None:
+        from .timelimits import checked_limit
+
+        return checked_limit("GEARATTACH['TIME_LIMIT']", self._get("TIME_LIMIT"))
+
+    @property
+    def SOFT_TIME_LIMIT(self) -> float | None:
+        from .timelimits import checked_limit
+
+        return checked_limit("GEARATTACH['SOFT_TIME_LIMIT']", self._get("SOFT_TIME_LIMIT"))
+
+    @property
+    def CANCEL_CHECK_INTERVAL(self) -> float:
+        return float(self._get("CANCEL_CHECK_INTERVAL"))
+
+    @property
+    def CANCEL_GRACE(self) -> float:
+        return float(self._get("CANCEL_GRACE"))
 
 
 conf = Settings()

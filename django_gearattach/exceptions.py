@@ -48,3 +48,11 @@ class OffloadRefused(GearattachError):
 
 class InvalidSchedule(GearattachError, ValueError):
     """A ``run_at`` or ``delay`` that does not name one moment (naive, negative...)."""
+
+
+class JobCancelled(GearattachError):
+    """Raised inside a running task by ``progress()``/``data()`` once its job is cancelled.
+
+    Catch it to clean up; the job ends ``cancelled`` however the task then ends by
+    raising (see :mod:`django_gearattach.cancelling`).
+    """

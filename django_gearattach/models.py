@@ -121,6 +121,11 @@ class Job(models.Model):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When someone cancelled the job while it ran; its worker stops it.",
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -214,3 +219,30 @@ class Job(models.Model):
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
+
+
+class Throttle(models.Model):
+    """Shared state of a function's rate or concurrency limit (:mod:`.ratelimits`).
+
+    ``slot`` -1 is the rate row: ``until`` is the time (epoch seconds) before which
+    the next start may not be claimed (GCRA's theoretical arrival time). Slots 0 to
+    N-1 are the concurrency leases: ``holder`` ("host:pid") holds one while it may
+    run the function, until ``until`` unless renewed.
+    """
+
+    RATE = -1
+
+    function = models.CharField(max_length=255)
+    slot = models.IntegerField()
+    holder = models.CharField(max_length=300, blank=True)
+    until = models.FloatField(default=0.0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["function", "slot"], name="gearattach_throttle_function_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.function} slot {self.slot}"

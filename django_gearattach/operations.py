@@ -1,4 +1,8 @@
-"""What an operator does to jobs: retry a finished one, cancel a queued (or scheduled) one.
+"""What an operator does to jobs: retry a finished one, cancel an active one.
+
+A running job is cancelled through its record: the worker that runs it stops it
+(:mod:`~django_gearattach.cancelling`). The rest of this docstring is about a job
+that has not started.
 
 Used by the admin's actions (and ``AsyncResult.revoke()`` in the Celery shim).
 
@@ -24,12 +28,15 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.utils import timezone
 
 from . import sensitive, signals
+from .cancelling import request_cancel
 from .capture import signed_again, stored_files
 from .clients import get_client, servers_for
+from .exceptions import JobNotFound
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.routing import Address
@@ -37,6 +44,7 @@ from .housekeeping import delete_files
 from .models import WAITING, Job, Status
 from .payload import ATTACH_MARKER, check_key, new_key
 from .submission import submit
+from .tasks import Task, function_name
 from .wire import OFFLOAD_FUNCTION
 
 logger = logging.getLogger("django_gearattach")
@@ -46,7 +54,8 @@ CANCELLED_ERROR = "cancelled before it started"
 
 class Cancel(enum.Enum):
     CANCELLED = "cancelled"
-    RUNNING = "running"  # too late: Gearman cannot stop a started job
+    #: Running: its worker was asked to stop it (it ends cancelled within the grace).
+    REQUESTED = "requested"
     FINISHED = "finished"
 
 
@@ -57,16 +66,32 @@ class CancelOutcome:
     note: str = ""
 
 
-def cancel(job: Job) -> CancelOutcome:
-    """Cancel ``job`` if it is still queued or scheduled; see the module docstring for how."""
+def cancel(job: Job | Task[Any, Any] | str, key: str | None = None) -> CancelOutcome:
+    """Cancel a job: at once if it is queued or scheduled (see the module docstring),
+    through its worker if it runs (:func:`~django_gearattach.cancelling.request_cancel`).
+
+    ``cancel(record)`` or ``cancel(task_or_function_name, key)``; raises
+    :class:`~django_gearattach.exceptions.JobNotFound` for a key with no record.
+    """
+    if not isinstance(job, Job):
+        if key is None:
+            raise TypeError("cancel(function, key) needs the job's key")
+        function = function_name(job)
+        found = Job.objects.for_key(function, key).first()
+        if found is None:
+            raise JobNotFound(function, key)
+        job = found
     now = timezone.now()
     marked = Job.objects.filter(pk=job.pk, status__in=WAITING).update(
         status=Status.CANCELLED, finished_at=now, error=CANCELLED_ERROR
     )
     if not marked:
+        if request_cancel(job):
+            return CancelOutcome(Cancel.REQUESTED)
         job.refresh_from_db(fields=["status"])
-        verdict = Cancel.RUNNING if job.status == Status.RUNNING else Cancel.FINISHED
-        return CancelOutcome(verdict)
+        if job.status in WAITING:  # it went back to the queue meanwhile: try again
+            return cancel(job)
+        return CancelOutcome(Cancel.FINISHED)
     job.status, job.finished_at, job.error = Status.CANCELLED, now, CANCELLED_ERROR
     note = _remove_from_queue(job)
     # Uploads of an offloaded request that never ran: nothing will read them now,
@@ -101,11 +126,17 @@ def retry(job: Job) -> Job:
     """Submit ``job``'s function again with its arguments, under a new random key.
 
     The new job belongs to the same owner (user and session). Raises ValueError for
+    a job that is still queued, scheduled or running, for
     a record whose arguments are unknown (a job submitted by another client that was
     lost before a worker recorded it), and :class:`~django_gearattach.exceptions.
     BadPayload` for an offloaded request that this site did not sign (its signature
     names its key, so a retry signs it again, and only then).
     """
+    if job.is_active:  # a second copy would run beside it
+        raise ValueError(
+            f"{job.function}[{job.key}] is still {job.status}: wait for it to finish, or "
+            "cancel it first"
+        )
     if job.arguments is None:
         raise ValueError(f"the arguments of {job.function}[{job.key}] are unknown")
     key = new_key()

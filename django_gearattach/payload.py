@@ -24,7 +24,10 @@ ATTACH_MARKER = b'{"gearattach": "attach"}'
 
 def dumps(value: Any) -> bytes:
     try:
-        return json.dumps(value, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
+        # allow_nan=False: NaN and Infinity are not JSON; other clients would refuse them.
+        return json.dumps(
+            value, cls=DjangoJSONEncoder, separators=(",", ":"), allow_nan=False
+        ).encode()
     except (TypeError, ValueError) as exc:
         raise BadPayload(f"value is not JSON serialisable: {exc}") from exc
 

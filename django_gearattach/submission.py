@@ -111,6 +111,7 @@ class _Request:
             retries=0,
             started_at=None,
             finished_at=None,
+            cancel_requested_at=None,  # a cancel of the last run is not one of this run
             created_at=timezone.now(),
         )
 

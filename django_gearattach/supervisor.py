@@ -1,5 +1,12 @@
 """Runs the worker loop in N processes, restarts those that die, stops them gracefully.
 
+With ``max_jobs_per_child`` or ``max_memory_per_child`` a worker process exits after
+a job once it reached the limit, and a new one takes its slot
+(:mod:`~django_gearattach.recycling`). A process whose watchdog ended it to stop a
+job (a hard time limit, a cancel) is replaced the same way; a single worker
+(``--concurrency 1``) runs in the supervisor's own process, which starts anew
+(``exec``) instead.
+
 SIGTERM or SIGINT asks every worker to finish its current job and exit. With
 ``reload`` (``gearworker --reload``, for development) the supervisor also watches the
 code and, when a file changes, stops the workers gracefully and starts anew
@@ -13,6 +20,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterable
 from types import FrameType
@@ -21,6 +29,7 @@ from typing import Any
 from django.db import connections
 
 from .gearman.routing import Address
+from .recycling import ENDED_BY_WATCHDOG, RECYCLED, memory_check
 from .reloader import CodeWatcher, restart
 from .tasks import Task
 from .worker import Worker
@@ -41,11 +50,16 @@ class Supervisor:
         concurrency: int = 1,
         *,
         reload: bool = False,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
     ) -> None:
         self.tasks = list(tasks)
         self.servers = servers
         self.concurrency = concurrency
         self.reload = reload
+        self.max_jobs_per_child = max_jobs_per_child
+        self.max_memory_per_child = max_memory_per_child
+        self.recycles = max_jobs_per_child is not None or max_memory_per_child is not None
         self.children: dict[int, int] = {}  # pid -> slot
         self.stopping = False
         self.reloading = False
@@ -59,8 +73,8 @@ class Supervisor:
             ", ".join(map(str, self.servers)),
             names,
         )
-        if self.concurrency == 1 and not self.reload:
-            self._run_inline()
+        if self.concurrency == 1 and not self.reload and not self.recycles:
+            self._run_inline(end_process=_start_anew)
         else:
             self._run_children()
         if self.reloading and not self.stopping:
@@ -68,8 +82,10 @@ class Supervisor:
             restart()
         logger.info("gearworker pid %s stopped", os.getpid())
 
-    def _run_inline(self) -> None:
+    def _run_inline(self, end_process: Any) -> None:
         worker = Worker(self.tasks, self.servers)
+        worker.watchdog.end_process = end_process
+        worker.recycle_after = memory_check(self.max_memory_per_child)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             logger.info("signal %s: finishing the current job, then exiting", signum)
@@ -77,7 +93,7 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-        worker.run()
+        worker.run(max_jobs=self.max_jobs_per_child)
 
     def _spawn(self, slot: int) -> None:
         connections.close_all()
@@ -87,7 +103,7 @@ class Supervisor:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 _die_with_parent()
-                self._run_inline()
+                self._run_inline(end_process=_exit_ended)
             except BaseException:
                 logger.exception("worker process crashed")
                 code = 1
@@ -123,7 +139,14 @@ class Supervisor:
             if pid not in self.children:
                 continue
             slot = self.children.pop(pid)
-            if not (self.stopping or self.reloading):
+            code = os.waitstatus_to_exitcode(status)
+            if self.recycles and code == RECYCLED and not (self.stopping or self.reloading):
+                logger.info("worker process %s recycled; starting another", pid)
+                self._spawn(slot)
+            elif code == ENDED_BY_WATCHDOG and not (self.stopping or self.reloading):
+                logger.info("worker process %s ended to stop its job; starting another", pid)
+                self._spawn(slot)
+            elif not (self.stopping or self.reloading):
                 logger.warning(
                     "worker process %s exited (status %s); starting another", pid, status
                 )
@@ -147,6 +170,19 @@ class Supervisor:
         for pid in list(self.children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+
+
+def _exit_ended() -> None:  # pragma: no cover - runs in a child
+    """End a worker process whose watchdog stopped its job (the supervisor replaces it)."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(ENDED_BY_WATCHDOG)
+
+
+def _start_anew() -> None:
+    """End the single worker process's job by starting the command anew (``exec``)."""
+    connections.close_all()
+    restart()
 
 
 def _die_with_parent() -> None:

@@ -8,7 +8,9 @@ import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
-from .exceptions import UnknownTask
+from .exceptions import JobCancelled, UnknownTask
+from .ratelimits import checked_concurrency, parse_rate
+from .timelimits import TimeLimits
 
 if TYPE_CHECKING:
     from .models import Job
@@ -51,6 +53,17 @@ class JobContext:
         self.key = key
         self._reporter = reporter
         self.outcome_callbacks: list[OutcomeCallback] = []
+        #: Set by the worker's watchdog when someone cancels the running job.
+        self.cancel_requested = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled while it ran: stop, clean up, and raise."""
+        return self.cancel_requested
+
+    def _check_cancelled(self) -> None:
+        if self.cancel_requested:
+            raise JobCancelled(f"job {self.function}[{self.key}] was cancelled")
 
     def on_outcome(self, callback: OutcomeCallback) -> None:
         """Call ``callback(status, result)`` once the job's outcome is committed.
@@ -62,11 +75,19 @@ class JobContext:
         self.outcome_callbacks.append(callback)
 
     def progress(self, numerator: int, denominator: int) -> None:
-        """Report progress: sent to attached clients (WORK_STATUS) and kept in the record."""
+        """Report progress: sent to attached clients (WORK_STATUS) and kept in the record.
+
+        Raises :class:`~django_gearattach.exceptions.JobCancelled` once the job is cancelled.
+        """
+        self._check_cancelled()
         self._reporter.progress(int(numerator), int(denominator))
 
     def data(self, value: Any) -> None:
-        """Send intermediate JSON data to attached clients (WORK_DATA)."""
+        """Send intermediate JSON data to attached clients (WORK_DATA).
+
+        Raises :class:`~django_gearattach.exceptions.JobCancelled` once the job is cancelled.
+        """
+        self._check_cancelled()
         self._reporter.data(value)
 
     def warning(self, message: str) -> None:
@@ -88,12 +109,25 @@ class Task(Generic[P, R]):
     """A function registered under a Gearman function name."""
 
     def __init__(
-        self, func: Callable[..., R], name: str, priority: str | None, bind: bool
+        self,
+        func: Callable[..., R],
+        name: str,
+        priority: str | None,
+        bind: bool,
+        time_limits: TimeLimits | None = None,
+        rate_limit: float | None = None,
+        concurrency: int | None = None,
     ) -> None:
         self.func = func
         self.name = name
         self.priority = priority
         self.bind = bind
+        #: Seconds the task may run (the settings' defaults apply where these are None).
+        self.time_limits = time_limits or TimeLimits()
+        #: Starts per second allowed over all workers (None: no limit), and jobs
+        #: running at once over all workers (see :mod:`django_gearattach.ratelimits`).
+        self.rate_limit = rate_limit
+        self.concurrency = concurrency
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -130,7 +164,14 @@ class Task(Generic[P, R]):
 def task(func: Callable[P, R], /) -> Task[P, R]: ...
 @overload
 def task(
-    *, name: str | None = None, priority: str | None = None, bind: bool = False
+    *,
+    name: str | None = None,
+    priority: str | None = None,
+    bind: bool = False,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    rate_limit: str | float | None = None,
+    concurrency: int | None = None,
 ) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
 
 
@@ -141,13 +182,23 @@ def task(
     name: str | None = None,
     priority: str | None = None,
     bind: bool = False,
+    time_limit: float | None = None,
+    soft_time_limit: float | None = None,
+    rate_limit: str | float | None = None,
+    concurrency: int | None = None,
 ) -> Task[Any, R] | Callable[[Callable[..., R]], Task[Any, R]]:
     """Register a function as a task.
 
     The Gearman function name defaults to ``"module.qualname"``; ``name=`` overrides
     it (``@task(name="example.slow")``). With ``bind=True`` the function receives a
-    :class:`JobContext` as its first argument.
+    :class:`JobContext` as its first argument. ``soft_time_limit`` and ``time_limit``
+    (seconds) bound a run: see :mod:`django_gearattach.timelimits`. ``rate_limit``
+    (``"10/m"``) and ``concurrency`` (N) hold over all workers: see
+    :mod:`django_gearattach.ratelimits`.
     """
+    limits = TimeLimits.of(soft_time_limit, time_limit)
+    rate = parse_rate(rate_limit)
+    most = checked_concurrency(concurrency)
 
     def register(f: Callable[..., R]) -> Task[Any, R]:
         task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -161,7 +212,7 @@ def task(
                 f"two tasks are registered as {task_name!r}: {_origin(existing.func)} and "
                 f"{_origin(f)}; give one of them another name="
             )
-        registered: Task[Any, R] = Task(f, task_name, priority, bind)
+        registered: Task[Any, R] = Task(f, task_name, priority, bind, limits, rate, most)
         _registry[task_name] = registered
         return registered
 

@@ -19,6 +19,10 @@ result is ``READY`` meanwhile); a time already past runs it now. ``queue_name`` 
 validated against ``QUEUES`` as Django does, but Gearman routes by function name, so
 every queue is one.
 
+Time limits: the backend's ``OPTIONS`` may name them per task, by ``module_path``
+(``{"TIME_LIMITS": {"app.tasks.crunch": {"time_limit": 60, "soft_time_limit": 50}}}``);
+``GEARATTACH["TIME_LIMIT"]`` and ``["SOFT_TIME_LIMIT"]`` apply to the others.
+
 ``task_enqueued`` is sent by ``enqueue`` in the submitting process, ``task_started``
 and ``task_finished`` by the worker process around the task (``task_finished`` from
 inside the exception handler on failure, as Django's own backends do). In immediate
@@ -34,6 +38,7 @@ from traceback import format_exception
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules, import_string
 
@@ -151,8 +156,9 @@ def _run(
     return value
 
 
-def _register(task: Task[..., Any]) -> None:
+def _register(task: Task[..., Any], limits: Mapping[str, Any] | None = None) -> None:
     """Make the task runnable by ``gearworker`` under its ``module_path``."""
+    limits = limits or {}
     existing = registered_tasks().get(task.module_path)
     previous = getattr(existing.func, "django_task", None) if existing is not None else None
     if previous is not None and previous.func is task.func and previous.backend == task.backend:
@@ -163,7 +169,12 @@ def _register(task: Task[..., Any]) -> None:
         return _run(task, context, args, kwargs)
 
     run.django_task = task  # type: ignore[attr-defined]
-    register_task(name=task.module_path, bind=True)(run)
+    register_task(
+        name=task.module_path,
+        bind=True,
+        time_limit=limits.get("time_limit"),
+        soft_time_limit=limits.get("soft_time_limit"),
+    )(run)
 
 
 def _django_tasks() -> dict[str, Task[..., Any]]:
@@ -189,7 +200,24 @@ class GearmanBackend(BaseTaskBackend):
 
     def validate_task(self, task: Task[..., Any]) -> None:
         super().validate_task(task)
-        _register(task)
+        _register(task, self.time_limits(task.module_path))
+
+    def time_limits(self, module_path: str) -> Mapping[str, Any] | None:
+        """``OPTIONS["TIME_LIMITS"][module_path]``: the task's time_limit/soft_time_limit."""
+        configured = self.options.get("TIME_LIMITS", {})
+        if not isinstance(configured, Mapping):
+            raise ImproperlyConfigured(
+                "TASKS OPTIONS['TIME_LIMITS'] must map task module paths to "
+                "{'time_limit': seconds, 'soft_time_limit': seconds}"
+            )
+        limits = configured.get(module_path)
+        unknown = set(limits or {}) - {"time_limit", "soft_time_limit"}
+        if unknown:
+            raise ImproperlyConfigured(
+                f"TASKS OPTIONS['TIME_LIMITS'][{module_path!r}]: unknown option(s) "
+                f"{', '.join(sorted(unknown))}; use time_limit and soft_time_limit"
+            )
+        return limits
 
     def _submit_args(
         self, task: Task[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]

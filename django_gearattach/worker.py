@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError
@@ -44,9 +44,11 @@ from .gearman.routing import Address
 from .gearman.worker import Assignment, WorkerPool
 from .models import ACTIVE, Job, Status
 from .payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from .ratelimits import Throttles
 from .recovery import Sweeper
 from .scheduling import pending_epoch
 from .tasks import JobContext, Rescheduled, Task
+from .watchdog import Watchdog
 
 logger = logging.getLogger("django_gearattach.worker")
 
@@ -128,6 +130,13 @@ class Worker:
         self._executions: dict[tuple[str, str], str] = {}
         # Claims of runs this worker abandoned (not running, whatever their lease says).
         self._abandoned: deque[str] = deque(maxlen=64)
+        self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
+        self.throttles = Throttles.for_tasks(self.tasks.values())  # ratelimits.py
+        if self.throttles is not None:
+            self.throttles.install(self.pool)
+            self.watchdog.on_tick = self.throttles.renew
+        #: Called after each job; True ends the process after it (``--max-memory-per-child``).
+        self.recycle_after: Callable[[], bool] | None = None
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -154,6 +163,8 @@ class Worker:
                 self.jobs_done += 1
                 if last:
                     break
+                if self.recycle_after is not None and self.recycle_after():
+                    self.stop()  # a job grabbed ahead still runs first
         finally:
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
@@ -376,8 +387,10 @@ class Worker:
     ) -> str:
         if signals.job_started.receivers:
             signals.send_started(job.function, key)
+        task = self.tasks[job.function]
         try:
-            value = self.tasks[job.function].run(context, args, kwargs)
+            with self.watchdog.watching(job, key, task.time_limits, context, reporter.execution):
+                value = task.run(context, args, kwargs)
             raw = dumps(value)
         except Rescheduled as again:
             return self._rescheduled(job, key, again, reporter.pending())
@@ -389,9 +402,11 @@ class Worker:
                 "exception_module": type(exc).__module__,
                 "exception_qualname": type(exc).__qualname__,
             }
-            if not self._conclude(job, key, Status.FAILED, fields | reporter.pending()):
+            # A task that stops by raising once it is cancelled ends cancelled.
+            status = Status.CANCELLED if context.cancel_requested else Status.FAILED
+            if not self._conclude(job, key, status, fields | reporter.pending()):
                 return self._answer_when_done(job, key)
-            _call_outcome_callbacks(context, Status.FAILED, exc)
+            _call_outcome_callbacks(context, status, exc)
             return self._send_error(job, key, error)
         result = json.loads(raw)
         if not self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending()):

@@ -35,7 +35,14 @@ INSTALLED_APPS.append("tests.tasksapp")
 # gearworker processes of tests/test_metrics.py install it.
 if os.environ.get("GEARATTACH_TEST_METRICS"):
     INSTALLED_APPS.append("django_gearattach.metrics")
-TASKS = {"default": {"BACKEND": "django_gearattach.tasks_backend.GearmanBackend"}}
+TASKS = {
+    "default": {
+        "BACKEND": "django_gearattach.tasks_backend.GearmanBackend",
+        "OPTIONS": {
+            "TIME_LIMITS": {"tests.tasksapp.tasks.oversleep": {"soft_time_limit": 0.5}},
+        },
+    }
+}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -112,7 +119,19 @@ GEARATTACH = {
     "PROGRESS_WRITE_INTERVAL": 0,
 }
 # Tests of the recovery sweep start workers that sweep often.
-for _name in ("RECOVERY_INTERVAL", "RECOVERY_GRACE", "CHECK_INTERVAL", "LEASE", "TIMEOUT"):
+# Tests of the recovery sweep start workers that sweep often; tests of time limits and
+# cancelling start workers with short ones.
+for _name in (
+    "RECOVERY_INTERVAL",
+    "RECOVERY_GRACE",
+    "CHECK_INTERVAL",
+    "LEASE",
+    "TIMEOUT",
+    "TIME_LIMIT",
+    "SOFT_TIME_LIMIT",
+    "CANCEL_CHECK_INTERVAL",
+    "CANCEL_GRACE",
+):
     if os.environ.get(f"GEARATTACH_{_name}"):
         GEARATTACH[_name] = float(os.environ[f"GEARATTACH_{_name}"])
 

@@ -298,21 +298,20 @@ def test_cancel_removes_a_queued_job_which_then_never_runs(
     assert events == [{"event": "failed", "error": "cancelled before it started"}]
 
 
-def test_cancel_refuses_running_jobs_and_says_why(
-    admin_client, gearmand, worker, log_path, tmp_path
+def test_cancel_asks_the_worker_of_a_running_job_to_stop_it(
+    admin_client, gearmand, worker, log_path
 ):
-    gate = tmp_path / "gate"
-    running = submit("tests.record", [str(log_path)], {"gate": str(gate)})
-    wait_for_status("tests.record", running.key, Status.RUNNING)
+    running = submit("tests.cancellable", [str(log_path)])
+    wait_for_status("tests.cancellable", running.key, Status.RUNNING)
     finished = make_job("finished")
     response = run_action(admin_client, "cancel_jobs", [running, finished])
     assert texts(response) == [
-        "1 job is already running and cannot be cancelled: Gearman cannot stop a job that "
-        "a worker has started.",
+        "Asked the worker running 1 job to stop it: it ends cancelled at its next progress "
+        "report, or is stopped 5s later.",
         "1 job had already finished.",
     ]
-    gate.touch()
-    assert wait_for_status("tests.record", running.key, Status.COMPLETE).result["done"]
+    record = wait_for_status("tests.cancellable", running.key, Status.CANCELLED)
+    assert record.error.startswith("JobCancelled: ")
 
 
 def test_cancel_with_gearmand_down_still_keeps_the_task_from_running(admin_client, gearmand):

@@ -89,6 +89,10 @@ def test_e002_malformed_servers(gearattach, servers, text):
         ("STREAM_LIMIT_PER_CLIENT", -1, "must not be negative"),
         ("OFFLOAD_QUEUE_LIMIT", "many", "cannot be read"),
         ("STREAM_MAX_AGE", 0, "greater than 0"),
+        ("TIME_LIMIT", -5, "must be a positive number of seconds"),
+        ("SOFT_TIME_LIMIT", "1m", "must be a number of seconds or None"),
+        ("CANCEL_CHECK_INTERVAL", 0, "greater than 0"),
+        ("CANCEL_GRACE", -1, "must not be negative"),
     ],
 )
 def test_e003_malformed_values(gearattach, key, value, text):

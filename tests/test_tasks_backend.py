@@ -133,6 +133,30 @@ def test_a_nested_exception_class_comes_from_the_record_not_the_traceback(gearma
     )
 
 
+def test_time_limits_come_from_the_backend_options(gearmand, worker):
+    result = dtasks.oversleep.enqueue()
+    done = finished(result.id)
+    assert done.status == TaskResultStatus.FAILED
+    [error] = done.errors
+    assert error.exception_class.__name__ == "SoftTimeLimitExceeded"
+    assert "soft time limit (0.5s) exceeded" in error.traceback
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"TIME_LIMITS": ["x"]}, "must map task module paths"),
+        ({"TIME_LIMITS": {"m.t": {"hard": 5}}}, r"unknown option\(s\) hard"),
+    ],
+)
+def test_bad_time_limit_options_are_refused(options, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    backend = GearmanBackend("limited", {"OPTIONS": options})
+    with pytest.raises(ImproperlyConfigured, match=message):
+        backend.time_limits("m.t")
+
+
 def test_context_async_tasks_and_priorities(gearmand, worker):
     with_context = dtasks.with_context.enqueue()
     doubled = dtasks.async_double.enqueue(21)

@@ -48,12 +48,13 @@ TRANSPORT = (
 REFUSED = {
     "task_always_eager": 'use GEARATTACH["IMMEDIATE"] = True (see the testing docs)',
     "task_eager_propagates": 'GEARATTACH["IMMEDIATE"] always propagates',
-    "task_time_limit": "Gearman has no time limits; enforce them inside the task",
-    "task_soft_time_limit": "Gearman has no time limits; enforce them inside the task",
+    "task_time_limit": "set GEARATTACH['TIME_LIMIT'] (or @app.task(time_limit=...)) instead",
+    "task_soft_time_limit": "set GEARATTACH['SOFT_TIME_LIMIT'] (or "
+    "@app.task(soft_time_limit=...)) instead",
     "task_annotations": "set options on each @shared_task instead",
     "task_routes": "Gearman routes by task name: start gearworker --function NAME",
     "task_queues": "Gearman has no named queues",
-    "task_default_rate_limit": "Gearman has no rate limits",
+    "task_default_rate_limit": "rate limits are per task: @app.task(rate_limit=...)",
     "task_acks_late": "a job whose worker dies is always requeued (acks_late=True)",
     "task_reject_on_worker_lost": "a job whose worker dies is always requeued",
     "task_create_missing_queues": "Gearman has no named queues",

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from ..exceptions import AttachTimeout, GearattachError
+from ..timelimits import SoftTimeLimitExceeded as SoftTimeLimitExceeded  # as in Celery
+from ..timelimits import TimeLimitExceeded as TimeLimitExceeded
 
 
 class CeleryError(GearattachError):

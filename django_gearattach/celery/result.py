@@ -234,42 +234,64 @@ class AsyncResult:
     ) -> Job:
         from ..attachment import attach
 
+        tracked = on_message is not None and tracks_started(record.function)
+        started = False  # whether on_message heard STARTED for this run
+
+        def hear(state: str, meta: Any) -> None:
+            nonlocal started
+            assert on_message is not None
+            # Any report means the job started; one that started before this waiter
+            # joined never says so again (gearmand tells newcomers nothing), so a
+            # waiter hears STARTED before the job's first report, as from Celery.
+            if tracked and not started and state != states.STARTED:
+                hear(states.STARTED, {"pid": None, "hostname": None})
+            started = started or state == states.STARTED
+            on_message(self._meta(state, meta))
+
         try:
             for event in attach(record, timeout=deadline.left()):
                 if on_message is None:
                     continue
                 data = event.data
-                if event.event == "started" and tracks_started(record.function):
-                    on_message(self._meta(states.STARTED, {"pid": None, "hostname": None}))
+                if event.event == "started" and tracked:
+                    hear(states.STARTED, {"pid": None, "hostname": None})
                 elif (
                     event.event == "data"
                     and isinstance(data, dict)
                     and set(data) == {"state", "meta"}
                 ):
-                    on_message(self._meta(data["state"], data["meta"]))
+                    hear(data["state"], data["meta"])
         except TimeoutError:
             raise
         except AttachTimeout:
             raise TimeoutError("The operation timed out.") from None
+        if tracked and not started:  # it started and ended with no report on the way
+            hear(states.STARTED, {"pid": None, "hostname": None})
         fresh = self._record()
         assert fresh is not None
         return fresh
 
     def revoke(self, connection: Any = None, terminate: bool = False, **kwargs: Any) -> None:
-        """Cancel the job if it is still queued or scheduled (Gearman cannot stop a
-        running one)."""
-        if terminate:
-            raise NotImplementedError("Gearman cannot stop a job that a worker has started")
+        """Cancel the job if it is queued or scheduled; with ``terminate=True`` also a
+        running one, which its worker stops (:mod:`django_gearattach.cancelling`)."""
         if kwargs.get("signal") is not None:
-            raise NotImplementedError("revoke(signal=...) is not supported: nothing is killed")
+            raise NotImplementedError(
+                "revoke(signal=...) is not supported: a running job is asked to stop, then "
+                "its worker process is ended after GEARATTACH['CANCEL_GRACE'] seconds"
+            )
         from ..operations import Cancel, cancel
 
         record = self._record()
-        if record is not None and cancel(record).verdict is Cancel.CANCELLED:
+        if record is None:
+            return
+        if not terminate and record.status == "running":
+            return  # as in Celery: revoke() without terminate does not stop a running task
+        verdict = cancel(record).verdict
+        if verdict is not Cancel.FINISHED:
             signals.task_revoked.send(
                 sender=self.task_name,
                 request=None,
-                terminated=False,
+                terminated=verdict is Cancel.REQUESTED,
                 signum=None,
                 expired=False,
             )

@@ -47,14 +47,15 @@ TASK_OPTIONS: dict[str, Any] = {
     "serializer": "json",
     "acks_late": True,
     "typing": True,
+    # Enforced by the worker's watchdog (django_gearattach.timelimits).
+    "time_limit": None,
+    "soft_time_limit": None,
+    # Enforced by the workers together (django_gearattach.ratelimits).
+    "rate_limit": None,
 }
 
 #: Why the other task options are refused, named in the error.
 UNSUPPORTED_TASK_OPTIONS = {
-    "rate_limit": "Gearman has no rate limits; run fewer workers for the task "
-    "(gearworker --function NAME --concurrency N)",
-    "time_limit": "Gearman has no time limits; enforce them inside the task",
-    "soft_time_limit": "Gearman has no time limits; enforce them inside the task",
     "queue": "Gearman has no named queues: jobs are routed by task name, so start "
     "gearworker --function NAME on the workers that should run them",
     "base": "custom Task classes are not supported; use bind=True and plain functions",
@@ -104,6 +105,9 @@ class CeleryTask(Generic[P, R]):
         self.serializer: str = get("serializer")
         self.acks_late: bool = get("acks_late")
         self.typing: bool = get("typing")
+        self.time_limit: float | None = get("time_limit")
+        self.soft_time_limit: float | None = get("soft_time_limit")
+        self.rate_limit: str | float | None = get("rate_limit")
         functools.update_wrapper(self, func)
 
         @functools.wraps(func)
@@ -112,7 +116,13 @@ class CeleryTask(Generic[P, R]):
 
         execute.celery_task = self  # type: ignore[attr-defined]
         # Registered under the task's name, so gearworker runs it like any @task.
-        self.gearman_task = register_task(name=name, bind=True)(execute)
+        self.gearman_task = register_task(
+            name=name,
+            bind=True,
+            time_limit=self.time_limit,
+            soft_time_limit=self.soft_time_limit,
+            rate_limit=self.rate_limit,
+        )(execute)
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"

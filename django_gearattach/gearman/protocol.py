@@ -234,7 +234,10 @@ def parse_status(lines: list[str]) -> list[FunctionStatus]:
         if len(parts) != 4:
             raise ProtocolError(f"malformed status line {line!r}")
         name, total, running, workers = parts
-        out.append(FunctionStatus(name, int(total), int(running), int(workers)))
+        try:
+            out.append(FunctionStatus(name, int(total), int(running), int(workers)))
+        except ValueError:
+            raise ProtocolError(f"malformed status line {line!r}") from None
     return out
 
 

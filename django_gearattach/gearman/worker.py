@@ -68,8 +68,32 @@ class WorkerPool:
         self, servers: Sequence[Address], functions: Iterable[str], timeout: float = 10.0
     ) -> None:
         self.functions = sorted(set(functions))
+        #: Functions this worker does not ask for now (CANT_DO sent; see :meth:`can_do`).
+        self.paused: set[str] = set()
         self._servers = [_Server(a, timeout) for a in servers]
         self._next = 0
+
+    def can_do(self, name: str, able: bool) -> None:
+        """Ask for ``name``'s jobs again (CAN_DO), or stop asking (CANT_DO), everywhere.
+
+        gearmand hands a worker only jobs of functions it can do, so a paused
+        function's jobs go to other workers (or wait). A reconnect registers only the
+        functions not paused.
+        """
+        if able == (name not in self.paused):
+            return
+        if able:
+            self.paused.discard(name)
+        else:
+            self.paused.add(name)
+        command = Command.CAN_DO if able else Command.CANT_DO
+        for server in self._servers:
+            if not server.registered:
+                continue
+            try:
+                server.conn.send(command, name)
+            except GearmanError:
+                server.failed()
 
     @property
     def servers(self) -> list[Address]:
@@ -86,7 +110,8 @@ class WorkerPool:
         try:
             server.conn.connect()
             for name in self.functions:
-                server.conn.send(Command.CAN_DO, name)
+                if name not in self.paused:
+                    server.conn.send(Command.CAN_DO, name)
         except GearmanError:
             server.failed()
             return False

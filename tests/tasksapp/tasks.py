@@ -53,3 +53,9 @@ def book(entry):
 @task
 async def async_double(value):
     return value * 2
+
+
+@task
+def oversleep():
+    """Sleeps past the soft limit that TASKS OPTIONS["TIME_LIMITS"] gives it."""
+    time.sleep(30)

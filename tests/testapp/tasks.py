@@ -71,3 +71,123 @@ def suicide(log_path):
     with open(log_path, "a") as log:
         log.write(_execution() + "\n")
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _log(log_path, line):
+    with open(log_path, "a") as log:
+        log.write(line + "\n")
+
+
+@task(name="tests.sleep_soft", soft_time_limit=0.5, time_limit=20)
+def sleep_soft(log_path):
+    """Sleeps past its soft limit, catches it, cleans up (a line) and raises it again."""
+    from django_gearattach import SoftTimeLimitExceeded
+
+    _log(log_path, _execution())
+    try:
+        time.sleep(30)
+    except SoftTimeLimitExceeded:
+        _log(log_path, "cleaned-up")
+        raise
+    return "slept"
+
+
+@task(name="tests.read_soft", soft_time_limit=0.5, time_limit=20)
+def read_soft(log_path):
+    """Blocks in a socket read (in C) that nothing ever answers."""
+    import socket
+
+    _log(log_path, _execution())
+    left, right = socket.socketpair()
+    with left, right:
+        left.recv(1)
+    return "read"
+
+
+@task(name="tests.spin_hard", time_limit=1)
+def spin_hard(log_path):
+    """Spins in pure Python past its hard limit, catching everything it can."""
+    _log(log_path, _execution())
+    while True:
+        try:
+            while True:
+                pass
+        except BaseException:  # the hard limit cannot be caught
+            continue
+
+
+@task(name="tests.c_sleep_hard", time_limit=1)
+def c_sleep_hard(log_path):
+    """Sleeps inside a C call (libc's sleep through ctypes) past its hard limit."""
+    import ctypes
+
+    _log(log_path, _execution())
+    libc = ctypes.CDLL(None)
+    libc.sleep(30)
+    return "woke"
+
+
+@task(name="tests.default_limits")
+def default_limits(log_path):
+    """No limits of its own: GEARATTACH["SOFT_TIME_LIMIT"] applies."""
+    _log(log_path, _execution())
+    time.sleep(30)
+    return "slept"
+
+
+@task(name="tests.cancellable", bind=True)
+def cancellable(job, log_path):
+    """Reports progress until cancelled; cleans up (a line) and raises."""
+    from django_gearattach import JobCancelled
+
+    _log(log_path, _execution())
+    step = 0
+    try:
+        while True:
+            step += 1
+            job.progress(step, 0)
+            time.sleep(0.05)
+    except JobCancelled:
+        _log(log_path, "cleaned-up")
+        raise
+
+
+@task(name="tests.stubborn", bind=True)
+def stubborn(job, log_path):
+    """Never reports: only the grace period's end stops it."""
+    _log(log_path, _execution())
+    seen = False
+    for _ in range(600):
+        if job.cancelled and not seen:
+            seen = True
+            _log(log_path, "saw-cancel")
+        time.sleep(0.05)
+    return "ignored"
+
+
+@task(name="tests.paired", concurrency=2)
+def paired(log_path, pause=0.2):
+    """At most two run at once anywhere: each logs its start and its end."""
+    _log(log_path, f"start-{_execution()}")
+    time.sleep(pause)
+    _log(log_path, f"end-{_execution()}")
+
+
+@task(name="tests.metered", rate_limit="5/s")
+def metered(log_path):
+    _log(log_path, f"{time.time():.6f}")
+
+
+@task(name="tests.spin_soft", soft_time_limit=0.5, time_limit=20)
+def spin_soft(log_path):
+    """Spins in pure Python; catches its soft limit and returns what it did."""
+    from django_gearattach import SoftTimeLimitExceeded
+
+    _log(log_path, _execution())
+    spins = 0
+    try:
+        while True:
+            spins += 1
+    except SoftTimeLimitExceeded:
+        _log(log_path, "cleaned-up")
+    return "stopped"

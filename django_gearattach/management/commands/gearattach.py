@@ -139,6 +139,13 @@ class Command(BaseCommand):
         p.add_argument("function", nargs="?")
         p.add_argument("key", nargs="?")
         p.add_argument("--json", action="store_true", help=json_help)
+        p = sub.add_parser(
+            "cancel",
+            help="Cancel a job: a queued one at once, a running one through its worker "
+            "(it ends cancelled within GEARATTACH['CANCEL_GRACE'] seconds).",
+        )
+        p.add_argument("function")
+        p.add_argument("key")
         p = sub.add_parser("servers", help="Show each server's health and queue.")
         p.add_argument("--json", action="store_true", help=json_help)
         p = sub.add_parser("prune", help="Delete old finished records, in batches.")
@@ -241,6 +248,19 @@ class Command(BaseCommand):
         assert last is not None
         view.outcome(last)
         if last.event == "failed":
+            sys.exit(1)
+
+    def do_cancel(self, options: dict[str, Any]) -> None:
+        from django_gearattach.operations import Cancel, cancel
+
+        outcome = cancel(options["function"], options["key"])
+        messages = {
+            Cancel.CANCELLED: "cancelled (it had not started)",
+            Cancel.REQUESTED: "cancel requested: the worker running it stops it",
+            Cancel.FINISHED: "not cancelled: the job had already finished",
+        }
+        self.stdout.write(messages[outcome.verdict])
+        if outcome.verdict is Cancel.FINISHED:
             sys.exit(1)
 
     def do_status(self, options: dict[str, Any]) -> None:

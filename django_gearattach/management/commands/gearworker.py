@@ -70,6 +70,19 @@ class Command(BaseCommand):
             "--concurrency", type=positive_int, default=1, help="Worker processes (default 1)."
         )
         parser.add_argument(
+            "--max-jobs-per-child",
+            type=positive_int,
+            metavar="N",
+            help="Replace a worker process after it ran N jobs (it finishes its job first).",
+        )
+        parser.add_argument(
+            "--max-memory-per-child",
+            type=positive_int,
+            metavar="MB",
+            help="Replace a worker process after a job that leaves it using more than MB "
+            "megabytes of resident memory.",
+        )
+        parser.add_argument(
             "--reload",
             action="store_true",
             help="Restart the worker processes when code changes (development, like runserver).",
@@ -124,7 +137,14 @@ class Command(BaseCommand):
             from django_gearattach.celery.beat import start_thread
 
             start_thread()
-        Supervisor(selected, conf.SERVERS, options["concurrency"], reload=options["reload"]).run()
+        Supervisor(
+            selected,
+            conf.SERVERS,
+            options["concurrency"],
+            reload=options["reload"],
+            max_jobs_per_child=options["max_jobs_per_child"],
+            max_memory_per_child=options["max_memory_per_child"],
+        ).run()
 
     def serve_metrics(self, options: dict[str, Any]) -> str:
         """Start the metrics HTTP server of this supervisor; return its URL."""

@@ -1,0 +1,77 @@
+"""Time limits of a task: a soft one raised inside it, a hard one that ends its process.
+
+``@task(time_limit=60, soft_time_limit=50)`` (or ``GEARATTACH["TIME_LIMIT"]`` and
+``["SOFT_TIME_LIMIT"]`` for every task). The worker's :class:`~django_gearattach.
+watchdog.Watchdog` enforces them:
+
+* at the soft limit it raises :class:`SoftTimeLimitExceeded` in the thread running
+  the task (a signal interrupts ``time.sleep`` and blocking socket reads; pure Python
+  sees it at its next bytecode), so the task can catch it and clean up; uncaught, the
+  job fails with that error like any other exception;
+* at the hard limit it records the job ``failed`` with a :class:`TimeLimitExceeded`
+  error, sends WORK_FAIL (so gearmand forgets the job and attachers hear at once),
+  and ends the worker process; the supervisor starts a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .exceptions import GearattachError
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a task when its soft time limit passes; catch it to clean up."""
+
+
+class TimeLimitExceeded(Exception):
+    """The error of a job whose task ran past its hard time limit (never raised in it)."""
+
+
+def checked_limit(name: str, value: Any) -> float | None:
+    """``value`` as seconds (None: no limit); a clear error for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise GearattachError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise GearattachError(f"{name} must be a positive number of seconds, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    soft: float | None = None
+    hard: float | None = None
+
+    @classmethod
+    def of(cls, soft: Any, hard: Any) -> TimeLimits:
+        limits = cls(checked_limit("soft_time_limit", soft), checked_limit("time_limit", hard))
+        if limits.soft is not None and limits.hard is not None and limits.soft >= limits.hard:
+            raise GearattachError(
+                f"soft_time_limit ({limits.soft:g}s) must be shorter than time_limit "
+                f"({limits.hard:g}s): the soft limit is the task's chance to clean up first"
+            )
+        return limits
+
+    def or_defaults(self) -> TimeLimits:
+        """These limits, with the settings' defaults where the task sets none."""
+        from .conf import conf
+
+        return TimeLimits(
+            self.soft if self.soft is not None else conf.SOFT_TIME_LIMIT,
+            self.hard if self.hard is not None else conf.TIME_LIMIT,
+        )
+
+
+def soft_message(seconds: float) -> str:
+    return f"soft time limit ({seconds:g}s) exceeded"
+
+
+def hard_message(seconds: float) -> str:
+    return (
+        f"TimeLimitExceeded: hard time limit ({seconds:g}s) exceeded; the worker process "
+        "running the task was ended"
+    )
