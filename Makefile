@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test demo bench lint docs gearmand chromium clean
+.PHONY: test demo bench faults lint docs gearmand chromium postgresql-server clean
 
 $(BIN)/tox: pyproject.toml
 	@if ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -43,6 +43,18 @@ demo: gearmand $(BIN)/tox
 ## `make bench ARGS=--fanout` measures websocket fan-out instead.
 bench: gearmand $(BIN)/tox
 	$(BIN)/python -m django_gearattach.bench $(ARGS)
+
+# The fault suite runs a private PostgreSQL cluster with the Debian server binaries.
+postgresql-server:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		echo "Installing the PostgreSQL server binaries (postgresql) with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; \
+	fi
+
+## The fault suite on simulated hosts (network namespaces: run as root, about 4 minutes).
+## Not part of `make test`. `make faults ARGS=--scale=0.25` runs a quarter of the jobs.
+faults: gearmand postgresql-server $(BIN)/tox
+	$(SUDO) $(BIN)/python -m tests.faults.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tox docs/_build

@@ -1,0 +1,1 @@
+"""The fault suite: simulated hosts in network namespaces (``make faults``, needs root)."""

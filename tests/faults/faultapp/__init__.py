@@ -1,0 +1,1 @@
+"""The task the fault suite runs: it counts its own executions in a side log."""
