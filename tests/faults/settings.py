@@ -9,6 +9,6 @@ LOGGING = {
     **LOGGING,
     "loggers": {
         "django_gearattach": {"handlers": ["console"], "level": "WARNING"},
-        "django_gearattach.recovery": {"level": "INFO"},
+        "django_gearattach.worker.recovery": {"level": "INFO"},
     },
 }
