@@ -28,7 +28,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, IntegrityError
 from django.db.models import F
@@ -51,6 +51,14 @@ from .recovery import Sweeper
 from .watchdog import Watchdog
 
 logger = logging.getLogger("django_gearattach.worker.loop")
+
+#: Seconds a worker keeps trying to write a finished run's outcome while the database
+#: does not answer (never longer than ``LEASE``), before it drops the job, which
+#: gearmand then requeues: to run again. Holding on keeps a short outage from
+#: running a job twice.
+OUTCOME_PATIENCE = 10.0
+
+_T = TypeVar("_T")
 
 
 class _Reporter:
@@ -472,9 +480,12 @@ class Worker:
             return self._finish(job, key, status, execution=execution, **fields)
         self._ahead = (ahead, False)
         outcome = ended(status) | fields
-        written, marked = records.update_together(
-            records.Update(job.function, key, outcome, execution=execution),
-            self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
+        written, marked = _patiently(
+            lambda: records.update_together(
+                records.Update(job.function, key, outcome, execution=execution),
+                self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
+            ),
+            f"{job.function}[{key}]",
         )
         self._ahead = (ahead, marked == 1)
         self.jobs_folded += marked
@@ -522,7 +533,10 @@ class Worker:
     ) -> bool:
         """Record an outcome; with ``execution``, only while that run holds the claim."""
         outcome = ended(status) | fields
-        written = records.update(job.function, key, outcome, execution=execution)
+        written = _patiently(
+            lambda: records.update(job.function, key, outcome, execution=execution),
+            f"{job.function}[{key}]",
+        )
         if written and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
         return bool(written)
@@ -570,3 +584,26 @@ def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise BadPayload("the stored arguments are malformed")
     return args, kwargs
+
+
+def _patiently(write: Callable[[], _T], name: str) -> _T:
+    """Run an outcome write, again and again while the database does not answer, for
+    up to :data:`OUTCOME_PATIENCE` seconds (the write is conditioned on the run's
+    claim, so a late one never overwrites another run's outcome)."""
+    deadline = time.monotonic() + min(OUTCOME_PATIENCE, conf.LEASE)
+    pause = 0.05
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            logger.warning(
+                "job %s: its outcome is not written yet (%s); trying again in %.2fs",
+                name,
+                exc,
+                pause,
+            )
+            records.drop_broken_connections()
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)

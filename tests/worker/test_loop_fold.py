@@ -20,6 +20,7 @@ from django_gearattach.models import Job, Status
 from django_gearattach.payload import encode_arguments
 from django_gearattach.signals import job_finished
 from django_gearattach.tasks import get_task
+from django_gearattach.worker import loop
 from django_gearattach.worker.loop import Worker
 from tests.helpers import thread_worker, wait_until
 
@@ -152,7 +153,9 @@ def test_a_connection_lost_after_the_fold_requeues_both_and_counts_no_extra_atte
 def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_ahead(
     gearmand, monkeypatch
 ):
-    """Nothing is lost: the job whose outcome was not written runs again."""
+    """An error that outlasts the worker's patience: nothing is lost, the job whose
+    outcome was not written runs again."""
+    monkeypatch.setattr(loop, "OUTCOME_PATIENCE", 0.0)
     failed: list[str] = []
     if FOLDS:
         update_together = records.update_together
@@ -179,3 +182,36 @@ def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_a
     for job in jobs:
         assert (job.status, job.result) == ("complete", job.arguments["args"][0] + 10)
         assert job.attempts == (2 if job.key == failed[0] else 1)
+
+
+def test_a_brief_database_outage_while_writing_an_outcome_runs_nothing_twice(
+    gearmand, monkeypatch, caplog
+):
+    """The worker holds the finished run and writes its outcome once the database
+    answers again, rather than dropping the job for gearmand to run a second time."""
+    refused: list[str] = []
+    name = "update_together" if FOLDS else "update"
+    write = getattr(records, name)
+
+    def writes_an_outcome(args) -> bool:
+        fields = args[0].fields if FOLDS else args[2]
+        return bool(fields.get("status") == Status.COMPLETE)
+
+    def refuse_twice(*args, **kwargs):
+        if len(refused) < 2 and writes_an_outcome(args):
+            refused.append("refused")
+            raise DatabaseError("connection refused (test)")
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(records, name, refuse_twice)
+    with caplog.at_level("WARNING", logger="django_gearattach.worker.loop"):
+        jobs = _run_two_jobs(gearmand)
+    assert refused == ["refused", "refused"]
+    held = [r.getMessage() for r in caplog.records if "outcome is not written yet" in r.message]
+    assert len(held) == 2  # both refusals hit an outcome write, which was held, not dropped
+    for job in jobs:
+        assert (job.status, job.attempts, job.result) == (
+            "complete",
+            1,
+            job.arguments["args"][0] + 10,
+        )
