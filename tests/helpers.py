@@ -110,3 +110,13 @@ def thread_worker(
         assert not thread.is_alive()
     if errors:
         raise errors[0]
+
+
+def key_homed_on(address: str, prefix: str = "homed", function: str = "tests.record") -> str:
+    """A key whose home server (rendezvous hashing) is ``address``."""
+    from django_gearattach.clients import servers_for
+
+    n = 0
+    while str(servers_for(function, f"{prefix}-{n}")[0]) != address:
+        n += 1
+    return f"{prefix}-{n}"

@@ -12,43 +12,13 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import pytest
-
 from django_gearattach.gearman import linger
 from django_gearattach.gearman.aio import AsyncConnection
-from django_gearattach.gearman.client import Client, WorkEvent, event_from_packet
+from django_gearattach.gearman.client import WorkEvent, event_from_packet
 from django_gearattach.gearman.connection import Connection, admin_command
 from django_gearattach.gearman.protocol import Command, Packet, encode, parse_status
-from django_gearattach.gearman.rendezvous import Address
-from django_gearattach.testing import Gearmand
 from tests.helpers import wait_until
-from tests.rawgearman import TIMEOUT, RawWorker, new_function, new_key
-
-
-@pytest.fixture
-def address(gearmand: Gearmand) -> Address:
-    return Address.parse(gearmand.address)
-
-
-@pytest.fixture
-def client():
-    client = Client(timeout=TIMEOUT)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def raw_workers():
-    started: list[RawWorker] = []
-
-    def start(address: Address, *functions: str) -> RawWorker:
-        worker = RawWorker(address, *functions)
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.close()
+from tests.rawgearman import TIMEOUT, new_function, new_key
 
 
 def test_the_abandoned_job_trap_on_raw_gearmand(address, client, raw_workers):

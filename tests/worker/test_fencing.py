@@ -11,23 +11,16 @@ from django.utils import timezone
 
 import tests.testapp.tasks  # noqa: F401  (registers the tasks the thread worker runs)
 from django_gearattach import submit
-from django_gearattach.clients import get_client, servers_for
+from django_gearattach.clients import get_client
 from django_gearattach.conf import conf
 from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.tasks import get_task
 from django_gearattach.worker.loop import Worker
 from tests.conftest import executions
-from tests.helpers import AttachThread, thread_worker, wait_for_status, wait_until
+from tests.helpers import AttachThread, key_homed_on, thread_worker, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _key_homed_on(address: str) -> str:
-    n = 0
-    while str(servers_for("tests.record", f"fenced-{n}")[0]) != address:
-        n += 1
-    return f"fenced-{n}"
 
 
 def test_a_server_unreachable_while_its_job_runs_never_lets_the_job_run_twice(
@@ -42,7 +35,7 @@ def test_a_server_unreachable_while_its_job_runs_never_lets_the_job_run_twice(
     monkeypatch.setenv("GEARATTACH_LEASE", "1.5")  # the claim must be renewed to hold
     monkeypatch.setenv("GEARATTACH_TIMEOUT", "2")
     gate = tmp_path / "gate"
-    key = _key_homed_on(a.address)
+    key = key_homed_on(a.address, "fenced")
     workers = [worker_factory([a, b]), worker_factory([a, b])]
     submit("tests.record", [str(log_path)], {"gate": str(gate)}, key=key)
     running = wait_for_status("tests.record", key, Status.RUNNING)

@@ -16,22 +16,15 @@ from django.db import connection
 from django.utils import timezone
 
 from django_gearattach import submit
-from django_gearattach.clients import get_client, servers_for
+from django_gearattach.clients import get_client
 from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.worker.recovery import Sweeper
 from django_gearattach.worker.sweeplock import SweepLock
 from tests.conftest import ROOT, executions
-from tests.helpers import wait_for_status, wait_until
+from tests.helpers import key_homed_on, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def _key_homed_on(address: str) -> str:
-    n = 0
-    while str(servers_for("tests.record", f"homed-{n}")[0]) != address:
-        n += 1
-    return f"homed-{n}"
 
 
 def _keys(actions):
@@ -161,7 +154,7 @@ def test_a_job_known_to_another_server_is_not_resubmitted(gearmand_factory, sett
         "SERVERS": [home.address, other.address],
         "RECOVERY_GRACE": 0,
     }
-    job = submit("tests.record", [str(log_path)], key=_key_homed_on(home.address))
+    job = submit("tests.record", [str(log_path)], key=key_homed_on(home.address))
     assert job.server == home.address
     get_client().submit_background(  # an attacher revived it on the other server
         Address.parse(other.address), "tests.record", job.key.encode(), b"{}"
@@ -180,7 +173,7 @@ def test_a_home_server_that_does_not_answer_sends_the_job_to_the_next(
         "RECOVERY_GRACE": 0,
         "TIMEOUT": 1.0,
     }
-    key = _key_homed_on(home.address)
+    key = key_homed_on(home.address)
     job = submit("tests.record", [str(log_path)], key=key)
     assert job.server == home.address
     home.stop()
