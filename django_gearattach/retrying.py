@@ -26,7 +26,6 @@ from .gearman.errors import ConnectionFailed
 from .gearman.rendezvous import Address
 from .models import Job
 from .submission import _Request, _send
-from .worker import immediate
 
 #: How long the next run waits for gearmand to forget the current one.
 FORGET_WAIT = 2.0
@@ -58,6 +57,8 @@ def reschedule(
     def resend(server: Address) -> None:
         job = Job.objects.get(pk=record.pk)
         if conf.IMMEDIATE:
+            from .worker import immediate  # the worker layer, only in immediate mode
+
             immediate.run(job, request.data)  # the retry runs now, as in Celery's eager mode
             return
         _wait_until_forgotten(server, request.unique)

@@ -99,6 +99,31 @@ def test_the_package_has_no_import_cycles() -> None:
     assert cycles(graph) == []
 
 
+def test_only_the_worker_side_imports_the_worker_layer() -> None:
+    """The core, the web layer and the integrations import ``worker/`` only inside a
+    function (immediate mode), never when they are imported."""
+    graph = import_graph()
+    worker_side = tuple(
+        f"django_gearattach.{name}" for name in ("worker", "management", "bench", "testing")
+    )
+
+    def reaches(module: str) -> set[str]:
+        seen: set[str] = set()
+        todo = [module]
+        while todo:
+            for target in graph[todo.pop()] - seen:
+                seen.add(target)
+                todo.append(target)
+        return seen
+
+    offenders = {
+        module: sorted(t for t in reaches(module) if t.startswith("django_gearattach.worker."))
+        for module in graph
+        if not module.startswith(worker_side)
+    }
+    assert {module: found for module, found in offenders.items() if found} == {}
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
