@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import F
 
 from .. import records, signals
@@ -53,7 +53,7 @@ from .watchdog import Watchdog
 logger = logging.getLogger("django_gearattach.worker.loop")
 
 #: Seconds a worker keeps trying to write a finished run's outcome while the database
-#: does not answer (never longer than ``LEASE``), before it drops the job, which
+#: does not answer (at most ``LEASE`` counted from the write), before it drops the job, which
 #: gearmand then requeues: to run again. Holding on keeps a short outage from
 #: running a job twice.
 OUTCOME_PATIENCE = 10.0
@@ -595,7 +595,7 @@ def _patiently(write: Callable[[], _T], name: str) -> _T:
     while True:
         try:
             return write()
-        except DatabaseError as exc:
+        except (OperationalError, InterfaceError) as exc:  # not a bad value: it never passes
             if time.monotonic() + pause > deadline:
                 raise
             logger.warning(

@@ -9,7 +9,7 @@ process, on a real gearmand, so its statements and state can be counted.
 from __future__ import annotations
 
 import pytest
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, OperationalError, connection
 
 import tests.testapp.tasks  # noqa: F401  (registers the tasks the thread worker runs)
 from django_gearattach import records, submit
@@ -200,7 +200,7 @@ def test_a_brief_database_outage_while_writing_an_outcome_runs_nothing_twice(
     def refuse_twice(*args, **kwargs):
         if len(refused) < 2 and writes_an_outcome(args):
             refused.append("refused")
-            raise DatabaseError("connection refused (test)")
+            raise OperationalError("connection refused (test)")
         return write(*args, **kwargs)
 
     monkeypatch.setattr(records, name, refuse_twice)
