@@ -19,11 +19,10 @@ resubmits active records only) leaves it alone.
 
 from __future__ import annotations
 
-from django.db.models import Q
 from django.utils import timezone
 
 from .exceptions import JobCancelled
-from .models import Job, Status
+from .models import Job
 
 __all__ = ["CANCELLED_RUNNING_ERROR", "JobCancelled", "is_requested", "request_cancel"]
 
@@ -33,21 +32,14 @@ CANCELLED_RUNNING_ERROR = "JobCancelled: cancelled while it ran"
 
 def request_cancel(job: Job) -> bool:
     """Ask the worker running ``job`` to stop it; False when it is not running."""
-    asked = (
-        Job.objects.filter(pk=job.pk, status=Status.RUNNING)
-        .filter(Q(cancel_requested_at=None))
-        .update(cancel_requested_at=timezone.now())
-    )
-    if asked:
+    running = Job.objects.filter(pk=job.pk).running()
+    if running.filter(cancel_requested_at=None).update(cancel_requested_at=timezone.now()):
         return True
     # Asked before (twice is once), or not running at all.
-    return Job.objects.filter(
-        pk=job.pk, status=Status.RUNNING, cancel_requested_at__isnull=False
-    ).exists()
+    return running.filter(cancel_requested_at__isnull=False).exists()
 
 
 def is_requested(function: str, key: str) -> bool:
     """Whether a cancel is requested for the running job ``function[key]``."""
-    return Job.objects.filter(
-        function=function, key=key, status=Status.RUNNING, cancel_requested_at__isnull=False
-    ).exists()
+    running = Job.objects.for_key(function, key).running()
+    return running.filter(cancel_requested_at__isnull=False).exists()

@@ -72,7 +72,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         return self.filter(status=Status.RUNNING)
 
     # -- status transitions: every status a record takes is written through these (the
-    # worker's hot path writes plain SQL with the values of ended() and running_fields())
+    # worker's hot path writes plain SQL with the values of started() and ended())
     def end(self, status: Status, error: str | None = None) -> int:
         """Finish these jobs with ``status`` (complete, failed, lost or cancelled), now;
         their claim is dropped. Returns how many rows changed."""

@@ -205,7 +205,7 @@ class Watchdog:
         function, key = watched.job.function, watched.key
         logger.error("job %s[%s] %s: %s", function, key, status.value, error)
         try:
-            running = Job.objects.filter(function=function, key=key, status=Status.RUNNING)
+            running = Job.objects.for_key(function, key).running()
             if watched.execution:  # a copy that took over the claim keeps the record
                 running = running.filter(execution=watched.execution)
             running.end(status, error)
