@@ -48,6 +48,11 @@ class RawWorker:
             assert time.monotonic() < deadline, "no job was assigned in time"
             time.sleep(0.02)
 
+    def settle(self) -> None:
+        """Wait until gearmand has read every packet sent so far on this connection
+        (it answers an ECHO_REQ after them, in order)."""
+        self.conn.request(Command.ECHO_REQ, b"settle", reply=Command.ECHO_RES)
+
     def close(self) -> None:
         self.conn.close()
 

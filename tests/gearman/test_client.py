@@ -164,6 +164,7 @@ def test_foreground_attaches_to_a_background_job_and_sees_only_later_events(
     worker = raw_workers(address, function)
     assert worker.grab().args == (handle, function.encode(), key, b"first")
     worker.conn.send(Command.WORK_DATA, handle, b"before")
+    worker.settle()  # gearmand has "before" before the foreground client joins
     # The first submitter's data wins; earlier WORK_DATA is not replayed.
     with client.foreground(address, function, key, b"ignored") as job:
         assert job.handle == handle
