@@ -58,7 +58,13 @@ def configure(db: str, server: str) -> None:
         ROOT_URLCONF="django_gearattach.bench.fanout",
         ALLOWED_HOSTS=["*"],
         USE_TZ=True,
-        GEARATTACH={"SERVERS": [server]},
+        # Every socket comes from this one client: the per-client and per-process
+        # stream limits (20 and 2,000 by default) would refuse all but the first few.
+        GEARATTACH={
+            "SERVERS": [server],
+            "STREAM_LIMIT_PER_CLIENT": 0,
+            "STREAM_LIMIT_PER_PROCESS": 0,
+        },
         LOGGING_CONFIG=None,
     )
     django.setup()
