@@ -28,7 +28,7 @@ from . import sensitive as sensitive_fields
 from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
 from .processing import TOKEN_PARAM, outcome_response, processing_response
-from .tokens import Identity, check_token, token_for
+from .tokens import Identity, TokenRefused, check_token, token_for
 
 #: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
 QUEUE_FULL_RETRY_AFTER = 30
@@ -243,6 +243,10 @@ def _job_key(options: Options, path: str, request: HttpRequest) -> str | None:
 
 def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     ref = check_token(token, Identity.of_request(request))  # TokenRefused: HTTP 403
+    if ref.summary:
+        # The admin's token follows the job; the response, its headers and its cookies
+        # are its user's, and these links serve nothing else.
+        raise TokenRefused()
     if ref.function != OFFLOAD_FUNCTION:
         raise Http404("no such job for this page")
     job = Job.objects.for_key(ref.function, ref.key).first()

@@ -137,6 +137,7 @@ def redirecting(request: HttpRequest) -> HttpResponse:
 
 @offload
 def csv_export(request: HttpRequest) -> HttpResponse:
+    _wait_for_gate(request)
     response = HttpResponse("year,total\n2024,42\n", content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="totals.csv"'
     return response
