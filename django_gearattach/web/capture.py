@@ -224,26 +224,41 @@ def delete_uploads(uploads: dict[str, list[dict[str, Any]]]) -> None:
             default_storage.delete(item["path"])
 
 
-def stored_files(arguments: Any, result: Any) -> list[str]:
+def stored_files(key: str, arguments: Any, result: Any) -> list[str]:
     """The storage paths an offloaded job's record names: its uploads and its download.
 
-    Only paths in this app's upload and download folders are returned.
+    A record's arguments are what someone submitted to gearmand, and a job's key is
+    all it takes to submit one there: uploads count only when the request is one this
+    site signed for this very key (its uploads were saved by this site, for it). The
+    download comes from the result, which only this site's workers write. Only paths
+    in this app's upload and download folders are returned.
     """
     paths = []
     kwargs = arguments.get("kwargs") if isinstance(arguments, dict) else None
-    request = kwargs.get("request") if isinstance(kwargs, dict) else None
-    uploads = request.get("files") if isinstance(request, dict) else None
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    request, view = kwargs.get("request"), kwargs.get("view")
+    signed = (
+        isinstance(view, str)
+        and isinstance(request, dict)
+        and verify(view, request, key, kwargs.get("signature"))
+    )
+    uploads = request.get("files") if signed and isinstance(request, dict) else None
     if isinstance(uploads, dict):
         paths += [
             item["path"]
             for items in uploads.values()
             if isinstance(items, list)
             for item in items
-            if isinstance(item, dict) and isinstance(item.get("path"), str)
+            if isinstance(item, dict)
+            and isinstance(item.get("path"), str)
+            and _within(item["path"], UPLOAD_DIR)
         ]
     download = (open_response(result) or {}).get("download")
-    if isinstance(download, dict) and isinstance(download.get("path"), str):
-        paths.append(download["path"])
-    # A record may come from a foreign client's job: never name a file outside our folders.
-    ours = (f"{UPLOAD_DIR}/", f"{DOWNLOAD_DIR}/")
-    return [path for path in paths if path.startswith(ours) and ".." not in path.split("/")]
+    path = download.get("path") if isinstance(download, dict) else None
+    if isinstance(path, str) and _within(path, DOWNLOAD_DIR):
+        paths.append(path)
+    return paths
+
+
+def _within(path: str, folder: str) -> bool:
+    return path.startswith(f"{folder}/") and ".." not in path.split("/")
