@@ -47,6 +47,11 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_LIMIT_PER_PROCESS": 2000,
     # Seconds after which an SSE stream or websocket ends with {"type": "reconnect"}.
     "STREAM_MAX_AGE": 600.0,
+    # Prefer: wait (web/waiting.py): sync views waiting at once per process under ASGI
+    # (each holds a thread), and the longest wait under WSGI (0: not honoured there, as
+    # a waiting request holds a whole worker).
+    "WAIT_THREADS_PER_PROCESS": 20,
+    "WSGI_MAX_WAIT": 0.0,
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
@@ -147,6 +152,14 @@ class Settings:
     @property
     def STREAM_MAX_AGE(self) -> float:
         return float(self._get("STREAM_MAX_AGE"))
+
+    @property
+    def WAIT_THREADS_PER_PROCESS(self) -> int:
+        return int(self._get("WAIT_THREADS_PER_PROCESS"))
+
+    @property
+    def WSGI_MAX_WAIT(self) -> float:
+        return float(self._get("WSGI_MAX_WAIT"))
 
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:

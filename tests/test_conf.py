@@ -34,6 +34,8 @@ TYPED = {
     "STREAM_LIMIT_PER_CLIENT": int,
     "STREAM_LIMIT_PER_PROCESS": int,
     "STREAM_MAX_AGE": float,
+    "WAIT_THREADS_PER_PROCESS": int,
+    "WSGI_MAX_WAIT": float,
     "OFFLOAD_QUEUE_LIMIT": int,
     "DASHBOARD_REFRESH": float,
     "LEASE": float,

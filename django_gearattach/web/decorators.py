@@ -26,14 +26,13 @@ from functools import partial, wraps
 from inspect import getattr_static, iscoroutinefunction, ismethod
 from typing import Any, ClassVar, TypeVar, overload
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .api import RESULT_PARAM
 from .capture import register_view
 from .classviews import MARKER, class_path
-from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, handle
+from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, ahandle, handle
 from .processing import TOKEN_PARAM
 from .sensitive import declared_on
 
@@ -103,7 +102,7 @@ def offload(
 
             @wraps(func)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                return await sync_to_async(handle)(options, target, request, args, kwargs)
+                return await ahandle(options, target, request, args, kwargs)
 
             async_wrapper.gearattach_view = target.path  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
@@ -163,7 +162,7 @@ def _for_class_view(options: Options, dispatch: Callable[..., Any], view: Any) -
         if running_in_worker(request, target.path):
             return dispatch(request, *args, **kwargs)
         if asynchronous:
-            return sync_to_async(handle)(options, target, request, args, kwargs)
+            return ahandle(options, target, request, args, kwargs)
         return handle(options, target, request, args, kwargs)
 
     return bound
@@ -221,7 +220,7 @@ class OffloadMixin:
         )
         target = Target(path, view=self)
         if getattr(type(self), "view_is_async", False):
-            return sync_to_async(handle)(options, target, request, args, kwargs)
+            return ahandle(options, target, request, args, kwargs)
         return handle(options, target, request, args, kwargs)
 
 
