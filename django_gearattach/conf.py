@@ -52,6 +52,10 @@ DEFAULTS: dict[str, Any] = {
     # a waiting request holds a whole worker).
     "WAIT_THREADS_PER_PROCESS": 20,
     "WSGI_MAX_WAIT": 0.0,
+    # Request headers an offloaded request carries to the worker in clear, beyond the
+    # built-in list (web/capture.py): names such as "X-Region". Never credentials: a
+    # view that needs one names it in @offload(headers=[...]), which seals it.
+    "CAPTURED_HEADERS": [],
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
@@ -160,6 +164,16 @@ class Settings:
     @property
     def WSGI_MAX_WAIT(self) -> float:
         return float(self._get("WSGI_MAX_WAIT"))
+
+    @property
+    def CAPTURED_HEADERS(self) -> list[str]:
+        value = self._get("CAPTURED_HEADERS")
+        if isinstance(value, str) or not all(isinstance(name, str) for name in value):
+            raise ValueError(
+                f"GEARATTACH['CAPTURED_HEADERS'] must be a list of header names, such as "
+                f'["X-Region"], not {value!r}'
+            )
+        return list(value)
 
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:

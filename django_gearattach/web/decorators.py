@@ -53,6 +53,7 @@ def offload(
     accept_files: bool = False,
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
+    headers: Iterable[str] = (),
 ) -> Callable[[V], V]: ...
 
 
@@ -67,6 +68,7 @@ def offload(
     accept_files: bool = False,
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
+    headers: Iterable[str] = (),
 ) -> V | Callable[[V], V]:
     """Run the decorated view in a ``gearworker``; show a live processing page meanwhile.
 
@@ -85,9 +87,21 @@ def offload(
 
     ``accept_files``: store uploads for the worker (default: refuse a request with
     files with HTTP 400; files the view never reads would otherwise wait in storage).
+
+    ``headers``: request headers the view needs in the worker beyond the few it always
+    gets (``Accept``, ``Accept-Language``, ``User-Agent``... and
+    ``GEARATTACH["CAPTURED_HEADERS"]``), say ``["X-Tenant"]``: they are sealed in the
+    record, as credentials may be.
     """
     options = Options(
-        template, priority, key, shared, accept_files, tuple(sensitive), tuple(forms)
+        template,
+        priority,
+        key,
+        shared,
+        accept_files,
+        tuple(sensitive),
+        tuple(forms),
+        headers=tuple(headers),
     )
 
     def decorate(func: V) -> V:
@@ -173,8 +187,9 @@ class OffloadMixin:
 
     The options of :func:`offload` are class attributes: ``offload_template``,
     ``offload_priority``, ``offload_shared``, ``offload_accept_files``,
-    ``offload_sensitive``, ``offload_forms``, and ``offload_methods`` (the methods to
-    offload, say ``["post"]``: others run here as usual); the key is :meth:`get_offload_key`
+    ``offload_sensitive``, ``offload_forms``, ``offload_headers``, and
+    ``offload_methods`` (the methods to offload, say ``["post"]``: others run here as
+    usual); the key is :meth:`get_offload_key`
     (by default ``offload_key``, a function of the request, or None). Put the mixin
     first, before the view class, so that its ``dispatch`` runs first.
     """
@@ -186,6 +201,7 @@ class OffloadMixin:
     offload_accept_files: ClassVar[bool] = False
     offload_sensitive: ClassVar[Iterable[str]] = ()
     offload_forms: ClassVar[Iterable[Any]] = ()
+    offload_headers: ClassVar[Iterable[str]] = ()
     #: The HTTP methods offloaded (say ``["post"]`` for a form); None: every method.
     offload_methods: ClassVar[Iterable[str] | None] = None
 
@@ -217,6 +233,7 @@ class OffloadMixin:
             accept_files=self.offload_accept_files,
             sensitive=tuple(self.offload_sensitive),
             forms=tuple(self.offload_forms),
+            headers=tuple(self.offload_headers),
         )
         target = Target(path, view=self)
         if getattr(type(self), "view_is_async", False):

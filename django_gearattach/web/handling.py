@@ -47,6 +47,8 @@ class Options:
     accept_files: bool = False
     sensitive: tuple[str, ...] = ()
     forms: tuple[Any, ...] = ()
+    #: Request headers the view needs beyond the captured ones: sealed in the record.
+    headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,13 @@ def respond(
         ),
     )
     data = serialise_request(
-        request, uploads, args, kwargs, shared=options.shared, sensitive=sensitive
+        request,
+        uploads,
+        args,
+        kwargs,
+        shared=options.shared,
+        sensitive=sensitive,
+        headers=options.headers,
     )
     arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
     response: HttpResponseBase

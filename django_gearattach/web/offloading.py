@@ -134,6 +134,7 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
         "wsgi.url_scheme": data["scheme"],
         "wsgi.input": io.BytesIO(body),
         **data["headers"],
+        **_sealed_headers(data),
     }
     request = WSGIRequest(environ)
     if post_data is not None:
@@ -162,6 +163,16 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
     _attach_user_and_session(request, data)
     request.gearattach = context  # type: ignore[attr-defined]
     return request
+
+
+def _sealed_headers(data: dict[str, Any]) -> dict[str, str]:
+    headers = unseal(data["sealed_headers"]) if data.get("sealed_headers") else {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and k.startswith("HTTP_") and isinstance(v, str)
+        for k, v in headers.items()
+    ):
+        raise BadPayload("the sealed headers of the offloaded request are malformed")
+    return headers
 
 
 def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None:
