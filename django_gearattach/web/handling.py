@@ -196,10 +196,13 @@ def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
 
 
 def _save_session(request: HttpRequest) -> bool:
-    """Save the session now; return whether it is new.
+    """Save the session now; return whether the browser must be sent its cookie.
 
     The worker may change the session while this request is still being answered:
-    saving it here, and not again in SessionMiddleware, keeps those changes.
+    saving it here, and not again in SessionMiddleware, keeps those changes. The
+    cookie goes with the answer when the session is new, or has a new key (Django
+    moves a session to a new key when a key in ``SECRET_KEY_FALLBACKS`` verified it:
+    without the cookie, the browser would be signed out).
     """
     session = getattr(request, "session", None)
     if session is None:
@@ -208,7 +211,7 @@ def _save_session(request: HttpRequest) -> bool:
     if new or session.modified:
         session.save()
     session.modified = False
-    return new
+    return new or request.COOKIES.get(settings.SESSION_COOKIE_NAME) != session.session_key
 
 
 def _set_session_cookie(request: HttpRequest, response: HttpResponseBase) -> None:

@@ -222,7 +222,17 @@ def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) ->
 
     user: Any
     if session_login:
-        user = get_user(request)
+        # Django moves a session to a new key when a key in SECRET_KEY_FALLBACKS verifies
+        # its password hash; the browser's cookie names the old key, and no response
+        # from here sets a session cookie: the session keeps its key (its hash is
+        # brought up to date all the same, and saved with it).
+        session = request.session
+        cycle_key = session.cycle_key
+        session.cycle_key = lambda: None  # type: ignore[method-assign]
+        try:
+            user = get_user(request)
+        finally:
+            session.cycle_key = cycle_key  # type: ignore[method-assign]
     else:
         model = get_user_model()
         user = model._default_manager.filter(pk=user_id).first()
