@@ -205,9 +205,15 @@ AGAIN = JobEvent("failed", error="the job runs again")
 
 
 def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
-    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a rerun."""
+    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record is still active.
+
+    A worker records every outcome before it reports it, so a WORK_FAIL with the record
+    still active ended one copy of the job, not the job: a retry (the record waits for
+    the next run), or a copy whose run lost its claim to another copy that runs the job
+    (the record is running). The attacher follows the job on.
+    """
     record = _load(function, key)
-    if record is not None and record.is_waiting:
+    if record is not None and record.is_active:
         return AGAIN
     return outcome_of(record) if record is not None and record.is_finished else None
 

@@ -29,6 +29,15 @@ class Reporter(Protocol):
     def warning(self, message: str) -> None: ...
 
 
+class RunClaim(Protocol):
+    """The claim of the run a task is in, on its job's record (the worker's
+    :class:`~django_gearattach.worker.claim.Claim`): writes go through it."""
+
+    @property
+    def held(self) -> bool: ...
+    def requeue(self, status: Any, **fields: Any) -> bool: ...
+
+
 class Rescheduled(Exception):
     """Raised out of a task that recorded its own next run (the Celery shim's retries).
 
@@ -48,10 +57,14 @@ OutcomeCallback = Callable[[str, Any], None]
 class JobContext:
     """Handed to ``bind=True`` tasks and returned by :func:`current_job` inside a task."""
 
-    def __init__(self, function: str, key: str, reporter: Reporter) -> None:
+    def __init__(
+        self, function: str, key: str, reporter: Reporter, claim: RunClaim | None = None
+    ) -> None:
         self.function = function
         self.key = key
         self._reporter = reporter
+        #: The run's claim on the record (None outside a worker): a retry goes through it.
+        self.claim = claim
         self.outcome_callbacks: list[OutcomeCallback] = []
         #: Set by the worker's watchdog when someone cancels the running job.
         self.cancel_requested = False

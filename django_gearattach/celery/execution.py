@@ -148,8 +148,7 @@ def _after_retry(
     if retry.exc is not None:
         reason += f" after {type(retry.exc).__name__}: {retry.exc}"
     resend = reschedule(
-        self.name,
-        context.key,
+        context,
         getattr(retry, "next_args", request.args),
         kwargs,
         run_at,

@@ -11,10 +11,13 @@ One daemon thread per worker process watches the job the worker is running (betw
   is raised in the thread running the task (:mod:`~django_gearattach.timelimits`);
 * the hard time limit, or the end of a cancel's grace: the job is ended.
 
-Ending a job: the record is marked (failed or cancelled, only while it still says
-running), WORK_FAIL goes to gearmand on the job's own connection (gearmand forgets
-the job: no requeue, and attachers hear at once), and the process ends through
-``end_process`` (the supervisor starts a new one). Everything runs in this thread,
+Ending a job goes through the run's :class:`~.claim.Claim`: the record is marked
+(failed or cancelled) only while the run still holds its claim, and only then does
+WORK_FAIL go to gearmand on the job's own connection (gearmand forgets the job: no
+requeue, and attachers hear at once), under the claim's lock, so it never interleaves
+with the loop's packets. A run that lost its claim (another copy holds the record)
+gets no write and no packet. Either way the process ends through ``end_process`` (the
+supervisor starts a new one), which stops the task. Everything runs in this thread,
 which needs the GIL: a task stuck in C code that holds the GIL (rare: sleeps, socket
 reads and most C libraries release it) is not stopped until it lets go.
 """
@@ -30,15 +33,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
-from .. import cancelling, signals
+from .. import cancelling, records, signals
 from ..conf import conf
 from ..gearman.protocol import Command
-from ..gearman.worker import Assignment
-from ..models import Job, Status
+from ..models import Status
 from ..tasks import JobContext
 from ..timelimits import SoftTimeLimitExceeded, TimeLimits, hard_message, soft_message
+from .claim import ENDED, Claim
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
@@ -50,8 +53,7 @@ TICK = 0.05
 
 @dataclass
 class _Watched:
-    job: Assignment
-    key: str
+    claim: Claim
     context: JobContext
     thread: int
     soft_at: float | None
@@ -62,8 +64,10 @@ class _Watched:
     cancel_at: float | None = None
     soft_sent: bool = False
     pending: list[BaseException] = field(default_factory=list)
-    #: The run's claim on the record (fencing.py): only this run's record is ended.
-    execution: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.claim.name
 
 
 class Watchdog:
@@ -83,14 +87,7 @@ class Watchdog:
         self.on_tick: Callable[[], None] | None = None
 
     @contextlib.contextmanager
-    def watching(
-        self,
-        job: Assignment,
-        key: str,
-        limits: TimeLimits,
-        context: JobContext,
-        execution: str = "",
-    ) -> Iterator[None]:
+    def watching(self, claim: Claim, limits: TimeLimits, context: JobContext) -> Iterator[None]:
         """Watch the task run inside this block."""
         limits = limits.or_defaults()
         now = time.monotonic()
@@ -99,8 +96,7 @@ class Watchdog:
             signal.signal(SOFT_SIGNAL, self._on_soft_signal)
             self._handler_installed = True
         watched = _Watched(
-            job,
-            key,
+            claim,
             context,
             thread,
             now + limits.soft if limits.soft is not None else None,
@@ -108,7 +104,6 @@ class Watchdog:
             now + limits.hard if limits.hard is not None else None,
             limits.hard,
             now + conf.CANCEL_CHECK_INTERVAL,
-            execution=execution,
         )
         with self._lock:
             self._current = watched
@@ -138,7 +133,7 @@ class Watchdog:
             try:
                 self._look(watched)
             except Exception:  # the watchdog must outlive any one job's trouble
-                logger.exception("watchdog: job %s[%s]", watched.job.function, watched.key)
+                logger.exception("watchdog: job %s", watched.name)
             time.sleep(TICK)
 
     def _look(self, watched: _Watched) -> None:
@@ -148,7 +143,7 @@ class Watchdog:
         if watched.cancel_at is None and now >= watched.next_check:
             watched.next_check = now + conf.CANCEL_CHECK_INTERVAL
             if self._cancel_requested(watched):
-                logger.info("job %s[%s]: cancel requested", watched.job.function, watched.key)
+                logger.info("job %s: cancel requested", watched.name)
                 watched.context.cancel_requested = True
                 watched.cancel_at = now + conf.CANCEL_GRACE
         if watched.soft_at is not None and not watched.soft_sent and now >= watched.soft_at:
@@ -168,15 +163,15 @@ class Watchdog:
 
     def _cancel_requested(self, watched: _Watched) -> bool:
         try:
-            return cancelling.is_requested(watched.job.function, watched.key)
+            return watched.claim.cancel_requested()  # for this run only
         except DatabaseError as exc:
             logger.warning("watchdog: cannot look for a cancel request: %s", exc)
-            close_old_connections()
+            records.drop_broken_connections()
             return False
 
     # -- soft limit ---------------------------------------------------------------------
     def _raise_soft(self, watched: _Watched, exc: BaseException) -> None:
-        logger.warning("job %s[%s]: %s", watched.job.function, watched.key, exc)
+        logger.warning("job %s: %s", watched.name, exc)
         with self._lock:
             if self._current is not watched:
                 return  # it ended meanwhile
@@ -202,28 +197,36 @@ class Watchdog:
         if self._current is not watched:
             self._lock.release()
             return
-        function, key = watched.job.function, watched.key
-        logger.error("job %s[%s] %s: %s", function, key, status.value, error)
+        claim = watched.claim
+        logger.error("job %s %s: %s", claim.name, status.value, error)
         try:
-            running = Job.objects.for_key(function, key).running()
-            if watched.execution:  # a copy that took over the claim keeps the record
-                running = running.filter(execution=watched.execution)
-            running.end(status, error)
+            written = claim.end(status, {"error": error}, by="watchdog")
         except DatabaseError:
             # Unrecorded, the job is requeued when the process ends; its next worker
             # runs it again (MAX_ATTEMPTS bounds that).
-            logger.exception("job %s[%s]: the outcome was not recorded", function, key)
+            logger.exception("job %s: the outcome was not recorded", claim.name)
         else:
-            with contextlib.suppress(Exception):
-                watched.job.send(Command.WORK_FAIL)
-            try:
-                signals.send_finished(function, key)  # the outcome is committed
-            except Exception:
-                logger.exception("job %s[%s]: a job_finished receiver failed", function, key)
+            if written:
+                with contextlib.suppress(Exception):
+                    claim.send_final(Command.WORK_FAIL)
+                try:
+                    signals.send_finished(claim.function, claim.key)  # the outcome is committed
+                except Exception:
+                    logger.exception("job %s: a job_finished receiver failed", claim.name)
+            elif claim.state == ENDED:
+                # The run's own outcome came first: nothing is left to stop.
+                self._lock.release()
+                return
+            else:
+                logger.error(
+                    "job %s: this run lost its claim: nothing recorded or sent, the task is "
+                    "stopped",
+                    claim.name,
+                )
         if self.end_process is None:
             # A worker in a thread of a test: nothing can stop the thread; let it go on.
             self._current = None
             self._lock.release()
             return
-        logger.error("ending worker process to stop job %s[%s]", function, key)
+        logger.error("ending worker process to stop job %s", claim.name)
         self.end_process()
