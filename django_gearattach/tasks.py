@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 
 from .exceptions import JobCancelled, UnknownTask
 from .ratelimits import checked_concurrency, parse_rate
-from .timelimits import TimeLimits
+from .timelimits import TimeLimits, run_body
 
 if TYPE_CHECKING:
     from .models import Job
@@ -141,6 +141,10 @@ class Task(Generic[P, R]):
         #: running at once over all workers (see :mod:`django_gearattach.ratelimits`).
         self.rate_limit = rate_limit
         self.concurrency = concurrency
+        #: Whether ``func`` marks its own body for the time limits (the Celery shim, whose
+        #: bookkeeping after the user's function must not be interrupted); else all of
+        #: ``func`` is the body (see :func:`~django_gearattach.timelimits.run_body`).
+        self.marks_own_body = False
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -156,8 +160,10 @@ class Task(Generic[P, R]):
         token = _current.set(context)
         try:
             if self.bind:
-                return self.func(context, *args, **kwargs)
-            return self.func(*args, **kwargs)
+                args = [context, *args]
+            if self.marks_own_body:
+                return self.func(*args, **kwargs)
+            return run_body(self.func, *args, **kwargs)
         finally:
             _current.reset(token)
 

@@ -11,6 +11,10 @@ One daemon thread per worker process watches the job the worker is running (betw
   is raised in the thread running the task (:mod:`~django_gearattach.timelimits`);
 * the hard time limit, or the end of a cancel's grace: the job is ended.
 
+Limits and the grace's end apply only while the task's body runs
+(:func:`~django_gearattach.timelimits.run_body`): the signal handler raises only in the
+body's frames, and once the body has returned nothing interrupts the worker.
+
 Ending a job goes through the run's :class:`~.claim.Claim`: the record is marked
 (failed or cancelled) only while the run still holds its claim, and only then does
 WORK_FAIL go to gearmand on the job's own connection (gearmand forgets the job: no
@@ -32,10 +36,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 
 from django.db import DatabaseError, connections
 
-from .. import cancelling, records, signals
+from .. import cancelling, records, signals, timelimits
 from ..conf import conf
 from ..gearman.protocol import Command
 from ..models import Status
@@ -49,6 +54,9 @@ logger = logging.getLogger("django_gearattach.worker.loop")
 SOFT_SIGNAL = signal.SIGUSR1
 #: Seconds between two looks of the watchdog thread at the running job.
 TICK = 0.05
+#: Seconds before the soft limit's signal is sent again while the exception waits (the
+#: handler ran where it must not raise, between frames of the worker's own code).
+RESEND = 0.2
 
 
 @dataclass
@@ -64,6 +72,7 @@ class _Watched:
     cancel_at: float | None = None
     soft_sent: bool = False
     pending: list[BaseException] = field(default_factory=list)
+    resend_at: float = 0.0
 
     @property
     def name(self) -> str:
@@ -146,10 +155,15 @@ class Watchdog:
                 logger.info("job %s: cancel requested", watched.name)
                 watched.context.cancel_requested = True
                 watched.cancel_at = now + conf.CANCEL_GRACE
+        if not timelimits.body_running(watched.thread):
+            # Not started yet, or returned: what follows the body is never interrupted.
+            return
         if watched.soft_at is not None and not watched.soft_sent and now >= watched.soft_at:
             watched.soft_sent = True
             assert watched.soft is not None
             self._raise_soft(watched, SoftTimeLimitExceeded(soft_message(watched.soft)))
+        elif watched.pending and now >= watched.resend_at:
+            self._signal(watched)  # the handler found the thread outside the body: again
         if watched.hard_at is not None and now >= watched.hard_at:
             assert watched.hard is not None
             self._end(watched, Status.FAILED, hard_message(watched.hard))
@@ -177,17 +191,27 @@ class Watchdog:
                 return  # it ended meanwhile
             if watched.thread == self._main and self._handler_installed:
                 watched.pending.append(exc)
-                # Interrupts a sleep or a blocking read with EINTR; the handler raises.
-                signal.pthread_kill(watched.thread, SOFT_SIGNAL)
+                self._signal(watched)
                 return
             # Another thread (a worker run in a thread): raised at its next bytecode.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(watched.thread), ctypes.py_object(type(exc))
             )
 
-    def _on_soft_signal(self, signum: int, frame: object) -> None:
+    def _signal(self, watched: _Watched) -> None:
+        # Interrupts a sleep or a blocking read with EINTR; the handler raises.
+        watched.resend_at = time.monotonic() + RESEND
+        signal.pthread_kill(watched.thread, SOFT_SIGNAL)
+
+    def _on_soft_signal(self, signum: int, frame: FrameType | None) -> None:
         watched = self._current
-        if watched is not None and watched.pending:
+        # Raised only inside the task's body: never in the worker's code that called it
+        # (before the body, or after it returned), which must not be interrupted.
+        if (
+            watched is not None
+            and watched.pending
+            and timelimits.inside_body(watched.thread, frame)
+        ):
             raise watched.pending.pop()
 
     # -- ending a job -------------------------------------------------------------------
