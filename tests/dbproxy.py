@@ -23,6 +23,8 @@ class DatabaseProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._cut = False
+        #: Connections relayed so far (a worker reconnecting shows here).
+        self.connections = 0
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def url(self, database_url: str) -> str:
@@ -77,6 +79,7 @@ class DatabaseProxy:
         except OSError:
             writer.close()
             return
+        self.connections += 1
         self._writers |= {writer, up_writer}
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
 

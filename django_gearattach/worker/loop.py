@@ -106,6 +106,8 @@ class Worker:
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
+                # Whatever failed last (a claim of a right, a sweep), reconnect next time.
+                records.drop_broken_connections()
                 self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
