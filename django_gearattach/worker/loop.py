@@ -19,6 +19,7 @@ longer write transaction only makes the other processes wait for its lock.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -63,9 +64,17 @@ class _GiveBack(Exception):
 
 
 class Worker:
-    """Runs jobs for ``tasks`` from every server until :meth:`stop` is called."""
+    """Runs jobs for ``tasks`` from every server until :meth:`stop` is called.
 
-    def __init__(self, tasks: Iterable[Task[Any, Any]], servers: list[Address]) -> None:
+    ``inline`` (immediate mode) runs jobs handed to :meth:`run_now` in the calling
+    thread with no thread of its own: no lease keeper (no other copy of the job can
+    exist), no watchdog (time limits and cancels are not enforced, as in Celery's eager
+    mode), no rate or concurrency rights.
+    """
+
+    def __init__(
+        self, tasks: Iterable[Task[Any, Any]], servers: list[Address], *, inline: bool = False
+    ) -> None:
         self.tasks = {t.name: t for t in tasks}
         if not self.tasks:
             raise GearattachError("no tasks to run: register some with @task first")
@@ -79,14 +88,15 @@ class Worker:
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
         self.sweeper = Sweeper()
-        self.keeper = fencing.LeaseKeeper()
+        self.inline = inline
+        self.keeper = fencing.LeaseKeeper()  # its thread starts with the first job held
         # The claim of each job this worker marked running (claim.py).
         self._claims: dict[tuple[str, str], Claim] = {}
         # Claims of runs this worker abandoned (not running, whatever their lease says).
         self._abandoned: deque[str] = deque(maxlen=64)
         self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
-        self.throttles = Throttles.for_tasks(self.tasks.values())  # ratelimits.py
-        if self.throttles is not None:
+        self.throttles = None if inline else Throttles.for_tasks(self.tasks.values())
+        if self.throttles is not None:  # ratelimits.py
             self.throttles.install(self.pool)
             self.watchdog.on_tick = self.throttles.renew
         #: Called after each job; True ends the process after it (``--max-memory-per-child``).
@@ -367,13 +377,16 @@ class Worker:
         # the worker does, once the running mark is committed (attachers that hear it
         # find the record running). An empty WORK_DATA, which no task report can be.
         claim.send(Command.WORK_DATA, b"")
-        reporter = Reporter(claim, conf.PROGRESS_WRITE_INTERVAL, self.keeper)
+        keeper = None if self.inline else self.keeper
+        reporter = Reporter(claim, conf.PROGRESS_WRITE_INTERVAL, keeper)
         context = JobContext(claim.function, claim.key, reporter, claim)
-        self.keeper.hold(claim)
+        if keeper is not None:
+            keeper.hold(claim)
         try:
             return self._run_task(claim, args, kwargs, reporter, context)
         finally:
-            self.keeper.release()
+            if keeper is not None:
+                keeper.release()
 
     def _run_task(
         self,
@@ -387,8 +400,13 @@ class Worker:
         if signals.job_started.receivers:
             signals.send_started(job.function, key)
         task = self.tasks[job.function]
+        watching = (
+            contextlib.nullcontext()
+            if self.inline
+            else self.watchdog.watching(claim, task.time_limits, context)
+        )
         try:
-            with self.watchdog.watching(claim, task.time_limits, context):
+            with watching:
                 value = task.run(context, args, kwargs)
             raw = dumps(value)
         except Rescheduled as again:
