@@ -19,11 +19,16 @@ from django.utils import timezone
 from django_gearattach.clients import get_client
 from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
-from django_gearattach.payload import ATTACH_MARKER
 from django_gearattach.testing import Gearmand, WorkerProcess, wait_for_workers
 from tests.celeryapp.tasks import retry_once
 from tests.conftest import executions
-from tests.helpers import AttachThread, key_homed_on, wait_for_status, wait_until
+from tests.helpers import (
+    AttachThread,
+    key_homed_on,
+    second_copy,
+    wait_for_status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,13 +50,6 @@ def pause_past_lease(worker: WorkerProcess, function: str, key: str) -> None:
     wait_until(
         lambda: Job.objects.get(function=function, key=key).lease_until < timezone.now(),
         what="the paused run's lease to expire",
-    )
-
-
-def second_copy(server: Gearmand, function: str, key: str) -> None:
-    """A copy of the job on ``server``: a marker, as a reviving attacher sends."""
-    get_client().submit_background(
-        Address.parse(server.address), function, key.encode(), ATTACH_MARKER, "normal"
     )
 
 
@@ -85,7 +83,7 @@ def test_a_paused_run_that_resumes_cannot_retry_under_the_run_that_holds_the_cla
     wait_until(lambda: executions(log) == ["start-0"], what="run 0 on the first worker")
     pause_past_lease(paused, function, key)
     try:
-        second_copy(b, function, key)
+        second_copy(b.address, function, key)
         wait_until(lambda: executions(log) == ["start-0"] * 2, what="the copy on the other")
     finally:
         os.kill(paused.pid, signal.SIGCONT)
@@ -122,7 +120,7 @@ def test_a_paused_run_whose_claim_holder_died_leaves_the_job_to_run_again(
     )
     pause_past_lease(paused, "tests.record", key)
     try:
-        second_copy(b, "tests.record", key)
+        second_copy(b.address, "tests.record", key)
         wait_until(lambda: len(executions(log_path)) == 2, what="the copy on the other")
         holder.stop(signal.SIGKILL)  # the claim's holder dies mid-run
     finally:
@@ -162,7 +160,7 @@ def test_a_watchdog_whose_run_lost_its_claim_sends_nothing(
     )
     pause_past_lease(paused, "tests.gated_limit", key)
     try:
-        second_copy(b, "tests.gated_limit", key)
+        second_copy(b.address, "tests.gated_limit", key)
         wait_until(lambda: len(executions(log_path)) == 2, what="the copy on the other")
         # Past the paused run's hard limit (3 s) before it resumes.
         wait_until(lambda: (timezone.now() - started).total_seconds() > 3.2, what="3.2 s")
