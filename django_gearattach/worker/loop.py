@@ -28,7 +28,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import F
@@ -49,6 +49,9 @@ from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
 from .recovery import Sweeper
 from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from ..tracing.run import RunTracer
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
@@ -145,6 +148,8 @@ class Worker:
             self.watchdog.on_tick = self.throttles.renew
         #: Called after each job; True ends the process after it (``--max-memory-per-child``).
         self.recycle_after: Callable[[], bool] | None = None
+        #: The span around each run, with GEARATTACH["TRACING"] (tracing/run.py).
+        self.tracing = _run_tracer(self.watchdog) if conf.TRACING else None
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -257,7 +262,7 @@ class Worker:
             execution = self._executions.get((job.function, key))
             self._finish(job, key, Status.FAILED, execution, error=f"BadPayload: {problem}")
             return self._send_error(job, key, f"BadPayload: {problem}")
-        return self._run(job, key, args, kwargs)
+        return self._run(job, key, args, kwargs, payload)
 
     def _put_back(self, job: Assignment, key: str, epoch: int) -> str:
         """A marker for a scheduled job, before its time: give it back for its time.
@@ -376,7 +381,14 @@ class Worker:
             return self._send_error(job, key, message)
         raise DatabaseError(f"could not record job {job.function}[{key}]")
 
-    def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    def _run(
+        self,
+        job: Assignment,
+        key: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        payload: bytes | dict[str, Any] = b"",
+    ) -> str:
         # The start signal: gearmand tells attached clients nothing when a job starts, so
         # the worker does, once the running mark is committed (attachers that hear it
         # find the record running). An empty WORK_DATA, which no task report can be.
@@ -386,6 +398,9 @@ class Worker:
         context = JobContext(job.function, key, reporter)
         self.keeper.hold(job.function, key, execution)
         try:
+            if self.tracing is not None:  # the same run, inside its span
+                run = self._run_task
+                return self.tracing.run(run, job, key, args, kwargs, reporter, context, payload)
             return self._run_task(job, key, args, kwargs, reporter, context)
         finally:
             self.keeper.release()
@@ -567,6 +582,13 @@ class Worker:
         logger.debug("job %s[%s] failed: %s", job.function, key, message)
         self._send_final(job, Command.WORK_FAIL)
         return "failed"
+
+
+def _run_tracer(watchdog: Watchdog) -> RunTracer:
+    """Imported here: without GEARATTACH["TRACING"], nothing of OpenTelemetry is."""
+    from ..tracing.run import RunTracer
+
+    return RunTracer(watchdog)
 
 
 def _call_outcome_callbacks(context: JobContext, status: str, result: Any) -> None:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import DatabaseError, close_old_connections, connections
 
@@ -81,6 +82,10 @@ class Watchdog:
         self._handler_installed = False
         #: Called on every look while a job runs (a throttle renews its leases).
         self.on_tick: Callable[[], None] | None = None
+        #: Told what happens to the running job: ``on_event(name, attributes)`` with
+        #: "cancel_requested", "soft_time_limit", and "ended" before the process ends
+        #: (the run's span: tracing/run.py).
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
 
     @contextlib.contextmanager
     def watching(
@@ -151,9 +156,11 @@ class Watchdog:
                 logger.info("job %s[%s]: cancel requested", watched.job.function, watched.key)
                 watched.context.cancel_requested = True
                 watched.cancel_at = now + conf.CANCEL_GRACE
+                self._tell("cancel_requested", grace=conf.CANCEL_GRACE)
         if watched.soft_at is not None and not watched.soft_sent and now >= watched.soft_at:
             watched.soft_sent = True
             assert watched.soft is not None
+            self._tell("soft_time_limit", seconds=watched.soft)
             self._raise_soft(watched, SoftTimeLimitExceeded(soft_message(watched.soft)))
         if watched.hard_at is not None and now >= watched.hard_at:
             assert watched.hard is not None
@@ -165,6 +172,13 @@ class Watchdog:
                 f"{cancelling.CANCELLED_RUNNING_ERROR}; stopped after "
                 f"{conf.CANCEL_GRACE:g}s of grace",
             )
+
+    def _tell(self, name: str, **attributes: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, attributes)
+            except Exception:
+                logger.exception("watchdog: telling %s failed", name)
 
     def _cancel_requested(self, watched: _Watched) -> bool:
         try:
@@ -220,6 +234,7 @@ class Watchdog:
                 signals.send_finished(function, key)  # the outcome is committed
             except Exception:
                 logger.exception("job %s[%s]: a job_finished receiver failed", function, key)
+        self._tell("ended", status=status.value, error=error)
         if self.end_process is None:
             # A worker in a thread of a test: nothing can stop the thread; let it go on.
             self._current = None
