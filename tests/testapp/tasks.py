@@ -191,3 +191,16 @@ def spin_soft(log_path):
     except SoftTimeLimitExceeded:
         _log(log_path, "cleaned-up")
     return "stopped"
+
+
+@task(name="tests.traced", bind=True)
+def traced(job):
+    """Reads the database inside a span of its own, and reports (tests/tracing/)."""
+    from django.contrib.auth.models import User
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inside the task"):
+        User.objects.count()
+    job.progress(1, 2)
+    job.data({"stage": "half"})
+    return "traced"
