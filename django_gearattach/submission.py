@@ -100,7 +100,8 @@ class _Request:
         if offloaded(self.function):
             return
         self.arguments.pop(TRACE, None)
-        carrier = carrier_for(self.function, self.key, rerun_of)
+        run_at = self.schedule.run_at.timestamp() if self.schedule else None
+        carrier = carrier_for(self.function, self.key, rerun_of, run_at)
         if carrier is not None:
             self.arguments[TRACE] = carrier
             self.data = dumps(self.arguments)

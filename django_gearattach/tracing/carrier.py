@@ -7,7 +7,9 @@ from its record keeps its trace). An offloaded request carries it inside its sig
 request instead (:mod:`~django_gearattach.web.handling`), so that a worker runs no
 request whose context was changed on the way. Beside the context:
 
-* ``sent_at``: the submitter's clock (epoch seconds), for the run's queue wait;
+* ``sent_at``: the submitter's clock (epoch seconds), and for a scheduled job
+  ``not_before``, the time it was scheduled for: the run's queue wait counts from
+  the later;
 * ``link`` and ``link_reason``: the span that the run links to: the run that asked
   for a retry (``"retry"``), or the trace of a finished job run again (``"rerun"``).
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
     from ..models import Job
 
 #: Keys of the carrier that are ours, not the propagator's.
-OWN_KEYS = frozenset({"sent_at", "link", "link_reason"})
+OWN_KEYS = frozenset({"sent_at", "not_before", "link", "link_reason"})
 #: What a carrier read from gearmand may hold at most (anything else is ignored).
 MAX_FIELDS = 16
 MAX_VALUE = 1024
@@ -61,7 +63,9 @@ def traceparent(context: SpanContext) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def carrier_for(function: str, key: str, rerun_of: Job | None = None) -> dict[str, Any] | None:
+def carrier_for(
+    function: str, key: str, rerun_of: Job | None = None, not_before: float | None = None
+) -> dict[str, Any] | None:
     """The trace context a job submitted now carries; None outside a trace.
 
     A job submitted again from its own run (a retry) keeps its first submitter's
@@ -85,6 +89,8 @@ def carrier_for(function: str, key: str, rerun_of: Job | None = None) -> dict[st
     if "traceparent" not in carrier and "link" not in carrier:
         return None
     carrier["sent_at"] = round(time.time(), 6)
+    if not_before is not None:
+        carrier["not_before"] = not_before
     caller = trace.get_current_span()
     if caller.is_recording():
         caller.add_event(
@@ -105,7 +111,8 @@ def carried(function: str, arguments: Any) -> dict[str, str | float] | None:
         return None
     clean: dict[str, str | float] = {}
     for name, value in list(raw.items())[:MAX_FIELDS]:
-        if name == "sent_at" and isinstance(value, int | float) and not isinstance(value, bool):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if name in ("sent_at", "not_before") and number:
             clean[name] = float(value)
         elif isinstance(name, str) and isinstance(value, str) and len(value) <= MAX_VALUE:
             clean[name] = value

@@ -8,13 +8,14 @@
   last run's trace for a rerun; a job submitted outside any trace starts one;
 * current while the task runs, so the spans of Django's and the database's
   instrumentations inside the task, and the task's own, are its children;
-* attributes: ``gearattach.function``, ``gearattach.key``, ``gearattach.attempt``
-  (the starts of this run, as the record counts them), ``gearattach.retries``,
-  ``gearattach.queue_wait`` (seconds from the submit, or from the scheduled time, to
-  the start), ``gearattach.execution`` (the run's claim), ``gearattach.server`` and,
-  when it ends, ``gearattach.outcome``: ``complete``, ``failed``, ``cancelled``,
-  ``retry`` (the task asked to run again) or ``superseded`` (the run lost its claim:
-  another copy's outcome counts); plus OpenTelemetry's ``messaging.*`` ones;
+* attributes: ``messaging.system`` (``gearman``), ``messaging.destination.name``
+  (the task), ``gearattach.key``, ``gearattach.attempt`` (the starts of this run, as
+  the record counts them), ``gearattach.queue_wait`` (seconds from the submit, or
+  from the time it was scheduled for, to the start: the two hosts' clocks),
+  ``gearattach.execution`` (the run's claim) and, when it ends,
+  ``gearattach.outcome``: ``complete``, ``failed``, ``cancelled``, ``retry`` (the
+  task asked to run again) or ``superseded`` (the run lost its claim: another copy's
+  outcome counts);
 * events: ``gearattach.progress``, ``gearattach.data``, ``gearattach.warning`` (and
   one per other report a task makes), ``gearattach.cancel_requested``,
   ``gearattach.soft_time_limit``, ``gearattach.time_limit``,
@@ -29,8 +30,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db import DatabaseError
@@ -129,17 +130,6 @@ def _carrier(function: str, payload: bytes | dict[str, Any], kwargs: dict[str, A
         return None
 
 
-def _queue_wait(record: Any, sent_at: Any) -> float | None:
-    if record.started_at is None:
-        return None
-    since = record.created_at
-    if isinstance(sent_at, float):
-        since = datetime.fromtimestamp(sent_at, UTC)
-    if record.scheduled_for is not None and record.scheduled_for > since:
-        since = record.scheduled_for
-    return float(max((record.started_at - since).total_seconds(), 0.0))
-
-
 class RunTracer:
     """The worker loop's tracing hook: :meth:`run` runs a task inside its span."""
 
@@ -171,12 +161,9 @@ class RunTracer:
             links=links,
             attributes={
                 "messaging.system": "gearman",
-                "messaging.operation.type": "process",
                 "messaging.destination.name": job.function,
-                "gearattach.function": job.function,
                 "gearattach.key": key,
                 "gearattach.execution": execution,
-                "gearattach.server": str(job.server),
             },
         )
         run = _Run(span)
@@ -205,21 +192,20 @@ class RunTracer:
         return word
 
     def _describe(self, span: Span, function: str, key: str, carrier: Any) -> None:
-        """The attempt and the queue wait, from the record (its running mark is written)."""
+        """The attempt (the record counts it: one small read) and the queue wait (from
+        the submitter's clock, or the time the job was scheduled for)."""
         try:
-            record = records.get(
-                function, key, ("attempts", "retries", "created_at", "scheduled_for", "started_at")
-            )
+            attempt = records.attempts(function, key)
         except DatabaseError as exc:
             logger.warning("tracing %s[%s]: the record could not be read: %s", function, key, exc)
-            return
-        if record is None:
-            return
-        span.set_attribute("gearattach.attempt", record.attempts)
-        span.set_attribute("gearattach.retries", record.retries)
-        wait = _queue_wait(record, (carrier or {}).get("sent_at"))
-        if wait is not None:
-            span.set_attribute("gearattach.queue_wait", wait)
+            attempt = None
+        if attempt is not None:
+            span.set_attribute("gearattach.attempt", attempt)
+        sent_at = (carrier or {}).get("sent_at")
+        if isinstance(sent_at, float):
+            not_before = (carrier or {}).get("not_before")
+            since = max(sent_at, not_before) if isinstance(not_before, float) else sent_at
+            span.set_attribute("gearattach.queue_wait", max(time.time() - since, 0.0))
 
     def watchdog_event(self, name: str, attributes: dict[str, Any]) -> None:
         """The watchdog's news about the running job (it calls this from its thread)."""
