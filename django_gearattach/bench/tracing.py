@@ -1,5 +1,6 @@
-"""``--tracing``: the same end-to-end rows with tracing off, then on (the SDK, and an
-exporter that drops every span: what tracing itself costs, not an exporter's I/O)."""
+"""``--tracing``: the same end-to-end rows with the app's tracing off, then on; both with
+OpenTelemetry's SDK (an exporter that drops every span: what tracing costs, not an
+exporter's I/O) and a request's span around each submit, as a traced site has."""
 
 from __future__ import annotations
 

@@ -9,9 +9,10 @@
 * current while the task runs, so the spans of Django's and the database's
   instrumentations inside the task, and the task's own, are its children;
 * attributes: ``messaging.system`` (``gearman``), ``messaging.destination.name``
-  (the task), ``gearattach.key``, ``gearattach.attempt`` (the starts of this run, as
-  the record counts them), ``gearattach.queue_wait`` (seconds from the submit, or
-  from the time it was scheduled for, to the start: the two hosts' clocks),
+  (the task), ``gearattach.key``, ``gearattach.attempt`` (for a run that did not
+  complete: the starts of this run, as the record counts them),
+  ``gearattach.queue_wait`` (seconds from the submit, or from the time it was
+  scheduled for, to the start: the two hosts' clocks),
   ``gearattach.execution`` (the run's claim) and, when it ends,
   ``gearattach.outcome``: ``complete``, ``failed``, ``cancelled``, ``retry`` (the
   task asked to run again) or ``superseded`` (the run lost its claim: another copy's
@@ -168,7 +169,7 @@ class RunTracer:
         )
         run = _Run(span)
         if span.is_recording():
-            self._describe(span, job.function, key, carrier)
+            self._describe(span, carrier)
             context._reporter = _Events(context._reporter, span)
             context.on_outcome(run.on_outcome)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
@@ -184,28 +185,32 @@ class RunTracer:
             self.active = None
             running.reset(marker)
             otel_context.detach(token)
-        if word == "rescheduled":
+        outcome = "retry" if word == "rescheduled" else run.outcome or "superseded"
+        if outcome == "retry":
             span.add_event("gearattach.retry")
-            run.end("retry")
-        else:
-            run.end(run.outcome or "superseded")
+        if outcome != "complete" and span.is_recording():
+            self._attempt(span, job.function, key)
+        run.end(outcome)
         return word
 
-    def _describe(self, span: Span, function: str, key: str, carrier: Any) -> None:
-        """The attempt (the record counts it: one small read) and the queue wait (from
-        the submitter's clock, or the time the job was scheduled for)."""
-        try:
-            attempt = records.attempts(function, key)
-        except DatabaseError as exc:
-            logger.warning("tracing %s[%s]: the record could not be read: %s", function, key, exc)
-            attempt = None
-        if attempt is not None:
-            span.set_attribute("gearattach.attempt", attempt)
+    def _describe(self, span: Span, carrier: Any) -> None:
+        """The queue wait: from the submitter's clock, or the time it was scheduled for."""
         sent_at = (carrier or {}).get("sent_at")
         if isinstance(sent_at, float):
             not_before = (carrier or {}).get("not_before")
             since = max(sent_at, not_before) if isinstance(not_before, float) else sent_at
             span.set_attribute("gearattach.queue_wait", max(time.time() - since, 0.0))
+
+    def _attempt(self, span: Span, function: str, key: str) -> None:
+        """The starts of a run that did not complete, as the record counts them (a read
+        that a completed run is spared)."""
+        try:
+            attempt = records.attempts(function, key)
+        except DatabaseError as exc:
+            logger.warning("tracing %s[%s]: the record could not be read: %s", function, key, exc)
+            return
+        if attempt is not None:
+            span.set_attribute("gearattach.attempt", attempt)
 
     def watchdog_event(self, name: str, attributes: dict[str, Any]) -> None:
         """The watchdog's news about the running job (it calls this from its thread)."""
