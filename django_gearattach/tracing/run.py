@@ -188,7 +188,7 @@ class RunTracer:
         outcome = "retry" if word == "rescheduled" else run.outcome or "superseded"
         if outcome == "retry":
             span.add_event("gearattach.retry")
-        if outcome != "complete" and span.is_recording():
+        if outcome not in ("complete", "retry") and span.is_recording():
             self._attempt(span, job.function, key)
         run.end(outcome)
         return word
