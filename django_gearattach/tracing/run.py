@@ -33,7 +33,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 from opentelemetry import context as otel_context
@@ -43,9 +43,11 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from .. import records
 from ..payload import TRACE
 from ..tasks import JobContext
-from ..worker.claim import Claim
 from . import tracer
 from .carrier import Running, carried, parent_and_links, running
+
+if TYPE_CHECKING:  # the worker imports this module, not the other way round
+    from ..worker.claim import Claim
 
 logger = logging.getLogger("django_gearattach.tracing")
 
