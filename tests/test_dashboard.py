@@ -228,3 +228,60 @@ async def test_a_user_who_may_not_see_jobs_is_refused_and_a_bad_period_too():
         "error": "period must be one of: hour, day",
     }
     assert (await communicator.receive_output(5))["code"] == 4400
+
+
+# -- review 3, finding 8: the viewer is checked again at every refresh --------------------
+def _viewer(username: str):
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    return user
+
+
+def _lose_it(user, how: str) -> None:
+    from django.contrib.sessions.models import Session
+
+    if how == "deactivated":
+        user.is_active = False
+        user.save()
+    elif how == "permission removed":
+        user.user_permissions.clear()
+    elif how == "sessions deleted":
+        Session.objects.all().delete()
+
+
+@pytest.mark.parametrize("how", ["deactivated", "permission removed", "sessions deleted"])
+async def test_a_viewer_who_loses_the_right_stops_getting_panels(settings, how):
+    """It kept sending panels to a viewer who was deactivated, lost the permission and
+    had every session deleted."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "DASHBOARD_REFRESH": 0.2}
+    user = await sync_to_async(_viewer)(f"viewer-{how.split()[0]}")
+    socket = await _open(await sync_to_async(_cookie)(user))
+    try:
+        assert json.loads(await socket.receive_from(10))["type"] == "dashboard"
+        await sync_to_async(_lose_it)(user, how)
+        for _ in range(10):  # a refresh may have been on its way already; then it closes
+            output = await socket.receive_output(10)
+            if output["type"] == "websocket.close":
+                break
+            assert json.loads(output["text"])["type"] == "dashboard"
+        assert output == {"type": "websocket.close", "code": 4403}
+    finally:
+        await socket.disconnect()
+
+
+async def test_a_dashboard_socket_ends_at_the_streams_maximum_age(settings):
+    settings.GEARATTACH = {**settings.GEARATTACH, "DASHBOARD_REFRESH": 0.2, "STREAM_MAX_AGE": 1}
+    user = await sync_to_async(_viewer)("watcher")
+    socket = await _open(await sync_to_async(_cookie)(user))
+    try:
+        received = []
+        for _ in range(100):  # 1 s of refreshes every 0.2 s, then the close
+            output = await socket.receive_output(10)
+            if output["type"] == "websocket.close":
+                break
+            received.append(json.loads(output["text"])["type"])
+        assert output["code"] == 1000
+        assert received[-1] == "reconnect"  # dashboard.js connects again, checked again
+        assert "dashboard" in received
+    finally:
+        await socket.disconnect()
