@@ -313,7 +313,7 @@ def test_concurrent_viewers_share_one_snapshot_and_each_has_a_rate(settings, job
         viewers.append(client)
     url = reverse(DASHBOARD)
     computed: list[str] = []
-    real = views.snapshot
+    real = queries.snapshot
 
     def counted(period: str, **kwargs):  # the real snapshot, counted
         computed.append(period)
