@@ -35,6 +35,7 @@ from ..attachment import aattach
 from ..batching import Batcher
 from ..exceptions import JobNotFound
 from ..models import Job
+from ..payload import shown
 from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
 
 logger = logging.getLogger("django_gearattach.web.hub")
@@ -134,7 +135,7 @@ class JobFeed:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("following %s[%s] failed: %s", self.function, self.key, exc)
+            logger.warning("following %s[%s] failed: %s", self.function, shown(self.key), exc)
             self.publish({"type": BROKEN, "error": str(exc)})
         finally:
             self.hub._forget(self)

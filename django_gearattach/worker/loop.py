@@ -42,7 +42,7 @@ from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment, WorkerPool
 from ..models import ACTIVE, Job, Status, ended, started
-from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
 from ..tasks import JobContext, Rescheduled, Task
@@ -191,7 +191,7 @@ class Worker:
                 self._abandoned.append(abandoned)
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
-            logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
+            logger.error("job %s[%s] abandoned: %s", job.function, shown(key), exc)
             if self._ahead is not None and self._ahead[0].connection is job.connection:
                 ahead, marked = self._ahead
                 self._ahead = None  # gearmand requeues it with this job
@@ -203,7 +203,7 @@ class Worker:
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
             job.function,
-            key,
+            shown(key),
             outcome,
             time.monotonic() - began,
             job.server,
