@@ -36,6 +36,7 @@ from ..batching import Batcher
 from ..conf import conf
 from ..exceptions import JobNotFound
 from ..models import Job
+from ..payload import shown
 from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class JobFeed:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("following %s[%s] failed: %s", self.function, self.key, exc)
+            logger.warning("following %s[%s] failed: %s", self.function, shown(self.key), exc)
             self.publish({"type": BROKEN, "error": str(exc)})
         finally:
             self.hub._forget(self)

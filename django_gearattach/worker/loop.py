@@ -44,7 +44,7 @@ from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment, WorkerPool
 from ..models import ACTIVE, Job, Status, ended, started
-from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
 from ..tasks import JobContext, Rescheduled, Task
@@ -159,9 +159,11 @@ class Worker:
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
             if isinstance(exc, _GiveBack):
-                logger.info("job %s[%s] handed back unrun: the worker stops", job.function, key)
+                logger.info(
+                    "job %s[%s] handed back unrun: the worker stops", job.function, shown(key)
+                )
             else:
-                logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
+                logger.error("job %s[%s] abandoned: %s", job.function, shown(key), exc)
             if self._ahead is not None and self._ahead[0].connection is job.connection:
                 ahead, marked = self._ahead
                 self._ahead = None  # gearmand requeues it with this job
@@ -173,7 +175,7 @@ class Worker:
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
             job.function,
-            key,
+            shown(key),
             outcome,
             time.monotonic() - began,
             job.server,
