@@ -52,6 +52,7 @@ from . import fencing
 from .claim import ENDED, OUTCOME_PATIENCE, Claim, patiently
 from .recovery import Sweeper
 from .reporting import Reporter
+from .sweeping import SweepThread
 from .watchdog import Watchdog
 
 __all__ = ["OUTCOME_PATIENCE", "Worker"]
@@ -113,12 +114,12 @@ class Worker:
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
         folds = records.combines_updates()
+        sweeping = SweepThread(self.sweeper).start()  # recovery never waits for a job
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
-                # Whatever failed last (a claim of a right, a sweep), reconnect next time.
+                # Whatever failed last (a claim of a right, a wait), reconnect next time.
                 records.drop_broken_connections()
-                self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
                 else:
@@ -139,6 +140,7 @@ class Worker:
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
             self.keeper.close()
+            sweeping.stop()
 
     # -- one job -----------------------------------------------------------------------
     def handle(self, job: Assignment, *, marked: bool = False) -> None:
