@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
+    # @offload answers 413 to a request whose body (files included) is larger than this
+    # many bytes; 0 means no limit.
+    "OFFLOAD_MAX_UPLOAD_SIZE": 10 * 1024 * 1024,
     # Seconds between two refreshes of the admin dashboard's live charts (per process).
     "DASHBOARD_REFRESH": 5.0,
     # Workers: default time limits of every task in seconds (None: none), overridden by
@@ -151,6 +154,10 @@ class Settings:
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:
         return int(self._get("OFFLOAD_QUEUE_LIMIT"))
+
+    @property
+    def OFFLOAD_MAX_UPLOAD_SIZE(self) -> int:
+        return int(self._get("OFFLOAD_MAX_UPLOAD_SIZE"))
 
     @property
     def DASHBOARD_REFRESH(self) -> float:

@@ -35,6 +35,7 @@ TYPED = {
     "STREAM_LIMIT_PER_PROCESS": int,
     "STREAM_MAX_AGE": float,
     "OFFLOAD_QUEUE_LIMIT": int,
+    "OFFLOAD_MAX_UPLOAD_SIZE": int,
     "DASHBOARD_REFRESH": float,
     "LEASE": float,
     "CANCEL_CHECK_INTERVAL": float,

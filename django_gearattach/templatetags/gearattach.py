@@ -10,7 +10,7 @@ from django import template
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, get_script_prefix, reverse
 
-from ..routing import WEBSOCKET_PATH
+from ..web.paths import WEBSOCKET_PATH
 
 register = template.Library()
 

@@ -29,6 +29,7 @@ from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
 from .processing import TOKEN_PARAM, outcome_response, processing_response
 from .tokens import Identity, check_token, token_for
+from .uploads import too_large
 
 #: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
 QUEUE_FULL_RETRY_AFTER = 30
@@ -79,6 +80,9 @@ def handle(
     if safe and TOKEN_PARAM in request.GET:
         return _revisit(options, path, request, request.GET[TOKEN_PARAM])
     program = not api.wants_html(request)
+    refused = too_large(request)
+    if refused is not None:
+        return refused
     if request.FILES and not options.accept_files:
         return _text("This page does not accept file uploads; send the form without files.", 400)
     if _queue_full(options, path, request):
@@ -89,7 +93,11 @@ def handle(
     owner = user if user is not None and user.is_authenticated else None
     new_session = _save_session(request)
     session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
-    job_key = _job_key(options, path, request) or new_key()
+    job_key = _job_key(options, path, request)
+    # A request the key function gives no key (say, a form with errors) names nothing
+    # to share: its job is the visitor's own, and its answer (a 400) is theirs.
+    shared = options.shared and job_key is not None
+    job_key = job_key or new_key()
     uploads = save_uploads(request) if request.FILES else {}
     sensitive = sensitive_fields.fields_of(
         request,
@@ -100,9 +108,7 @@ def handle(
             classviews.form_classes(target.view), classviews.form_prefix(target.view)
         ),
     )
-    data = serialise_request(
-        request, uploads, args, kwargs, shared=options.shared, sensitive=sensitive
-    )
+    data = serialise_request(request, uploads, args, kwargs, shared=shared, sensitive=sensitive)
     arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
     response: HttpResponseBase
     try:
@@ -118,11 +124,11 @@ def handle(
             response["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
             return response
         return processing_response(
-            request, job, template=options.template, shared=options.shared, status=503
+            request, job, template=options.template, shared=shared, status=503
         )
     if _stored_arguments(job).get("signature") != arguments["signature"]:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
-    token = token_for(request, job, shared=options.shared)
+    token = token_for(request, job, shared=shared)
     if program:
         wait = api.prefer_wait(request)
         if wait is not None:

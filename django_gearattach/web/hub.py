@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import records
@@ -35,7 +36,15 @@ from ..attachment import aattach
 from ..batching import Batcher
 from ..exceptions import JobNotFound
 from ..models import Job
-from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
+from .messages import (
+    BROKEN,
+    MISSING,
+    TERMINAL,
+    message_for,
+    outcome_message,
+    snapshot,
+    summary,
+)
 
 logger = logging.getLogger("django_gearattach.web.hub")
 
@@ -128,7 +137,13 @@ class JobFeed:
                 for payload in snapshot(record):
                     self.publish(payload)
             async for event in aattach(record):
-                self.publish(message_for(event, self.function))
+                message = message_for(event, self.function)
+                if event.event == "failed" and settings.DEBUG:
+                    # Under DEBUG the owner sees the traceback, which only the record has.
+                    fresh = await _load((self.function, self.key))
+                    if fresh is not None and fresh.is_finished:
+                        message = outcome_message(fresh)
+                self.publish(message)
         except JobNotFound:
             self.publish({"type": MISSING})
         except asyncio.CancelledError:

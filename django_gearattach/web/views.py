@@ -25,15 +25,15 @@ import weakref
 from collections.abc import AsyncIterator
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.http.response import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET
 
-from ..attachment import outcome_of
 from ..conf import conf
 from ..models import Job, Status
 from . import streams
+from .files import FileResponse
 from .hub import Message, Subscription, get_hub
 from .messages import (
     BROKEN,
@@ -41,7 +41,7 @@ from .messages import (
     MISSING,
     OFFLOAD_FUNCTION,
     RECONNECT,
-    message_for,
+    outcome_message,
     state,
     summary,
 )
@@ -155,7 +155,7 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     ref, record, slot = found
     with slot:
         if record.is_finished:
-            outcome = message_for(outcome_of(record), record.function)
+            outcome = outcome_message(record)
             outcome = summary(outcome) if ref.summary else outcome
             return _json({"messages": [outcome], "cursor": "0.0", "done": True})
         async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:

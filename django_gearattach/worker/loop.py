@@ -418,6 +418,9 @@ class Worker:
             }
             # A task that stops by raising once it is cancelled ends cancelled.
             status = Status.CANCELLED if context.cancel_requested else Status.FAILED
+            if status == Status.FAILED:
+                # The worker's log is where a developer looks first: the whole traceback.
+                logger.error("job %s[%s] raised %s", job.function, key, error, exc_info=exc)
             if not self._conclude(job, key, status, fields | reporter.pending()):
                 return self._answer_when_done(job, key)
             _call_outcome_callbacks(context, status, exc)

@@ -98,6 +98,9 @@ def keyed_report(request: HttpRequest) -> HttpResponse:
 
 @offload(key=lambda request: request.GET.get("year"), shared=True)
 def shared_report(request: HttpRequest) -> HttpResponse:
+    if not request.GET.get("year"):
+        # No key: the visitor's own job, which answers their mistake (issue 21).
+        return HttpResponse("Which year? Add ?year= to the address.", status=400)
     execution = _record_execution(request)
     _wait_for_gate(request)
     return _page(request, f"Shared report {request.GET.get('year')}", execution)

@@ -203,7 +203,7 @@
       case "data": return this.data(message.data);
       case "warning": return this.warning(message.message);
       case "complete": return this.complete(message);
-      case "failed": return this.fail(message.error || "The job failed.");
+      case "failed": return this.fail(message.error || "The job failed.", message.traceback);
       case "error": if (window.console) window.console.warn("gearattach:", message.error); return;
       // The server ends a stream at its maximum age; retry() follows the job again at once.
       case "reconnect": return;
@@ -250,6 +250,16 @@
     this.fill.style.width = "100%";
     this.bar.setAttribute("aria-valuenow", "100");
     this.bar.setAttribute("aria-valuetext", kind === "complete" ? "Done" : "Stopped");
+    this.retitle(kind);
+  };
+
+  /* A page heading marked data-gearattach-heading beside the widget says how it ended. */
+  Widget.prototype.retitle = function (kind) {
+    var heading = this.el.parentNode && this.el.parentNode.querySelector("[data-gearattach-heading]");
+    if (!heading) return;
+    if (heading.dataset[kind]) heading.textContent = heading.dataset[kind];
+    var title = heading.dataset["title" + kind.charAt(0).toUpperCase() + kind.slice(1)];
+    if (title) document.title = title;
   };
 
   Widget.prototype.complete = function (message) {
@@ -304,7 +314,7 @@
     }
   };
 
-  Widget.prototype.fail = function (error) {
+  Widget.prototype.fail = function (error, traceback) {
     this.finish("failed");
     this.statusLine.textContent = "Failed.";
     this.outcome.hidden = false;
@@ -314,6 +324,13 @@
     p.className = "gearattach-error";
     p.textContent = error;
     this.outcome.appendChild(p);
+    if (typeof traceback === "string" && traceback) {
+      // Only with DEBUG on does the server send it (to whoever follows the job: its owner).
+      var pre = document.createElement("pre");
+      pre.className = "gearattach-traceback";
+      pre.textContent = traceback;
+      this.outcome.appendChild(pre);
+    }
     this.emit("failed", { type: "failed", error: error });
   };
 
