@@ -25,6 +25,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from . import presence
 from .admin_queries import (
     FunctionFilter,
     ScheduledFilter,
@@ -34,6 +35,7 @@ from .admin_queries import (
 )
 from .conf import conf
 from .exceptions import BadPayload
+from .gearman.rendezvous import parse_cached
 from .housekeeping import delete_records
 from .models import ACTIVE, FINISHED, Job, Status
 from .operations import Cancel, cancel, retry
@@ -364,6 +366,19 @@ class JobAdmin(_ModelAdmin):
             from .web.tokens import token_for
 
             context["gearattach_live_token"] = token_for(request, obj, summary=True)
+        if obj is not None and obj.status == Status.QUEUED and not conf.IMMEDIATE:
+            # gearmand's status counts, cached per process: no probe per page.
+            address = parse_cached(obj.server) if obj.server else conf.SERVERS[0]
+            if presence.workers(obj.function, [address]) == 0:
+                self.message_user(
+                    request,
+                    _(
+                        "No worker is running for %(function)s on %(server)s: this job "
+                        "waits in the queue until one starts."
+                    )
+                    % {"function": obj.function, "server": address},
+                    messages.WARNING,
+                )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- actions -----------------------------------------------------------------------

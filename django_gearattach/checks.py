@@ -148,7 +148,7 @@ def _value_problem(name: str) -> str:
         return f"cannot be read ({exc})"
     if name == "DEFAULT_PRIORITY" and value not in ("high", "normal", "low"):
         return 'must be "high", "normal" or "low"'
-    if name == "IMMEDIATE" and not isinstance(_user_settings()[name], bool):
+    if name in ("IMMEDIATE", "STATIC_ASSETS") and not isinstance(_user_settings()[name], bool):
         return "must be True or False"
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"

@@ -5,8 +5,9 @@
 1. ``python -m build`` makes the sdist, then the wheel from the sdist (so a file missing
    from the sdist breaks the wheel);
 2. ``twine check --strict`` checks both (metadata, README rendering);
-3. the wheel holds the templates, static files, migrations and ``py.typed``, and the
-   version of ``django_gearattach.__version__``;
+3. the wheel holds the templates, static files, migrations, ``py.typed`` and every
+   language's compiled catalog (``locale/*/LC_MESSAGES/django.mo``, up to date with its
+   ``.po``), and the version of ``django_gearattach.__version__``;
 4. a fresh virtualenv gets the wheel with its ``demo`` extra (from the package index,
    or pip's cache), and nothing else;
 5. ``example_project`` from the sdist, alone in a directory (so that the installed
@@ -81,6 +82,13 @@ def build(out: Path) -> tuple[Path, Path]:
     missing = [name for name in WHEEL_MUST_HAVE if name not in names]
     if missing:
         raise CheckFailed(f"the wheel lacks {missing}")
+    catalogs = sorted((ROOT / "django_gearattach" / "locale").glob("*/LC_MESSAGES/django.po"))
+    if not catalogs:
+        raise CheckFailed("no translation catalogs in django_gearattach/locale/")
+    for po in catalogs:
+        compiled = f"django_gearattach/{po.relative_to(ROOT / 'django_gearattach')}"[:-2] + "mo"
+        if compiled not in names:
+            raise CheckFailed(f"the wheel lacks {compiled}: run compilemessages")
     if any(name.startswith(("tests/", "example_project/")) for name in names):
         raise CheckFailed("the wheel carries tests/ or example_project/")
     return sdists[0], wheels[0]

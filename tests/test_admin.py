@@ -431,3 +431,15 @@ def test_only_finished_records_can_be_deleted_from_their_page(admin_client):
     assert admin_client.get(reverse(delete, args=[running.pk])).status_code == 403
     assert 'class="deletelink"' not in admin_client.get(change_url(running)).content.decode()
     assert admin_client.get(reverse(delete, args=[done.pk])).status_code == 200
+
+
+def test_a_queued_jobs_page_says_when_no_worker_runs_its_function(admin_client, gearmand):
+    """Issue 21: the job page says why a queued job does not start."""
+    from django_gearattach import presence
+
+    presence.forget()
+    job = make_job("lonely", Status.QUEUED, server=gearmand.address)
+    page = admin_client.get(change_url(job)).content.decode()
+    assert f"No worker is running for {job.function} on {gearmand.address}" in page
+    done = make_job("done", Status.COMPLETE, server=gearmand.address)
+    assert "No worker is running" not in admin_client.get(change_url(done)).content.decode()

@@ -36,6 +36,8 @@ TYPED = {
     "STREAM_MAX_AGE": float,
     "OFFLOAD_QUEUE_LIMIT": int,
     "OFFLOAD_MAX_UPLOAD_SIZE": int,
+    "EXTERNAL_TASKS": list,
+    "STATIC_ASSETS": bool,
     "DASHBOARD_REFRESH": float,
     "LEASE": float,
     "CANCEL_CHECK_INTERVAL": float,

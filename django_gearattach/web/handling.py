@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext
 
 from ..conf import conf
 from ..exceptions import SubmitFailed
@@ -84,9 +85,13 @@ def handle(
     if refused is not None:
         return refused
     if request.FILES and not options.accept_files:
-        return _text("This page does not accept file uploads; send the form without files.", 400)
+        return _text(
+            gettext("This page does not accept file uploads; send the form without files."), 400
+        )
     if _queue_full(options, path, request):
-        busy = _text("Too many requests are waiting to be worked on; try again in a minute.", 503)
+        busy = _text(
+            gettext("Too many requests are waiting to be worked on; try again in a minute."), 503
+        )
         busy["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
         return busy
     user = getattr(request, "user", None)

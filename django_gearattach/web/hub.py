@@ -117,9 +117,11 @@ class JobFeed:
         text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         message = Message(payload, text, self.seq)
         kind = message.type
-        if kind in ("started", "status", "data"):
+        if kind in ("started", "status", "data", "unserved"):
             self.latest[kind] = message
-        elif message.final:
+        if kind in ("started", "served"):
+            self.latest.pop("unserved", None)  # a newcomer needs no stale notice
+        if message.final:
             self.latest["final"] = message
         for deliver in self.subscribers:
             deliver(message)

@@ -1,7 +1,9 @@
 """The JSON messages a browser receives about a job (websocket, SSE and long-poll alike).
 
 ``{"type": "started"}`` (a worker has started the job; a newcomer to a running job
-gets it first), ``{"type": "status", "numerator": n, "denominator": d}``,
+gets it first), ``{"type": "unserved", "function": "..."}`` (no worker is running for
+the job's function, so it waits for one) and ``{"type": "served"}`` (one is, since),
+``{"type": "status", "numerator": n, "denominator": d}``,
 ``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``, then
 ``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
 "error": "..."}`` (the job's own error, and its ``traceback``, only with ``DEBUG`` on:
@@ -20,6 +22,7 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
 from ..attachment import JobEvent
 from ..models import Job, Status
@@ -27,10 +30,15 @@ from .responses import open_response
 
 OFFLOAD_FUNCTION = "gearattach.offload"
 TERMINAL = frozenset({"complete", "failed"})
-GENERIC_ERROR = "the job failed"
-#: Failure texts of this app's own that every browser may see.
+GENERIC_ERROR = gettext_noop("the job failed")
+#: Failure texts of this app's own that every browser may see. They travel in English;
+#: the widget shows them in the page's language (templatetags.gearattach.widget_strings).
 PUBLIC_ERRORS = frozenset(
-    {"the job was cancelled", "the job was lost", "cancelled before it started"}
+    {
+        gettext_noop("the job was cancelled"),
+        gettext_noop("the job was lost"),
+        gettext_noop("cancelled before it started"),
+    }
 )
 #: The parts of a complete message that carry an offloaded view's page.
 PAGE_PARTS = frozenset({"html", "body", "redirect", "download"})
@@ -46,7 +54,7 @@ PONG = '{"type":"pong"}'
 MISSING = "missing"
 BROKEN = "broken"
 #: The error a browser gets for :data:`BROKEN`.
-CANNOT_FOLLOW = "cannot follow the job right now; retry shortly"
+CANNOT_FOLLOW = gettext_noop("cannot follow the job right now; retry shortly")
 
 
 def error_frame(error: str) -> str:
@@ -58,6 +66,10 @@ def error_frame(error: str) -> str:
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:
     if event.event == "started":
         return {"type": "started"}
+    if event.event == "unserved":
+        return {"type": "unserved", "function": function}
+    if event.event == "served":
+        return {"type": "served"}
     if event.event == "status":
         return {"type": "status", "numerator": event.numerator, "denominator": event.denominator}
     if event.event == "data":

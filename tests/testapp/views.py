@@ -171,10 +171,11 @@ def missing(request: HttpRequest) -> HttpResponse:
 
 
 def explicit(request: HttpRequest) -> HttpResponse:
-    """The explicit form: submit a task, return processing_response."""
-    job = submit(
-        "tests.chatty",
-        kwargs={"gate": _param(request, "gate")},
-        owner=request.user if request.user.is_authenticated else None,
-    )
+    """The explicit form: submit a task, return processing_response (``?fail=1``: a
+    task that fails)."""
+    owner = request.user if request.user.is_authenticated else None
+    if request.GET.get("fail"):
+        job = submit("tests.fail", ["a task error"], owner=owner)
+    else:
+        job = submit("tests.chatty", kwargs={"gate": _param(request, "gate")}, owner=owner)
     return processing_response(request, job)

@@ -21,22 +21,11 @@ import pytest
 
 from django_gearattach.testing import Gearmand, free_port, wait_for_port, wait_for_workers
 from example_project.rundemo import asgi_server_command
+from tests.browser import ARTIFACTS
+
+pytest_plugins = ["tests.browser"]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = os.environ.get("GEARATTACH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-INSTALL_HINT = (
-    f"chromium was not found at {CHROMIUM}: install it with 'apt-get install -y chromium' "
-    "(make test does), or set GEARATTACH_CHROMIUM. Never 'playwright install'."
-)
 
 
 class Site:
@@ -113,23 +102,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait(5)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("Playwright is missing: pip install -e '.[test]'", pytrace=False)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored_outcome(
