@@ -12,8 +12,9 @@
    or pip's cache), and nothing else;
 5. ``example_project`` from the sdist, alone in a directory (so that the installed
    wheel, not a checkout, is what it imports), runs its ``rundemo.py``: gearmand, two
-   workers and uvicorn; the home page answers, a job submitted with ``manage.py
-   gearattach submit`` completes, and Ctrl-C stops everything with status 0.
+   workers and uvicorn; the home page answers, the admin's login is printed, a job
+   submitted with ``manage.py gearattach submit`` completes, and Ctrl-C stops
+   everything with status 0.
 
 It prints each step and fails with the step's output.
 """
@@ -144,6 +145,12 @@ def run_demo(python: Path, sdist: Path, work: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:
             if page.status != 200:
                 raise CheckFailed(f"the demo's home page answered {page.status}")
+        said = (work / "rundemo.log").read_text()
+        if not re.search(
+            rf"its admin is at http://127.0.0.1:{web_port}/admin/ +\(user admin, password \S+\)",
+            said,
+        ):
+            raise CheckFailed("rundemo.py did not print the admin's login")
         manage = [str(python), "example_project/manage.py", "gearattach"]
         key = run(
             [*manage, "submit", "example.slow", "--kwargs", '{"seconds": 0.2}'], cwd=site, env=env
