@@ -26,6 +26,11 @@ against real gearmand):
   run: its record is waiting again when gearmand reports the end.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
+* The outcome an attacher reports is the record's, read when gearmand says the job
+  ended: any host on gearmand's network can answer a job it took with a packet of its
+  own, and a record that does not say the job ended means that end was not this site's
+  (the attacher follows the job on). Progress, data and warnings are relayed from
+  gearmand as they come: the widget shows them as text.
 """
 
 from __future__ import annotations
@@ -35,8 +40,6 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from asgiref.sync import sync_to_async
 
 from . import presence, records
 from .attach_timing import atimed, timed
@@ -247,16 +250,25 @@ def _not_found(answered: bool, function: str, key: str) -> Exception:
     return JobNotFound(function, key)
 
 
-#: What :func:`_outcome_after_fail` returns for a job that will run again.
-AGAIN = JobEvent("failed", error="the job runs again")
+def _settled(
+    function: str, key: str, record: Job | None, recorded: bool, packet: JobEvent
+) -> JobEvent | None:
+    """The outcome to report once gearmand says the job ended: the record's, never the
+    packet's; None when the record does not say it ended.
 
-
-def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
-    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a rerun."""
-    record = _load(function, key)
-    if record is not None and record.is_waiting:
-        return AGAIN
-    return outcome_of(record) if record is not None and record.is_finished else None
+    Workers commit a job's outcome before gearmand hears of it, so a record that is
+    not finished when gearmand reports the end means that run's end was not this
+    site's: a job put back to run later (a Celery retry, a scheduled time), a copy that
+    lost its claim, or a packet forged by another host on gearmand's network (which
+    anyone there can send: Gearman has no authentication). The attacher follows the
+    job again. Only a job that had no record when the attach began, run by a worker that
+    keeps none (a foreign client's), is reported as gearmand told it.
+    """
+    if record is None:
+        if recorded:
+            raise JobNotFound(function, key)  # deleted while it ran
+        return packet
+    return outcome_of(record) if record.is_finished else None
 
 
 # -- sync ----------------------------------------------------------------------------
@@ -287,6 +299,7 @@ def attach(
             return
         joined: ForegroundJob | Job | None
         clock.watch_workers = record is None or record.status != Status.SCHEDULED
+        recorded = record is not None
         if record is None:
             joined = _join_unrecorded(client, name, key, unique, clock)
         else:
@@ -297,7 +310,8 @@ def attach(
         if joined is not None:
             with joined:
                 try:
-                    if (yield from _relay(client, joined, name, key, unique, clock)):
+                    relayed = _relay(client, joined, name, key, unique, clock, recorded)
+                    if (yield from relayed):
                         return
                 except ConnectionFailed:
                     pass
@@ -381,7 +395,13 @@ def _join_unrecorded(
 
 
 def _relay(
-    client: Client, stream: ForegroundJob, name: str, key: str, unique: bytes, clock: _Clock
+    client: Client,
+    stream: ForegroundJob,
+    name: str,
+    key: str,
+    unique: bytes,
+    clock: _Clock,
+    recorded: bool,
 ) -> Generator[JobEvent, None, bool]:
     """Yield the stream's events; True after the terminal one, False if its job vanished.
 
@@ -419,11 +439,11 @@ def _relay(
             continue
         translated = _translate(event)
         clock.saw(translated)
-        if event.kind == "failed":
-            after = _outcome_after_fail(name, key)
-            if after is AGAIN:
-                return False  # the job runs again later (a retry): follow that run
-            translated = after or translated
+        if translated.terminal:
+            settled = _settled(name, key, _load(name, key), recorded, translated)
+            if settled is None:
+                return False  # not this site's end of the job: follow it again
+            translated = settled
         yield translated
         if translated.terminal:
             return True
@@ -452,6 +472,7 @@ async def aattach(
             return
         joined: Follow | Job | None
         clock.watch_workers = record is None or record.status != Status.SCHEDULED
+        recorded = record is not None
         if record is None:
             joined = await _ajoin_unrecorded(name, key, unique, clock)
         else:
@@ -461,7 +482,7 @@ async def aattach(
             continue
         if joined is not None:
             try:
-                async for event in _arelay(joined, name, key, unique, clock):
+                async for event in _arelay(joined, name, key, unique, clock, recorded):
                     yield event
                     if event.terminal:
                         return
@@ -542,7 +563,7 @@ async def _ajoin_unrecorded(name: str, key: str, unique: bytes, clock: _Clock) -
 
 
 async def _arelay(
-    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock
+    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock, recorded: bool
 ) -> AsyncIterator[JobEvent]:
     """The follow's events until the terminal one; stops early if its job vanished.
 
@@ -578,11 +599,12 @@ async def _arelay(
             continue
         translated = _translate(event)
         clock.saw(translated)
-        if event.kind == "failed":
-            after = await sync_to_async(_outcome_after_fail)(name, key)
-            if after is AGAIN:
-                return  # the job runs again later (a retry): the caller follows that run
-            translated = after or translated
+        if translated.terminal:
+            record = await _load_batched((name, key))
+            settled = _settled(name, key, record, recorded, translated)
+            if settled is None:
+                return  # not this site's end of the job: the caller follows it again
+            translated = settled
         yield translated
         if translated.terminal:
             return

@@ -32,11 +32,15 @@ FINISHED = (Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED)
 
 
 def started(**fields: Any) -> dict[str, Any]:
-    """The fields of a record a worker has started (its running mark), with ``fields``."""
+    """The fields of a record a worker has started (its running mark), with ``fields``.
+
+    A cancel request applies to the run it was made for: a new run starts without one.
+    """
     return {
         "status": Status.RUNNING.value,
         "started_at": timezone.now(),
         "finished_at": None,
+        "cancel_requested_at": None,
         **fields,
     }
 
@@ -88,11 +92,12 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def requeue(self, status: Status = Status.QUEUED, **fields: Any) -> int:
         """Put these running jobs back to waiting in gearmand, queued or scheduled (a run
-        that is over, or that never started): their claim is dropped; ``fields`` are
-        written too."""
+        that is over, or that never started): their claim and any cancel request made
+        for that run are dropped; ``fields`` are written too."""
         if status not in WAITING:
             raise ValueError(f"{status!r} is not a waiting status")
-        return self.update(status=status, lease_until=None, **fields)
+        # A cancel request was for the run that ended: the next one starts without it.
+        return self.update(status=status, lease_until=None, cancel_requested_at=None, **fields)
 
     def owned_by(self, user: Any, session_key: str | None = None) -> JobQuerySet:
         """The jobs of ``user``, or for an anonymous visitor those of their session."""

@@ -34,6 +34,9 @@ TYPED = {
     "STREAM_LIMIT_PER_CLIENT": int,
     "STREAM_LIMIT_PER_PROCESS": int,
     "STREAM_MAX_AGE": float,
+    "CAPTURED_HEADERS": list,
+    "WAIT_THREADS_PER_PROCESS": int,
+    "WSGI_MAX_WAIT": float,
     "OFFLOAD_QUEUE_LIMIT": int,
     "OFFLOAD_MAX_UPLOAD_SIZE": int,
     "EXTERNAL_TASKS": list,
@@ -44,7 +47,7 @@ TYPED = {
     "CANCEL_GRACE": float,
 }
 #: Settings whose default is None (no limit).
-UNSET = {"TIME_LIMIT", "SOFT_TIME_LIMIT"}
+UNSET = {"TIME_LIMIT", "SOFT_TIME_LIMIT", "METRICS_TOKEN"}
 
 
 def test_every_default_has_a_property_and_every_property_a_default():
@@ -170,3 +173,17 @@ def test_a_bare_string_for_servers_is_refused(settings):
     settings.GEARATTACH = {"SERVERS": "gearmand"}
     with pytest.raises((TypeError, ValueError), match=r"SERVERS|list"):
         servers()
+
+
+@pytest.mark.parametrize("value", ["X-Region", ["X-Region", 3]])
+def test_captured_headers_must_be_a_list_of_names(settings, value):
+    settings.GEARATTACH = {"CAPTURED_HEADERS": value}
+    with pytest.raises(ValueError, match=r"must be a list of header names, such as \["):
+        _ = conf.CAPTURED_HEADERS
+
+
+@pytest.mark.parametrize("value", ["short", 12345678901234567])
+def test_the_metrics_token_must_be_a_long_string(settings, value):
+    settings.GEARATTACH = {"METRICS_TOKEN": value}
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        _ = conf.METRICS_TOKEN
