@@ -26,7 +26,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import records, signals
+from . import presence, records, signals
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
@@ -268,7 +268,10 @@ def submit(
     it). With a key whose job finished, the stored record is returned, unless
     ``rerun=True`` asks to run it again. Inside ``transaction.atomic`` gearmand gets
     the job when the transaction commits. Raises :class:`SubmitFailed` (and marks
-    the record failed) when no configured gearmand accepts it.
+    the record failed) when no configured gearmand accepts it, and
+    :class:`~django_gearattach.exceptions.UnknownTask` (submitting nothing) for a
+    function name that this process does not define, no worker registers and
+    ``GEARATTACH["EXTERNAL_TASKS"]`` does not name: see :mod:`~django_gearattach.presence`.
 
     ``run_at`` (an aware datetime) or ``delay`` (seconds, or a timedelta) schedules
     the job: its record is ``scheduled`` until a worker starts it, which gearmand
@@ -278,6 +281,7 @@ def submit(
     :class:`~django_gearattach.exceptions.InvalidSchedule` for a naive datetime or a
     negative delay. In immediate mode the job runs at once, whatever its time.
     """
+    presence.check_submittable(task)  # a name nobody defines or runs: UnknownTask
     request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
     job, send = _prepare(request, rerun)
     if send:
@@ -312,6 +316,7 @@ async def asubmit(
     delay: float | timedelta | None = None,
 ) -> Job:
     """The async twin of :func:`submit`, on the event loop's shared connections."""
+    await presence.acheck_submittable(task)
     request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
     job, send = await _prepare_batched((request, rerun))
     if not send:

@@ -16,7 +16,7 @@ from django.utils.http import urlencode
 from ..conf import conf
 from ..models import Job, Status
 from ..payload import traceparent_of
-from .messages import OFFLOAD_FUNCTION, complete_message, failed_message
+from .messages import OFFLOAD_FUNCTION, outcome_message
 from .responses import open_response, replay
 from .tokens import token_for
 
@@ -54,11 +54,7 @@ def processing_response(
     """
     token = token or token_for(request, job, shared=shared)
     offloaded = job.function == OFFLOAD_FUNCTION
-    outcome = None
-    if job.status == Status.COMPLETE:
-        outcome = complete_message(job.result, job.function)
-    elif job.is_finished:
-        outcome = failed_message(job.failure_text)
+    outcome = outcome_message(job) if job.is_finished else None
     if status is None:
         status = 202 if job.is_active else 200 if job.status == Status.COMPLETE else 500
     page = {

@@ -25,6 +25,7 @@ from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.translation import gettext
 
 from ..conf import conf
 from ..exceptions import GearattachError
@@ -40,8 +41,10 @@ class TokenRefused(GearattachError, PermissionDenied):
 
     def __init__(self) -> None:
         super().__init__(
-            "this link does not give access to a job: it is invalid, expired, or was issued "
-            "to another user. Open the page that started the job again."
+            gettext(
+                "this link does not give access to a job: it is invalid, expired, or was "
+                "issued to another user. Open the page that started the job again."
+            )
         )
 
 

@@ -26,15 +26,16 @@ import weakref
 from collections.abc import AsyncIterator
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.http.response import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
-from ..attachment import outcome_of
 from ..conf import conf
 from ..models import Job, Status
 from . import streams
+from .files import FileResponse
 from .hub import Message, Subscription, get_hub
 from .messages import (
     BROKEN,
@@ -42,7 +43,7 @@ from .messages import (
     MISSING,
     OFFLOAD_FUNCTION,
     RECONNECT,
-    message_for,
+    outcome_message,
     state,
     summary,
 )
@@ -66,7 +67,7 @@ def _refused() -> JsonResponse:
 
 
 def _missing() -> JsonResponse:
-    return _json({"error": "no such job: its record no longer exists"}, 404)
+    return _json({"error": gettext("no such job: its record no longer exists")}, 404)
 
 
 def _check(token: str, identity: Identity) -> JobRef | None:
@@ -148,17 +149,18 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     timeout = _timeout(request.GET.get("timeout"))
     if timeout is None:
         limit = conf.LONGPOLL_MAX_TIMEOUT
-        return _json({"error": f"timeout must be a number of seconds from 0 to {limit:g}"}, 400)
+        text = gettext("timeout must be a number of seconds from 0 to %(limit)s")
+        return _json({"error": text % {"limit": f"{limit:g}"}}, 400)
     cursor = _cursor(request.GET.get("cursor"))
     if cursor is None:
-        return _json({"error": "cursor must be the cursor of a previous answer"}, 400)
+        return _json({"error": gettext("cursor must be the cursor of a previous answer")}, 400)
     found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
     ref, record, slot = found
     with slot:
         if record.is_finished:
-            outcome = message_for(outcome_of(record), record.function)
+            outcome = outcome_message(record)
             outcome = summary(outcome) if ref.summary else outcome
             return _json({"messages": [outcome], "cursor": "0.0", "done": True})
         async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
@@ -168,7 +170,7 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     if any(m.type == MISSING for m in messages):
         return _missing()
     if any(m.type == BROKEN for m in messages):
-        return _json({"error": CANNOT_FOLLOW}, 503)
+        return _json({"error": gettext(CANNOT_FOLLOW)}, 503)
     return _json(
         {
             "messages": [m.for_reader(ref.summary)[0] for m in messages],

@@ -312,6 +312,9 @@ class Worker:
             }
             # A task that stops by raising once it is cancelled ends cancelled.
             status = Status.CANCELLED if context.cancel_requested else Status.FAILED
+            if status == Status.FAILED:
+                # The worker's log is where a developer looks first: the whole traceback.
+                logger.error("job %s[%s] raised %s", job.function, key, error, exc_info=exc)
             if not self._conclude(claim, status, fields | reporter.pending()):
                 return self._not_concluded(claim)
             _call_outcome_callbacks(context, status, exc)
