@@ -7,9 +7,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test demo bench faults lint docs gearmand chromium gettext postgresql-server clean
 
-# The package is installed in editable "compat" mode: a plain path entry, which mypy
-# (and any tool) follows, unlike setuptools' default import hook.
-EDITABLE := --config-settings editable_mode=compat
+# The package is installed in editable "strict" mode: a path entry to a tree of links
+# (build/__editable__...), which mypy and editors follow, unlike setuptools' default
+# import hook. (manage.py and the tests import the checkout itself, new files included.)
+EDITABLE := --config-settings editable_mode=strict
 
 $(BIN)/python:
 	@if ! $(PYTHON) -c "import ensurepip, venv" 2>/dev/null; then \
@@ -77,4 +78,4 @@ faults: gearmand postgresql-server $(BIN)/tox
 	$(SUDO) $(BIN)/python -m tests.faults.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .tox docs/_build
+	rm -rf $(VENV) .tox docs/_build build

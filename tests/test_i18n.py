@@ -98,6 +98,7 @@ def test_the_processing_page_is_in_the_visitors_language(gearmand) -> None:
     client = Client(headers={"accept-language": "fr"})
     page = client.get("/explicit/", {"gate": "/nonexistent"}).content.decode()
     assert '<html lang="fr" dir="ltr">' in page
+    assert '<link rel="icon" href="data:,">' in page  # no /favicon.ico request (issue 21)
     assert "Traitement en cours…" in page  # the heading and the title
     assert "En attente du démarrage de la tâche…" in page  # the widget's status line
     assert 'data-complete="Prêt"' in page
