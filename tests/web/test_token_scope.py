@@ -12,10 +12,12 @@ page with a ``Set-Cookie`` carrying their CSRF secret) at the view's URL.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import pytest_asyncio
@@ -316,3 +318,49 @@ async def test_a_token_never_follows_a_later_run_of_its_job() -> None:
         kind, text = await ask(url, second, "/", second_token)
         assert kind == SUMMARY, (url, kind)  # a plain task's outcome: no page parts
         assert "2" in text
+
+
+# -- a refusal says what happened (review 3, "also seen") ----------------------------------
+def _refusals(scene: Scene) -> dict[str, tuple[Person, str, str]]:
+    """Each kind of refused link: who asks, with which token, and the reason DEBUG names."""
+    from django.core import signing
+
+    from django_gearattach.web.tokens import SALT
+
+    owners, summary = scene.tokens[PAGE]
+    value = signing.loads(owners, salt=SALT)
+    with mock.patch("time.time", return_value=time.time() - 2 * 86400):
+        expired = signing.dumps(value, salt=SALT, compress=True)  # signed two days ago
+    return {
+        "someone else's": (scene.stranger, owners, "bound to another user or session"),
+        "the admin's summary token": (scene.operator, summary, "summary token"),
+        "altered": (scene.owner, owners[:-3] + "abc", "signature does not match"),
+        "expired": (scene.owner, expired, "older than TOKEN_MAX_AGE"),
+    }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+async def test_a_refused_link_says_what_happened_and_with_debug_which_check(
+    scene: Scene, settings: Any, debug: bool
+) -> None:
+    """A foreign or stale token got a bare "403 Forbidden", with no reason even with DEBUG."""
+    settings.DEBUG = debug
+    refusals = await sync_to_async(_refusals)(scene)
+    for kind, (person, token, reason) in refusals.items():
+        page = await _view(person.client(), PAGE, "gearattach", token, HTML)
+        assert page.status_code == 403, kind
+        html = page.content.decode()
+        assert "This link does not give access to a job" in html, (kind, html[:300])
+        assert "Open the page that started the job again" in html
+        assert (reason in html) is debug, (kind, reason, html)
+        assert SECRET_COLOUR not in html
+        program = await _view(person.client(), PAGE, "gearattach", token, PROGRAM)
+        assert program.status_code == 403
+        body = program.json()
+        assert "does not give access to a job" in body["error"]
+        assert (reason in body.get("reason", "")) is debug, (kind, body)
+        if kind == "the admin's summary token":
+            continue  # the status endpoint serves it (the summary)
+        status = await person.client().get(f"/gearattach/jobs/{token}/")
+        assert status.status_code == 403
+        assert (reason in status.json().get("reason", "")) is debug, kind
