@@ -44,7 +44,7 @@ SECRET_COLOUR = "aubergine-secret"
 
 @dataclass
 class Person:
-    user: User
+    user: User | None
     session_key: str
 
     @property
@@ -53,7 +53,8 @@ class Person:
 
     def client(self) -> AsyncClient:
         client = AsyncClient()
-        client.cookies[django_settings.SESSION_COOKIE_NAME] = self.session_key
+        if self.session_key:
+            client.cookies[django_settings.SESSION_COOKIE_NAME] = self.session_key
         return client
 
 
@@ -150,9 +151,8 @@ def _kind_of(outcome: dict[str, Any]) -> str:
 
 
 async def _websocket(person: Person, token: str) -> tuple[str, str]:
-    socket = WebsocketCommunicator(
-        application, f"/ws/gearattach/{token}/", [(b"cookie", person.cookie.encode())]
-    )
+    headers = [(b"cookie", person.cookie.encode())] if person.session_key else []
+    socket = WebsocketCommunicator(application, f"/ws/gearattach/{token}/", headers)
     assert (await socket.connect(timeout=5))[0]
     received = []
     try:
@@ -280,6 +280,46 @@ async def test_the_summary_token_replays_nothing_of_the_users_response(scene: Sc
     mine = await _view(scene.owner.client(), PAGE, "gearattach", owners, HTML)
     assert mine.status_code == 200
     assert SECRET_COLOUR in mine.content.decode()
+
+
+def _anonymous_and_shared() -> tuple[Person, str, str]:
+    """An anonymous visitor's job (a token bound to their session), a shared view's
+    job (a token bound to nobody), and a page token of ``PAGE`` for asking at ``CSV``."""
+    visitor = Client()
+    job, visitors = started(visitor.get(PAGE, {"colour": SECRET_COLOUR}))
+    shared_job, shared = started(visitor.get("/offload/shared/", {"year": "2031"}))
+    for each in (job, shared_job):
+        finish(each)
+    owner = Person(None, visitor.session.session_key or "")
+    return owner, visitors, shared
+
+
+async def test_session_and_shared_tokens_at_every_url(scene: Scene) -> None:
+    owner, visitors, shared = await sync_to_async(_anonymous_and_shared)()
+    nobody = Person(None, "")  # no cookie at all
+    expected_owner = OWNER_TOKEN | NO_FILE
+    cases = [
+        ("an anonymous visitor's token, by them", owner, PAGE, visitors, expected_owner),
+        ("an anonymous visitor's token, without their session", nobody, PAGE, visitors, {}),
+        ("an anonymous visitor's token, by a signed-in user", scene.stranger, PAGE, visitors, {}),
+        ("a shared view's token, by anyone", nobody, "/offload/shared/", shared, expected_owner),
+        (
+            "a shared view's token, by a user",
+            scene.stranger,
+            "/offload/shared/",
+            shared,
+            expected_owner,
+        ),
+    ]
+    for label, person, path, token, expected in cases:
+        for url in URLS:
+            kind, text = await ask(url, person, path, token)
+            assert kind == expected.get(url, REFUSED), (label, url, kind, text[:300])
+    # A token names its view: at another offloaded view's links it opens nothing.
+    owners, _ = scene.tokens[PAGE]
+    for url in ("view ?gearattach (browser)", "view ?gearattach-result"):
+        kind, _ = await ask(url, scene.owner, CSV, owners)
+        assert kind == ABSENT, url
 
 
 # -- a token is for one run of its job (review 3, finding 6) ---------------------------------
