@@ -35,7 +35,7 @@ from .gearman.errors import ConnectionFailed
 from .gearman.protocol import Priority
 from .gearman.rendezvous import Address
 from .models import Job, Status, ended
-from .payload import check_key, encode_arguments, new_key
+from .payload import TRACE, check_key, dumps, encode_arguments, new_key
 from .scheduling import schedule
 from .sealing import session_hash
 from .tasks import Task, function_name
@@ -75,6 +75,8 @@ class _Request:
         self.owner_id = owner.pk if owner is not None and owner.is_authenticated else None
         self.session_hash = session_hash(session_key)
         self.servers = servers_for(self.function, self.key)
+        if conf.TRACING:
+            self._carry_trace()
 
     @property
     def status(self) -> Status:
@@ -90,8 +92,24 @@ class _Request:
             return None
         return records.get(self.function, self.key)
 
+    def _carry_trace(self, rerun_of: Job | None = None) -> None:
+        """Add the caller's trace context to the job (only with GEARATTACH["TRACING"],
+        which imports OpenTelemetry; an offloaded request signs it into its request)."""
+        from .tracing.carrier import carrier_for, offloaded
+
+        if offloaded(self.function):
+            return
+        self.arguments.pop(TRACE, None)
+        run_at = self.schedule.run_at.timestamp() if self.schedule else None
+        carrier = carrier_for(self.function, self.key, rerun_of, run_at)
+        if carrier is not None:
+            self.arguments[TRACE] = carrier
+            self.data = dumps(self.arguments)
+
     def reset(self, job: Job) -> None:
         """Make a finished record run again (``rerun=True``), owned by who asked for it."""
+        if conf.TRACING:
+            self._carry_trace(rerun_of=job)
         Job.objects.filter(pk=job.pk).update(
             status=self.status,
             scheduled_for=self.scheduled_for,
