@@ -15,6 +15,8 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -58,6 +60,12 @@ def forget() -> None:
     with _lock:
         _panels.clear()
         _asked.clear()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "GEARATTACH":  # the panels may draw differently now (tracing links)
+        forget()
 
 
 def _too_soon(user_id: Any) -> float:
