@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..conf import conf
-from ..web.paths import WEBSOCKET_PATH
+from ..routing import WEBSOCKET_PATH
 from . import panels
 from .queries import PERIODS, snapshot
 
@@ -63,9 +63,8 @@ def forget() -> None:
 
 
 @receiver(setting_changed)
-def _settings_changed(*, setting: str, **kwargs: Any) -> None:
-    # override_settings: panels drawn under the old GEARATTACH settings are stale.
-    if setting == "GEARATTACH":
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "GEARATTACH":  # the panels may draw differently now (tracing links)
         forget()
 
 

@@ -29,7 +29,7 @@ from . import api, classviews, waiting
 from . import sensitive as sensitive_fields
 from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
-from .processing import TOKEN_PARAM, outcome_response, processing_response
+from .processing import TOKEN_PARAM, outcome_response, processing_response, refused_response
 from .streams import client_of
 from .tokens import Identity, TokenRefused, check_token, token_for
 from .uploads import too_large
@@ -99,10 +99,13 @@ def respond(
         )
         if refused is not None:
             return refused
-    if safe and api.RESULT_PARAM in request.GET:
-        return _result(options, path, request, request.GET[api.RESULT_PARAM])
-    if safe and TOKEN_PARAM in request.GET:
-        return _revisit(options, path, request, request.GET[TOKEN_PARAM])
+    try:
+        if safe and api.RESULT_PARAM in request.GET:
+            return _result(options, path, request, request.GET[api.RESULT_PARAM])
+        if safe and TOKEN_PARAM in request.GET:
+            return _revisit(options, path, request, request.GET[TOKEN_PARAM])
+    except TokenRefused as refusal:
+        return refused_response(request, refusal, program=not api.wants_html(request))
     program = not api.wants_html(request)
     refused = too_large(request)
     if refused is not None:
@@ -304,7 +307,10 @@ def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     if ref.summary:
         # The admin's token follows the job; the response, its headers and its cookies
         # are its user's, and these links serve nothing else.
-        raise TokenRefused()
+        raise TokenRefused(
+            "an admin's summary token follows a job's progress and outcome; it never "
+            "opens the view's response"
+        )
     if ref.function != OFFLOAD_FUNCTION:
         raise Http404("no such job for this page")
     job = Job.objects.for_key(ref.function, ref.key).first()

@@ -25,6 +25,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
+from django.conf import settings
 from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.http.response import StreamingHttpResponse
@@ -62,26 +63,29 @@ def _json(data: dict[str, object], status: int = 200) -> JsonResponse:
     return response
 
 
-def _refused() -> JsonResponse:
-    return _json({"error": str(TokenRefused())}, 403)
+def _refused(refusal: TokenRefused) -> JsonResponse:
+    body: dict[str, object] = {"error": str(refusal)}
+    if settings.DEBUG and refusal.reason:
+        body["reason"] = refusal.reason  # which check refused it: the developer's eyes only
+    return _json(body, 403)
 
 
 def _missing() -> JsonResponse:
     return _json({"error": gettext("no such job: its record no longer exists")}, 404)
 
 
-def _check(token: str, identity: Identity) -> JobRef | None:
+def _check(token: str, identity: Identity) -> JobRef | TokenRefused:
     try:
         return check_token(token, identity)
-    except TokenRefused:
-        return None
+    except TokenRefused as refusal:
+        return refusal
 
 
 def _job(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
     """The token's job and its record, or the refusal (403) or absence (404) to answer."""
     ref = _check(token, Identity.of_request(request))
-    if ref is None:
-        return _refused()
+    if isinstance(ref, TokenRefused):
+        return _refused(ref)
     record = Job.objects.for_key(ref.function, ref.key).first()
     if record is None or not ref.names(record):  # gone, or run again since
         return _missing()
@@ -97,10 +101,14 @@ async def _afollow(request: HttpRequest, token: str) -> tuple[JobRef, Job, Slot]
     """
     identity = await Identity.aof_request(request)
     ref = _check(token, identity)
-    record = None if ref is None else await Job.objects.for_key(ref.function, ref.key).afirst()
+    record = (
+        None
+        if isinstance(ref, TokenRefused)
+        else await Job.objects.for_key(ref.function, ref.key).afirst()
+    )
     await release_request_resources()
-    if ref is None:
-        return _refused()
+    if isinstance(ref, TokenRefused):
+        return _refused(ref)
     if record is None or not ref.names(record):
         return _missing()
     try:
