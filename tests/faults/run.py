@@ -4,8 +4,8 @@ Builds the simulated hosts (see :mod:`tests.faults.hosts`): gearmand on g1 and g
 ``manage.py gearworker --concurrency 2`` on w1 and w2, submitters on c1 and c2, an
 attacher on a1, and a private PostgreSQL cluster on db that every host reaches over
 the bridge (w1 and w2 each through a TCP relay run by the harness, so that one host's
-database can be cut while the other keeps its own). Then, while c1 and c2 submit 10,000 times over 1,000 keys, it runs each
-scenario in turn and prints one table:
+database can be cut while the other keeps its own). Then, while c1 and c2 submit
+10,000 times over 1,000 keys, it runs each scenario in turn and prints one table:
 
     scenario | jobs | completed | lost | run twice | seconds to recover
 
