@@ -72,7 +72,7 @@ postgresql-server:
 		$(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; \
 	fi
 
-## The fault suite on simulated hosts (network namespaces: run as root, about 4 minutes).
+## The fault suite on simulated hosts (network namespaces: run as root, about 5 minutes).
 ## Not part of `make test`. `make faults ARGS=--scale=0.25` runs a quarter of the jobs.
 faults: gearmand postgresql-server $(BIN)/tox
 	$(SUDO) $(BIN)/python -m tests.faults.run $(ARGS)

@@ -3,9 +3,9 @@
 Builds the simulated hosts (see :mod:`tests.faults.hosts`): gearmand on g1 and g2,
 ``manage.py gearworker --concurrency 2`` on w1 and w2, submitters on c1 and c2, an
 attacher on a1, and a private PostgreSQL cluster on db that every host reaches over
-the bridge (w1 through a TCP relay run by the harness, so that its database alone can
-be cut). Then, while c1 and c2 submit 10,000 times over 1,000 keys, it runs each
-scenario in turn and prints one table:
+the bridge (w1 and w2 each through a TCP relay run by the harness, so that one host's
+database can be cut while the other keeps its own). Then, while c1 and c2 submit
+10,000 times over 1,000 keys, it runs each scenario in turn and prints one table:
 
     scenario | jobs | completed | lost | run twice | seconds to recover
 
@@ -43,9 +43,9 @@ from tests.faults.hosts import ip
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = "faults.body"
 GEARMAND_PORT = 4730
-#: w1 reaches the database through a TCP relay run by the harness (on ctl), so that one
-#: worker host's database can be cut while the others keep theirs.
-PROXY_PORT = 5433
+#: The worker hosts reach the database through TCP relays run by the harness (on ctl),
+#: so that one worker host's database can be cut while the others keep theirs.
+PROXY_PORTS = {"w1": 5433, "w2": 5434}
 #: The workers' GEARATTACH["LEASE"] (the default): the pause and the long cut outlast it.
 LEASE = 30.0
 #: Seconds after a fault ends that a row waits for its jobs.
@@ -111,7 +111,7 @@ class Cluster:
     run_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     postgres: hosts.Postgres | None = None
-    proxy: DatabaseProxy | None = None
+    proxies: dict[str, DatabaseProxy] = field(default_factory=dict)
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -126,8 +126,10 @@ class Cluster:
         }
         self.postgres = hosts.Postgres(str(self.run_dir / "pg"))
 
-    def start_proxy(self) -> None:
-        self.proxy = DatabaseProxy(ip("db"), hosts.PG_PORT, (ip("ctl"), PROXY_PORT)).start()
+    def start_proxies(self) -> None:
+        for host, port in PROXY_PORTS.items():
+            relay = DatabaseProxy(ip("db"), hosts.PG_PORT, (ip("ctl"), port))
+            self.proxies[host] = relay.start()
 
     def spawn(
         self, host: str, argv: list[str], log: str, env: dict[str, str] | None = None
@@ -163,8 +165,8 @@ class Cluster:
     def worker(self, host: str) -> None:
         argv = [sys.executable, "-m", "django", "gearworker", "--concurrency", "2"]
         env = None
-        if host == "w1" and self.proxy is not None:
-            env = {"DATABASE_URL": self.proxy.url(database_url())}
+        if host in self.proxies:
+            env = {"DATABASE_URL": self.proxies[host].url(database_url())}
         self.workers[host] = self.spawn(host, argv, f"{host}-worker.log", env)
 
     def client(self, host: str, *argv: str) -> subprocess.Popen[bytes]:
@@ -466,41 +468,46 @@ def scenario_paused_worker(cluster: Cluster, jobs: int) -> Row:
 
 def scenario_database_cut(cluster: Cluster, jobs: int) -> Row:
     prefix = "dc"
-    assert cluster.proxy is not None
     submit_and_wait_for(cluster, prefix, jobs)
     before = snapshot(prefix)
     start = time.monotonic()
-    cluster.proxy.cut()
+    cluster.proxies["w1"].cut()
     time.sleep(10)
-    cluster.proxy.heal()
+    cluster.proxies["w1"].heal()
     end = time.monotonic()
     name = "w1's database cut 10 s (the others keep theirs)"
     return row(cluster, name, prefix, jobs, start, end, before)
 
 
 def scenario_limit_cut(cluster: Cluster, jobs: int) -> Row:
-    """The one slot of a ``concurrency=1`` function is w1's when w1 loses its database
-    for longer than the slot's lease: w2 takes it; w1 must not run beside it after."""
+    """The one slot of a ``concurrency=1`` function is held by a worker host when that
+    host loses its database for longer than the slot's lease: the other host takes the
+    slot; the first must not run the function beside it once its database is back."""
     from django_gearattach.models import Throttle
 
     prefix = "lc"
-    assert cluster.proxy is not None
     submit_and_wait_for(cluster, prefix, jobs, "faults.solo", LIMITED_BODY_SECONDS)
+    holders = {host: f"{hosts.ns(host)}:" for host in cluster.proxies}
 
-    def w1_holds() -> bool:
+    def holding_host() -> str | None:
         slot = Throttle.objects.filter(function="faults.solo", slot=0).first()
-        return slot is not None and slot.holder.startswith(f"{hosts.ns('w1')}:")
+        found = [h for h, name in holders.items() if slot and slot.holder.startswith(name)]
+        return found[0] if found else None
 
-    wait_for(w1_holds, 60, "w1 to hold the slot")
+    wait_for(lambda: holding_host() is not None, 60, "a worker host to hold the slot")
+    holder = holding_host()
+    assert holder is not None
     before = snapshot(prefix)
     start = time.monotonic()
-    cluster.proxy.cut()
+    cluster.proxies[holder].cut()
     time.sleep(LEASE + 5)
-    cluster.proxy.heal()
+    cluster.proxies[holder].heal()
     end = time.monotonic()
-    name = f"w1 holds concurrency=1, its database cut {LEASE + 5:.0f} s"
+    name = f"concurrency=1 slot holder's database cut {LEASE + 5:.0f} s"
     result = row(cluster, name, prefix, jobs, start, end, before)
-    result.notes.append(f"most bodies at once: {most_at_once(cluster.run_dir, prefix)}")
+    result.notes.append(
+        f"{holder} held the slot; most bodies at once: {most_at_once(cluster.run_dir, prefix)}"
+    )
     return result
 
 
@@ -566,7 +573,7 @@ def inside(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    cluster.start_proxy()
+    cluster.start_proxies()
     for g in ("g1", "g2"):
         cluster.gearmand(g)
     for w in ("w1", "w2"):
