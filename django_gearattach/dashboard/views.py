@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..conf import conf
-from ..routing import WEBSOCKET_PATH
+from ..web.paths import WEBSOCKET_PATH
 from . import panels
 from .queries import PERIODS, snapshot
 
