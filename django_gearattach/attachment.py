@@ -23,7 +23,9 @@ against real gearmand):
   a marker that reaches a worker before the record's time puts the job back for
   that time (:meth:`~django_gearattach.worker.loop.Worker.handle`), so it never runs early.
 * A job that ends its run to run again later (a Celery retry) is followed into that
-  run: its record is waiting again when gearmand reports the end.
+  run: its record is waiting again when gearmand reports the end. So is a run that
+  failed with a follow-up waiting, and a run replaced by a newer submit (latest wins,
+  :mod:`~django_gearattach.runs`), whose attachers first hear ``superseded``.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
 """
@@ -38,7 +40,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 
-from . import records
+from . import records, runs
 from .attach_timing import atimed, timed
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
@@ -50,9 +52,10 @@ from .gearman.errors import ConnectionFailed
 from .gearman.rendezvous import Address, parse_cached
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
+from .submission import send_successor
 from .tasks import Task, function_name
 
-EventName = Literal["started", "status", "data", "warning", "complete", "failed"]
+EventName = Literal["started", "status", "data", "warning", "complete", "failed", "superseded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,9 @@ class JobEvent:
     """What an attacher receives. ``complete`` and ``failed`` end the stream.
 
     ``started`` says that a job the attacher saw queued has been started by a worker
-    (it comes again if a worker dies and another starts the job over).
+    (it comes again if a worker dies and another starts the job over). ``superseded``
+    says that the run followed so far was replaced by a newer one (latest wins), which
+    the attacher follows from now on: its progress starts over.
     """
 
     event: EventName
@@ -125,7 +130,18 @@ def _stale(record: Job) -> bool:
 
 #: What attach reads of a record (the rest is deferred): converting every column of
 #: the row cost more CPU than the query.
-_FIELDS = ("function", "key", "status", "priority", "server", "result", "error")
+_FIELDS = (
+    "function",
+    "key",
+    "status",
+    "priority",
+    "server",
+    "result",
+    "error",
+    "run_number",
+    "run_reason",
+    "next_reason",
+)
 
 
 def _load(function: str, key: str) -> Job | None:
@@ -202,14 +218,29 @@ def _not_found(answered: bool, function: str, key: str) -> Exception:
 
 #: What :func:`_outcome_after_fail` returns for a job that will run again.
 AGAIN = JobEvent("failed", error="the job runs again")
+#: ... and for a run that a newer one replaced (the attacher follows that one).
+SUPERSEDED = JobEvent("superseded")
 
 
-def _outcome_after_fail(function: str, key: str) -> JobEvent | None:
-    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a rerun."""
+def _outcome_after_fail(function: str, key: str, followed: int | None) -> JobEvent | None:
+    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a
+    rerun, :data:`SUPERSEDED` when the run ``followed`` (its number) was replaced."""
     record = _load(function, key)
+    if record is not None and record.is_finished and record.has_successor:
+        # Ended by a path that left its waiting run unstarted: start it (once).
+        promoted = runs.promote(record)
+        if promoted is not None:
+            send_successor(promoted)
+        record = _load(function, key)
     if record is not None and record.is_waiting:
+        if followed is not None and record.run_number > followed and runs.supersedes(record):
+            return SUPERSEDED
         return AGAIN
     return outcome_of(record) if record is not None and record.is_finished else None
+
+
+def _run_of(record: Job | None) -> int | None:
+    return record.run_number if record is not None else None
 
 
 # -- sync ----------------------------------------------------------------------------
@@ -248,7 +279,8 @@ def attach(
         if joined is not None:
             with joined:
                 try:
-                    if (yield from _relay(client, joined, name, key, unique, clock)):
+                    followed = _run_of(record)
+                    if (yield from _relay(client, joined, name, key, unique, clock, followed)):
                         return
                 except ConnectionFailed:
                     pass
@@ -332,7 +364,13 @@ def _join_unrecorded(
 
 
 def _relay(
-    client: Client, stream: ForegroundJob, name: str, key: str, unique: bytes, clock: _Clock
+    client: Client,
+    stream: ForegroundJob,
+    name: str,
+    key: str,
+    unique: bytes,
+    clock: _Clock,
+    followed: int | None = None,
 ) -> Generator[JobEvent, None, bool]:
     """Yield the stream's events; True after the terminal one, False if its job vanished."""
     check_at = time.monotonic() + conf.CHECK_INTERVAL
@@ -356,9 +394,11 @@ def _relay(
             continue
         translated = _translate(event)
         if event.kind == "failed":
-            after = _outcome_after_fail(name, key)
-            if after is AGAIN:
-                return False  # the job runs again later (a retry): follow that run
+            after = _outcome_after_fail(name, key, followed)
+            if after is SUPERSEDED:
+                yield after
+            if after is AGAIN or after is SUPERSEDED:
+                return False  # the job runs again (a retry, a follow-up): follow that run
             translated = after or translated
         yield translated
         if translated.terminal:
@@ -396,7 +436,7 @@ async def aattach(
             continue
         if joined is not None:
             try:
-                async for event in _arelay(joined, name, key, unique, clock):
+                async for event in _arelay(joined, name, key, unique, clock, _run_of(record)):
                     yield event
                     if event.terminal:
                         return
@@ -477,7 +517,7 @@ async def _ajoin_unrecorded(name: str, key: str, unique: bytes, clock: _Clock) -
 
 
 async def _arelay(
-    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock
+    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock, followed: int | None
 ) -> AsyncIterator[JobEvent]:
     """The follow's events until the terminal one; stops early if its job vanished."""
     check_at = time.monotonic() + conf.CHECK_INTERVAL
@@ -499,9 +539,11 @@ async def _arelay(
             continue
         translated = _translate(event)
         if event.kind == "failed":
-            after = await sync_to_async(_outcome_after_fail)(name, key)
-            if after is AGAIN:
-                return  # the job runs again later (a retry): the caller follows that run
+            after = await sync_to_async(_outcome_after_fail)(name, key, followed)
+            if after is SUPERSEDED:
+                yield after
+            if after is AGAIN or after is SUPERSEDED:
+                return  # the job runs again (a retry, a follow-up): the caller follows it
             translated = after or translated
         yield translated
         if translated.terminal:

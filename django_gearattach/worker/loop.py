@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
 from django.db.models import F
 
-from .. import records, signals
+from .. import records, runs, signals
 from ..clients import get_client
 from ..conf import conf
 from ..exceptions import BadPayload, GearattachError
@@ -45,6 +45,7 @@ from ..models import ACTIVE, Job, Status, ended, started
 from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
+from ..submission import send_successor
 from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
 from .recovery import Sweeper
@@ -253,11 +254,23 @@ class Worker:
         verdict = None if marked else self._start(job, key, arguments)
         if verdict is not None:
             return verdict
+        if problem is None and not isinstance(payload, bytes):
+            # Latest wins: a waiting run's arguments may be replaced in the record until
+            # it is marked running; the ones it runs are read once it is.
+            args, kwargs = self._arguments_now(job, key, args, kwargs)
         if problem is not None:
             execution = self._executions.get((job.function, key))
             self._finish(job, key, Status.FAILED, execution, error=f"BadPayload: {problem}")
             return self._send_error(job, key, f"BadPayload: {problem}")
         return self._run(job, key, args, kwargs)
+
+    def _arguments_now(
+        self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]
+    ) -> tuple[list[Any], dict[str, Any]]:
+        record = records.get(job.function, key, ("arguments",))
+        if record is None or record.arguments is None:
+            return args, kwargs
+        return _split(record.arguments)
 
     def _put_back(self, job: Assignment, key: str, epoch: int) -> str:
         """A marker for a scheduled job, before its time: give it back for its time.
@@ -418,13 +431,14 @@ class Worker:
             }
             # A task that stops by raising once it is cancelled ends cancelled.
             status = Status.CANCELLED if context.cancel_requested else Status.FAILED
-            if not self._conclude(job, key, status, fields | reporter.pending()):
-                return self._answer_when_done(job, key)
+            if not self._conclude(job, key, status, fields := fields | reporter.pending()):
+                return self._not_concluded(job, key, status, fields)
             _call_outcome_callbacks(context, status, exc)
             return self._send_error(job, key, error)
         result = json.loads(raw)
-        if not self._conclude(job, key, Status.COMPLETE, {"result": result} | reporter.pending()):
-            return self._answer_when_done(job, key)
+        fields = {"result": result} | reporter.pending()
+        if not self._conclude(job, key, Status.COMPLETE, fields):
+            return self._not_concluded(job, key, Status.COMPLETE, fields, raw)
         _call_outcome_callbacks(context, Status.COMPLETE, result)
         self._send_final(job, Command.WORK_COMPLETE, raw)
         return "complete"
@@ -444,6 +458,27 @@ class Worker:
             # The record says scheduled: attaching to it (or the recovery sweep) revives it.
             logger.exception("job %s[%s]: its next run was not submitted", job.function, key)
         return "rescheduled"
+
+    def _not_concluded(
+        self, job: Assignment, key: str, status: Status, fields: dict[str, Any], raw: bytes = b""
+    ) -> str:
+        """The outcome was not written: a run waits to follow this one (a follow-up or a
+        replacement: the record becomes that run's), or this run lost its claim."""
+        execution = self._executions.get((job.function, key), "")
+        successor = runs.hand_over(job.function, key, execution, status, fields)
+        if successor is None:
+            return self._answer_when_done(job, key)
+        # Sent now, not with the next request: the next run waits for gearmand to forget
+        # this one. A replaced run's attachers hear a failure, read the record and follow
+        # its successor.
+        if status == Status.COMPLETE and not runs.supersedes(successor):
+            job.send(Command.WORK_COMPLETE, raw)
+        else:
+            job.send(Command.WORK_FAIL)
+        send_successor(successor, after=job.server)
+        return (
+            f"{status.value}, handed over to run {successor.run_number} ({successor.run_reason})"
+        )
 
     def _answer_when_done(self, job: Assignment, key: str) -> str:
         """This run lost its claim (its lease expired, another copy took over): its
@@ -477,12 +512,12 @@ class Worker:
             or (ahead.function, ahead_key) == (job.function, key)
         ):
             self._ahead = None if ahead is None else (ahead, False)
-            return self._finish(job, key, status, execution=execution, **fields)
+            return self._finish(job, key, status, execution=execution, no_successor=True, **fields)
         self._ahead = (ahead, False)
         outcome = ended(status) | fields
         written, marked = _patiently(
             lambda: records.update_together(
-                records.Update(job.function, key, outcome, execution=execution),
+                records.Update(job.function, key, outcome, execution=execution, no_successor=True),
                 self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
             ),
             f"{job.function}[{key}]",
@@ -529,12 +564,16 @@ class Worker:
         key: str,
         status: Status,
         execution: str | None = None,
+        no_successor: bool = False,
         **fields: Any,
     ) -> bool:
-        """Record an outcome; with ``execution``, only while that run holds the claim."""
+        """Record an outcome; with ``execution``, only while that run holds the claim;
+        ``no_successor``: only while no run waits to follow it (see runs.py)."""
         outcome = ended(status) | fields
         written = _patiently(
-            lambda: records.update(job.function, key, outcome, execution=execution),
+            lambda: records.update(
+                job.function, key, outcome, execution=execution, no_successor=no_successor
+            ),
             f"{job.function}[{key}]",
         )
         if written and signals.job_finished.receivers:

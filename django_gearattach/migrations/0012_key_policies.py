@@ -1,0 +1,88 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("django_gearattach", "0008_worker_controls"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="job",
+            name="next_arguments",
+            field=models.JSONField(
+                blank=True, help_text="The arguments of the run that waits.", null=True
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="next_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[("follow_up", "Follow-up"), ("replace", "Replace")],
+                help_text=(
+                    "A run waits to start when the current one ends: a follow-up, or a "
+                    "replacement (latest wins). Empty: none."
+                ),
+                max_length=16,
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="on_conflict",
+            field=models.CharField(
+                choices=[
+                    ("join", "Join the run"),
+                    ("follow_up", "One follow-up run"),
+                    ("replace", "Latest wins"),
+                ],
+                default="join",
+                help_text="The key policy the current run was submitted under.",
+                max_length=16,
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="previous_finished_at",
+            field=models.DateTimeField(blank=True, null=True),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="previous_result",
+            field=models.JSONField(
+                blank=True,
+                help_text=(
+                    "The result of the key's last complete run before the current one (served "
+                    "while a stale outcome is refreshed)."
+                ),
+                null=True,
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="run_number",
+            field=models.PositiveIntegerField(
+                default=1,
+                help_text=(
+                    "The number of the key's current run: each rerun, refresh, follow-up or "
+                    "replacement counts one more."
+                ),
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
+            name="run_reason",
+            field=models.CharField(
+                choices=[
+                    ("submit", "First submit"),
+                    ("rerun", "Rerun asked for"),
+                    ("expired", "Stored outcome too old"),
+                    ("refresh", "Stale outcome refreshed"),
+                    ("follow_up", "Follow-up"),
+                    ("replace", "Replaced the run before"),
+                ],
+                default="submit",
+                max_length=16,
+            ),
+        ),
+    ]

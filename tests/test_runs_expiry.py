@@ -1,0 +1,95 @@
+"""``max_age`` and ``rerun=True``: a finished key runs again, once, however many ask.
+
+Real gearmand, three worker processes, and submits from several processes of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from django_gearattach import attach, submit
+from django_gearattach.models import Job, Status
+from django_gearattach.policies import RunReason
+from tests.helpers import wait_for_status
+from tests.triggers import Triggers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def starts(log_path: Path) -> list[str]:
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    return [line for line in lines if line.startswith("start ")]
+
+
+@pytest.fixture
+def triggers(gearmand, tmp_path):
+    env = {
+        "GEARATTACH_TEST_DATABASE": str(connection.settings_dict["NAME"]),
+        "GEARATTACH_SERVERS": gearmand.address,
+    }
+    started = Triggers(env, tmp_path / "go")
+    yield started
+    started.kill()
+
+
+@pytest.fixture
+def workers(gearmand, worker_factory):
+    return worker_factory([gearmand], "--concurrency", "3")
+
+
+def test_a_stored_outcome_answers_until_max_age_then_the_key_runs_again(workers, log_path):
+    first = submit("tests.probe", [str(log_path)], {"tag": "a"}, key="age-1", max_age=1)
+    assert list(attach(first, timeout=20))[-1].result == {"tag": "a"}
+    again = submit("tests.probe", [str(log_path)], {"tag": "b"}, key="age-1", max_age=1)
+    assert (again.status, again.run_number, again.result) == (Status.COMPLETE, 1, {"tag": "a"})
+    time.sleep(1.2)
+    expired = submit("tests.probe", [str(log_path)], {"tag": "c"}, key="age-1", max_age=1)
+    assert (expired.run_number, expired.run_reason) == (2, RunReason.EXPIRED)
+    assert expired.is_active
+    assert list(attach(expired, timeout=20))[-1].result == {"tag": "c"}
+    record = Job.objects.get(key="age-1")
+    assert record.previous_result == {"tag": "a"}  # kept from the run before
+    assert len(starts(log_path)) == 2
+
+
+def test_under_max_age_a_failure_runs_again_at_the_next_submit(workers):
+    failed = submit("tests.fail", ["first"], key="age-2", max_age=600)
+    assert list(attach(failed, timeout=20))[-1].event == "failed"
+    again = submit("tests.fail", ["second"], key="age-2", max_age=600)
+    assert (again.run_number, again.run_reason) == (2, RunReason.EXPIRED)
+    wait_for_status("tests.fail", "age-2", Status.FAILED)
+    assert Job.objects.get(key="age-2").error == "ValueError: second"
+
+
+@pytest.mark.parametrize("options", [{"max_age": 0.2}, {"rerun": True}])
+def test_many_processes_finding_a_finished_key_start_one_run(
+    workers, triggers, log_path, tmp_path, options
+):
+    key = "age-3"
+    first = submit("tests.probe", [str(log_path)], {"tag": "first"}, key=key)
+    assert list(attach(first, timeout=20))[-1].event == "complete"
+    time.sleep(0.3)
+    gate = tmp_path / "run-gate"  # the next run waits for it: every trigger finds it active
+    triggers.start(
+        6,
+        function="tests.probe",
+        key=key,
+        args=[str(log_path)],
+        kwargs={"gate": str(gate)},
+        count=15,
+        options=options,
+    )
+    triggers.release()
+    seen = [entry for result in triggers.results() for entry in result["seen"]]
+    assert len(seen) == 90
+    assert {run for run, _, _ in seen} == {2}  # each submit started run 2 or joined it
+    gate.touch()
+    wait_for_status("tests.probe", key, Status.COMPLETE)
+    record = Job.objects.get(key=key)
+    assert record.run_number == 2
+    assert record.run_reason == (RunReason.RERUN if "rerun" in options else RunReason.EXPIRED)
+    assert len(starts(log_path)) == 2
