@@ -223,8 +223,8 @@ SUPERSEDED = JobEvent("superseded")
 
 
 def _outcome_after_fail(function: str, key: str, followed: int | None) -> JobEvent | None:
-    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the record waits for a
-    rerun, :data:`SUPERSEDED` when the run ``followed`` (its number) was replaced."""
+    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the key runs again,
+    :data:`SUPERSEDED` when the run ``followed`` (its number) was replaced."""
     record = _load(function, key)
     if record is not None and record.is_finished and record.has_successor:
         # Ended by a path that left its waiting run unstarted: start it (once).
@@ -232,7 +232,10 @@ def _outcome_after_fail(function: str, key: str, followed: int | None) -> JobEve
         if promoted is not None:
             send_successor(promoted)
         record = _load(function, key)
-    if record is not None and record.is_waiting:
+    # The run's outcome is committed before gearmand hears of its end: a record still
+    # active after WORK_FAIL is running again (a retry, a follow-up, a replacement,
+    # maybe started already).
+    if record is not None and record.is_active:
         if followed is not None and record.run_number > followed and runs.supersedes(record):
             return SUPERSEDED
         return AGAIN

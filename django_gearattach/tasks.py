@@ -278,6 +278,21 @@ def function_name(task_or_name: Task[Any, Any] | str) -> str:
     return task_or_name if isinstance(task_or_name, str) else task_or_name.name
 
 
+_discovered = False
+
+
+def _registered(name: str) -> Task[Any, Any] | None:
+    """The task registered as ``name``; the first name this process does not know
+    imports the installed apps' ``tasks`` modules first, as ``gearworker`` does."""
+    global _discovered
+    if name not in _registry and not _discovered:
+        from django.utils.module_loading import autodiscover_modules
+
+        _discovered = True
+        autodiscover_modules("tasks")
+    return _registry.get(name)
+
+
 def policy_of(
     task_or_name: Task[Any, Any] | str,
     key: str | None,
@@ -285,15 +300,15 @@ def policy_of(
     max_age: float | None = None,
     stale_while_revalidate: float | None = None,
 ) -> KeyPolicy:
-    """The key policy of a submit: the task's (``@task(on_conflict=...)``; a task named
-    by a string has its own when it is registered in this process), with the submit's
-    options. Raises :class:`~django_gearattach.policies.InvalidPolicy` for a bad option,
-    and for options without a key (a random key is nobody else's)."""
+    """The key policy of a submit: the task's (``@task(on_conflict=...)``, also for a
+    task named by a string: see :func:`_registered`), with the submit's options.
+    Raises :class:`~django_gearattach.policies.InvalidPolicy` for a bad option, and
+    for options without a key (a random key is nobody else's)."""
     if key is None and (on_conflict, max_age, stale_while_revalidate) != (None, None, None):
         raise InvalidPolicy(
             "on_conflict, max_age and stale_while_revalidate apply to a key: pass key= (a "
             "submit without one gets a random key, which nothing else shares)"
         )
-    task = task_or_name if isinstance(task_or_name, Task) else _registry.get(task_or_name)
+    task = task_or_name if isinstance(task_or_name, Task) else _registered(task_or_name)
     base = task.policy if task is not None else DEFAULT
     return base.overridden(on_conflict, max_age, stale_while_revalidate)

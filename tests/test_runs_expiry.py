@@ -6,39 +6,16 @@ Real gearmand, three worker processes, and submits from several processes of the
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from django_gearattach import attach, submit
 from django_gearattach.models import Job, Status
 from django_gearattach.policies import RunReason
 from tests.helpers import wait_for_status
-from tests.triggers import Triggers
+from tests.triggers import starts
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def starts(log_path: Path) -> list[str]:
-    lines = log_path.read_text().splitlines() if log_path.exists() else []
-    return [line for line in lines if line.startswith("start ")]
-
-
-@pytest.fixture
-def triggers(gearmand, tmp_path):
-    env = {
-        "GEARATTACH_TEST_DATABASE": str(connection.settings_dict["NAME"]),
-        "GEARATTACH_SERVERS": gearmand.address,
-    }
-    started = Triggers(env, tmp_path / "go")
-    yield started
-    started.kill()
-
-
-@pytest.fixture
-def workers(gearmand, worker_factory):
-    return worker_factory([gearmand], "--concurrency", "3")
 
 
 def test_a_stored_outcome_answers_until_max_age_then_the_key_runs_again(workers, log_path):

@@ -2,7 +2,7 @@
 
 ``python -m tests.triggers SPEC_JSON`` (the test database and gearmand come from the
 environment, as for the gearworker subprocesses): waits for ``spec["gate"]`` to exist,
-then calls ``submit(spec["function"], spec["args"], key=spec["key"], **spec["options"])``
+then calls ``submit(spec["function"], spec["args"], key=spec["key"], **spec.get("options", {}))``
 ``spec["count"]`` times, with ``{"n": i, "pid": pid}`` merged into the kwargs when
 ``spec["tag"]`` is set, and prints one JSON line: each submit's run number, status and
 whether it asked for the follow-up (or a replacement) itself.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ROOT
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(spec: dict[str, Any]) -> None:
@@ -37,7 +37,8 @@ def main(spec: dict[str, Any]) -> None:
         kwargs = dict(spec.get("kwargs", {}))
         if spec.get("tag"):
             kwargs["tag"] = f"{os.getpid()}-{n}"
-        job = submit(spec["function"], spec["args"], kwargs, key=spec["key"], **spec["options"])
+        options = spec.get("options", {})
+        job = submit(spec["function"], spec["args"], kwargs, key=spec["key"], **options)
         seen.append([job.run_number, job.status, job.next_reason])
         if spec.get("pause"):
             time.sleep(spec["pause"])
@@ -83,6 +84,25 @@ class Triggers:
             if process.poll() is None:
                 process.kill()
                 process.wait(5)
+
+
+def starts(log_path: Path) -> list[str]:
+    """The ``start`` lines ``tests.probe`` (and its siblings) logged: one per execution."""
+    return _lines(log_path, "start ")
+
+
+def _lines(log_path: Path, prefix: str) -> list[str]:
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    return [line for line in lines if line.startswith(prefix)]
+
+
+def events(log_path: Path) -> list[tuple[str, float, str]]:
+    """(event, time, tag) of each line ``tests.probe`` logged, in order."""
+    out = []
+    for line in _lines(log_path, ""):
+        event, at, _pid, *tag = line.split(" ")
+        out.append((event, float(at), tag[0] if tag else ""))
+    return out
 
 
 if __name__ == "__main__":

@@ -222,3 +222,12 @@ probe = task(name="tests.probe", bind=True)(_probe)
 rebuild = task(name="tests.rebuild", bind=True, on_conflict="follow_up")(_probe)
 preview = task(name="tests.preview", bind=True, on_conflict="replace")(_probe)
 report = task(name="tests.report", bind=True, max_age=2, stale_while_revalidate=60)(_probe)
+
+
+@task(name="tests.fail_after")
+def fail_after(gate, message):
+    """Waits for ``gate`` to exist, then raises ValueError(message)."""
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise ValueError(message)
