@@ -108,7 +108,9 @@ class JobFeed:
         text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         message = Message(payload, text, self.seq)
         kind = message.type
-        if kind in ("started", "status", "data"):
+        if kind == "superseded":  # a newcomer catches up with the new run only
+            self.latest = {}
+        elif kind in ("started", "status", "data"):
             self.latest[kind] = message
         elif message.final:
             self.latest["final"] = message

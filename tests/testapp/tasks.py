@@ -193,11 +193,12 @@ def spin_soft(log_path):
     return "stopped"
 
 
-def _probe(job, log_path, gate=None, steps=0, pause=0.02, tag=""):
+def _probe(job, log_path, gate=None, steps=0, pause=0.02, tag="", deaf=False):
     """Logs ``start``, then ``end`` (or ``cancelled``) with the time, pid and ``tag``.
 
     Reports ``steps`` steps of progress ``pause`` seconds apart (a cancel stops it at
-    the next one), then waits for ``gate`` to exist. The key policy tests use it.
+    the next one), then waits for ``gate`` to exist (``deaf``: paying no attention to
+    a cancel). The key policy tests use it.
     """
     from django_gearattach import JobCancelled
 
@@ -208,7 +209,7 @@ def _probe(job, log_path, gate=None, steps=0, pause=0.02, tag=""):
             time.sleep(pause)
         deadline = time.monotonic() + 30
         while gate and not Path(gate).exists() and time.monotonic() < deadline:
-            if job.cancelled:
+            if job.cancelled and not deaf:
                 raise JobCancelled("cancelled while waiting for the gate")
             time.sleep(0.01)
     except JobCancelled:

@@ -202,6 +202,7 @@
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
       case "warning": return this.warning(message.message);
+      case "superseded": return this.superseded();
       case "complete": return this.complete(message);
       case "failed": return this.fail(message.error || "The job failed.");
       case "error": if (window.console) window.console.warn("gearattach:", message.error); return;
@@ -215,6 +216,16 @@
     if (this.statusLine.textContent.indexOf("Step ") === 0) return;  // progress already shown
     this.statusLine.textContent = "Working…";
     this.bar.setAttribute("aria-valuetext", "Started");
+  };
+
+  Widget.prototype.superseded = function () {
+    // A newer request replaced the run followed so far (latest wins): this is its run.
+    this.fill.style.width = "0%";
+    this.bar.removeAttribute("aria-valuenow");
+    this.bar.setAttribute("aria-valuetext", "Starting over");
+    this.statusLine.textContent = "Starting over with the newer request…";
+    this.dataBox.hidden = true;
+    this.dataBox.textContent = "";
   };
 
   Widget.prototype.status = function (numerator, denominator) {
