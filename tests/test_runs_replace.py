@@ -26,14 +26,13 @@ def quick_cancels(monkeypatch):
 
 def assert_one_run_at_a_time(log_path):
     """Each run's start comes after the end (or cancel) of the run before it."""
-    running = None
-    for event, at, tag in events(log_path):
+    running: str | None = None
+    for event, _, tag in events(log_path):
         if event == "start":
-            assert running is None, f"{tag} started while {running[0]} ran"
-            running = (tag, at)
+            assert running is None, f"{tag} started while {running} ran"
+            running = tag
         else:
-            assert running is not None
-            assert running[0] == tag
+            assert running == tag
             running = None
 
 

@@ -13,7 +13,7 @@ from channels.testing import WebsocketCommunicator
 
 from django_gearattach import submit
 from django_gearattach.models import Job, Status
-from django_gearattach.web.hub import Hub
+from django_gearattach.web.hub import Hub, Message
 from django_gearattach.web.tokens import make_token
 from tests.asgi import application
 from tests.helpers import wait_until
@@ -62,7 +62,7 @@ async def test_a_socket_hears_superseded_then_follows_the_new_run(
 
 
 async def test_after_superseded_the_hub_forgets_the_old_runs_progress(hub: Hub) -> None:
-    feed_messages = []
+    feed_messages: list[Message] = []
     feed = hub._feed("tests.preview", "nowhere", None)
     feed.task.cancel()
     feed.subscribe(feed_messages.append)
