@@ -66,11 +66,14 @@ def for_display(arguments: Any) -> Any:
     their ciphertext.
     """
     request = arguments.get("kwargs", {}).get("request") if isinstance(arguments, dict) else None
-    if not isinstance(request, dict) or not (request.get("sealed") or "sensitive" in request):
+    if not isinstance(request, dict) or not (
+        request.get("sealed") or request.get("sealed_headers") or "sensitive" in request
+    ):
         return arguments
     shown = {**request}
-    if request.get("sealed"):
-        shown["sealed"] = "(encrypted)"
+    for part in ("sealed", "sealed_headers"):
+        if request.get(part):
+            shown[part] = "(encrypted)"
     if request.get("sensitive"):
         shown["sensitive"] = "(encrypted)"
     elif request.get("sensitive_removed"):

@@ -25,9 +25,15 @@ against real gearmand):
 * A job that ends its run to run again later (a Celery retry) is followed into that
   run: its record is waiting again when gearmand reports the end. So is a run that
   failed with a follow-up waiting, and a run replaced by a newer submit (latest wins,
-  :mod:`~django_gearattach.runs`), whose attachers first hear ``superseded``.
+  :mod:`~django_gearattach.runs`), whose attachers first hear ``superseded``; the
+  attachers of a run that completed with a follow-up waiting get its result.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
+* The outcome an attacher reports is the record's, read when gearmand says the job
+  ended: any host on gearmand's network can answer a job it took with a packet of its
+  own, and a record that does not say the job ended means that end was not this site's
+  (the attacher follows the job on). Progress, data and warnings are relayed from
+  gearmand as they come: the widget shows them as text.
 """
 
 from __future__ import annotations
@@ -141,6 +147,8 @@ _FIELDS = (
     "run_number",
     "run_reason",
     "next_reason",
+    "previous_result",
+    "previous_run_number",
 )
 
 
@@ -216,30 +224,58 @@ def _not_found(answered: bool, function: str, key: str) -> Exception:
     return JobNotFound(function, key)
 
 
-#: What :func:`_outcome_after_fail` returns for a job that will run again.
-AGAIN = JobEvent("failed", error="the job runs again")
-#: ... and for a run that a newer one replaced (the attacher follows that one).
+#: What :func:`_settled` returns when the run followed was replaced by a newer one.
 SUPERSEDED = JobEvent("superseded")
 
 
-def _outcome_after_fail(function: str, key: str, followed: int | None) -> JobEvent | None:
-    """The stored outcome after WORK_FAIL; :data:`AGAIN` when the key runs again,
-    :data:`SUPERSEDED` when the run ``followed`` (its number) was replaced."""
+def _settled(
+    function: str,
+    key: str,
+    record: Job | None,
+    recorded: bool,
+    packet: JobEvent,
+    followed: int | None = None,
+) -> JobEvent | None:
+    """The outcome to report once gearmand says the job ended: the record's, never the
+    packet's; None when the record does not say it ended.
+
+    Workers commit a job's outcome before gearmand hears of it, so a record that is
+    not finished when gearmand reports the end means that run's end was not this
+    site's: a job put back to run later (a Celery retry, a scheduled time), a copy that
+    lost its claim, or a packet forged by another host on gearmand's network (which
+    anyone there can send: Gearman has no authentication). The attacher follows the
+    job again. Only a job that had no record when the attach began, run by a worker that
+    keeps none (a foreign client's), is reported as gearmand told it.
+
+    ``followed`` is the number of the run the attacher followed. A record whose current
+    run came after it (:mod:`~django_gearattach.runs`) answers :data:`SUPERSEDED` when a
+    newer submit replaced that run (the attacher follows the new one), and the result
+    it kept of that run when it completed with a follow-up waiting.
+    """
+    if record is None:
+        if recorded:
+            raise JobNotFound(function, key)  # deleted while it ran
+        return packet
+    if record.is_finished:
+        return outcome_of(record)
+    if followed is not None and record.run_number > followed:
+        if runs.supersedes(record):
+            return SUPERSEDED
+        if record.previous_run_number == followed:
+            return JobEvent("complete", result=record.previous_result)
+    return None
+
+
+def _reread(function: str, key: str) -> Job | None:
+    """The record once gearmand says the run ended; a finished record with a run waiting
+    (ended by a path that left it unstarted) starts that run first, once."""
     record = _load(function, key)
-    if record is not None and record.is_finished and record.has_successor:
-        # Ended by a path that left its waiting run unstarted: start it (once).
+    if record is not None and record.is_finished and record.next_reason:
         promoted = runs.promote(record)
         if promoted is not None:
             send_successor(promoted)
         record = _load(function, key)
-    # The run's outcome is committed before gearmand hears of its end: a record still
-    # active after WORK_FAIL is running again (a retry, a follow-up, a replacement,
-    # maybe started already).
-    if record is not None and record.is_active:
-        if followed is not None and record.run_number > followed and runs.supersedes(record):
-            return SUPERSEDED
-        return AGAIN
-    return outcome_of(record) if record is not None and record.is_finished else None
+    return record
 
 
 def _run_of(record: Job | None) -> int | None:
@@ -272,6 +308,7 @@ def attach(
             yield outcome_of(record)
             return
         joined: ForegroundJob | Job | None
+        recorded = record is not None
         if record is None:
             joined = _join_unrecorded(client, name, key, unique, clock)
         else:
@@ -283,7 +320,8 @@ def attach(
             with joined:
                 try:
                     followed = _run_of(record)
-                    if (yield from _relay(client, joined, name, key, unique, clock, followed)):
+                    relayed = _relay(client, joined, name, key, unique, clock, recorded, followed)
+                    if (yield from relayed):
                         return
                 except ConnectionFailed:
                     pass
@@ -373,6 +411,7 @@ def _relay(
     key: str,
     unique: bytes,
     clock: _Clock,
+    recorded: bool,
     followed: int | None = None,
 ) -> Generator[JobEvent, None, bool]:
     """Yield the stream's events; True after the terminal one, False if its job vanished."""
@@ -396,13 +435,13 @@ def _relay(
                     return False
             continue
         translated = _translate(event)
-        if event.kind == "failed":
-            after = _outcome_after_fail(name, key, followed)
-            if after is SUPERSEDED:
-                yield after
-            if after is AGAIN or after is SUPERSEDED:
-                return False  # the job runs again (a retry, a follow-up): follow that run
-            translated = after or translated
+        if translated.terminal:
+            settled = _settled(name, key, _reread(name, key), recorded, translated, followed)
+            if settled is SUPERSEDED:
+                yield settled
+            if settled is None or settled is SUPERSEDED:
+                return False  # not this run's end, or it runs again: follow the job on
+            translated = settled
         yield translated
         if translated.terminal:
             return True
@@ -430,6 +469,7 @@ async def aattach(
             yield outcome_of(record)
             return
         joined: Follow | Job | None
+        recorded = record is not None
         if record is None:
             joined = await _ajoin_unrecorded(name, key, unique, clock)
         else:
@@ -439,7 +479,9 @@ async def aattach(
             continue
         if joined is not None:
             try:
-                async for event in _arelay(joined, name, key, unique, clock, _run_of(record)):
+                followed = _run_of(record)
+                relayed = _arelay(joined, name, key, unique, clock, recorded, followed)
+                async for event in relayed:
                     yield event
                     if event.terminal:
                         return
@@ -520,7 +562,13 @@ async def _ajoin_unrecorded(name: str, key: str, unique: bytes, clock: _Clock) -
 
 
 async def _arelay(
-    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock, followed: int | None
+    follow: Follow,
+    name: str,
+    key: str,
+    unique: bytes,
+    clock: _Clock,
+    recorded: bool,
+    followed: int | None = None,
 ) -> AsyncIterator[JobEvent]:
     """The follow's events until the terminal one; stops early if its job vanished."""
     check_at = time.monotonic() + conf.CHECK_INTERVAL
@@ -541,13 +589,16 @@ async def _arelay(
                     return
             continue
         translated = _translate(event)
-        if event.kind == "failed":
-            after = await sync_to_async(_outcome_after_fail)(name, key, followed)
-            if after is SUPERSEDED:
-                yield after
-            if after is AGAIN or after is SUPERSEDED:
-                return  # the job runs again (a retry, a follow-up): the caller follows it
-            translated = after or translated
+        if translated.terminal:
+            record = await _load_batched((name, key))
+            if record is not None and record.is_finished and record.next_reason:
+                record = await sync_to_async(_reread)(name, key)
+            settled = _settled(name, key, record, recorded, translated, followed)
+            if settled is SUPERSEDED:
+                yield settled
+            if settled is None or settled is SUPERSEDED:
+                return  # not this run's end, or it runs again: the caller follows the job
+            translated = settled
         yield translated
         if translated.terminal:
             return

@@ -153,6 +153,7 @@ def _value_problem(name: str) -> str:
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"
     negative_ok = {"PROGRESS_WRITE_INTERVAL", "RECOVERY_GRACE", "CANCEL_GRACE"}
+    negative_ok |= {"WAIT_THREADS_PER_PROCESS", "WSGI_MAX_WAIT"}
     if name in _NOT_NEGATIVE | negative_ok and value < 0:
         return "must not be negative"
     return ""

@@ -47,6 +47,15 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_LIMIT_PER_PROCESS": 2000,
     # Seconds after which an SSE stream or websocket ends with {"type": "reconnect"}.
     "STREAM_MAX_AGE": 600.0,
+    # Prefer: wait (web/waiting.py): sync views waiting at once per process under ASGI
+    # (each holds a thread), and the longest wait under WSGI (0: not honoured there, as
+    # a waiting request holds a whole worker).
+    "WAIT_THREADS_PER_PROCESS": 20,
+    "WSGI_MAX_WAIT": 0.0,
+    # Request headers an offloaded request carries to the worker in clear, beyond the
+    # built-in list (web/capture.py): names such as "X-Region". Never credentials: a
+    # view that needs one names it in @offload(headers=[...]), which seals it.
+    "CAPTURED_HEADERS": [],
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
@@ -147,6 +156,24 @@ class Settings:
     @property
     def STREAM_MAX_AGE(self) -> float:
         return float(self._get("STREAM_MAX_AGE"))
+
+    @property
+    def WAIT_THREADS_PER_PROCESS(self) -> int:
+        return int(self._get("WAIT_THREADS_PER_PROCESS"))
+
+    @property
+    def WSGI_MAX_WAIT(self) -> float:
+        return float(self._get("WSGI_MAX_WAIT"))
+
+    @property
+    def CAPTURED_HEADERS(self) -> list[str]:
+        value = self._get("CAPTURED_HEADERS")
+        if isinstance(value, str) or not all(isinstance(name, str) for name in value):
+            raise ValueError(
+                f"GEARATTACH['CAPTURED_HEADERS'] must be a list of header names, such as "
+                f'["X-Region"], not {value!r}'
+            )
+        return list(value)
 
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:

@@ -69,10 +69,10 @@ def delete_records(queryset: QuerySet[Job]) -> int:
     """Delete these records, and once that is committed the files they left in storage."""
     files = [
         path
-        for arguments, result in queryset.filter(function=OFFLOAD_FUNCTION)
+        for key, arguments, result in queryset.filter(function=OFFLOAD_FUNCTION)
         .order_by()
-        .values_list("arguments", "result")
-        for path in stored_files(arguments, result)
+        .values_list("key", "arguments", "result")
+        for path in stored_files(key, arguments, result)
     ]
     count, _ = queryset.delete()
     if files:

@@ -64,14 +64,17 @@ def new_run(
     if outcome is None:  # the row holds the last run's outcome: keep it if it completed
         complete = When(status=Status.COMPLETE.value, then=F("result"))
         complete_at = When(status=Status.COMPLETE.value, then=F("finished_at"))
+        complete_run = When(status=Status.COMPLETE.value, then=F("run_number"))
         kept = {
             "previous_result": Case(complete, default=F("previous_result")),
             "previous_finished_at": Case(complete_at, default=F("previous_finished_at")),
+            "previous_run_number": Case(complete_run, default=F("previous_run_number")),
         }
     elif outcome == Status.COMPLETE:
         kept = {
             "previous_result": fields.pop("result", None),
             "previous_finished_at": timezone.now(),
+            "previous_run_number": F("run_number"),
         }
     else:
         kept = {}
@@ -288,6 +291,9 @@ class Job(models.Model):
         "(served while a stale outcome is refreshed).",
     )
     previous_finished_at = models.DateTimeField(null=True, blank=True)
+    previous_run_number = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The number of the run that previous_result is of."
+    )
 
     objects = JobQuerySet.as_manager()
 

@@ -94,7 +94,7 @@ def cancel(job: Job | Task[Any, Any] | str, key: str | None = None) -> CancelOut
     note = _remove_from_queue(job)
     # Uploads of an offloaded request that never ran: nothing will read them now,
     # nor its sensitive fields.
-    delete_files(stored_files(job.arguments, None))
+    delete_files(stored_files(job.key, job.arguments, None))
     if job.function == OFFLOAD_FUNCTION:
         sensitive.forget(job.function, job.key)
     if signals.job_finished.receivers:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 import uuid
 
@@ -65,3 +67,66 @@ def collect(job: ForegroundJob, timeout: float = TIMEOUT) -> list[WorkEvent]:
         if event is not None:
             events.append(event)
     return events
+
+
+class ForgingPeer:
+    """Any host on gearmand's network: a worker written with a bare socket and ``struct``.
+
+    It registers for a function, takes the next job and answers whatever it likes
+    (the packets of a compromised or misconfigured host; nothing of this app's code
+    is used to build them).
+    """
+
+    REQ = b"\0REQ"
+
+    def __init__(self, address: str, function: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+        self.function = function
+        self._send(1, function.encode())  # CAN_DO
+
+    def _send(self, command: int, *arguments: bytes) -> None:
+        body = b"\0".join(arguments)
+        self.sock.sendall(self.REQ + struct.pack(">II", command, len(body)) + body)
+
+    def _read(self) -> tuple[int, list[bytes]]:
+        head = self._exactly(12)
+        assert head[:4] == b"\0RES", head
+        command, size = struct.unpack(">II", head[4:])
+        return command, self._exactly(size).split(b"\0") if size else []
+
+    def _exactly(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            assert chunk, "gearmand closed the connection"
+            data += chunk
+        return data
+
+    def take(self, timeout: float = TIMEOUT) -> tuple[bytes, bytes, bytes]:
+        """The next job (handle, unique, data), as JOB_ASSIGN_UNIQ gave it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._send(30)  # GRAB_JOB_UNIQ
+            while True:
+                command, arguments = self._read()
+                if command != 6:  # NOOP
+                    break
+            if command == 31:  # JOB_ASSIGN_UNIQ: handle, function, unique, data
+                handle, _, unique, *data = arguments
+                return handle, unique, b"\0".join(data)
+            assert command == 10, command  # NO_JOB
+            assert time.monotonic() < deadline, "gearmand assigned no job in time"
+            time.sleep(0.02)
+
+    def complete(self, handle: bytes, payload: bytes) -> None:
+        self._send(13, handle, payload)  # WORK_COMPLETE
+
+    def fail(self, handle: bytes) -> None:
+        self._send(14, handle)  # WORK_FAIL
+
+    def exception(self, handle: bytes, text: bytes) -> None:
+        self._send(25, handle, text)  # WORK_EXCEPTION
+
+    def close(self) -> None:
+        self.sock.close()

@@ -9,7 +9,11 @@ import dj_database_url
 import django
 
 BASE_DIR = Path(__file__).resolve().parent
-SECRET_KEY = "tests-only-not-secret"
+SECRET_KEY = os.environ.get("GEARATTACH_TEST_SECRET_KEY", "tests-only-not-secret")
+# Key rotation tests start workers with the keys of their own.
+SECRET_KEY_FALLBACKS = [
+    k for k in os.environ.get("GEARATTACH_TEST_KEY_FALLBACKS", "").split(",") if k
+]
 DEBUG = False
 USE_TZ = True
 ALLOWED_HOSTS = ["*"]

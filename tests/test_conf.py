@@ -34,6 +34,9 @@ TYPED = {
     "STREAM_LIMIT_PER_CLIENT": int,
     "STREAM_LIMIT_PER_PROCESS": int,
     "STREAM_MAX_AGE": float,
+    "CAPTURED_HEADERS": list,
+    "WAIT_THREADS_PER_PROCESS": int,
+    "WSGI_MAX_WAIT": float,
     "OFFLOAD_QUEUE_LIMIT": int,
     "DASHBOARD_REFRESH": float,
     "LEASE": float,
@@ -167,3 +170,10 @@ def test_a_bare_string_for_servers_is_refused(settings):
     settings.GEARATTACH = {"SERVERS": "gearmand"}
     with pytest.raises((TypeError, ValueError), match=r"SERVERS|list"):
         servers()
+
+
+@pytest.mark.parametrize("value", ["X-Region", ["X-Region", 3]])
+def test_captured_headers_must_be_a_list_of_names(settings, value):
+    settings.GEARATTACH = {"CAPTURED_HEADERS": value}
+    with pytest.raises(ValueError, match=r"must be a list of header names, such as \["):
+        _ = conf.CAPTURED_HEADERS

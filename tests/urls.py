@@ -23,6 +23,7 @@ urlpatterns = [
     path("offload/broken/", views.broken, name="broken"),
     path("offload/missing/", views.missing, name="missing"),
     path("explicit/", views.explicit, name="explicit"),
+    path("offload/headers/", views.headers_report, name="headers-report"),
 ]
 
 urlpatterns += [

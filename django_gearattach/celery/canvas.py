@@ -10,14 +10,23 @@ group whose jobs all know the header's ids and the body: each header job, once i
 outcome is committed, checks whether the whole header succeeded, and if so submits
 the body under its frozen id. Two header jobs finishing together may both submit it;
 the key makes that one job (the record and gearmand coalesce it).
+
+A chord's metadata (the header's ids and the body) is signed with ``SECRET_KEY`` when
+the chord is applied: a header job reads its siblings' results and passes them to the
+body, so a job that anyone on gearmand's network could submit with metadata of their
+own must not (:func:`verified_chord`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..payload import new_key
+from django.core import signing
+
+from ..exceptions import BadPayload
+from ..payload import new_key, to_json_value
 from .signature import Signature, maybe_signature, signature, submit_signature, subtask
 
 if TYPE_CHECKING:
@@ -122,6 +131,7 @@ class group:
         calls = [t.clone(args, kwargs).frozen() for t in self.tasks]
         if "chord" in meta:
             meta["chord"]["header"] = [[c.name, c.id] for c in calls]
+            meta["chord"]["signature"] = _sign(meta["chord"])
         results = []
         for call in calls:
             options = call.options
@@ -220,6 +230,42 @@ def continue_chain(links: Sequence[Any], result: Any) -> None:
         options,
         {"chain": rest[1:]} if rest[1:] else None,
     )
+
+
+CHORD_SALT = "django_gearattach.celery.chord"
+
+
+def _canonical(chord_meta: Mapping[str, Any]) -> str:
+    header, body = to_json_value([chord_meta.get("header"), chord_meta.get("body")])
+    return json.dumps([header, body], sort_keys=True, separators=(",", ":"))
+
+
+def _sign(chord_meta: Mapping[str, Any]) -> str:
+    return signing.Signer(salt=CHORD_SALT).signature(_canonical(chord_meta))
+
+
+def verified_chord(chord_meta: Any, key: str) -> dict[str, Any]:
+    """A header job's chord metadata, if this site signed it and the job is in its header.
+
+    Else :class:`~django_gearattach.exceptions.BadPayload`: the job came from someone
+    else on gearmand's network, and running it would hand other jobs' results to a body
+    of their choosing.
+    """
+    signer = signing.Signer(salt=CHORD_SALT)
+    signature = chord_meta.get("signature") if isinstance(chord_meta, dict) else None
+    try:
+        if not isinstance(signature, str):
+            raise signing.BadSignature("no signature")
+        signer.unsign(f"{_canonical(chord_meta)}{signer.sep}{signature}")
+        header = [list(map(str, member)) for member in chord_meta["header"]]
+    except (signing.BadSignature, TypeError, ValueError, KeyError):
+        raise BadPayload(
+            "the chord metadata of this job is not signed with this site's SECRET_KEY (or a "
+            "key in SECRET_KEY_FALLBACKS): only chords applied by this site run"
+        ) from None
+    if not any(sibling_key == key for _, sibling_key in header):
+        raise BadPayload("this job is not in the header of the chord its metadata names")
+    return dict(chord_meta)
 
 
 def header_done(chord_meta: dict[str, Any], status: str, result: Any) -> None:

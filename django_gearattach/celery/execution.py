@@ -48,6 +48,10 @@ def run_task(
     )
     if context is not None:
         request.id, request.called_directly = context.key, False
+        if meta.get("chord") is not None:
+            from .canvas import verified_chord
+
+            meta = {**meta, "chord": verified_chord(meta["chord"], context.key)}
     bound = BoundTask(self, context, request, meta)
     token = _current.set(bound)
     if context is not None:

@@ -60,6 +60,15 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name="job",
+            name="previous_run_number",
+            field=models.PositiveIntegerField(
+                blank=True,
+                help_text="The number of the run that previous_result is of.",
+                null=True,
+            ),
+        ),
+        migrations.AddField(
+            model_name="job",
             name="run_number",
             field=models.PositiveIntegerField(
                 default=1,

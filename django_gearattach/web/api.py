@@ -12,7 +12,8 @@ A request whose ``Accept`` header does not name HTML (``fetch()`` and ``curl`` s
 
 ``Prefer: wait=N`` (RFC 7240), on the first request or at the status URL, waits up to
 N seconds (at most ``LONGPOLL_MAX_TIMEOUT``) for the job on the push path and, when it
-finishes in time, answers with the view's response at once.
+finishes in time, answers with the view's response at once, within the bounds of
+:mod:`~django_gearattach.web.waiting`.
 
 Both URLs go through the view, so they are as protected as the view itself (its
 authentication, the decorators above ``@offload``), and the token in them is bound
@@ -22,11 +23,8 @@ to the requester like every other token: someone else's status or result URL get
 
 from __future__ import annotations
 
-import contextlib
-import time
 from typing import Any
 
-from asgiref.sync import SyncToAsync, async_to_sync
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -37,16 +35,10 @@ from django.http import (
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import urlencode
 
-from ..attachment import attach
 from ..conf import conf
-from ..exceptions import GearattachError
 from ..models import Job
-from . import streams
-from .hub import get_hub
 from .messages import failed_message
 from .processing import TOKEN_PARAM
-from .streams import StreamLimitReached, client_of
-from .tokens import Identity
 
 #: Seconds an API client is asked to wait before it asks about the job again.
 RETRY_AFTER = 1
@@ -146,45 +138,3 @@ def status(request: HttpRequest, job: Job, token: str) -> HttpResponseBase:
 def not_ready(request: HttpRequest, job: Job, token: str) -> HttpResponse:
     """The result URL of a job with no result (yet): back to its status URL."""
     return see_other(link(request, TOKEN_PARAM, token))
-
-
-# -- Prefer: wait -------------------------------------------------------------------------
-def wait_for(request: HttpRequest, job: Job, seconds: float) -> Job:
-    """``job``'s record after it finished, or as it is after ``seconds``.
-
-    Under ASGI the wait is on the process's hub (one gearmand attachment per job,
-    shared with the websockets), run on the server's event loop; elsewhere on a
-    blocking attachment of this thread. Either way gearmand pushes the outcome. A
-    waiting request counts as a stream (:mod:`~django_gearattach.web.streams`): beyond
-    the stream limits it does not wait, and gets its ``202`` at once.
-    """
-    if job.is_finished or seconds <= 0:
-        return job
-    client = client_of(Identity.of_request(request), request.META.get("REMOTE_ADDR"))
-    try:
-        slot = streams.registry.open(client)
-    except StreamLimitReached:
-        return job
-    with slot:
-        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
-        if loop is not None and loop.is_running():
-            async_to_sync(_await_on_hub)(job, seconds)
-        else:
-            _attach_blocking(job, seconds)
-    return Job.objects.for_key(job.function, job.key).first() or job
-
-
-async def _await_on_hub(job: Job, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    async with get_hub().subscribe(job.function, job.key, record=job) as subscription:
-        while (left := deadline - time.monotonic()) > 0:
-            message = await subscription.get(left)
-            if message is None or message.final:
-                return
-
-
-def _attach_blocking(job: Job, seconds: float) -> None:
-    with contextlib.suppress(GearattachError, TimeoutError):
-        for event in attach(job, timeout=seconds):
-            if event.terminal:
-                return

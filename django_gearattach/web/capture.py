@@ -6,8 +6,12 @@ arguments, signed with ``SECRET_KEY`` so that a worker runs only requests that t
 site made. Nothing in it may give someone who reads the record the visitor's
 credentials:
 
-* cookies, ``Authorization`` headers and the CSRF header are never copied, nor is the
-  CSRF form field;
+* of the request's headers only an allow-list travels in clear (:data:`CAPTURED_HEADERS`
+  and ``GEARATTACH["CAPTURED_HEADERS"]``): a proxy's or a client's credentials
+  (``X-Api-Key``, ``X-Forwarded-User``...) never do. The ``Referer`` (it may hold a
+  password-reset token) and the headers a view declares it needs
+  (``@offload(headers=[...])``) are sealed. Cookies, ``Authorization`` headers and the
+  CSRF header are never copied, nor is the CSRF form field;
 * the session key and the CSRF secret, which the worker needs to load the session and
   to render CSRF tokens that match the visitor's cookie, are sealed
   (:mod:`~django_gearattach.sealing`): encrypted under a key derived from
@@ -24,7 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +36,7 @@ from django.core import signing
 from django.core.files.storage import default_storage
 from django.http import HttpRequest
 
+from ..conf import conf
 from ..exceptions import BadPayload
 from ..payload import new_key, to_json_value
 from ..sealing import seal
@@ -42,10 +47,44 @@ logger = logging.getLogger("django_gearattach")
 
 SIGNING_SALT = "django_gearattach.offload"
 UPLOAD_DIR = "gearattach/uploads"
-#: Request headers never copied into a job: credentials the worker does not need.
+#: Request headers never copied into a job, even when a view names them: the worker
+#: gets the user the web process authenticated, and skips the CSRF check it made.
 PRIVATE_HEADERS = frozenset(
     {"HTTP_COOKIE", "HTTP_AUTHORIZATION", "HTTP_PROXY_AUTHORIZATION", "HTTP_X_CSRFTOKEN"}
 )
+#: Request headers an offloaded request carries to the worker in clear: what views
+#: commonly read (content negotiation, conditional requests, htmx, the address the
+#: request was made to), none of them a credential.
+CAPTURED_HEADERS = frozenset(
+    {
+        "Accept",
+        "Accept-Charset",
+        "Accept-Language",
+        "Cache-Control",
+        "DNT",
+        "Host",
+        "HX-Boosted",
+        "HX-Request",
+        "HX-Target",
+        "HX-Trigger",
+        "HX-Trigger-Name",
+        "If-Match",
+        "If-Modified-Since",
+        "If-None-Match",
+        "If-Unmodified-Since",
+        "Sec-Fetch-Dest",
+        "Sec-Fetch-Mode",
+        "Sec-Fetch-Site",
+        "Sec-Fetch-User",
+        "User-Agent",
+        "X-Forwarded-Host",
+        "X-Forwarded-Port",
+        "X-Forwarded-Proto",
+        "X-Requested-With",
+    }
+)
+#: Sealed rather than dropped: views use it for "back" links, and it may hold a token.
+SEALED_HEADERS = frozenset({"Referer"})
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 #: The form field that carries the masked CSRF token (the worker skips the CSRF check).
 CSRF_FIELD = "csrfmiddlewaretoken"
@@ -115,8 +154,15 @@ def signed_again(kwargs: dict[str, Any], key: str, new_key: str) -> dict[str, An
     return {**kwargs, "signature": sign(view, request, new_key)}
 
 
-def _private_headers() -> frozenset[str]:
-    return PRIVATE_HEADERS | {settings.CSRF_HEADER_NAME}
+def meta_name(header: str) -> str:
+    """``X-Tenant`` as ``request.META`` names it: ``HTTP_X_TENANT``."""
+    return "HTTP_" + header.upper().replace("-", "_")
+
+
+def _headers(request: HttpRequest, names: Iterable[str]) -> dict[str, str]:
+    private = PRIVATE_HEADERS | {settings.CSRF_HEADER_NAME}
+    keys = {meta_name(name) for name in names} - private
+    return {k: v for k in sorted(keys) if isinstance(v := request.META.get(k), str)}
 
 
 def serialise_request(
@@ -127,16 +173,18 @@ def serialise_request(
     *,
     shared: bool = False,
     sensitive: frozenset[str] | str = frozenset(),
+    headers: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The request as JSON for the worker; see the module docstring for what is left out.
 
     The ``sensitive`` fields (names, or ``"__ALL__"``) are sealed apart
-    (:mod:`~django_gearattach.web.sensitive`).
+    (:mod:`~django_gearattach.web.sensitive`), as are the ``headers`` the view needs.
     """
     content_type = request.META.get("CONTENT_TYPE", "")
     form = request.method == "POST" and content_type.startswith(FORM_TYPES)
     body = b"" if form or request.method in ("GET", "HEAD") else request.body
-    private = _private_headers()
+    # A shared view's response is everyone's: nothing of the first requester's Referer.
+    sealed_headers = _headers(request, [*headers, *(() if shared else SEALED_HEADERS)])
     post, encoded, hidden = sensitive_fields.split(
         (
             [[k, v] for k, values in request.POST.lists() if k != CSRF_FIELD for v in values]
@@ -154,11 +202,8 @@ def serialise_request(
         "scheme": request.scheme,
         "host": request.get_host(),
         "remote_addr": request.META.get("REMOTE_ADDR", ""),
-        "headers": {
-            k: v
-            for k, v in request.META.items()
-            if k.startswith("HTTP_") and k not in private and isinstance(v, str)
-        },
+        "headers": _headers(request, [*CAPTURED_HEADERS, *conf.CAPTURED_HEADERS]),
+        "sealed_headers": seal(sealed_headers) if sealed_headers else None,
         "content_type": content_type,
         "post": post,
         "body": encoded,
@@ -224,26 +269,41 @@ def delete_uploads(uploads: dict[str, list[dict[str, Any]]]) -> None:
             default_storage.delete(item["path"])
 
 
-def stored_files(arguments: Any, result: Any) -> list[str]:
+def stored_files(key: str, arguments: Any, result: Any) -> list[str]:
     """The storage paths an offloaded job's record names: its uploads and its download.
 
-    Only paths in this app's upload and download folders are returned.
+    A record's arguments are what someone submitted to gearmand, and a job's key is
+    all it takes to submit one there: uploads count only when the request is one this
+    site signed for this very key (its uploads were saved by this site, for it). The
+    download comes from the result, which only this site's workers write. Only paths
+    in this app's upload and download folders are returned.
     """
     paths = []
     kwargs = arguments.get("kwargs") if isinstance(arguments, dict) else None
-    request = kwargs.get("request") if isinstance(kwargs, dict) else None
-    uploads = request.get("files") if isinstance(request, dict) else None
+    kwargs = kwargs if isinstance(kwargs, dict) else {}
+    request, view = kwargs.get("request"), kwargs.get("view")
+    signed = (
+        isinstance(view, str)
+        and isinstance(request, dict)
+        and verify(view, request, key, kwargs.get("signature"))
+    )
+    uploads = request.get("files") if signed and isinstance(request, dict) else None
     if isinstance(uploads, dict):
         paths += [
             item["path"]
             for items in uploads.values()
             if isinstance(items, list)
             for item in items
-            if isinstance(item, dict) and isinstance(item.get("path"), str)
+            if isinstance(item, dict)
+            and isinstance(item.get("path"), str)
+            and _within(item["path"], UPLOAD_DIR)
         ]
     download = (open_response(result) or {}).get("download")
-    if isinstance(download, dict) and isinstance(download.get("path"), str):
-        paths.append(download["path"])
-    # A record may come from a foreign client's job: never name a file outside our folders.
-    ours = (f"{UPLOAD_DIR}/", f"{DOWNLOAD_DIR}/")
-    return [path for path in paths if path.startswith(ours) and ".." not in path.split("/")]
+    path = download.get("path") if isinstance(download, dict) else None
+    if isinstance(path, str) and _within(path, DOWNLOAD_DIR):
+        paths.append(path)
+    return paths
+
+
+def _within(path: str, folder: str) -> bool:
+    return path.startswith(f"{folder}/") and ".." not in path.split("/")

@@ -26,14 +26,13 @@ from functools import partial, wraps
 from inspect import getattr_static, iscoroutinefunction, ismethod
 from typing import Any, ClassVar, TypeVar, overload
 
-from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
 from .api import RESULT_PARAM
 from .capture import register_view
 from .classviews import MARKER, class_path
-from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, handle
+from .handling import QUEUE_FULL_RETRY_AFTER, KeyFunction, Options, Target, ahandle, handle
 from .processing import TOKEN_PARAM
 from .sensitive import declared_on
 
@@ -54,6 +53,7 @@ def offload(
     accept_files: bool = False,
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
+    headers: Iterable[str] = (),
 ) -> Callable[[V], V]: ...
 
 
@@ -68,6 +68,7 @@ def offload(
     accept_files: bool = False,
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
+    headers: Iterable[str] = (),
 ) -> V | Callable[[V], V]:
     """Run the decorated view in a ``gearworker``; show a live processing page meanwhile.
 
@@ -86,9 +87,21 @@ def offload(
 
     ``accept_files``: store uploads for the worker (default: refuse a request with
     files with HTTP 400; files the view never reads would otherwise wait in storage).
+
+    ``headers``: request headers the view needs in the worker beyond the few it always
+    gets (``Accept``, ``Accept-Language``, ``User-Agent``... and
+    ``GEARATTACH["CAPTURED_HEADERS"]``), say ``["X-Tenant"]``: they are sealed in the
+    record, as credentials may be.
     """
     options = Options(
-        template, priority, key, shared, accept_files, tuple(sensitive), tuple(forms)
+        template,
+        priority,
+        key,
+        shared,
+        accept_files,
+        tuple(sensitive),
+        tuple(forms),
+        headers=tuple(headers),
     )
 
     def decorate(func: V) -> V:
@@ -103,7 +116,7 @@ def offload(
 
             @wraps(func)
             async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
-                return await sync_to_async(handle)(options, target, request, args, kwargs)
+                return await ahandle(options, target, request, args, kwargs)
 
             async_wrapper.gearattach_view = target.path  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
@@ -163,7 +176,7 @@ def _for_class_view(options: Options, dispatch: Callable[..., Any], view: Any) -
         if running_in_worker(request, target.path):
             return dispatch(request, *args, **kwargs)
         if asynchronous:
-            return sync_to_async(handle)(options, target, request, args, kwargs)
+            return ahandle(options, target, request, args, kwargs)
         return handle(options, target, request, args, kwargs)
 
     return bound
@@ -174,8 +187,9 @@ class OffloadMixin:
 
     The options of :func:`offload` are class attributes: ``offload_template``,
     ``offload_priority``, ``offload_shared``, ``offload_accept_files``,
-    ``offload_sensitive``, ``offload_forms``, and ``offload_methods`` (the methods to
-    offload, say ``["post"]``: others run here as usual); the key is :meth:`get_offload_key`
+    ``offload_sensitive``, ``offload_forms``, ``offload_headers``, and
+    ``offload_methods`` (the methods to offload, say ``["post"]``: others run here as
+    usual); the key is :meth:`get_offload_key`
     (by default ``offload_key``, a function of the request, or None). Put the mixin
     first, before the view class, so that its ``dispatch`` runs first.
     """
@@ -187,6 +201,7 @@ class OffloadMixin:
     offload_accept_files: ClassVar[bool] = False
     offload_sensitive: ClassVar[Iterable[str]] = ()
     offload_forms: ClassVar[Iterable[Any]] = ()
+    offload_headers: ClassVar[Iterable[str]] = ()
     #: The HTTP methods offloaded (say ``["post"]`` for a form); None: every method.
     offload_methods: ClassVar[Iterable[str] | None] = None
 
@@ -218,10 +233,11 @@ class OffloadMixin:
             accept_files=self.offload_accept_files,
             sensitive=tuple(self.offload_sensitive),
             forms=tuple(self.offload_forms),
+            headers=tuple(self.offload_headers),
         )
         target = Target(path, view=self)
         if getattr(type(self), "view_is_async", False):
-            return sync_to_async(handle)(options, target, request, args, kwargs)
+            return ahandle(options, target, request, args, kwargs)
         return handle(options, target, request, args, kwargs)
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
@@ -23,12 +24,14 @@ from ..models import Job, Status
 from ..payload import new_key
 from ..sealing import keyed_hash
 from ..submission import submit
-from . import api, classviews
+from . import api, classviews, waiting
 from . import sensitive as sensitive_fields
 from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
 from .processing import TOKEN_PARAM, outcome_response, processing_response
-from .tokens import Identity, check_token, token_for
+from .streams import client_of
+from .tokens import Identity, TokenRefused, check_token, token_for
+from .waiting import Deferred
 
 #: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
 QUEUE_FULL_RETRY_AFTER = 30
@@ -44,6 +47,8 @@ class Options:
     accept_files: bool = False
     sensitive: tuple[str, ...] = ()
     forms: tuple[Any, ...] = ()
+    #: Request headers the view needs beyond the captured ones: sealed in the record.
+    headers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,25 @@ def _text(message: str, status: int) -> HttpResponse:
 def handle(
     options: Options, target: Target, request: HttpRequest, args: Any, kwargs: Any
 ) -> HttpResponseBase:
-    """Answer one request to an offloaded view."""
+    """Answer one request to an offloaded view (a sync view: a wait holds its thread)."""
+    answer = respond(options, target, request, args, kwargs)
+    return waiting.wait_then_answer(answer) if isinstance(answer, Deferred) else answer
+
+
+async def ahandle(
+    options: Options, target: Target, request: HttpRequest, args: Any, kwargs: Any
+) -> HttpResponseBase:
+    """:func:`handle` for an ``async def`` view: a wait holds no thread."""
+    answer = await sync_to_async(respond)(options, target, request, args, kwargs)
+    if isinstance(answer, Deferred):
+        return await waiting.await_then_answer(answer)
+    return answer
+
+
+def respond(
+    options: Options, target: Target, request: HttpRequest, args: Any, kwargs: Any
+) -> HttpResponseBase | Deferred:
+    """The answer to one request, or (``Prefer: wait``) the answer once its job ends."""
     path = target.path
     safe = request.method in ("GET", "HEAD")
     token = request.GET.get(api.RESULT_PARAM) or request.GET.get(TOKEN_PARAM) if safe else None
@@ -101,7 +124,13 @@ def handle(
         ),
     )
     data = serialise_request(
-        request, uploads, args, kwargs, shared=options.shared, sensitive=sensitive
+        request,
+        uploads,
+        args,
+        kwargs,
+        shared=options.shared,
+        sensitive=sensitive,
+        headers=options.headers,
     )
     arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
     response: HttpResponseBase
@@ -123,24 +152,26 @@ def handle(
     if _stored_arguments(job).get("signature") != arguments["signature"]:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
     token = token_for(request, job, shared=options.shared)
-    if program:
-        wait = api.prefer_wait(request)
-        if wait is not None:
-            job = api.wait_for(request, job, wait)
-        response = (
-            outcome_response(request, job, token, options.template)
-            if job.status == Status.COMPLETE
-            else api.accepted(request, job, token)
-        )
-    elif job.status == Status.COMPLETE:
-        response = outcome_response(request, job, token, options.template)
-    else:
-        response = processing_response(request, job, template=options.template, token=token)
-    # What a cache must tell apart: a page for browsers, a 202 or a waited-for answer.
-    patch_vary_headers(response, ("Accept", "Prefer"))
-    if new_session:
-        _set_session_cookie(request, response)
-    return response
+
+    def answer(job: Job) -> HttpResponseBase:
+        if job.status == Status.COMPLETE:
+            response = outcome_response(request, job, token, options.template)
+        elif program:
+            response = api.accepted(request, job, token)
+        else:
+            response = processing_response(request, job, template=options.template, token=token)
+        # What a cache must tell apart: a page for browsers, a 202 or a waited-for answer.
+        patch_vary_headers(response, ("Accept", "Prefer"))
+        if new_session:
+            _set_session_cookie(request, response)
+        return response
+
+    wait = api.prefer_wait(request) if program else None
+    if wait is not None and not job.is_finished:
+        # A session this request created says nothing of who asks: count its address.
+        identity = Identity() if new_session else Identity.of_request(request)
+        return Deferred(job, wait, client_of(identity, request.META.get("REMOTE_ADDR")), answer)
+    return answer(job)
 
 
 def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
@@ -165,10 +196,13 @@ def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:
 
 
 def _save_session(request: HttpRequest) -> bool:
-    """Save the session now; return whether it is new.
+    """Save the session now; return whether the browser must be sent its cookie.
 
     The worker may change the session while this request is still being answered:
-    saving it here, and not again in SessionMiddleware, keeps those changes.
+    saving it here, and not again in SessionMiddleware, keeps those changes. The
+    cookie goes with the answer when the session is new, or has a new key (Django
+    moves a session to a new key when a key in ``SECRET_KEY_FALLBACKS`` verified it:
+    without the cookie, the browser would be signed out).
     """
     session = getattr(request, "session", None)
     if session is None:
@@ -177,7 +211,7 @@ def _save_session(request: HttpRequest) -> bool:
     if new or session.modified:
         session.save()
     session.modified = False
-    return new
+    return new or request.COOKIES.get(settings.SESSION_COOKIE_NAME) != session.session_key
 
 
 def _set_session_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
@@ -243,6 +277,10 @@ def _job_key(options: Options, path: str, request: HttpRequest) -> str | None:
 
 def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     ref = check_token(token, Identity.of_request(request))  # TokenRefused: HTTP 403
+    if ref.summary:
+        # The admin's token follows the job; the response, its headers and its cookies
+        # are its user's, and these links serve nothing else.
+        raise TokenRefused()
     if ref.function != OFFLOAD_FUNCTION:
         raise Http404("no such job for this page")
     job = Job.objects.for_key(ref.function, ref.key).first()
@@ -251,7 +289,9 @@ def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     return job
 
 
-def _revisit(options: Options, path: str, request: HttpRequest, token: str) -> HttpResponseBase:
+def _revisit(
+    options: Options, path: str, request: HttpRequest, token: str
+) -> HttpResponseBase | Deferred:
     """``?gearattach=TOKEN``: the job this page started, never a new run.
 
     A browser gets the processing page, or the view's stored response once the job
@@ -261,7 +301,8 @@ def _revisit(options: Options, path: str, request: HttpRequest, token: str) -> H
     if not api.wants_html(request):
         wait = api.prefer_wait(request)
         if wait is not None and not job.is_finished:
-            job = api.wait_for(request, job, wait)
+            client = client_of(Identity.of_request(request), request.META.get("REMOTE_ADDR"))
+            return Deferred(job, wait, client, lambda job: api.status(request, job, token))
         return api.status(request, job, token)
     if job.is_finished:
         return outcome_response(request, job, token, options.template)

@@ -134,6 +134,7 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
         "wsgi.url_scheme": data["scheme"],
         "wsgi.input": io.BytesIO(body),
         **data["headers"],
+        **_sealed_headers(data),
     }
     request = WSGIRequest(environ)
     if post_data is not None:
@@ -162,6 +163,16 @@ def rebuild_request(data: dict[str, Any], context: OffloadContext) -> WSGIReques
     _attach_user_and_session(request, data)
     request.gearattach = context  # type: ignore[attr-defined]
     return request
+
+
+def _sealed_headers(data: dict[str, Any]) -> dict[str, str]:
+    headers = unseal(data["sealed_headers"]) if data.get("sealed_headers") else {}
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and k.startswith("HTTP_") and isinstance(v, str)
+        for k, v in headers.items()
+    ):
+        raise BadPayload("the sealed headers of the offloaded request are malformed")
+    return headers
 
 
 def _attach_user_and_session(request: WSGIRequest, data: dict[str, Any]) -> None:
@@ -211,7 +222,17 @@ def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) ->
 
     user: Any
     if session_login:
-        user = get_user(request)
+        # Django moves a session to a new key when a key in SECRET_KEY_FALLBACKS verifies
+        # its password hash; the browser's cookie names the old key, and no response
+        # from here sets a session cookie: the session keeps its key (its hash is
+        # brought up to date all the same, and saved with it).
+        session = request.session
+        cycle_key = session.cycle_key
+        session.cycle_key = lambda: None  # type: ignore[method-assign]
+        try:
+            user = get_user(request)
+        finally:
+            session.cycle_key = cycle_key  # type: ignore[method-assign]
     else:
         model = get_user_model()
         user = model._default_manager.filter(pk=user_id).first()

@@ -7,6 +7,8 @@ Written as Celery users write such tests; with Celery the imports would be
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 from datetime import timedelta
 from typing import Any
 
@@ -253,3 +255,35 @@ def test_task_signals_in_the_submitter_and_the_worker(gearattach_immediate):
     names = [name for name, _ in seen]
     assert names == ["before_publish", "prerun", "success", "postrun", "after_publish"]
     assert ("success", 4) in seen
+
+
+def test_a_chord_forged_through_gearmand_never_reads_other_jobs(celery_worker):
+    """Review 3, finding 2 (chord metadata): a host on gearmand's network submits a
+    chord header job whose metadata names someone else's job as a header sibling and a
+    body under a key it chose; the body would then receive that job's result (and
+    send it across gearmand, to be read there)."""
+    secret = add.delay(20, 22)
+    assert secret.get(timeout=20) == 42
+    meta = {
+        "chord": {
+            "header": [[add.name, secret.id], [add.name, "forged-chord"]],
+            "body": dict(xsum.s().set(task_id="stolen")),
+        }
+    }
+    payload = json.dumps({"args": [1, 1], "kwargs": {"__celery__": meta}})
+    port = str(conf.SERVERS[0].port)
+    sent = subprocess.run(
+        ["gearman", "-p", port, "-f", add.name, "-u", "forged-chord", "-b", payload],
+        capture_output=True,
+        timeout=30,
+    )
+    assert sent.returncode == 0, sent.stderr
+    header = wait_until(
+        lambda: Job.objects.filter(key="forged-chord").finished().first(),
+        what="the forged header job to end",
+    )
+    assert header.status == Status.FAILED, Job.objects.filter(key="stolen").values("arguments")
+    assert "chord metadata of this job is not signed" in header.error
+    assert not Job.objects.filter(key="stolen").exists()
+    # A chord this site made still runs its body (the test above, in short).
+    assert chord([add.s(1, 2), add.s(3, 4)])(xsum.s()).get(timeout=30) == 10

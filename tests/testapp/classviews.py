@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from django_gearattach.web.decorators import OffloadMixin, offload
+from tests.testapp.views import _wait_for_gate
 
 
 @method_decorator(offload, name="dispatch")
@@ -80,6 +81,7 @@ class Preferences(FormView):  # type: ignore[type-arg]
     template_name = "testapp/password_form.html"
 
     def form_valid(self, form: PasswordForm) -> HttpResponse:
+        _wait_for_gate(self.request)
         data = form.cleaned_data
         response = HttpResponseRedirect("/preferences/saved/")
         response.status_code = 303

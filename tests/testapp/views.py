@@ -137,6 +137,7 @@ def redirecting(request: HttpRequest) -> HttpResponse:
 
 @offload
 def csv_export(request: HttpRequest) -> HttpResponse:
+    _wait_for_gate(request)
     response = HttpResponse("year,total\n2024,42\n", content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="totals.csv"'
     return response
@@ -175,3 +176,30 @@ def explicit(request: HttpRequest) -> HttpResponse:
         owner=request.user if request.user.is_authenticated else None,
     )
     return processing_response(request, job)
+
+
+#: Request headers the header views report, as the worker saw them.
+REPORTED_HEADERS = (
+    "HTTP_ACCEPT_LANGUAGE",
+    "HTTP_USER_AGENT",
+    "HTTP_REFERER",
+    "HTTP_X_TENANT",
+    "HTTP_X_API_KEY",
+    "HTTP_X_AUTH_TOKEN",
+    "HTTP_X_AMZN_OIDC_DATA",
+    "HTTP_X_FORWARDED_USER",
+    "HTTP_X_REGION",
+)
+
+
+def _headers_seen(request: HttpRequest) -> HttpResponse:
+    seen = {name: request.META.get(name) for name in REPORTED_HEADERS}
+    return HttpResponse(
+        "".join(f'<p id="{name}">{escape(str(value))}</p>' for name, value in seen.items())
+    )
+
+
+@offload(headers=["X-Tenant"])
+def headers_report(request: HttpRequest) -> HttpResponse:
+    """Reports the headers it got in the worker; declares X-Tenant as one it needs."""
+    return _headers_seen(request)

@@ -10,9 +10,11 @@ import http.client
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -21,6 +23,7 @@ from django.test import Client, RequestFactory
 
 from django_gearattach.models import Job, Status
 from django_gearattach.testing import Gearmand, free_port, wait_for_port
+from django_gearattach.web import waiting
 from django_gearattach.web.api import RESULT_PARAM, RETRY_AFTER, prefer_wait, wants_html
 from tests.web.test_offload import finish
 
@@ -58,7 +61,13 @@ def test_prefer_wait_is_read_as_rfc_7240_says(settings) -> None:
     assert wait("wait=3600") == settings.GEARATTACH.get("LONGPOLL_MAX_TIMEOUT", 60.0)
 
 
-@pytest.mark.usefixtures("cluster")
+@pytest.fixture
+def wsgi_waits(settings) -> None:
+    """A site that lets requests wait under WSGI (the test client is a WSGI handler)."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "WSGI_MAX_WAIT": 20}
+
+
+@pytest.mark.usefixtures("cluster", "wsgi_waits")
 def test_accepted_then_status_then_see_other_then_the_views_response(
     client: Client, gate: Path
 ) -> None:
@@ -92,12 +101,49 @@ def test_accepted_then_status_then_see_other_then_the_views_response(
     assert Client().get(result_url, headers=JSON).status_code == 403
 
 
-@pytest.mark.usefixtures("cluster")
+@pytest.mark.usefixtures("cluster", "wsgi_waits")
 def test_prefer_wait_answers_with_the_result_when_it_is_ready_in_time(client: Client) -> None:
     response = client.get("/offload/item/3/", headers={**JSON, "Prefer": "wait=20"})
     assert response.status_code == 200
     assert response.content == b'<p id="item">3 int</p>'
     assert Job.objects.get().status == Status.COMPLETE
+
+
+@pytest.mark.usefixtures("cluster")
+def test_under_wsgi_a_request_does_not_wait_unless_the_site_allows_it(
+    client: Client, gate: Path, settings, tmp_path: Path
+) -> None:
+    """Review 3, finding 3: under WSGI a waiting request held a whole worker (an
+    unrelated page took 19.1 s). By default ``Prefer: wait`` is not honoured there."""
+    soon = tmp_path / "soon"
+    threading.Timer(1.0, soon.touch).start()  # the job could finish within the wait
+    at_once = client.get(
+        "/offload/sync/", {"gate": str(soon)}, headers={**JSON, "Prefer": "wait=20"}
+    )
+    assert at_once.status_code == 202  # answered at once: it did not wait for the job
+    finish(Job.objects.get())
+    # Allowed, the wait is bounded by WSGI_MAX_WAIT and holds no database connection.
+    slow = client.get("/offload/sync/", {"gate": str(gate), "colour": "x"}, headers=JSON)
+    status_url = slow["Location"]
+    settings.GEARATTACH = {**settings.GEARATTACH, "WSGI_MAX_WAIT": 0.5}
+    held: list[bool] = []
+    original = waiting._attach_blocking
+
+    def spy(job: Job, seconds: float) -> None:
+        held.append(connection.connection is not None)
+        assert seconds == 0.5
+        original(job, seconds)
+
+    with mock.patch.object(waiting, "_attach_blocking", spy):
+        bounded = client.get(status_url, headers={**JSON, "Prefer": "wait=20"})
+    assert bounded.status_code == 200
+    assert held == [False]
+    # Nor does a thread wait beyond WAIT_THREADS_PER_PROCESS (0: none at all).
+    settings.GEARATTACH = {**settings.GEARATTACH, "WAIT_THREADS_PER_PROCESS": 0}
+    with mock.patch.object(waiting, "_attach_blocking", spy):
+        assert client.get(status_url, headers={**JSON, "Prefer": "wait=20"}).status_code == 200
+    assert held == [False]
+    gate.touch()
 
 
 @pytest.mark.usefixtures("cluster")
@@ -194,7 +240,7 @@ def test_prefer_wait_over_plain_http_waits_on_the_hub(live: int) -> None:
     assert status == 202
 
 
-@pytest.mark.usefixtures("cluster")
+@pytest.mark.usefixtures("cluster", "wsgi_waits")
 def test_beyond_the_stream_limits_a_request_does_not_wait(
     client: Client, settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

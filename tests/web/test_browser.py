@@ -8,6 +8,7 @@ skip) with the command that installs it.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sqlite3
 import subprocess
@@ -394,3 +395,77 @@ def test_a_file_response_downloads_with_its_name(site: Site, browser: Any) -> No
     assert link.inner_text() == "Download orders-2024.csv"
     page.screenshot(path=str(ARTIFACTS / "download.png"))
     context.close()
+
+
+def _forged_widget(page: Any, site: Site, outcome_url: str, message: dict[str, Any]) -> None:
+    """A processing page's widget on one of the site's pages, whose websocket delivers
+    ``message``: what a hub that relayed a forged gearmand packet would send."""
+    page.route_web_socket("**/ws/gearattach/**", lambda ws: ws.send(json.dumps(message)))
+    page.goto(f"{site.url}/")
+    page.evaluate(
+        """outcomeUrl => {
+            const el = document.createElement("div");
+            el.innerHTML = `<div class="gearattach" data-gearattach data-transports="ws"
+                data-ws-url="/ws/gearattach/forged/"
+                data-download-url="/gearattach/jobs/x/download/"
+                data-swap="document" data-outcome-url="${outcomeUrl}">
+              <div class="gearattach-bar"><div class="gearattach-fill"></div></div>
+              <p class="gearattach-status"></p><pre class="gearattach-data" hidden></pre>
+              <ul class="gearattach-warnings" hidden></ul>
+              <div class="gearattach-outcome" hidden></div></div>`;
+            document.body.appendChild(el);
+        }""",
+        outcome_url,
+    )
+    page.add_script_tag(url=f"{site.url}/static/gearattach/gearattach.js")
+
+
+def test_the_widget_follows_only_this_sites_http_urls_and_navigates_once(
+    site: Site, browser: Any
+) -> None:
+    """Finding 2 of the third review: the widget assigned the download URL, then fell
+    through to ``location.assign(redirect)`` with the forged ``javascript:`` URL."""
+    probe = "/pwned-probe/"
+    forged = {
+        "type": "complete",
+        "result": {"status": 200, "content_type": "text/csv"},
+        "html": None,
+        "download": {"name": "statement.csv", "size": 9},
+        "redirect": f"javascript:fetch('{probe}'+document.cookie)",
+    }
+    cases = [
+        # An offloaded view's page: one navigation, to its own outcome URL.
+        ("/account/export/?gearattach=forged", forged, "/account/export/?gearattach=forged"),
+        # A page without an outcome URL: a redirect elsewhere or not over http(s) is not
+        # followed; one to this site is.
+        ("", forged, None),
+        ("", {**forged, "download": None, "redirect": "https://evil.example/"}, None),
+        ("", {**forged, "download": None, "redirect": "//evil.example/x"}, None),
+        ("", {**forged, "download": None, "redirect": "/account/"}, "/account/"),
+    ]
+    for outcome_url, message, destination in cases:
+        context = browser.new_context(accept_downloads=True)
+        page = context.new_page()
+        requested: list[str] = []
+        navigations: list[str] = []
+        page.on("request", lambda request, seen=requested: seen.append(request.url))
+        page.on(  # documents loaded (history.replaceState is no navigation)
+            "request",
+            lambda request, seen=navigations: (
+                request.is_navigation_request() and seen.append(request.url)
+            ),
+        )
+        _forged_widget(page, site, outcome_url, message)
+        if destination is None:
+            page.wait_for_selector("[data-gearattach][data-state=complete]", state="attached")
+        else:
+            page.wait_for_url(f"{site.url}{destination}")
+        page.wait_for_timeout(800)  # time for any (wrong) second navigation or request
+        assert not [url for url in requested if probe in url], (outcome_url, message)
+        assert not [url for url in requested if "evil.example" in url], (outcome_url, message)
+        followed = navigations[1:]  # the first is the page itself
+        if destination is None:
+            assert followed == [], (message, followed)
+        else:
+            assert followed == [f"{site.url}{destination}"], (message, followed)
+        context.close()

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Permission, User
+from django.core.files.storage import default_storage
 from django.middleware.csrf import _does_token_match  # type: ignore[attr-defined]
 from django.test import Client
 from django.urls import reverse
@@ -308,3 +309,44 @@ def test_a_request_replayed_under_its_own_key_gets_the_stored_outcome(
     wait_until(lambda: waiting() == 0, what="gearmand to hand the copy to a worker")
     assert Job.objects.get(pk=job.pk).finished_at == done.finished_at
     assert len(executions(log_path)) == 1
+
+
+def test_a_forged_record_cannot_have_someone_elses_files_deleted(
+    cluster: Any, operator: Client
+) -> None:
+    """Review 3, finding 2 (stored files): a record's arguments come from whoever
+    submitted the job to gearmand; only a request this site signed names files of its own.
+
+    A download's path crosses gearmand in clear (in WORK_COMPLETE), so a peer there
+    can name it in a forged request; deleting the failed forged job deleted the file.
+    """
+    _, browser = signed_in("owner")
+    job, token = started(browser.get("/offload/csv/"))
+    done = finish(job)
+    path = done.result["download"]["path"]
+    assert default_storage.exists(path)
+    request = dict(done.arguments["kwargs"]["request"])
+    request["files"] = {
+        "document": [
+            {"path": path, "name": "a.csv", "content_type": "text/csv", "charset": None, "size": 1}
+        ]
+    }
+    view = done.arguments["kwargs"]["view"]
+    gearman_cli_submit(
+        cluster, "forged-files", {"view": view, "request": request, "signature": "x" * 27}
+    )
+    forged = wait_for_status(OFFLOAD_FUNCTION, "forged-files", Status.FAILED)
+    # The operator clears the failed job, as its admin page invites them to.
+    data = {"action": "delete_finished", "_selected_action": [str(forged.pk)]}
+    operator.post(reverse(CHANGELIST), data, follow=True)
+    assert not Job.objects.filter(pk=forged.pk).exists()
+    assert default_storage.exists(path)
+    download = browser.get(f"/gearattach/jobs/{token}/download/")
+    assert download.status_code == 200
+    body = b"".join(download.streaming_content)  # type: ignore[attr-defined]
+    assert body == b"year,total\n2024,42\n"
+    # The owner's own record still takes its file with it.
+    operator.post(
+        reverse(CHANGELIST), {"action": "delete_finished", "_selected_action": [str(job.pk)]}
+    )
+    assert not default_storage.exists(path)

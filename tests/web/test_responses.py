@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_gearattach.housekeeping import prune
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import cancel
-from django_gearattach.web.capture import UPLOAD_DIR
+from django_gearattach.web.capture import UPLOAD_DIR, sign
 from django_gearattach.web.messages import OFFLOAD_FUNCTION
 from django_gearattach.web.responses import DOWNLOAD_DIR, stored_response
 
@@ -23,14 +23,22 @@ def saved(path: str) -> str:
     return default_storage.save(path, ContentFile(b"figures"))
 
 
-def offloaded(key: str, status: str, uploads: list[str], result: object = None) -> Job:
+def offloaded(
+    key: str, status: str, uploads: list[str], result: object = None, signed: bool = True
+) -> Job:
+    """A record as the web process writes it, its request signed for its key (or not:
+    a job someone else submitted to gearmand)."""
     files = {"document": [{"path": path, "name": "x.txt"} for path in uploads]}
     request = {"method": "POST", "files": files}
+    signature = sign("v:v", request, key) if signed else "forged"
     return Job.objects.create(
         function=OFFLOAD_FUNCTION,
         key=key,
         status=status,
-        arguments={"args": [], "kwargs": {"view": "v:v", "request": request}},
+        arguments={
+            "args": [],
+            "kwargs": {"view": "v:v", "request": request, "signature": signature},
+        },
         result=result,
         created_at=timezone.now() - timedelta(days=40),
     )
@@ -53,8 +61,16 @@ def test_pruning_deletes_downloads_and_leftover_uploads_but_nothing_else() -> No
     )
     offloaded("done", Status.COMPLETE, [], result)
     offloaded("cancelled", Status.CANCELLED, [upload, elsewhere, f"{UPLOAD_DIR}/../x"])
-    assert prune(timedelta(days=30)) == 2
+    # A record whose request this site did not sign for its key names files it may not
+    # delete: anyone on gearmand's network can submit one (review 3, finding 2).
+    someone_elses = saved(f"{UPLOAD_DIR}/jkl/someone-elses.txt")
+    offloaded("forged", Status.FAILED, [someone_elses], signed=False)
+    offloaded("copied", Status.FAILED, [someone_elses], signed=True)
+    Job.objects.filter(key="copied").update(key="copied-under-another-key")
+    assert prune(timedelta(days=30)) == 4
     assert not default_storage.exists(download)
     assert not default_storage.exists(upload)
     assert default_storage.exists(elsewhere)
-    default_storage.delete(elsewhere)
+    assert default_storage.exists(someone_elses)
+    for path in (elsewhere, someone_elses):
+        default_storage.delete(path)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -251,3 +252,76 @@ def test_waiting_streams_hold_no_thread_and_no_database_connection(server, setti
         assert held_threads - idle_threads <= 4, seen
         if held_connections is not None:  # PostgreSQL: the hub's one connection at most
             assert held_connections <= 1, seen
+
+
+# -- Prefer: wait (review 3, finding 3) ----------------------------------------------------
+def wait_request(path: str) -> bytes:
+    """A cookieless program asking with ``Prefer: wait`` (a new session every time)."""
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n"
+        "Prefer: wait=5\r\n\r\n"
+    ).encode()
+
+
+async def ask_and_wait(port: int, path: str) -> tuple[float, bytes]:
+    """Send the request; return when its answer came (monotonic time) and its status line."""
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(wait_request(path))
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        return loop.time(), head.split(b"\r\n")[0]
+    finally:
+        writer.close()
+
+
+def test_prefer_wait_holds_no_connection_and_a_cookieless_client_cannot_escape_its_limit(
+    server, settings
+) -> None:
+    """30 cookieless JSON requests with ``Prefer: wait`` on one shared job: before the fix
+    all 30 waited (each got a new session, so the per-client limit of 20 never applied),
+    each on a thread of its own and a database connection."""
+    port, pid, address = server
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [address]}
+
+    def census() -> tuple[int, int | None]:
+        try:
+            return threads(pid), database_connections(pid)
+        finally:
+            connection.close()
+
+    async def scenario() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        seen: dict[str, Any] = {"idle": await asyncio.to_thread(census)}
+        start = loop.time()
+        shared = [
+            asyncio.create_task(ask_and_wait(port, "/offload/shared/?year=2031"))
+            for _ in range(30)
+        ]
+        await asyncio.sleep(2)
+        seen["shared"] = await asyncio.to_thread(census)
+        seen["answered early"] = sum(1 for task in shared if task.done())
+        answers = await asyncio.gather(*shared)
+        seen["statuses"] = {status for _, status in answers}
+        seen["waited"] = sum(1 for when, _ in answers if when - start > 4)
+        # An async view waits on the event loop: no thread of its own.
+        own = [asyncio.create_task(ask_and_wait(port, "/offload/async/")) for _ in range(15)]
+        await asyncio.sleep(2)
+        seen["async"] = await asyncio.to_thread(census)
+        await asyncio.gather(*own)
+        return seen
+
+    seen = asyncio.run(scenario())
+    idle_threads, _ = seen["idle"]
+    assert seen["statuses"] == {b"HTTP/1.1 202 Accepted"}  # no worker: the job stays queued
+    # The client's limit (20), counted by its address while its sessions are new.
+    assert seen["waited"] == 20, seen
+    assert seen["answered early"] == 10, seen
+    shared_threads, shared_connections = seen["shared"]
+    assert shared_threads - idle_threads <= 20 + 4, seen  # a sync view waits on a thread
+    async_threads, async_connections = seen["async"]
+    assert async_threads - idle_threads <= 4, seen
+    for held in (shared_connections, async_connections):
+        if held is not None:  # PostgreSQL: the hub's one connection at most
+            assert held <= 1, seen

@@ -32,6 +32,15 @@
     return scheme + "//" + window.location.host + path;
   }
 
+  /* ``url`` as an absolute URL when it is an http(s) URL of this page's origin, else "". */
+  function sameOrigin(url) {
+    if (typeof url !== "string" || !url) return "";
+    var parsed;
+    try { parsed = new URL(url, window.location.href); } catch (e) { return ""; }
+    if (parsed.protocol !== "http:" && parsed.protocol !== "https:") return "";
+    return parsed.origin === window.location.origin ? parsed.href : "";
+  }
+
   function Widget(el) {
     this.el = el;
     this.bar = el.querySelector(".gearattach-bar");
@@ -268,7 +277,9 @@
     this.statusLine.textContent = "Done.";
     if (!this.emit("complete", message)) return;
     var swap = this.el.dataset.swap === "document";
-    var outcomeUrl = this.el.dataset.outcomeUrl;
+    var outcomeUrl = sameOrigin(this.el.dataset.outcomeUrl);
+    // At most one navigation, and only to this site over http(s): a message is data,
+    // never a place to go (a javascript: or another site's URL is not followed).
     if (swap && outcomeUrl && !message.download) {
       // The page's URL now names the job: the server answers it with the view's own
       // response, its status, headers and cookies, and the browser follows a redirect.
@@ -276,14 +287,12 @@
       return;
     }
     if (swap && outcomeUrl && message.download) {
-      // A file downloads with its name; this page stays, with a link to it.
+      // A file downloads with its name; this page stays, with a link to it below.
       window.location.assign(outcomeUrl);
-    }
-    if (swap && typeof message.redirect === "string") {
-      window.location.assign(message.redirect);
+    } else if (swap && !outcomeUrl && sameOrigin(message.redirect)) {
+      window.location.assign(sameOrigin(message.redirect));
       return;
-    }
-    if (swap && typeof message.html === "string") {
+    } else if (swap && !outcomeUrl && typeof message.html === "string") {
       // The offloaded view's own page replaces this one, as if it had answered at once.
       document.open();
       document.write(message.html);
