@@ -12,6 +12,7 @@ urlpatterns = [
     path("offload/async/", views.async_report, name="async-report"),
     path("offload/keyed/", views.keyed_report, name="keyed-report"),
     path("offload/shared/", views.shared_report, name="shared-report"),
+    path("offload/yearly/", views.yearly_report, name="yearly-report"),
     path("offload/private/", views.private_report, name="private-report"),
     path("offload/staff-inside/", views.shared_checks_inside, name="shared-checks-inside"),
     path("offload/staff-outside/", views.shared_checks_outside, name="shared-checks-outside"),

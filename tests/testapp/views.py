@@ -103,6 +103,19 @@ def shared_report(request: HttpRequest) -> HttpResponse:
     return _page(request, f"Shared report {request.GET.get('year')}", execution)
 
 
+@offload(
+    key=lambda request: request.GET.get("year"),
+    shared=True,
+    max_age=1,
+    stale_while_revalidate=60,
+)
+def yearly_report(request: HttpRequest) -> HttpResponse:
+    """A shared page that may be a second old, and is served stale while it refreshes."""
+    execution = _record_execution(request)
+    _wait_for_gate(request)
+    return _page(request, f"Yearly report {request.GET.get('year')}", execution)
+
+
 @offload(key=lambda request: "staff-figures", shared=True)
 def shared_checks_inside(request: HttpRequest) -> HttpResponse:
     """The wrong place for an access check: a shared view runs as an anonymous visitor."""
