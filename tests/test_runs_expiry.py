@@ -42,9 +42,16 @@ def test_under_max_age_a_failure_runs_again_at_the_next_submit(workers):
     assert Job.objects.get(key="age-2").error == "ValueError: second"
 
 
-@pytest.mark.parametrize("options", [{"max_age": 0.2}, {"rerun": True}])
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ({"max_age": 0.2}, RunReason.EXPIRED),
+        ({"max_age": 0.2, "stale_while_revalidate": 60}, RunReason.REFRESH),
+        ({"rerun": True}, RunReason.RERUN),
+    ],
+)
 def test_many_processes_finding_a_finished_key_start_one_run(
-    workers, triggers, log_path, tmp_path, options
+    workers, triggers, log_path, tmp_path, options, reason
 ):
     key = "age-3"
     first = submit("tests.probe", [str(log_path)], {"tag": "first"}, key=key)
@@ -68,5 +75,7 @@ def test_many_processes_finding_a_finished_key_start_one_run(
     wait_for_status("tests.probe", key, Status.COMPLETE)
     record = Job.objects.get(key=key)
     assert record.run_number == 2
-    assert record.run_reason == (RunReason.RERUN if "rerun" in options else RunReason.EXPIRED)
+    assert record.run_reason == reason
+    if reason == RunReason.REFRESH:  # what every submit could answer with meanwhile
+        assert record.previous_result == {"tag": "first"}
     assert len(starts(log_path)) == 2
