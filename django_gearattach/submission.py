@@ -67,7 +67,8 @@ class _Request:
     ) -> None:
         self.schedule = schedule(run_at, delay)
         self.function = function_name(task)
-        self.policy = policy or policies.DEFAULT
+        # The task's own when not given: a retry or a resubmission keeps its policy.
+        self.policy = policy if policy is not None else policy_of(task, key)
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)

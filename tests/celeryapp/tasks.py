@@ -153,3 +153,14 @@ def xsum(numbers):
 @shared_task(ignore_result=True)
 def fire_and_forget(x):
     return x * 2
+
+
+@shared_task(bind=True, on_conflict="follow_up")
+def reindex(self, log_path, gate=None, tag=""):
+    """One index rebuild per task id at a time, and one follow-up (``on_conflict``)."""
+    with open(log_path, "a") as log:
+        log.write(f"start {tag}\n")
+    deadline = time.monotonic() + 30
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return tag
