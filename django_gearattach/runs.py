@@ -70,7 +70,9 @@ def action(policy: KeyPolicy, job: Job, rerun: bool, now: datetime) -> Action:
             return Action.RESTART
         return Action.STORED
     if policy.on_conflict == OnConflict.FOLLOW_UP and job.status == Status.RUNNING:
-        return Action.FOLLOW_UP
+        # A run waits already (it starts after now, so it sees this trigger's data): the
+        # trigger folds into it, and no write is needed to know it.
+        return Action.JOIN if job.has_successor else Action.FOLLOW_UP
     if policy.on_conflict == OnConflict.REPLACE:
         if job.status == Status.RUNNING:
             return Action.REPLACE_RUNNING
