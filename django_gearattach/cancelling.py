@@ -15,6 +15,12 @@ seconds, one indexed SELECT; see :mod:`~django_gearattach.worker.watchdog`). Whe
 
 The record ends ``cancelled``, a finished status, so the recovery sweep (which
 resubmits active records only) leaves it alone.
+
+A cancel applies to the run it was made for. A run asked to cancel that retries
+(``self.retry()``) is not retried: the job ends ``cancelled``. A run that ends without
+seeing the request (its worker died, and the job runs again on another worker, or the
+recovery sweep resubmits it) takes the request with it: the next run starts without
+one, as every run does; cancel again to stop that one.
 """
 
 from __future__ import annotations
@@ -39,7 +45,10 @@ def request_cancel(job: Job) -> bool:
     return running.filter(cancel_requested_at__isnull=False).exists()
 
 
-def is_requested(function: str, key: str) -> bool:
-    """Whether a cancel is requested for the running job ``function[key]``."""
+def is_requested(function: str, key: str, execution: str | None = None) -> bool:
+    """Whether a cancel is requested for the running job ``function[key]`` (for its run
+    ``execution`` when given: the worker's watchdog asks through the run's claim)."""
     running = Job.objects.for_key(function, key).running()
+    if execution is not None:
+        running = running.filter(execution=execution)
     return running.filter(cancel_requested_at__isnull=False).exists()

@@ -59,6 +59,9 @@ DEFAULTS: dict[str, Any] = {
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
+    # The bearer token a Prometheus scraper sends to the metrics view (metrics/views.py);
+    # None: staff users only.
+    "METRICS_TOKEN": None,
     # Seconds between two refreshes of the admin dashboard's live charts (per process).
     "DASHBOARD_REFRESH": 5.0,
     # Workers: default time limits of every task in seconds (None: none), overridden by
@@ -182,6 +185,16 @@ class Settings:
     @property
     def DASHBOARD_REFRESH(self) -> float:
         return float(self._get("DASHBOARD_REFRESH"))
+
+    @property
+    def METRICS_TOKEN(self) -> str | None:
+        value = self._get("METRICS_TOKEN")
+        if value is not None and (not isinstance(value, str) or len(value) < 16):
+            raise ValueError(
+                "GEARATTACH['METRICS_TOKEN'] must be a string of at least 16 characters "
+                "(a random one: secrets.token_urlsafe()), or None"
+            )
+        return value
 
     @property
     def IMMEDIATE(self) -> bool:

@@ -56,3 +56,14 @@ class JobCancelled(GearattachError):
     Catch it to clean up; the job ends ``cancelled`` however the task then ends by
     raising (see :mod:`django_gearattach.cancelling`).
     """
+
+
+class ClaimLost(GearattachError):
+    """This run of a job no longer holds its claim on the record.
+
+    Its lease expired (its process was paused, or lost the database, for longer than
+    ``GEARATTACH["LEASE"]``) and another copy of the job took the record over: the run
+    may not write or report anything more, and its retry is refused. Raised inside the
+    task by a retry; the worker then gives the job the outcome of the run that holds
+    the claim.
+    """

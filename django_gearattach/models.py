@@ -34,11 +34,15 @@ FINISHED = (Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED)
 
 
 def started(**fields: Any) -> dict[str, Any]:
-    """The fields of a record a worker has started (its running mark), with ``fields``."""
+    """The fields of a record a worker has started (its running mark), with ``fields``.
+
+    A cancel request applies to the run it was made for: a new run starts without one.
+    """
     return {
         "status": Status.RUNNING.value,
         "started_at": timezone.now(),
         "finished_at": None,
+        "cancel_requested_at": None,
         **fields,
     }
 
@@ -96,7 +100,6 @@ def new_run(
         "finished_at": None,
         "lease_until": None,
         "cancel_requested_at": None,  # a cancel of the last run is not one of this run
-        "created_at": timezone.now(),
         **kept,
         **fields,
     }
@@ -140,7 +143,9 @@ class JobQuerySet(models.QuerySet["Job"]):
         """Make these records' waiting runs (a follow-up or a replacement) their current
         run, queued: the successor's arguments, the run number + 1. ``outcome``: the
         status of the run that ended, when the row does not say it yet (its ``fields``,
-        the result, come with it). Only records with a waiting run change."""
+        the result, come with it). Only records with a waiting run change. The owner and
+        ``created_at`` stay: what followed the run before (a browser's token) follows
+        this one too."""
         return (
             self.exclude(next_reason="")
             .filter(status__in=(*FINISHED, Status.RUNNING))
@@ -160,8 +165,10 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def restart(self, reason: RunReason, status: Status, **fields: Any) -> int:
         """Start these finished records' next run (a rerun, an expired or stale outcome),
-        waiting with ``status`` and ``fields``. A record with a run waiting to follow it
-        is left alone (:meth:`start_successor` starts that one)."""
+        waiting with ``status`` and ``fields``: a new run of the key, created now (the
+        browser tokens of the run before do not follow it). A record with a run waiting
+        to follow it is left alone (:meth:`start_successor` starts that one)."""
+        fields = {"created_at": timezone.now(), **fields}
         return self.finished().filter(next_reason="").update(**new_run(reason, status, **fields))
 
     def fail(self, error: str) -> int:
@@ -173,11 +180,12 @@ class JobQuerySet(models.QuerySet["Job"]):
 
     def requeue(self, status: Status = Status.QUEUED, **fields: Any) -> int:
         """Put these running jobs back to waiting in gearmand, queued or scheduled (a run
-        that is over, or that never started): their claim is dropped; ``fields`` are
-        written too."""
+        that is over, or that never started): their claim and any cancel request made
+        for that run are dropped; ``fields`` are written too."""
         if status not in WAITING:
             raise ValueError(f"{status!r} is not a waiting status")
-        return self.update(status=status, lease_until=None, **fields)
+        # A cancel request was for the run that ended: the next one starts without it.
+        return self.update(status=status, lease_until=None, cancel_requested_at=None, **fields)
 
     def owned_by(self, user: Any, session_key: str | None = None) -> JobQuerySet:
         """The jobs of ``user``, or for an anonymous visitor those of their session."""

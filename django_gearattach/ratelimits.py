@@ -18,9 +18,17 @@ each:
   worker process that holds an unused right). A process that has none waits in its
   grab no longer than until the next one is due.
 * a concurrency right: one of N lease rows, held by ``host:pid`` while the process
-  may run the function, given back after a job of it (or when the process is handed
-  another function's job), renewed while held, and free once its lease expires (a
-  process that died frees its slot after :data:`LEASE` seconds).
+  may run the function, given back when the process is handed another function's
+  job, renewed while held (every quarter of ``GEARATTACH["LEASE"]``), and free once
+  its lease expires (a process that died frees its slot after ``LEASE`` seconds).
+
+A process trusts a slot only while its renewals succeed. One that fails (the
+database does not answer) makes the process stop asking for the function's jobs
+until a renewal succeeds again, and a renewal that matches fewer rows than the
+process holds (its lease ran out and another process took the slot) gives those
+slots up: a process that lost its slot never runs the function beside the one that
+took it. Every database error on these paths drops a broken connection, so the next
+attempt reconnects.
 
 Cost: a rate-limited function costs one UPDATE per job started. A concurrency
 limit costs a process that holds a slot two statements for each job of another
@@ -36,6 +44,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,15 +54,23 @@ from django.db import DatabaseError
 from django.db.models import F, Q, Value
 from django.db.models.functions import Greatest
 
+from .conf import conf
 from .exceptions import GearattachError
 from .gearman.worker import Assignment, WorkerPool
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
-#: Seconds a concurrency slot stays held without renewal.
-LEASE = 60.0
-#: Seconds between renewals of the slots a process holds.
-RENEW_EVERY = LEASE / 4
+
+def slot_lease() -> float:
+    """Seconds a concurrency slot stays held without renewal: ``GEARATTACH["LEASE"]``."""
+    return conf.LEASE
+
+
+def renew_every() -> float:
+    """Seconds between renewals of the slots a process holds."""
+    return slot_lease() / 4
+
+
 #: Seconds a process that found every slot taken waits before it tries again.
 SLOT_RETRY = 1.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -98,12 +115,13 @@ class _Limited:
     concurrency: int | None
     has_rate: bool = False  # a rate right is held, not used yet
     slot: int | None = None  # the concurrency slot held
+    confirmed: bool = True  # the slot's last renewal succeeded
     next_try: float = 0.0  # monotonic time of the next claim attempt
 
     @property
     def ready(self) -> bool:
         return (self.interval is None or self.has_rate) and (
-            self.concurrency is None or self.slot is not None
+            self.concurrency is None or (self.slot is not None and self.confirmed)
         )
 
 
@@ -114,6 +132,8 @@ class Throttles:
         self.limited = {item.function: item for item in limited}
         self.holder = f"{socket.gethostname()[:200]}:{os.getpid()}"
         self._renewed = time.monotonic()
+        self._doubt = False  # a renewal failed: no slot is trusted until one succeeds
+        self._lock = threading.Lock()  # renewals come from the loop and the watchdog
         self._rows_made: set[tuple[str, int]] = set()
         #: The function of the job handed last (running, or being reported).
         self.current: str | None = None
@@ -196,6 +216,7 @@ class Throttles:
                     item.next_try = now + SLOT_RETRY
         except DatabaseError as exc:
             logger.warning("rate/concurrency limit of %s: %s", item.function, exc)
+            _drop_broken_connections()
             item.next_try = now + 1.0
 
     def _row(self, function: str, slot: int) -> None:
@@ -230,7 +251,7 @@ class Throttles:
             taken = (
                 Throttle.objects.filter(function=item.function, slot=slot)
                 .filter(Q(holder="") | Q(until__lt=now) | Q(holder=self.holder))
-                .update(holder=self.holder, until=now + LEASE)
+                .update(holder=self.holder, until=now + slot_lease())
             )
             if taken:
                 return slot
@@ -248,20 +269,50 @@ class Throttles:
             )
         except DatabaseError as exc:  # the lease runs out by itself
             logger.warning("concurrency slot of %s not given back: %s", item.function, exc)
+            _drop_broken_connections()
 
     def renew(self) -> None:
-        """Extend the leases of the slots held, every :data:`RENEW_EVERY` seconds.
+        """Extend the leases of the slots held, every :func:`renew_every` seconds (after a
+        failed renewal, at every call); give up those another process holds now.
 
         Called before each grab, and by the watchdog while a job runs.
         """
         from .models import Throttle
 
-        if time.monotonic() - self._renewed < RENEW_EVERY:
+        if not self._doubt and time.monotonic() - self._renewed < renew_every():
             return
-        self._renewed = time.monotonic()
-        if not any(item.slot is not None for item in self.limited.values()):
-            return
-        try:
-            Throttle.objects.filter(holder=self.holder).update(until=time.time() + LEASE)
-        except DatabaseError as exc:
-            logger.warning("concurrency slots not renewed: %s", exc)
+        with self._lock:
+            self._renewed = time.monotonic()
+            held = [item for item in self.limited.values() if item.slot is not None]
+            if not held:
+                self._doubt = False
+                return
+            mine = Throttle.objects.filter(holder=self.holder)
+            try:
+                count = mine.update(until=time.time() + slot_lease())
+                still = set(mine.values_list("function", "slot")) if count < len(held) else None
+            except DatabaseError as exc:
+                logger.warning("concurrency slots not renewed (not used until they are): %s", exc)
+                _drop_broken_connections()
+                self._doubt = True
+                for item in held:
+                    item.confirmed = False
+                return
+            self._doubt = False
+            for item in held:
+                item.confirmed = True
+                if still is not None and (item.function, item.slot) not in still:
+                    logger.warning(
+                        "%s lost its concurrency slot %s of %s (its lease ran out and another "
+                        "process took it): it stops taking the function's jobs",
+                        self.holder,
+                        item.slot,
+                        item.function,
+                    )
+                    item.slot = None
+
+
+def _drop_broken_connections() -> None:
+    from .records import drop_broken_connections
+
+    drop_broken_connections()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, ov
 from .exceptions import JobCancelled, UnknownTask
 from .policies import DEFAULT, InvalidPolicy, KeyPolicy
 from .ratelimits import checked_concurrency, parse_rate
-from .timelimits import TimeLimits
+from .timelimits import TimeLimits, run_body
 
 if TYPE_CHECKING:
     from .models import Job
@@ -28,6 +28,15 @@ class Reporter(Protocol):
     def progress(self, numerator: int, denominator: int) -> None: ...
     def data(self, value: Any) -> None: ...
     def warning(self, message: str) -> None: ...
+
+
+class RunClaim(Protocol):
+    """The claim of the run a task is in, on its job's record (the worker's
+    :class:`~django_gearattach.worker.claim.Claim`): writes go through it."""
+
+    @property
+    def held(self) -> bool: ...
+    def requeue(self, status: Any, **fields: Any) -> bool: ...
 
 
 class Rescheduled(Exception):
@@ -49,10 +58,14 @@ OutcomeCallback = Callable[[str, Any], None]
 class JobContext:
     """Handed to ``bind=True`` tasks and returned by :func:`current_job` inside a task."""
 
-    def __init__(self, function: str, key: str, reporter: Reporter) -> None:
+    def __init__(
+        self, function: str, key: str, reporter: Reporter, claim: RunClaim | None = None
+    ) -> None:
         self.function = function
         self.key = key
         self._reporter = reporter
+        #: The run's claim on the record (None outside a worker): a retry goes through it.
+        self.claim = claim
         self.outcome_callbacks: list[OutcomeCallback] = []
         #: Set by the worker's watchdog when someone cancels the running job.
         self.cancel_requested = False
@@ -133,6 +146,10 @@ class Task(Generic[P, R]):
         #: What a submit with a key does when the key has a record (see
         #: :mod:`django_gearattach.policies`).
         self.policy = policy
+        #: Whether ``func`` marks its own body for the time limits (the Celery shim, whose
+        #: bookkeeping after the user's function must not be interrupted); else all of
+        #: ``func`` is the body (see :func:`~django_gearattach.timelimits.run_body`).
+        self.marks_own_body = False
         functools.update_wrapper(self, func)
 
     def __repr__(self) -> str:
@@ -148,8 +165,10 @@ class Task(Generic[P, R]):
         token = _current.set(context)
         try:
             if self.bind:
-                return self.func(context, *args, **kwargs)
-            return self.func(*args, **kwargs)
+                args = [context, *args]
+            if self.marks_own_body:
+                return self.func(*args, **kwargs)
+            return run_body(self.func, *args, **kwargs)
         finally:
             _current.reset(token)
 

@@ -11,15 +11,58 @@ watchdog.Watchdog` enforces them:
 * at the hard limit it records the job ``failed`` with a :class:`TimeLimitExceeded`
   error, sends WORK_FAIL (so gearmand forgets the job and attachers hear at once),
   and ends the worker process; the supervisor starts a new one.
+
+Both apply to the task's *body* only (:func:`run_body`): once the body has returned,
+what follows (the Celery shim's signals and chain hand-over, the outcome's write and
+report) is never interrupted, however close to the limit the body returned. The
+soft limit is raised only where the body's own frames run, never in a frame of the
+code that called it.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
 from .exceptions import GearattachError
+
+_R = TypeVar("_R")
+
+#: The frame of :func:`run_body` of each thread whose task body is running.
+_bodies: dict[int, FrameType] = {}
+
+
+def run_body(func: Callable[..., _R], /, *args: Any, **kwargs: Any) -> _R:
+    """Call a task's body: its time limits apply inside this call and nowhere else."""
+    ident = threading.get_ident()
+    _bodies[ident] = sys._getframe()
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _bodies.pop(ident, None)
+
+
+def body_running(thread: int) -> bool:
+    """Whether the task body that ``thread`` runs has started and not returned."""
+    return thread in _bodies
+
+
+def inside_body(thread: int, frame: FrameType | None) -> bool:
+    """Whether ``frame`` (where ``thread`` was interrupted) is in its task's body: below
+    :func:`run_body`'s frame, not that frame itself (before the call, or after it)."""
+    body = _bodies.get(thread)
+    if body is None or frame is None or frame is body:
+        return False
+    while frame is not None:
+        if frame is body:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class SoftTimeLimitExceeded(Exception):

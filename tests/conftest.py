@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.db import connection
 
 from django_gearattach.testing import Gearmand, GearmandNotFound, WorkerProcess, find_gearmand
+from tests.dbproxy import DatabaseProxy
 from tests.triggers import Triggers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +23,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     except GearmandNotFound as exc:
         # Never skip silently: a run without gearmand fails loudly, saying how to fix it.
         raise pytest.UsageError(str(exc)) from None
+
+
+def _on_postgresql() -> bool:
+    from django.conf import settings
+
+    return bool(settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql")
+
+
+_NOT_RUN: list[str] = []
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``postgres_only`` tests (a database cut through a proxy in front of PostgreSQL)
+    run on the PostgreSQL legs; elsewhere they are deselected and listed at the end."""
+    if _on_postgresql():
+        return
+    kept = [item for item in items if item.get_closest_marker("postgres_only") is None]
+    dropped = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        _NOT_RUN.extend(item.nodeid for item in dropped)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _NOT_RUN:
+        terminalreporter.section("PostgreSQL-only tests, not run on this database leg")
+        for nodeid in _NOT_RUN:
+            terminalreporter.line(f"NOT RUN (needs DATABASE_URL=postgres://...): {nodeid}")
 
 
 @pytest.fixture
@@ -55,9 +86,15 @@ def worker_factory(
     if os.environ.get("DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]
 
-    def start(servers: list[Gearmand], *args: str) -> WorkerProcess:
+    def start(
+        servers: list[Gearmand], *args: str, extra_env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         worker = WorkerProcess(
-            [s.address for s in servers], "tests.settings", env=env, args=args, cwd=str(ROOT)
+            [s.address for s in servers],
+            "tests.settings",
+            env={**env, **(extra_env or {})},
+            args=args,
+            cwd=str(ROOT),
         ).start()
         started.append(worker)
         return worker
@@ -98,3 +135,13 @@ def triggers(gearmand: Gearmand, tmp_path: Path) -> Iterator[Triggers]:
 def workers(gearmand: Gearmand, worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
     """Three worker processes (one gearworker, ``--concurrency 3``)."""
     return worker_factory([gearmand], "--concurrency", "3")
+
+
+@pytest.fixture
+def database_proxy() -> Iterator[DatabaseProxy]:
+    """A TCP relay in front of the test PostgreSQL (``postgres_only`` tests): a worker
+    given ``extra_env={"DATABASE_URL": proxy.url(...)}`` loses its database on ``cut()``."""
+    settings = connection.settings_dict
+    proxy = DatabaseProxy(settings["HOST"] or "127.0.0.1", int(settings["PORT"] or 5432)).start()
+    yield proxy
+    proxy.close()

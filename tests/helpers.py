@@ -120,3 +120,13 @@ def key_homed_on(address: str, prefix: str = "homed", function: str = "tests.rec
     while str(servers_for(function, f"{prefix}-{n}")[0]) != address:
         n += 1
     return f"{prefix}-{n}"
+
+
+def second_copy(address: str, function: str, key: str) -> None:
+    """A second copy of a job on the gearmand at ``address``: a background attach marker,
+    as an attacher that revives a job (or the recovery sweep) sends."""
+    from django_gearattach.payload import ATTACH_MARKER
+
+    get_client().submit_background(
+        Address.parse(address), function, key.encode(), ATTACH_MARKER, "normal"
+    )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import time
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from django_gearattach import cancel, submit
 from django_gearattach.celery import states
@@ -122,3 +125,63 @@ def test_cancel_of_finished_and_unknown_jobs(gearmand, worker):
         call_command("gearattach", "cancel", "tests.add", "nope", stdout=out, stderr=err)
     assert unknown.value.code == 2
     assert "no job 'tests.add' with key 'nope'" in err.getvalue()
+
+
+def test_a_cancel_during_a_run_that_then_retries_ends_the_job_cancelled(
+    gearmand, worker_factory, monkeypatch, tmp_path
+):
+    """The cancel was made for run 0, which retries (without looking at ``cancelled``):
+    the retry is refused and the job ends cancelled; run 1 never starts."""
+    from tests.celeryapp.tasks import retry_once
+
+    monkeypatch.setenv("GEARATTACH_CANCEL_CHECK_INTERVAL", "0.1")
+    worker = worker_factory([gearmand])
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    result = retry_once.delay(str(log), str(gate))
+    wait_until(lambda: executions(log) == ["start-0"], what="run 0")
+    assert cancel(retry_once.name, result.id).verdict is Cancel.REQUESTED
+    wait_until(lambda: "cancel requested" in worker.output(), what="the worker to see it")
+    gate.touch()
+    record = wait_for_status(retry_once.name, result.id, Status.CANCELLED)
+    assert record.retries == 0
+    assert "its retry is not run" in record.error
+    wait_until(lambda: f"[{result.id}] failed in" in worker.output(), what="its log line")
+    assert executions(log) == ["start-0"]
+
+
+def test_a_cancel_made_for_a_run_does_not_reach_the_next_run(
+    gearmand, worker_factory, monkeypatch, log_path, tmp_path
+):
+    """A run asked to cancel whose worker died before it saw the request: the recovery
+    sweep resubmits the job, and its next run is not the run the cancel was made for."""
+    for name, value in (
+        ("CANCEL_CHECK_INTERVAL", "0.1"),
+        ("CANCEL_GRACE", "0.3"),
+        ("RECOVERY_INTERVAL", "0.3"),
+        ("RECOVERY_GRACE", "0.3"),
+    ):
+        monkeypatch.setenv(f"GEARATTACH_{name}", value)
+    gate = tmp_path / "gate"
+    now = timezone.now()
+    job = Job.objects.create(
+        function="tests.record",
+        key="cancelled-run",
+        status=Status.RUNNING,
+        arguments={"args": [str(log_path)], "kwargs": {"gate": str(gate)}},
+        attempts=1,
+        execution="d" * 32,
+        lease_until=now - timedelta(seconds=1),  # its worker died: the claim expired
+        worker_host="elsewhere",
+        worker_pid=1,
+        started_at=now - timedelta(seconds=5),
+        cancel_requested_at=now - timedelta(seconds=2),
+        server=gearmand.address,
+    )
+    worker = worker_factory([gearmand])
+    wait_until(lambda: len(executions(log_path)) == 1, timeout=30, what="the next run")
+    # Long enough for its watchdog to look (every 0.1 s) and for a grace (0.3 s) to end.
+    time.sleep(1.5)
+    assert Job.objects.get(pk=job.pk).status == Status.RUNNING
+    gate.touch()
+    assert wait_for_status("tests.record", job.key, Status.COMPLETE).recoveries == 1
+    assert "cancel requested" not in worker.output()

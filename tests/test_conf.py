@@ -44,7 +44,7 @@ TYPED = {
     "CANCEL_GRACE": float,
 }
 #: Settings whose default is None (no limit).
-UNSET = {"TIME_LIMIT", "SOFT_TIME_LIMIT"}
+UNSET = {"TIME_LIMIT", "SOFT_TIME_LIMIT", "METRICS_TOKEN"}
 
 
 def test_every_default_has_a_property_and_every_property_a_default():
@@ -177,3 +177,10 @@ def test_captured_headers_must_be_a_list_of_names(settings, value):
     settings.GEARATTACH = {"CAPTURED_HEADERS": value}
     with pytest.raises(ValueError, match=r"must be a list of header names, such as \["):
         _ = conf.CAPTURED_HEADERS
+
+
+@pytest.mark.parametrize("value", ["short", 12345678901234567])
+def test_the_metrics_token_must_be_a_long_string(settings, value):
+    settings.GEARATTACH = {"METRICS_TOKEN": value}
+    with pytest.raises(ValueError, match="at least 16 characters"):
+        _ = conf.METRICS_TOKEN

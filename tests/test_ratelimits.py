@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 
 from django_gearattach import submit, task
@@ -10,7 +13,7 @@ from django_gearattach.models import Job, Status, Throttle
 from django_gearattach.ratelimits import parse_rate
 from django_gearattach.testing import wait_for_workers
 from tests.conftest import executions
-from tests.helpers import wait_for_status
+from tests.helpers import wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -105,3 +108,68 @@ def test_gearmand_requeues_a_running_job_whose_worker_sends_cant_do(gearmand):
     finally:
         first.close()
         second.close()
+
+
+def _holds_slot(function: str, pid: int) -> bool:
+    return Throttle.objects.filter(function=function, holder__endswith=f":{pid}").exists()
+
+
+def _most_at_once(lines: list[str]) -> int:
+    events = sorted((float(line.split()[1]), line.split()[0]) for line in lines)
+    running = most = 0
+    for _, kind in events:
+        running += 1 if kind == "start" else -1
+        most = max(most, running)
+    return most
+
+
+@pytest.mark.postgres_only
+def test_a_worker_that_lost_its_slot_while_cut_off_stops_taking_the_jobs(
+    gearmand, worker_factory, database_proxy, log_path, monkeypatch
+):
+    """Row 5: a process holding the one ``concurrency=1`` slot loses its database; its
+    lease runs out and another process takes the slot. When the database comes back,
+    the first must notice (its renewal matches no row) and stop asking for the jobs."""
+    monkeypatch.setenv("GEARATTACH_LEASE", "2")
+    url = database_proxy.url(os.environ["DATABASE_URL"])
+    cut_off = worker_factory(
+        [gearmand], "--function", "tests.solo", extra_env={"DATABASE_URL": url}
+    )
+    wait_until(lambda: _holds_slot("tests.solo", cut_off.pid), what="the first to hold the slot")
+    database_proxy.cut()
+    # Its lease runs out while it cannot renew it (the clock moved on, as it would).
+    Throttle.objects.filter(function="tests.solo").update(until=time.time() - 1)
+    other = worker_factory([gearmand], "--function", "tests.solo")
+    wait_until(lambda: _holds_slot("tests.solo", other.pid), what="the other to take the slot")
+    database_proxy.heal()
+    jobs = [submit("tests.solo", [str(log_path), 1.0]) for _ in range(2)]
+    for job in jobs:
+        wait_for_status("tests.solo", job.key, Status.COMPLETE, timeout=30)
+    assert _most_at_once(executions_lines(log_path)) == 1
+    assert "lost its concurrency slot" in cut_off.output()
+
+
+@pytest.mark.postgres_only
+def test_a_limited_worker_reconnects_after_a_database_blip(
+    gearmand, worker_factory, database_proxy, log_path
+):
+    """Row 10: a worker that serves only a limited function, and holds no right, has a
+    3 s database blip: it drops the broken connection and claims again, so once the slot
+    frees both waiting jobs run."""
+    Throttle.objects.create(
+        function="tests.solo", slot=0, holder="elsewhere:1", until=time.time() + 5
+    )
+    url = database_proxy.url(os.environ["DATABASE_URL"])
+    worker_factory([gearmand], "--function", "tests.solo", extra_env={"DATABASE_URL": url})
+    wait_until(lambda: database_proxy.connections, what="the worker to reach the database")
+    jobs = [submit("tests.solo", [str(log_path), 0.1]) for _ in range(2)]
+    database_proxy.cut()
+    time.sleep(3)
+    database_proxy.heal()
+    # The other holder's lease ends 5 s after it was written: then the worker claims it.
+    for job in jobs:
+        wait_for_status("tests.solo", job.key, Status.COMPLETE, timeout=20)
+
+
+def executions_lines(path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from django.db import connection, transaction
 from django.test import override_settings
 
 from django_gearattach import submit, task
@@ -138,3 +142,35 @@ def test_a_bad_default_setting_names_the_setting():
 def test_a_task_limit_wins_over_the_default():
     with override_settings(GEARATTACH={"TIME_LIMIT": 60, "SOFT_TIME_LIMIT": 50}):
         assert TimeLimits.of(5, None).or_defaults() == TimeLimits(5.0, 60.0)
+
+
+@contextmanager
+def _holding_the_job_table() -> Iterator[None]:
+    """Block INSERTs into the job table (reads go on) until the block ends."""
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(f"LOCK TABLE {Job._meta.db_table} IN EXCLUSIVE MODE")
+        else:  # BEGIN IMMEDIATE (the test settings' transaction mode) took the lock
+            Job.objects.filter(pk=None).update(priority="normal")
+        yield
+
+
+def test_a_soft_limit_never_fires_once_the_body_returned(gearmand, worker, tmp_path):
+    """A chain step returns well within its soft limit (1 s), then hands the next link
+    over, which takes longer than that (the link's INSERT waits on a lock held here). The
+    limit passes meanwhile: it must not fail the step that returned, nor leave the next
+    link recorded without a job in gearmand."""
+    from django_gearattach.celery import chain
+    from tests.celeryapp.tasks import add, gated_step
+
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    result = chain(gated_step.s(1, str(gate), str(log)), add.s(10)).apply_async()
+    step = wait_for_status(gated_step.name, result.parent.id, Status.RUNNING)
+    with _holding_the_job_table():
+        gate.touch()
+        wait_until(lambda: executions(log) == ["returned-1"], what="the step to return")
+        # Past the step's soft limit, counted from its start, with a margin for the tick.
+        time.sleep(max(0.0, step.started_at.timestamp() + 1.4 - time.time()))
+    assert result.get(timeout=30) == 12
+    assert Job.objects.get(key=result.parent.id).status == Status.COMPLETE

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..tasks import JobContext, Rescheduled
+from ..timelimits import run_body
 from . import signals, states
 from .exceptions import Retry
 from .request import META, BoundTask, Request, _current
@@ -60,7 +61,8 @@ def run_task(
         )
     try:
         try:
-            value = self.run(bound, *args, **kwargs) if self.bind else self.run(*args, **kwargs)
+            call_args = [bound, *args] if self.bind else args
+            value = run_body(self.run, *call_args, **kwargs)
         except Retry:
             raise
         except self.autoretry_for as exc:
@@ -152,8 +154,7 @@ def _after_retry(
     if retry.exc is not None:
         reason += f" after {type(retry.exc).__name__}: {retry.exc}"
     resend = reschedule(
-        self.name,
-        context.key,
+        context,
         getattr(retry, "next_args", request.args),
         kwargs,
         run_at,

@@ -133,6 +133,9 @@ class CeleryTask(Generic[P, R]):
             on_conflict=self.on_conflict,
             max_age=self.max_age,
         )(execute)
+        # Time limits apply to the user's function only, not to the shim's bookkeeping
+        # after it (signals, the chain's next link): see execution.run_task.
+        self.gearman_task.marks_own_body = True
 
     def __repr__(self) -> str:
         return f"<@task: {self.name}>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import threading
 import time
 from collections import deque
 
@@ -20,7 +21,9 @@ class Connection:
 
     ``timeout`` bounds connecting and each wait for a reply; ``None`` waits forever.
     Any socket failure closes the connection and raises :class:`ConnectionFailed`;
-    the next call reconnects.
+    the next call reconnects. Sends may come from several threads (a worker's
+    watchdog ends a job on the connection its loop uses): each packet leaves whole,
+    never interleaved with another thread's.
     """
 
     def __init__(self, address: Address, timeout: float | None = 10.0) -> None:
@@ -30,6 +33,7 @@ class Connection:
         self._parser = PacketParser()
         self._pending: deque[Packet] = deque()
         self._deferred = b""
+        self._send_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------
     @property
@@ -79,17 +83,20 @@ class Connection:
         return error
 
     def send_bytes(self, data: bytes) -> None:
-        self.connect()
-        assert self._sock is not None
-        data, self._deferred = self._deferred + data, b""
-        try:
-            self._sock.sendall(data)
-        except OSError as exc:
-            raise self._fail(f"send failed ({exc})", exc) from exc
+        with self._send_lock:
+            self.connect()
+            assert self._sock is not None
+            data, self._deferred = self._deferred + data, b""
+            try:
+                self._sock.sendall(data)
+            except OSError as exc:
+                raise self._fail(f"send failed ({exc})", exc) from exc
 
     def defer(self, command: Command, *args: bytes | str | int) -> None:
         """Queue a packet to leave with the next send (one system call for both)."""
-        self._deferred += encode(command, *args)
+        packet = encode(command, *args)
+        with self._send_lock:
+            self._deferred += packet
 
     def flush(self) -> None:
         if self._deferred:

@@ -6,9 +6,10 @@ job, not once per socket) until the job's outcome, and closes with 1000. The hub
 it back with each message; a socket has no task of its own while nothing happens.
 
 Close codes: 4403 for a token that is forged, altered, expired or someone else's;
-4404 for a job whose record no longer exists; 4429 when the client or this process
-holds as many streams as :mod:`~django_gearattach.web.streams` allows; 1011 when
-following the job failed (the widget reconnects); 1009 for an oversized frame. After
+4404 for a job whose record no longer exists, or holds a later run than the token's;
+4429 when the client or this process holds as many streams as
+:mod:`~django_gearattach.web.streams` allows; 1011 when following the job failed (the
+widget reconnects); 1009 for an oversized frame. After
 ``GEARATTACH["STREAM_MAX_AGE"]`` seconds the socket gets ``{"type": "reconnect"}`` and
 closes with 1000: the widget reconnects with its token, which is checked again.
 
@@ -85,9 +86,17 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.close(code=CLOSE_TOO_MANY)
             return
         self.summarised = ref.summary
+        hub = get_hub()
+        record = None
+        if ref.run is not None:  # only the run it was issued for
+            record = await hub.record(ref.function, ref.key)
+            if record is None or not ref.names(record):
+                self.slot.release()
+                await self.close(code=CLOSE_NOT_FOUND)
+                return
         loop = asyncio.get_running_loop()
         self.expiry = loop.call_later(conf.STREAM_MAX_AGE, self.expire)
-        self.stop_listening = get_hub().listen(ref.function, ref.key, self.deliver)
+        self.stop_listening = hub.listen(ref.function, ref.key, self.deliver, record=record)
 
     def expire(self) -> None:
         """The stream's maximum age: say so, and close (the widget reconnects at once)."""

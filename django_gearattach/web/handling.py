@@ -310,7 +310,7 @@ def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     if ref.function != OFFLOAD_FUNCTION:
         raise Http404("no such job for this page")
     job = Job.objects.for_key(ref.function, ref.key).first()
-    if job is None or _stored_arguments(job).get("view") != path:
+    if job is None or not ref.names(job) or _stored_arguments(job).get("view") != path:
         raise Http404("no such job for this page")
     return job
 

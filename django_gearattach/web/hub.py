@@ -275,6 +275,10 @@ class Hub:
         if self.feeds.get((feed.function, feed.key)) is feed:
             del self.feeds[feed.function, feed.key]
 
+    async def record(self, function: str, key: str) -> Job | None:
+        """The job's record, read on the hub's thread with the other reads of this turn."""
+        return await _load((function, key))
+
     def stats(self) -> dict[str, int]:
         return {
             "feeds": len(self.feeds),

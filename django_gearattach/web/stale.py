@@ -27,8 +27,9 @@ from django.utils.translation import ngettext
 from .. import records
 from ..models import Job, Status
 from ..policies import KeyPolicy, StoredOutcome
+from .api import RESULT_PARAM
 from .messages import OFFLOAD_FUNCTION
-from .processing import outcome_response, outcome_url, processing_response
+from .processing import TOKEN_PARAM, outcome_response, outcome_url, processing_response
 from .responses import open_response, replay
 from .tokens import token_for
 
@@ -84,12 +85,24 @@ def stale_response(
             {
                 "token": token,
                 "stored_at": stale.finished_at,
-                "outcome_url": outcome_url(request, token),
+                "outcome_url": _page_url(request, token),
             },
             request=request,
         )
         _insert_before_body_end(response, notice)
     return response
+
+
+def _page_url(request: HttpRequest, token: str) -> str:
+    """Where the notice sends the browser once the refresh is ready: the page's own URL
+    for a GET (the fresh page is then answered from the record, and a reload later never
+    names a run that a newer refresh has replaced), else the run's token URL."""
+    if request.method not in ("GET", "HEAD"):
+        return outcome_url(request, token)
+    query = request.GET.copy()
+    for name in (TOKEN_PARAM, RESULT_PARAM):
+        query.pop(name, None)
+    return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
 def _age_text(seconds: float) -> str:

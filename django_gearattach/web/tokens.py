@@ -1,7 +1,9 @@
 """Signed tokens that let a browser follow one job, and only the job's owner.
 
-A token names a job (function, key) and is bound to whoever it was issued to: the
-user, or for an anonymous visitor the session. It carries a keyed hash of that
+A token names a job (function, key) and one run of it (a rerun of a finished key,
+``submit(..., rerun=True)``, is a new run of the same record: the tokens of the run
+before do not follow it), and is bound to whoever it was issued to: the user, or for
+an anonymous visitor the session. It carries a keyed hash of that
 identity, never the session key itself, since tokens end up in HTML. A shared job's
 token is bound to nobody. Tokens are signed with ``SECRET_KEY``
 (:mod:`django.core.signing`) and expire after ``GEARATTACH["TOKEN_MAX_AGE"]`` seconds.
@@ -52,6 +54,12 @@ class JobRef:
     shared: bool
     #: The outcome without the offloaded page (:func:`~django_gearattach.web.messages.summary`).
     summary: bool = False
+    #: The run it was issued for (:func:`run_of`); None: whichever run the record holds.
+    run: str | None = None
+
+    def names(self, record: Job) -> bool:
+        """Whether ``record`` holds the run this token was issued for."""
+        return self.run is None or constant_time_compare(self.run, run_of(record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +111,11 @@ class Identity:
         return self.user_id is None and not self.session_key
 
 
+def run_of(job: Job) -> str:
+    """The run a record holds: a rerun (``submit(..., rerun=True)``) starts a new one."""
+    return format(int(job.created_at.timestamp() * 1_000_000), "x")
+
+
 def _binding(identity: str, secret: str | bytes | None = None) -> str:
     return salted_hmac(SALT, identity, secret=secret, algorithm="sha256").hexdigest()[:24]
 
@@ -117,13 +130,19 @@ def ensure_session(request: HttpRequest) -> str:
 
 
 def make_token(
-    function: str, key: str, identity: Identity | None, *, summary: bool = False
+    function: str,
+    key: str,
+    identity: Identity | None,
+    *,
+    summary: bool = False,
+    run: str | None = None,
 ) -> str:
     """A token for the job (function, key), bound to ``identity`` (``None``: shared).
 
     A ``summary`` token follows the job without receiving an offloaded view's page
     (its HTML, Location or download): what the admin's live widget gets, since the
-    page is its user's, not the operator's.
+    page is its user's, not the operator's. ``run`` (:func:`run_of`) ties it to one
+    run of the job; :func:`token_for` always does.
     """
     if identity is None:
         bound = SHARED
@@ -138,18 +157,22 @@ def make_token(
     value: dict[str, Any] = {"f": function, "k": key, "b": bound}
     if summary:
         value["s"] = 1
+    if run is not None:
+        value["r"] = run
     return signing.dumps(value, salt=SALT, compress=True)
 
 
 def token_for(
     request: HttpRequest, job: Job, *, shared: bool = False, summary: bool = False
 ) -> str:
-    """A token for ``job`` bound to the requesting user (or their session)."""
+    """A token for this run of ``job``, bound to the requesting user (or their session)."""
+    run = run_of(job)
     if shared:
-        return make_token(job.function, job.key, None, summary=summary)
+        return make_token(job.function, job.key, None, summary=summary, run=run)
     if not (request.user.is_authenticated):
         ensure_session(request)
-    return make_token(job.function, job.key, Identity.of_request(request), summary=summary)
+    identity = Identity.of_request(request)
+    return make_token(job.function, job.key, identity, summary=summary, run=run)
 
 
 def check_token(token: str, identity: Identity, max_age: int | None = None) -> JobRef:
@@ -171,4 +194,7 @@ def check_token(token: str, identity: Identity, max_age: int | None = None) -> J
         constant_time_compare(bound, mine) for mine in identity.all_bindings()
     ):
         raise TokenRefused()
-    return JobRef(function, key, bound == SHARED, summary=value.get("s") == 1)
+    run = value.get("r")
+    if run is not None and not isinstance(run, str):
+        raise TokenRefused()
+    return JobRef(function, key, bound == SHARED, summary=value.get("s") == 1, run=run)

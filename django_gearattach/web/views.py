@@ -11,10 +11,11 @@
 * ``jobs/<token>/download/``: the file a finished offloaded view returned.
 
 Every endpoint answers 403 for a token that is invalid, expired or someone else's,
-and 404 when the job's record is gone. The long-poll and SSE endpoints are async: run
-them under ASGI, where the process's hub shares one gearmand attachment per job. While
-they wait they hold no thread and no database connection, and they count against the
-stream limits of :mod:`~django_gearattach.web.streams` (HTTP 429 beyond them).
+and 404 when the job's record is gone, or holds a later run than the token's. The
+long-poll and SSE endpoints are async: run them under ASGI, where the process's hub
+shares one gearmand attachment per job. While they wait they hold no thread and no
+database connection, and they count against the stream limits of
+:mod:`~django_gearattach.web.streams` (HTTP 429 beyond them).
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def _job(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
     if ref is None:
         return _refused()
     record = Job.objects.for_key(ref.function, ref.key).first()
-    return _missing() if record is None else (ref, record)
+    if record is None or not ref.names(record):  # gone, or run again since
+        return _missing()
+    return ref, record
 
 
 async def _afollow(request: HttpRequest, token: str) -> tuple[JobRef, Job, Slot] | JsonResponse:
@@ -97,7 +100,7 @@ async def _afollow(request: HttpRequest, token: str) -> tuple[JobRef, Job, Slot]
     await release_request_resources()
     if ref is None:
         return _refused()
-    if record is None:
+    if record is None or not ref.names(record):
         return _missing()
     try:
         slot = streams.registry.open(client_of(identity, request.META.get("REMOTE_ADDR")))

@@ -12,7 +12,9 @@ extra statement.
 While the task runs, its claim is renewed: a progress write (which happens anyway)
 carries the new ``lease_until``, and a :class:`LeaseKeeper` thread renews it every
 third of ``LEASE`` for a task that reports nothing for that long. Every write of the
-run (progress, outcome) is conditioned on its ``execution``.
+run (progress, outcome, retry, the watchdog's) goes through its
+:class:`~.claim.Claim`, conditioned on its ``execution``: a run that lost its claim
+writes and sends nothing more.
 
 A copy of the job that finds a live claim does not run the task: its worker waits
 (reading the record) for the outcome and gives it to its own clients. When the lease
@@ -30,7 +32,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, connections
 from django.utils import timezone
@@ -38,6 +40,9 @@ from django.utils import timezone
 from .. import records
 from ..conf import conf
 from ..models import Job, Status
+
+if TYPE_CHECKING:
+    from .claim import Claim
 
 logger = logging.getLogger("django_gearattach.worker.fencing")
 
@@ -96,9 +101,7 @@ def claim_fields(execution: str, now: datetime) -> dict[str, Any]:
 
 @dataclass
 class _Held:
-    function: str
-    key: str
-    execution: str
+    claim: Claim
     renewed: float
 
 
@@ -116,9 +119,9 @@ class LeaseKeeper:
         self._closed = False
         self._thread: threading.Thread | None = None
 
-    def hold(self, function: str, key: str, execution: str) -> None:
+    def hold(self, claim: Claim) -> None:
         with self._lock:
-            self._held = _Held(function, key, execution, time.monotonic())
+            self._held = _Held(claim, time.monotonic())
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._loop, name="gearattach-lease", daemon=True
@@ -157,21 +160,13 @@ class LeaseKeeper:
 
     def _renew(self, held: _Held) -> None:
         try:
-            count = records.update(
-                held.function,
-                held.key,
-                {"lease_until": lease_end()},
-                statuses=(Status.RUNNING.value,),
-                execution=held.execution,
-            )
+            renewed = held.claim.renew()  # refused once the run ended or lost its claim
         except DatabaseError as exc:
-            logger.warning("job %s[%s]: lease not renewed: %s", held.function, held.key, exc)
+            logger.warning("job %s: lease not renewed: %s", held.claim.name, exc)
             records.drop_broken_connections()
             return
         with self._lock:
             if self._held is held:
                 held.renewed = time.monotonic()
-                if not count:
-                    self._held = None  # finished, or another run took the claim over
-        if not count:
-            logger.debug("job %s[%s]: no claim left to renew", held.function, held.key)
+                if not renewed:
+                    self._held = None

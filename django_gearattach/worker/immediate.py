@@ -12,6 +12,11 @@ nobody can be attached to a job that finishes before ``submit`` returns.
 The task runs even inside ``transaction.atomic`` (a real submit waits for the
 commit), as Django's ``ImmediateBackend`` does, so tests inside a test transaction
 see the outcome at once.
+
+A submit starts no thread and leaves nothing behind (a test suite submits thousands
+of jobs): the worker runs ``inline``, without the lease keeper and the watchdog, so
+time limits and cancels are not enforced (as in Celery's eager mode), nor rate and
+concurrency limits.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ def run(job: Job, data: bytes) -> Job:
     except UnknownTask as exc:
         Job.objects.filter(pk=job.pk).fail(f"UnknownTask: {exc}")
         raise
-    worker = Worker([task], [])
+    worker = Worker([task], [], inline=True)
     assignment = Assignment(_Discard(HERE, None), b"", job.function, job.key.encode(), data)
     # The worker's own steps; database errors reach the caller, as a failed submit would.
     worker.run_now(assignment)

@@ -19,6 +19,7 @@ longer write transaction only makes the other processes wait for its lock.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,15 +29,16 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any
 
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError
+from django.db import DatabaseError, IntegrityError
 from django.db.models import F
+from django.utils import timezone
 
 from .. import records, runs, signals
 from ..clients import get_client
 from ..conf import conf
-from ..exceptions import BadPayload, GearattachError
+from ..exceptions import BadPayload, ClaimLost, GearattachError
 from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
@@ -48,79 +50,32 @@ from ..scheduling import pending_epoch
 from ..submission import send_successor
 from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
+from .claim import ENDED, OUTCOME_PATIENCE, Claim, patiently
 from .recovery import Sweeper
+from .reporting import Reporter
 from .watchdog import Watchdog
+
+__all__ = ["OUTCOME_PATIENCE", "Worker"]
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
-#: Seconds a worker keeps trying to write a finished run's outcome while the database
-#: does not answer (at most ``LEASE`` counted from the write), before it drops the job, which
-#: gearmand then requeues: to run again. Holding on keeps a short outage from
-#: running a job twice.
-OUTCOME_PATIENCE = 10.0
 
-_T = TypeVar("_T")
-
-
-class _Reporter:
-    """Sends a running task's reports to gearmand and (throttled) to its record."""
-
-    def __init__(
-        self,
-        job: Assignment,
-        key: str,
-        interval: float,
-        execution: str = "",
-        keeper: fencing.LeaseKeeper | None = None,
-    ) -> None:
-        self.job = job
-        self.key = key
-        self.interval = interval
-        self.execution = execution
-        self.keeper = keeper
-        # The first write comes one interval after the start, not at the first report: a
-        # job shorter than that writes its reports with its outcome, in one statement.
-        self._last_write = time.monotonic() if interval > 0 else float("-inf")
-        self._unsaved: dict[str, Any] = {}
-        self._record: Job | None = None  # read only for job_progress receivers
-
-    def progress(self, numerator: int, denominator: int) -> None:
-        self.job.send(Command.WORK_STATUS, numerator, denominator)
-        self._save(progress_numerator=numerator, progress_denominator=denominator)
-        if signals.job_progress.receivers:
-            self._record = signals.send_progress(
-                self._record, self.job.function, self.key, numerator, denominator
-            )
-
-    def data(self, value: Any) -> None:
-        raw = dumps(value)
-        self.job.send(Command.WORK_DATA, raw)
-        self._save(data=json.loads(raw))
-
-    def warning(self, message: str) -> None:
-        self.job.send(Command.WORK_WARNING, message)
-
-    def _save(self, **fields: Any) -> None:
-        self._unsaved.update(fields)
-        now = time.monotonic()
-        if now - self._last_write >= self.interval:
-            # The heartbeat rides on the progress write: it renews the run's claim.
-            fields = self.pending() | {"lease_until": fencing.lease_end()}
-            records.update(self.job.function, self.key, fields, execution=self.execution)
-            if self.keeper is not None:
-                self.keeper.renewed()
-            self._last_write = now
-
-    def pending(self) -> dict[str, Any]:
-        """Reports not written yet; the final update of the record carries them."""
-        fields, self._unsaved = self._unsaved, {}
-        return fields
+class _GiveBack(Exception):
+    """The worker is stopping while the job waits here: hand it back to gearmand unrun."""
 
 
 class Worker:
-    """Runs jobs for ``tasks`` from every server until :meth:`stop` is called."""
+    """Runs jobs for ``tasks`` from every server until :meth:`stop` is called.
 
-    def __init__(self, tasks: Iterable[Task[Any, Any]], servers: list[Address]) -> None:
+    ``inline`` (immediate mode) runs jobs handed to :meth:`run_now` in the calling
+    thread with no thread of its own: no lease keeper (no other copy of the job can
+    exist), no watchdog (time limits and cancels are not enforced, as in Celery's eager
+    mode), no rate or concurrency rights.
+    """
+
+    def __init__(
+        self, tasks: Iterable[Task[Any, Any]], servers: list[Address], *, inline: bool = False
+    ) -> None:
         self.tasks = {t.name: t for t in tasks}
         if not self.tasks:
             raise GearattachError("no tasks to run: register some with @task first")
@@ -134,14 +89,15 @@ class Worker:
         self.jobs_done = 0
         self.jobs_folded = 0  # running marks committed with the previous job's outcome
         self.sweeper = Sweeper()
-        self.keeper = fencing.LeaseKeeper()
-        # The claim (execution id) of each job this worker marked running.
-        self._executions: dict[tuple[str, str], str] = {}
+        self.inline = inline
+        self.keeper = fencing.LeaseKeeper()  # its thread starts with the first job held
+        # The claim of each job this worker marked running (claim.py).
+        self._claims: dict[tuple[str, str], Claim] = {}
         # Claims of runs this worker abandoned (not running, whatever their lease says).
         self._abandoned: deque[str] = deque(maxlen=64)
         self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
-        self.throttles = Throttles.for_tasks(self.tasks.values())  # ratelimits.py
-        if self.throttles is not None:
+        self.throttles = None if inline else Throttles.for_tasks(self.tasks.values())
+        if self.throttles is not None:  # ratelimits.py
             self.throttles.install(self.pool)
             self.watchdog.on_tick = self.throttles.renew
         #: Called after each job; True ends the process after it (``--max-memory-per-child``).
@@ -151,12 +107,18 @@ class Worker:
         """Finish the current job, then return from :meth:`run`."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def run(self, max_jobs: int | None = None) -> None:
         self.pid = os.getpid()
         folds = records.combines_updates()
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
+                # Whatever failed last (a claim of a right, a sweep), reconnect next time.
+                records.drop_broken_connections()
                 self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
@@ -186,13 +148,16 @@ class Worker:
         began = time.monotonic()
         try:
             outcome = self._handle(job, key, marked)
-        except (GearmanError, DatabaseError) as exc:
-            abandoned = self._executions.pop((job.function, key), None)
-            if abandoned is not None:  # its claim may be live: this worker may take it over
-                self._abandoned.append(abandoned)
+        except (GearmanError, DatabaseError, _GiveBack) as exc:
+            claim = self._claims.pop((job.function, key), None)
+            if claim is not None:  # its claim may be live: this worker may take it over
+                self._abandoned.append(claim.execution)
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
-            logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
+            if isinstance(exc, _GiveBack):
+                logger.info("job %s[%s] handed back unrun: the worker stops", job.function, key)
+            else:
+                logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
             if self._ahead is not None and self._ahead[0].connection is job.connection:
                 ahead, marked = self._ahead
                 self._ahead = None  # gearmand requeues it with this job
@@ -200,7 +165,7 @@ class Worker:
                     self._unmark(ahead)  # while gearmand still holds it for us
             self.pool.report_failure(job)
             return
-        self._executions.pop((job.function, key), None)
+        self._claims.pop((job.function, key), None)
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
             job.function,
@@ -218,28 +183,27 @@ class Worker:
         try:
             return self._handle(job, key)
         finally:
-            self._executions.pop((job.function, key), None)
+            self._claims.pop((job.function, key), None)
 
     def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
             record = records.get(job.function, key)
             if record is None:
-                return self._send_error(job, key, f"JobNotFound: no job {job.function}[{key}]")
+                return self._send_error(job, f"JobNotFound: no job {job.function}[{key}]")
             if record.is_finished:
-                return self._answer_stored(job, key, record)
+                return self._answer_stored(job, record)
             epoch = (
                 pending_epoch(record.scheduled_for) if record.status == Status.SCHEDULED else None
             )
             if epoch is not None:
                 return self._put_back(job, key, epoch)
             if record.arguments is None and fencing.holds_live_claim(record):
-                record = self._await_claim(job.function, key)
+                record = self._await_claim(job.function, key, give_back=True)
                 if record.is_finished:
-                    return self._answer_stored(job, key, record)
+                    return self._answer_stored(job, record)
             if record.arguments is None:
                 message = "the job was lost and its arguments are unknown"
-                self._finish(job, key, Status.LOST, error=message)
-                return self._send_error(job, key, message)
+                return self._end_unclaimed(job, key, Status.LOST, message)
             payload: bytes | dict[str, Any] = record.arguments
         else:
             payload = job.data
@@ -254,15 +218,18 @@ class Worker:
         verdict = None if marked else self._start(job, key, arguments)
         if verdict is not None:
             return verdict
-        if problem is None and not isinstance(payload, bytes):
-            # Latest wins: a waiting run's arguments may be replaced in the record until
-            # it is marked running; the ones it runs are read once it is.
-            args, kwargs = self._arguments_now(job, key, args, kwargs)
+        claim = self._claims[job.function, key]
         if problem is not None:
-            execution = self._executions.get((job.function, key))
-            self._finish(job, key, Status.FAILED, execution, error=f"BadPayload: {problem}")
-            return self._send_error(job, key, f"BadPayload: {problem}")
-        return self._run(job, key, args, kwargs)
+            if not self._finish(claim, Status.FAILED, {"error": f"BadPayload: {problem}"}):
+                return self._not_concluded(claim)
+            if claim.successor is not None:
+                return self._hand_on(claim, Status.FAILED)
+            return self._send_error(job, f"BadPayload: {problem}", claim)
+        if not isinstance(payload, bytes):
+            # Latest wins: a waiting run's arguments may be replaced in the record until
+            # it is marked running (runs.py); the ones it runs are read once it is.
+            args, kwargs = self._arguments_now(job, key, args, kwargs)
+        return self._run(claim, args, kwargs)
 
     def _arguments_now(
         self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]
@@ -290,7 +257,8 @@ class Worker:
 
     def _running_fields(self, job: Assignment, key: str) -> dict[str, Any]:
         """The running mark, with a new claim (execution id and lease) for this run."""
-        execution = self._executions[job.function, key] = fencing.new_execution()
+        execution = fencing.new_execution()
+        self._claims[job.function, key] = Claim(job, key, execution)
         fields = started(
             handle=job.handle.decode(errors="replace"),
             server=str(job.server),
@@ -337,90 +305,129 @@ class Worker:
             )
         return bool(taken)
 
-    def _await_claim(self, function: str, key: str) -> Job:
+    def _await_claim(self, function: str, key: str, *, give_back: bool) -> Job:
         """Wait, reading the record, until the live claim on it ends; return the record.
 
         Another copy of this job runs elsewhere: its outcome is this copy's outcome.
+        When the worker is asked to stop meanwhile, ``give_back`` hands this copy back
+        to gearmand unrun (:class:`_GiveBack`); otherwise the record is returned as it
+        is (the caller ends this copy without running it).
         """
         logger.warning(
             "job %s[%s] runs elsewhere (a live claim): waiting for its outcome", function, key
         )
         while True:
-            time.sleep(fencing.wait_interval())
+            self._stop.wait(fencing.wait_interval())
             record = records.get(function, key)
             if record is None:
                 raise DatabaseError(f"the record of {function}[{key}] is gone")
             if not fencing.holds_live_claim(record) or self._holder_is_gone(record):
+                return record
+            if self._stop.is_set():
+                if give_back:
+                    raise _GiveBack
                 return record
 
     def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
         """Mark the job running; return an outcome instead when it must not run."""
         tries = 0
         while tries < 3:
+            if self._stop.is_set():
+                raise _GiveBack  # a stopping worker starts no job
             fields = self._running_fields(job, key)
             if records.update_together(self._running_mark(job, key, fields)) == [1]:
                 return None
+            self._claims.pop((job.function, key), None)
             record = records.get(job.function, key)
             if record is not None and fencing.holds_live_claim(record):
                 if self._holder_is_gone(record) and self._take_over(job, key, record):
                     return None
-                record = self._await_claim(job.function, key)
+                self._claims.pop((job.function, key), None)
+                record = self._await_claim(job.function, key, give_back=True)
                 if not record.is_finished:
                     continue  # the claim expired: claim it (not counted as a try)
             tries += 1
             if record is None:
                 # Submitted by another client (pygearman, the gearman CLI): record it now.
+                fields = self._running_fields(job, key)
                 try:
                     Job.objects.create(
                         function=job.function, key=key, attempts=1, arguments=arguments, **fields
                     )
                 except IntegrityError:
+                    self._claims.pop((job.function, key), None)
                     continue  # a submitter recorded it meanwhile: take the UPDATE path
                 return None
             if record.is_finished:
-                return self._answer_stored(job, key, record)
+                return self._answer_stored(job, record)
             if record.attempts < conf.MAX_ATTEMPTS:
                 continue  # its record changed between our UPDATE and SELECT: try again
             message = (
                 f"gave up after {record.attempts} attempts: the job stopped its worker each "
                 "time (GEARATTACH['MAX_ATTEMPTS'])"
             )
-            self._finish(job, key, Status.FAILED, error=message)
-            return self._send_error(job, key, message)
+            return self._end_unclaimed(job, key, Status.FAILED, message)
         raise DatabaseError(f"could not record job {job.function}[{key}]")
 
-    def _run(self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    def _end_unclaimed(self, job: Assignment, key: str, status: Status, message: str) -> str:
+        """End a job that no run holds (no live claim) without running it.
+
+        Conditioned on that: a run that claimed the record meanwhile gives the outcome.
+        """
+        outcome = records.Update(
+            job.function,
+            key,
+            ended(status, message),
+            statuses=ACTIVE,
+            unclaimed_at=timezone.now(),
+        )
+        if not patiently(lambda: records.update_together(outcome)[0], f"{job.function}[{key}]"):
+            return self._follow(job, key)
+        if signals.job_finished.receivers:
+            signals.send_finished(job.function, key)
+        return self._send_error(job, message)
+
+    def _run(self, claim: Claim, args: list[Any], kwargs: dict[str, Any]) -> str:
         # The start signal: gearmand tells attached clients nothing when a job starts, so
         # the worker does, once the running mark is committed (attachers that hear it
         # find the record running). An empty WORK_DATA, which no task report can be.
-        job.send(Command.WORK_DATA, b"")
-        execution = self._executions.get((job.function, key), "")
-        reporter = _Reporter(job, key, conf.PROGRESS_WRITE_INTERVAL, execution, self.keeper)
-        context = JobContext(job.function, key, reporter)
-        self.keeper.hold(job.function, key, execution)
+        claim.send(Command.WORK_DATA, b"")
+        keeper = None if self.inline else self.keeper
+        reporter = Reporter(claim, conf.PROGRESS_WRITE_INTERVAL, keeper)
+        context = JobContext(claim.function, claim.key, reporter, claim)
+        if keeper is not None:
+            keeper.hold(claim)
         try:
-            return self._run_task(job, key, args, kwargs, reporter, context)
+            return self._run_task(claim, args, kwargs, reporter, context)
         finally:
-            self.keeper.release()
+            if keeper is not None:
+                keeper.release()
 
     def _run_task(
         self,
-        job: Assignment,
-        key: str,
+        claim: Claim,
         args: list[Any],
         kwargs: dict[str, Any],
-        reporter: _Reporter,
+        reporter: Reporter,
         context: JobContext,
     ) -> str:
+        job, key = claim.job, claim.key
         if signals.job_started.receivers:
             signals.send_started(job.function, key)
         task = self.tasks[job.function]
+        watching = (
+            contextlib.nullcontext()
+            if self.inline
+            else self.watchdog.watching(claim, task.time_limits, context)
+        )
         try:
-            with self.watchdog.watching(job, key, task.time_limits, context, reporter.execution):
+            with watching:
                 value = task.run(context, args, kwargs)
             raw = dumps(value)
         except Rescheduled as again:
-            return self._rescheduled(job, key, again, reporter.pending())
+            return self._rescheduled(claim, again)
+        except ClaimLost:
+            return self._answer_when_done(job, key)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             fields = {
@@ -431,54 +438,55 @@ class Worker:
             }
             # A task that stops by raising once it is cancelled ends cancelled.
             status = Status.CANCELLED if context.cancel_requested else Status.FAILED
-            if not self._conclude(job, key, status, fields := fields | reporter.pending()):
-                return self._not_concluded(job, key, status, fields)
+            if not self._conclude(claim, status, fields | reporter.pending()):
+                return self._not_concluded(claim)
             _call_outcome_callbacks(context, status, exc)
-            return self._send_error(job, key, error)
+            if claim.successor is not None:
+                return self._hand_on(claim, status)
+            return self._send_error(job, error, claim)
         result = json.loads(raw)
-        fields = {"result": result} | reporter.pending()
-        if not self._conclude(job, key, Status.COMPLETE, fields):
-            return self._not_concluded(job, key, Status.COMPLETE, fields, raw)
+        if not self._conclude(claim, Status.COMPLETE, {"result": result} | reporter.pending()):
+            return self._not_concluded(claim)
         _call_outcome_callbacks(context, Status.COMPLETE, result)
-        self._send_final(job, Command.WORK_COMPLETE, raw)
+        if claim.successor is not None:
+            return self._hand_on(claim, Status.COMPLETE, raw)
+        self._send_final(job, Command.WORK_COMPLETE, raw, claim=claim)
         return "complete"
 
-    def _rescheduled(
-        self, job: Assignment, key: str, again: Rescheduled, pending: dict[str, Any]
-    ) -> str:
-        """End a run whose task recorded its next run itself (a retry): no outcome."""
-        if pending:
-            records.update(job.function, key, pending)
-        # Sent now, not with the next request: the next run waits for gearmand to forget
-        # this one.
-        job.send(Command.WORK_FAIL)
-        try:
-            again.resend(job.server)
-        except Exception:
-            # The record says scheduled: attaching to it (or the recovery sweep) revives it.
-            logger.exception("job %s[%s]: its next run was not submitted", job.function, key)
-        return "rescheduled"
-
-    def _not_concluded(
-        self, job: Assignment, key: str, status: Status, fields: dict[str, Any], raw: bytes = b""
-    ) -> str:
-        """The outcome was not written: a run waits to follow this one (a follow-up or a
-        replacement: the record becomes that run's), or this run lost its claim."""
-        execution = self._executions.get((job.function, key), "")
-        successor = runs.hand_over(job.function, key, execution, status, fields)
-        if successor is None:
-            return self._answer_when_done(job, key)
-        # Sent now, not with the next request: the next run waits for gearmand to forget
-        # this one. A replaced run's attachers hear a failure, read the record and follow
-        # its successor.
+    def _hand_on(self, claim: Claim, status: Status, raw: bytes = b"") -> str:
+        """The run ended with a run waiting to follow it, which the record now is
+        (:mod:`~django_gearattach.runs`). The end goes to gearmand at once (a replaced
+        run's as a failure: its attachers read the record and follow the new run), then
+        the new run, once gearmand has forgotten this one."""
+        successor = claim.successor
+        assert successor is not None
         if status == Status.COMPLETE and not runs.supersedes(successor):
-            job.send(Command.WORK_COMPLETE, raw)
+            claim.send_final(Command.WORK_COMPLETE, raw)
         else:
-            job.send(Command.WORK_FAIL)
-        send_successor(successor, after=job.server)
+            claim.send_final(Command.WORK_FAIL)
+        send_successor(successor, after=claim.job.server)
         return (
             f"{status.value}, handed over to run {successor.run_number} ({successor.run_reason})"
         )
+
+    def _rescheduled(self, claim: Claim, again: Rescheduled) -> str:
+        """End a run whose task recorded its next run itself (a retry): no outcome."""
+        # Sent now, not with the next request: the next run waits for gearmand to forget
+        # this one.
+        claim.send_final(Command.WORK_FAIL)
+        try:
+            again.resend(claim.job.server)
+        except Exception:
+            # The record says scheduled: attaching to it (or the recovery sweep) revives it.
+            logger.exception("job %s: its next run was not submitted", claim.name)
+        return "rescheduled"
+
+    def _not_concluded(self, claim: Claim) -> str:
+        """The run's outcome was not written: the watchdog ended the run first, or the
+        run lost its claim."""
+        if claim.state == ENDED:
+            return f"ended by the watchdog first ({claim.ended_by})"
+        return self._answer_when_done(claim.job, claim.key)
 
     def _answer_when_done(self, job: Assignment, key: str) -> str:
         """This run lost its claim (its lease expired, another copy took over): its
@@ -489,18 +497,27 @@ class Worker:
             job.function,
             key,
         )
-        record = self._await_claim(job.function, key)
-        if record.is_finished:
-            return self._answer_stored(job, key, record)
-        message = "the job's claim was lost and no other run finished it"
-        self._finish(job, key, Status.LOST, error=message)
-        return self._send_error(job, key, message)
+        return self._follow(job, key)
 
-    def _conclude(self, job: Assignment, key: str, status: Status, fields: dict[str, Any]) -> bool:
+    def _follow(self, job: Assignment, key: str) -> str:
+        """Give this copy of the job the outcome of the run that holds the record.
+
+        It waits while another run holds a live claim. A record that is not finished
+        then (that run retried, or died and another copy will run the job) gets no
+        outcome from here: the copy ends in gearmand with a bare WORK_FAIL and nothing
+        written, and attachers, finding the record active, follow the job on.
+        """
+        record = self._await_claim(job.function, key, give_back=False)
+        if record.is_finished:
+            return self._answer_stored(job, record)
+        self._send_final(job, Command.WORK_FAIL)
+        return f"left to the run that holds the record ({record.status})"
+
+    def _conclude(self, claim: Claim, status: Status, fields: dict[str, Any]) -> bool:
         """Commit a run's outcome, with the running mark of the next job when there is one.
 
         Return False when the run no longer holds its claim (nothing was written)."""
-        execution = self._executions.get((job.function, key))
+        job, key = claim.job, claim.key
         grab = self._may_grab_ahead and not self._stop.is_set()
         ahead = self.pool.grab_ahead() if grab else None
         ahead_key = ahead.unique.decode("utf-8", "replace") if ahead is not None else ""
@@ -512,21 +529,18 @@ class Worker:
             or (ahead.function, ahead_key) == (job.function, key)
         ):
             self._ahead = None if ahead is None else (ahead, False)
-            return self._finish(job, key, status, execution=execution, no_successor=True, **fields)
+            return self._finish(claim, status, fields)
         self._ahead = (ahead, False)
-        outcome = ended(status) | fields
-        written, marked = _patiently(
-            lambda: records.update_together(
-                records.Update(job.function, key, outcome, execution=execution, no_successor=True),
-                self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
-            ),
-            f"{job.function}[{key}]",
+        written, marked = claim.end_together(
+            status,
+            fields,
+            lambda: self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
         )
         self._ahead = (ahead, marked == 1)
         self.jobs_folded += marked
-        if written and signals.job_finished.receivers:
+        if written and claim.successor is None and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
-        return bool(written)
+        return written
 
     def _unmark(self, job: Assignment) -> None:
         """Undo the running mark of a job grabbed ahead that gearmand requeues unrun.
@@ -536,6 +550,7 @@ class Worker:
         mark is undone, never one that the job's next worker has written since.
         """
         key = job.unique.decode("utf-8", "replace")
+        claim = self._claims.pop((job.function, key), None)
         try:
             Job.objects.filter(
                 function=job.function,
@@ -544,7 +559,7 @@ class Worker:
                 handle=job.handle.decode(errors="replace"),
                 worker_host=self.host,
                 worker_pid=self.pid,
-                execution=self._executions.pop((job.function, key), ""),
+                execution=claim.execution if claim is not None else "",
                 attempts__gt=0,
             ).requeue(
                 attempts=F("attempts") - 1,
@@ -558,53 +573,44 @@ class Worker:
                 "job %s[%s] requeued; its attempt stays counted: %s", job.function, key, exc
             )
 
-    def _finish(
-        self,
-        job: Assignment,
-        key: str,
-        status: Status,
-        execution: str | None = None,
-        no_successor: bool = False,
-        **fields: Any,
-    ) -> bool:
-        """Record an outcome; with ``execution``, only while that run holds the claim;
-        ``no_successor``: only while no run waits to follow it (see runs.py)."""
-        outcome = ended(status) | fields
-        written = _patiently(
-            lambda: records.update(
-                job.function, key, outcome, execution=execution, no_successor=no_successor
-            ),
-            f"{job.function}[{key}]",
-        )
-        if written and signals.job_finished.receivers:
-            signals.send_finished(job.function, key)
-        return bool(written)
+    def _finish(self, claim: Claim, status: Status, fields: dict[str, Any]) -> bool:
+        """Record a run's outcome, only while the run holds its claim."""
+        written = claim.end(status, fields)
+        if written and claim.successor is None and signals.job_finished.receivers:
+            signals.send_finished(claim.function, claim.key)
+        return written
 
-    def _send_final(self, job: Assignment, command: Command, *args: bytes) -> None:
+    def _send_final(
+        self, job: Assignment, command: Command, *args: bytes, claim: Claim | None = None
+    ) -> None:
+        """The job's final packet: a run's (through its claim, once) or, without
+        ``claim``, this copy's answer from the record."""
         ahead = self._ahead
-        if ahead is None:
-            job.send_last(command, *args)  # leaves with the request for the next job
-        elif ahead[1] and ahead[0].connection is job.connection:
-            # The next job is marked running already, so its start signal follows at
-            # once on this connection: one send for both.
+        # With nothing held ahead, it leaves with the request for the next job; with the
+        # next job marked running already, its start signal follows at once on this
+        # connection: one send for both. Otherwise nothing carries it.
+        deferred = ahead is None or (ahead[1] and ahead[0].connection is job.connection)
+        if claim is not None:
+            claim.send_final(command, *args, deferred=deferred)
+        elif deferred:
             job.send_last(command, *args)
         else:
-            job.send(command, *args)  # the next job is here already: nothing carries it
+            job.send(command, *args)
 
-    def _answer_stored(self, job: Assignment, key: str, record: Job) -> str:
+    def _answer_stored(self, job: Assignment, record: Job) -> str:
         if record.status == Status.COMPLETE:
             self._send_final(job, Command.WORK_COMPLETE, dumps(record.result))
             return "answered from the record (complete)"
-        self._send_error(job, key, record.failure_text)
+        self._send_error(job, record.failure_text)
         return f"answered from the record ({record.status})"
 
-    def _send_error(self, job: Assignment, key: str, message: str) -> str:
+    def _send_error(self, job: Assignment, message: str, claim: Claim | None = None) -> str:
         # A plain WORK_FAIL, not WORK_EXCEPTION: gearmand 1.1.20 turns WORK_EXCEPTION
         # into a WORK_FAIL with a stray NUL after the handle for every client that did
         # not ask for exceptions, which hangs the gearman CLI and crashes pygearman.
         # The message is in the record (committed before this), where attach reads it.
-        logger.debug("job %s[%s] failed: %s", job.function, key, message)
-        self._send_final(job, Command.WORK_FAIL)
+        logger.debug("job %s failed: %s", job.function, message)
+        self._send_final(job, Command.WORK_FAIL, claim=claim)
         return "failed"
 
 
@@ -623,26 +629,3 @@ def _split(arguments: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise BadPayload("the stored arguments are malformed")
     return args, kwargs
-
-
-def _patiently(write: Callable[[], _T], name: str) -> _T:
-    """Run an outcome write, again and again while the database does not answer, for
-    up to :data:`OUTCOME_PATIENCE` seconds (the write is conditioned on the run's
-    claim, so a late one never overwrites another run's outcome)."""
-    deadline = time.monotonic() + min(OUTCOME_PATIENCE, conf.LEASE)
-    pause = 0.05
-    while True:
-        try:
-            return write()
-        except (OperationalError, InterfaceError) as exc:  # not a bad value: it never passes
-            if time.monotonic() + pause > deadline:
-                raise
-            logger.warning(
-                "job %s: its outcome is not written yet (%s); trying again in %.2fs",
-                name,
-                exc,
-                pause,
-            )
-            records.drop_broken_connections()
-            time.sleep(pause)
-            pause = min(pause * 2, 1.0)

@@ -11,10 +11,17 @@ One daemon thread per worker process watches the job the worker is running (betw
   is raised in the thread running the task (:mod:`~django_gearattach.timelimits`);
 * the hard time limit, or the end of a cancel's grace: the job is ended.
 
-Ending a job: the record is marked (failed or cancelled, only while it still says
-running), WORK_FAIL goes to gearmand on the job's own connection (gearmand forgets
-the job: no requeue, and attachers hear at once), and the process ends through
-``end_process`` (the supervisor starts a new one). Everything runs in this thread,
+Limits and the grace's end apply only while the task's body runs
+(:func:`~django_gearattach.timelimits.run_body`): the signal handler raises only in the
+body's frames, and once the body has returned nothing interrupts the worker.
+
+Ending a job goes through the run's :class:`~.claim.Claim`: the record is marked
+(failed or cancelled) only while the run still holds its claim, and only then does
+WORK_FAIL go to gearmand on the job's own connection (gearmand forgets the job: no
+requeue, and attachers hear at once), under the claim's lock, so it never interleaves
+with the loop's packets. A run that lost its claim (another copy holds the record)
+gets no write and no packet. Either way the process ends through ``end_process`` (the
+supervisor starts a new one), which stops the task. Everything runs in this thread,
 which needs the GIL: a task stuck in C code that holds the GIL (rare: sleeps, socket
 reads and most C libraries release it) is not stopped until it lets go.
 """
@@ -29,16 +36,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, connections
 
-from .. import cancelling, signals
+from .. import cancelling, records, signals, timelimits
 from ..conf import conf
 from ..gearman.protocol import Command
-from ..gearman.worker import Assignment
-from ..models import Job, Status
+from ..models import Status
 from ..tasks import JobContext
 from ..timelimits import SoftTimeLimitExceeded, TimeLimits, hard_message, soft_message
+from .claim import ENDED, Claim
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
@@ -46,12 +54,14 @@ logger = logging.getLogger("django_gearattach.worker.loop")
 SOFT_SIGNAL = signal.SIGUSR1
 #: Seconds between two looks of the watchdog thread at the running job.
 TICK = 0.05
+#: Seconds before the soft limit's signal is sent again while the exception waits (the
+#: handler ran where it must not raise, between frames of the worker's own code).
+RESEND = 0.2
 
 
 @dataclass
 class _Watched:
-    job: Assignment
-    key: str
+    claim: Claim
     context: JobContext
     thread: int
     soft_at: float | None
@@ -62,8 +72,11 @@ class _Watched:
     cancel_at: float | None = None
     soft_sent: bool = False
     pending: list[BaseException] = field(default_factory=list)
-    #: The run's claim on the record (fencing.py): only this run's record is ended.
-    execution: str = ""
+    resend_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.claim.name
 
 
 class Watchdog:
@@ -83,14 +96,7 @@ class Watchdog:
         self.on_tick: Callable[[], None] | None = None
 
     @contextlib.contextmanager
-    def watching(
-        self,
-        job: Assignment,
-        key: str,
-        limits: TimeLimits,
-        context: JobContext,
-        execution: str = "",
-    ) -> Iterator[None]:
+    def watching(self, claim: Claim, limits: TimeLimits, context: JobContext) -> Iterator[None]:
         """Watch the task run inside this block."""
         limits = limits.or_defaults()
         now = time.monotonic()
@@ -99,8 +105,7 @@ class Watchdog:
             signal.signal(SOFT_SIGNAL, self._on_soft_signal)
             self._handler_installed = True
         watched = _Watched(
-            job,
-            key,
+            claim,
             context,
             thread,
             now + limits.soft if limits.soft is not None else None,
@@ -108,7 +113,6 @@ class Watchdog:
             now + limits.hard if limits.hard is not None else None,
             limits.hard,
             now + conf.CANCEL_CHECK_INTERVAL,
-            execution=execution,
         )
         with self._lock:
             self._current = watched
@@ -138,7 +142,7 @@ class Watchdog:
             try:
                 self._look(watched)
             except Exception:  # the watchdog must outlive any one job's trouble
-                logger.exception("watchdog: job %s[%s]", watched.job.function, watched.key)
+                logger.exception("watchdog: job %s", watched.name)
             time.sleep(TICK)
 
     def _look(self, watched: _Watched) -> None:
@@ -148,13 +152,18 @@ class Watchdog:
         if watched.cancel_at is None and now >= watched.next_check:
             watched.next_check = now + conf.CANCEL_CHECK_INTERVAL
             if self._cancel_requested(watched):
-                logger.info("job %s[%s]: cancel requested", watched.job.function, watched.key)
+                logger.info("job %s: cancel requested", watched.name)
                 watched.context.cancel_requested = True
                 watched.cancel_at = now + conf.CANCEL_GRACE
+        if not timelimits.body_running(watched.thread):
+            # Not started yet, or returned: what follows the body is never interrupted.
+            return
         if watched.soft_at is not None and not watched.soft_sent and now >= watched.soft_at:
             watched.soft_sent = True
             assert watched.soft is not None
             self._raise_soft(watched, SoftTimeLimitExceeded(soft_message(watched.soft)))
+        elif watched.pending and now >= watched.resend_at:
+            self._signal(watched)  # the handler found the thread outside the body: again
         if watched.hard_at is not None and now >= watched.hard_at:
             assert watched.hard is not None
             self._end(watched, Status.FAILED, hard_message(watched.hard))
@@ -168,31 +177,41 @@ class Watchdog:
 
     def _cancel_requested(self, watched: _Watched) -> bool:
         try:
-            return cancelling.is_requested(watched.job.function, watched.key)
+            return watched.claim.cancel_requested()  # for this run only
         except DatabaseError as exc:
             logger.warning("watchdog: cannot look for a cancel request: %s", exc)
-            close_old_connections()
+            records.drop_broken_connections()
             return False
 
     # -- soft limit ---------------------------------------------------------------------
     def _raise_soft(self, watched: _Watched, exc: BaseException) -> None:
-        logger.warning("job %s[%s]: %s", watched.job.function, watched.key, exc)
+        logger.warning("job %s: %s", watched.name, exc)
         with self._lock:
             if self._current is not watched:
                 return  # it ended meanwhile
             if watched.thread == self._main and self._handler_installed:
                 watched.pending.append(exc)
-                # Interrupts a sleep or a blocking read with EINTR; the handler raises.
-                signal.pthread_kill(watched.thread, SOFT_SIGNAL)
+                self._signal(watched)
                 return
             # Another thread (a worker run in a thread): raised at its next bytecode.
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(watched.thread), ctypes.py_object(type(exc))
             )
 
-    def _on_soft_signal(self, signum: int, frame: object) -> None:
+    def _signal(self, watched: _Watched) -> None:
+        # Interrupts a sleep or a blocking read with EINTR; the handler raises.
+        watched.resend_at = time.monotonic() + RESEND
+        signal.pthread_kill(watched.thread, SOFT_SIGNAL)
+
+    def _on_soft_signal(self, signum: int, frame: FrameType | None) -> None:
         watched = self._current
-        if watched is not None and watched.pending:
+        # Raised only inside the task's body: never in the worker's code that called it
+        # (before the body, or after it returned), which must not be interrupted.
+        if (
+            watched is not None
+            and watched.pending
+            and timelimits.inside_body(watched.thread, frame)
+        ):
             raise watched.pending.pop()
 
     # -- ending a job -------------------------------------------------------------------
@@ -202,28 +221,36 @@ class Watchdog:
         if self._current is not watched:
             self._lock.release()
             return
-        function, key = watched.job.function, watched.key
-        logger.error("job %s[%s] %s: %s", function, key, status.value, error)
+        claim = watched.claim
+        logger.error("job %s %s: %s", claim.name, status.value, error)
         try:
-            running = Job.objects.for_key(function, key).running()
-            if watched.execution:  # a copy that took over the claim keeps the record
-                running = running.filter(execution=watched.execution)
-            running.end(status, error)
+            written = claim.end(status, {"error": error}, by="watchdog")
         except DatabaseError:
             # Unrecorded, the job is requeued when the process ends; its next worker
             # runs it again (MAX_ATTEMPTS bounds that).
-            logger.exception("job %s[%s]: the outcome was not recorded", function, key)
+            logger.exception("job %s: the outcome was not recorded", claim.name)
         else:
-            with contextlib.suppress(Exception):
-                watched.job.send(Command.WORK_FAIL)
-            try:
-                signals.send_finished(function, key)  # the outcome is committed
-            except Exception:
-                logger.exception("job %s[%s]: a job_finished receiver failed", function, key)
+            if written:
+                with contextlib.suppress(Exception):
+                    claim.send_final(Command.WORK_FAIL)
+                try:
+                    signals.send_finished(claim.function, claim.key)  # the outcome is committed
+                except Exception:
+                    logger.exception("job %s: a job_finished receiver failed", claim.name)
+            elif claim.state == ENDED:
+                # The run's own outcome came first: nothing is left to stop.
+                self._lock.release()
+                return
+            else:
+                logger.error(
+                    "job %s: this run lost its claim: nothing recorded or sent, the task is "
+                    "stopped",
+                    claim.name,
+                )
         if self.end_process is None:
             # A worker in a thread of a test: nothing can stop the thread; let it go on.
             self._current = None
             self._lock.release()
             return
-        logger.error("ending worker process to stop job %s[%s]", function, key)
+        logger.error("ending worker process to stop job %s", claim.name)
         self.end_process()

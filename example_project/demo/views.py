@@ -28,8 +28,11 @@ def index(request: HttpRequest) -> HttpResponse:
         data = form.cleaned_data
         if not request.session.session_key:
             request.session.save()  # anonymous visitors own their jobs through the session
-        # Only to tell the visitor what happened; submit() itself decides.
+        # To tell the visitor what happened (submit() itself decides), and to refuse
+        # running someone else's finished job again: a rerun takes the record over.
         before = Job.objects.for_key(slow.name, data["key"]).first() if data["key"] else None
+        if before is not None and data["rerun"] and not owns(request, before):
+            return _taken(request, form)
         try:
             job = submit(
                 slow,
@@ -43,11 +46,7 @@ def index(request: HttpRequest) -> HttpResponse:
             form.add_error(None, str(exc))
         else:
             if not may_see(request, job):
-                form.add_error(
-                    "key", "A job with this key belongs to someone else: choose another key."
-                )
-                context = {"form": form, "recent": recent(request)}
-                return render(request, "demo/index.html", context)
+                return _taken(request, form)
             if before is not None and before.is_active:
                 messages.info(
                     request,
@@ -61,6 +60,11 @@ def index(request: HttpRequest) -> HttpResponse:
                     "Tick “Run again if finished” to start it anew.",
                 )
             return redirect("demo:job", function=job.function, key=job.key)
+    return render(request, "demo/index.html", {"form": form, "recent": recent(request)})
+
+
+def _taken(request: HttpRequest, form: SlowJobForm) -> HttpResponse:
+    form.add_error("key", "A job with this key belongs to someone else: choose another key.")
     return render(request, "demo/index.html", {"form": form, "recent": recent(request)})
 
 

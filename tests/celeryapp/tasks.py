@@ -164,3 +164,32 @@ def reindex(self, log_path, gate=None, tag=""):
     while gate and not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return tag
+
+
+# -- the edges of exactly once (tests/worker/test_claim.py, test_timelimits.py) ----------
+
+
+def _wait_for(gate, seconds=30):
+    deadline = time.monotonic() + seconds
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@shared_task(bind=True, max_retries=3)
+def retry_once(self, log_path, gate):
+    """Logs its start (with the retry count), waits for ``gate``, retries once."""
+    with open(log_path, "a") as log:
+        log.write(f"start-{self.request.retries}\n")
+    _wait_for(gate)
+    if self.request.retries == 0:
+        raise self.retry(countdown=0)
+    return "retried"
+
+
+@shared_task(soft_time_limit=1.0, time_limit=20)
+def gated_step(x, gate, log_path):
+    """Returns once ``gate`` exists (well within its soft limit), logging that it did."""
+    _wait_for(gate, 0.8)
+    with open(log_path, "a") as log:
+        log.write(f"returned-{x}\n")
+    return x + 1

@@ -232,3 +232,21 @@ def fail_after(gate, message):
     while not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     raise ValueError(message)
+
+
+@task(name="tests.solo", concurrency=1)
+def solo(log_path, pause=1.0):
+    """At most one runs at once anywhere: logs its start and end with the time."""
+    _log(log_path, f"start {time.time():.6f} {os.getpid()}")
+    time.sleep(pause)
+    _log(log_path, f"end {time.time():.6f} {os.getpid()}")
+
+
+@task(name="tests.gated_limit", time_limit=3)
+def gated_limit(log_path, gate):
+    """Waits for ``gate`` (a hard limit of 3 s), then returns."""
+    _log(log_path, _execution())
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "opened"

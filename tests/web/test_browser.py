@@ -260,6 +260,18 @@ def test_the_demo_shows_a_job_only_to_whoever_started_it(site: Site, browser: An
     stranger.get_by_label("Key").fill("private-figures")
     stranger.get_by_role("button", name="Start").click()
     assert "belongs to someone else" in stranger.content()
+    # Nor does running it again once it finished (review 3, finding 6): that would
+    # take the owner's record over, and the owner's token would follow the new run.
+    page.goto(job_url)
+    page.wait_for_selector("[data-gearattach][data-state=complete]", state="attached")
+    (before,) = [row for row in site.jobs("example.slow") if row[0] == "private-figures"]
+    stranger.get_by_label("Key").fill("private-figures")
+    stranger.get_by_label("Run again if finished").check()
+    stranger.get_by_role("button", name="Start").click()
+    assert "belongs to someone else" in stranger.content()
+    assert [row for row in site.jobs("example.slow") if row[0] == "private-figures"] == [before]
+    page.reload()
+    assert page.locator("[data-gearattach]").count() == 1  # still the owner's job page
     owner.close()
 
 

@@ -68,14 +68,17 @@ def test_the_stored_page_answers_then_serves_stale_while_one_refresh_runs(
     assert (refreshing.run_number, refreshing.run_reason) == (2, RunReason.REFRESH)
     assert refreshing.is_active
 
-    # The token link the notice's widget follows shows the stale page too, then the new one.
-    token_url = stale.content.decode().split('data-outcome-url="')[1].split('"')[0]
-    token_url = token_url.replace("&amp;", "&")
-    assert first in Client().get(token_url).content.decode()
+    # Where the notice's widget goes when the refresh is ready: the page's own URL (no
+    # run's token in it), which shows the stale page until then, then the new one.
+    page_url = stale.content.decode().split('data-outcome-url="')[1].split('"')[0]
+    page_url = page_url.replace("&amp;", "&")
+    assert page_url.startswith(URL)
+    assert "gearattach=" not in page_url
+    assert first in Client().get(page_url).content.decode()
     gate.touch()
     wait_until(lambda: Job.objects.get(pk=job.pk).status == Status.COMPLETE, what="the refresh")
     second = executions(log_path)[1]
-    assert second in Client().get(token_url).content.decode()
+    assert second in Client().get(page_url).content.decode()
     fresh = Client().get(URL, params)
     assert second in fresh.content.decode()
     assert "gearattach-updating" not in fresh.content.decode()

@@ -278,3 +278,41 @@ async def test_the_summary_token_replays_nothing_of_the_users_response(scene: Sc
     mine = await _view(scene.owner.client(), PAGE, "gearattach", owners, HTML)
     assert mine.status_code == 200
     assert SECRET_COLOUR in mine.content.decode()
+
+
+# -- a token is for one run of its job (review 3, finding 6) ---------------------------------
+def _finished_then_rerun_by_someone_else() -> tuple[Person, str, Person, str]:
+    from django.test import RequestFactory
+
+    from django_gearattach import submit
+    from django_gearattach.web.tokens import token_for
+
+    first, _ = _person("first-owner")
+    second, _ = _person("second-owner")
+
+    def token_of(person: Person, job: Any) -> str:
+        request = RequestFactory().get("/")
+        request.user = person.user
+        return token_for(request, job)
+
+    job = submit("tests.add", [20, 22], key="reused-key", owner=first.user)
+    first_token = token_of(first, finish(job))
+    again = submit("tests.add", [1, 1], key="reused-key", rerun=True, owner=second.user)
+    assert again.pk == job.pk  # the same record, now the second owner's run
+    second_token = token_of(second, finish(again))
+    return first, first_token, second, second_token
+
+
+async def test_a_token_never_follows_a_later_run_of_its_job() -> None:
+    """Rerunning a finished key took over its record, and the first owner's token (valid
+    for a day) then followed the new owner's run: its arguments' outcome, at every URL."""
+    first, first_token, second, second_token = await sync_to_async(
+        _finished_then_rerun_by_someone_else
+    )()
+    for url in ("status", "poll", "events", "websocket"):
+        kind, text = await ask(url, first, "/", first_token)
+        assert kind == ABSENT, (url, kind, text)
+        assert '"result": 2' not in text
+        kind, text = await ask(url, second, "/", second_token)
+        assert kind == SUMMARY, (url, kind)  # a plain task's outcome: no page parts
+        assert "2" in text

@@ -160,3 +160,32 @@ def test_the_record_matches_a_real_workers(function, args, settings, gearmand, w
     gearmand.stop()  # immediate mode must not need it
     immediate_job = submit(function, args)
     assert _snapshot(immediate_job) == _snapshot(real_job)
+
+
+@offline
+@pytest.mark.django_db
+def test_submits_start_no_threads_and_leave_no_memory_behind():
+    """Immediate mode runs in users' test suites, thousands of submits a run: a submit
+    must leave no thread behind (no lease keeper, no watchdog), and memory must not grow
+    with the number of submits (Django's and sqlite3's caches fill, then stay)."""
+    import gc
+    import threading
+    import tracemalloc
+
+    def submits(count: int) -> None:
+        for n in range(count):
+            add.submit(n, 2)
+        gc.collect()
+
+    submits(300)  # warm up: compiled statements, imports, bounded caches
+    threads = threading.active_count()
+    tracemalloc.start()
+    try:
+        submits(300)
+        first, _peak = tracemalloc.get_traced_memory()
+        submits(300)
+        second, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert threading.active_count() == threads
+    assert second - first < 300 * 64, f"{second - first} more bytes kept after 300 more submits"

@@ -14,7 +14,14 @@ from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.models import Job, Status
 from django_gearattach.testing import wait_for_workers
 from tests.conftest import executions
-from tests.helpers import AttachThread, foreground_clients, wait_for_status, wait_until
+from tests.helpers import (
+    AttachThread,
+    foreground_clients,
+    key_homed_on,
+    second_copy,
+    wait_for_status,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -121,3 +128,32 @@ def test_children_exit_when_their_supervisor_is_killed(gearmand, worker_factory)
     wait_for_workers(gearmand.address, "tests.add", 2)
     worker.process.kill()  # SIGKILL: the supervisor cannot forward anything
     wait_until(lambda: registered_workers(gearmand.address, "tests.add") == 0, what="no workers")
+
+
+def test_sigterm_while_waiting_on_another_runs_claim_exits_without_starting_the_job(
+    gearmand_factory, worker_factory, settings, monkeypatch, log_path, tmp_path
+):
+    """A worker holds a copy of a job that another run holds the claim of, and waits for
+    its outcome. SIGTERM: it hands the copy back and exits at once, and it does not
+    start the job even when that claim expires meanwhile (its holder is paused)."""
+    a, b = gearmand_factory(), gearmand_factory()
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [a.address, b.address]}
+    monkeypatch.setenv("GEARATTACH_LEASE", "1.5")
+    gate = tmp_path / "gate"
+    key = key_homed_on(a.address, "stop-waiting")
+    holder, waiting = worker_factory([a]), worker_factory([b])
+    wait_for_workers(b.address, "tests.record")
+    submit("tests.record", [str(log_path)], {"gate": str(gate)}, key=key)
+    wait_until(lambda: len(executions(log_path)) == 1, what="the holder's run")
+    second_copy(b.address, "tests.record", key)
+    wait_until(lambda: "runs elsewhere (a live claim)" in waiting.output(), what="the wait")
+    os.kill(holder.pid, signal.SIGSTOP)  # its claim expires while the other stops
+    try:
+        waiting.process.send_signal(signal.SIGTERM)
+        assert waiting.process.wait(10) == 0  # while the holder's run still holds the job
+        assert len(executions(log_path)) == 1  # the stopping worker never started it
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    assert "handed back unrun: the worker stops" in waiting.output()
+    gate.touch()
+    assert wait_for_status("tests.record", key, Status.COMPLETE).attempts == 1

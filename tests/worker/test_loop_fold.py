@@ -20,7 +20,7 @@ from django_gearattach.models import Job, Status
 from django_gearattach.payload import encode_arguments
 from django_gearattach.signals import job_finished
 from django_gearattach.tasks import get_task
-from django_gearattach.worker import loop
+from django_gearattach.worker import claim
 from django_gearattach.worker.loop import Worker
 from tests.helpers import thread_worker, wait_until
 
@@ -132,12 +132,12 @@ def test_a_connection_lost_after_the_fold_requeues_both_and_counts_no_extra_atte
     send_final = Worker._send_final
     failed: list[bytes] = []
 
-    def lose_the_connection_once(self, job, command, *args):
+    def lose_the_connection_once(self, job, command, *args, **kwargs):
         if not failed:
             failed.append(job.unique)
             job.connection.close()
             raise ConnectionFailed(str(job.server), "lost (test)")
-        send_final(self, job, command, *args)
+        send_final(self, job, command, *args, **kwargs)
 
     monkeypatch.setattr(Worker, "_send_final", lose_the_connection_once)
     jobs = _run_two_jobs(gearmand)
@@ -155,7 +155,7 @@ def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_a
 ):
     """An error that outlasts the worker's patience: nothing is lost, the job whose
     outcome was not written runs again."""
-    monkeypatch.setattr(loop, "OUTCOME_PATIENCE", 0.0)
+    monkeypatch.setattr(claim, "OUTCOME_PATIENCE", 0.0)
     failed: list[str] = []
     if FOLDS:
         update_together = records.update_together
@@ -170,11 +170,11 @@ def test_a_database_error_writing_an_outcome_requeues_the_job_and_the_one_held_a
     else:
         finish = Worker._finish
 
-        def fail_the_outcome_once(self, job, key, status, **fields):
+        def fail_the_outcome_once(self, claim, status, fields):
             if not failed:
-                failed.append(key)
+                failed.append(claim.key)
                 raise DatabaseError("the database went away (test)")
-            return finish(self, job, key, status, **fields)
+            return finish(self, claim, status, fields)
 
         monkeypatch.setattr(Worker, "_finish", fail_the_outcome_once)
     jobs = _run_two_jobs(gearmand)
