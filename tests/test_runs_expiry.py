@@ -79,3 +79,11 @@ def test_many_processes_finding_a_finished_key_start_one_run(
     if reason == RunReason.REFRESH:  # what every submit could answer with meanwhile
         assert record.previous_result == {"tag": "first"}
     assert len(starts(log_path)) == 2
+
+
+def test_in_immediate_mode_an_expired_key_runs_again_at_once(gearattach_immediate, log_path):
+    first = submit("tests.probe", [str(log_path)], {"tag": "a"}, key="now-1", max_age=0)
+    assert (first.status, first.result) == (Status.COMPLETE, {"tag": "a"})
+    again = submit("tests.probe", [str(log_path)], {"tag": "b"}, key="now-1", max_age=0)
+    assert (again.status, again.result, again.run_number) == (Status.COMPLETE, {"tag": "b"}, 2)
+    assert len(starts(log_path)) == 2

@@ -102,3 +102,22 @@ def test_the_attachers_of_a_failed_run_follow_its_follow_up(workers, tmp_path):
     last = follower.result()[-1]
     assert (last.event, last.error) == ("failed", "ValueError: second")
     assert Job.objects.get(key="ix4").run_number == 2
+
+
+def test_asubmit_folds_into_the_waiting_follow_up_too(workers, log_path, tmp_path):
+    from asgiref.sync import async_to_sync
+
+    from django_gearattach import asubmit
+
+    gate = tmp_path / "gate"
+    submit("tests.rebuild", [str(log_path)], {"gate": str(gate), "tag": "one"}, key="ix5")
+    wait_for_status("tests.rebuild", "ix5", Status.RUNNING)
+    for n in range(3):
+        job = async_to_sync(asubmit)("tests.rebuild", [str(log_path)], {"tag": f"t{n}"}, key="ix5")
+        assert (job.run_number, job.next_reason) == (1, OnConflict.FOLLOW_UP)
+    gate.touch()
+    wait_until(
+        lambda: Job.objects.filter(key="ix5", run_number=2, status=Status.COMPLETE).exists(),
+        what="the follow-up",
+    )
+    assert [tag for event, _, tag in events(log_path) if event == "start"] == ["one", "t0"]
