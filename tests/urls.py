@@ -20,6 +20,7 @@ urlpatterns = [
     path("offload/redirect/", views.redirecting, name="redirecting"),
     path("offload/csv/", views.csv_export, name="csv-export"),
     path("offload/upload/", views.upload, name="upload"),
+    path("offload/upload-queue/", views.upload_queue, name="upload-queue"),
     path("offload/no-files/", views.no_files, name="no-files"),
     path("offload/broken/", views.broken, name="broken"),
     path("offload/missing/", views.missing, name="missing"),

@@ -166,7 +166,11 @@ def respond(
         return processing_response(
             request, job, template=options.template, shared=options.shared, status=503
         )
-    if _stored_arguments(job).get("signature") != arguments["signature"]:
+    stored = {
+        _stored_arguments(job).get("signature"),
+        _stored_arguments(job, "next").get("signature"),
+    }
+    if arguments["signature"] not in stored:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
     token = token_for(request, job, shared=options.shared)
 
@@ -277,8 +281,11 @@ def _submit(
     return job
 
 
-def _stored_arguments(job: Job) -> dict[str, Any]:
-    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+def _stored_arguments(job: Job, run: str = "current") -> dict[str, Any]:
+    """The request stored for the record's current run, or for the run waiting to
+    follow it (``run="next"``: a follow-up or a replacement, see runs.py)."""
+    stored = job.arguments if run == "current" else job.next_arguments
+    arguments = stored if isinstance(stored, dict) else {}
     kwargs = arguments.get("kwargs")
     return kwargs if isinstance(kwargs, dict) else {}
 

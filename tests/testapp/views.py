@@ -166,6 +166,16 @@ def upload(request: HttpRequest) -> HttpResponse:
     )
 
 
+@offload(key=lambda request: "queue", accept_files=True, on_conflict="follow_up")
+def upload_queue(request: HttpRequest) -> HttpResponse:
+    """Files posted while it runs are handled once more, by one follow-up run."""
+    _record_execution(request)
+    document = request.FILES.getlist("document")[0]
+    content = document.read().decode()
+    _wait_for_gate(request)
+    return HttpResponse(f'<p id="content">{escape(content)}</p>')
+
+
 @offload(accept_files=False)
 def no_files(request: HttpRequest) -> HttpResponse:
     return HttpResponse("<p>never runs with files</p>")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
@@ -21,6 +22,7 @@ from django_gearattach.models import Job, Status
 from django_gearattach.policies import InvalidPolicy, RunReason
 from django_gearattach.web.decorators import OffloadMixin, offload
 from django_gearattach.web.messages import OFFLOAD_FUNCTION
+from django_gearattach.web.responses import open_response
 from tests.conftest import executions
 from tests.helpers import wait_for_status, wait_until
 
@@ -148,3 +150,31 @@ def test_policy_options_on_a_view_without_a_key_are_refused_at_import():
 
         class Report(OffloadMixin, View):
             offload_on_conflict = "newest"
+
+
+def test_files_posted_for_a_follow_up_wait_for_it(cluster, log_path, tmp_path):
+    """``on_conflict="follow_up"`` on a view that takes files: the upload of the request
+    that asked for the follow-up is kept for it (not deleted as another request's)."""
+    client = Client()
+    gate = tmp_path / "gate"
+    first = client.post(
+        "/offload/upload-queue/?log=" + str(log_path) + "&gate=" + str(gate),
+        {"document": SimpleUploadedFile("a.txt", b"first file")},
+    )
+    job = first.context["job"]
+    wait_for_status(OFFLOAD_FUNCTION, job.key, Status.RUNNING)
+    client.post(
+        "/offload/upload-queue/?log=" + str(log_path),
+        {"document": SimpleUploadedFile("b.txt", b"second file")},
+    )
+    assert Job.objects.get(pk=job.pk).next_reason == "follow_up"
+    gate.touch()
+    wait_until(
+        lambda: Job.objects.filter(pk=job.pk, run_number=2, status=Status.COMPLETE).exists(),
+        what="the follow-up",
+    )
+    record = Job.objects.get(pk=job.pk)
+    assert record.error == ""
+    page = open_response(record.result)
+    assert page is not None
+    assert "second file" in page["html"]
