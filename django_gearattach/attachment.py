@@ -39,10 +39,11 @@ against real gearmand):
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec
 
 from asgiref.sync import sync_to_async
 
@@ -61,6 +62,7 @@ from .payload import ATTACH_MARKER, check_key, decode_result
 from .submission import send_successor
 from .tasks import Task, function_name
 
+P = ParamSpec("P")
 EventName = Literal["started", "status", "data", "warning", "complete", "failed", "superseded"]
 
 
@@ -285,6 +287,33 @@ def _run_of(record: Job | None) -> int | None:
 # -- sync ----------------------------------------------------------------------------
 
 
+def _traced(func: Callable[P, Iterator[JobEvent]]) -> Callable[P, Iterator[JobEvent]]:
+    """With GEARATTACH["TRACING"], an attach call records a span (tracing/attaching.py)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Iterator[JobEvent]:
+        if not conf.TRACING:
+            return func(*args, **kwargs)
+        from .tracing.attaching import traced
+
+        return traced(func, args, kwargs)
+
+    return wrapper
+
+
+def _atraced(func: Callable[P, AsyncIterator[JobEvent]]) -> Callable[P, AsyncIterator[JobEvent]]:
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[JobEvent]:
+        if not conf.TRACING:
+            return func(*args, **kwargs)
+        from .tracing.attaching import atraced
+
+        return atraced(func, args, kwargs)
+
+    return wrapper
+
+
+@_traced
 @timed
 def attach(
     job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
@@ -450,6 +479,7 @@ def _relay(
 # -- async ---------------------------------------------------------------------------
 
 
+@_atraced
 @atimed
 async def aattach(
     job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None

@@ -148,8 +148,16 @@ def _value_problem(name: str) -> str:
         return f"cannot be read ({exc})"
     if name == "DEFAULT_PRIORITY" and value not in ("high", "normal", "low"):
         return 'must be "high", "normal" or "low"'
-    if name == "IMMEDIATE" and not isinstance(_user_settings()[name], bool):
+    booleans = {"IMMEDIATE", "TRACING", "TRACE_CONTEXT_IN_PAGE"}
+    if name in booleans and not isinstance(_user_settings()[name], bool):
         return "must be True or False"
+    if name == "TRACE_URL" and value and "{trace_id}" not in value:
+        return 'must contain "{trace_id}", where the trace id goes'
+    if name == "TRACING" and value and find_spec("opentelemetry.trace") is None:
+        return (
+            "needs OpenTelemetry's API, which is not installed: "
+            'pip install "django-gearattach[otel]"'
+        )
     if name in _POSITIVE and not value > 0:
         return "must be greater than 0"
     negative_ok = {"PROGRESS_WRITE_INTERVAL", "RECOVERY_GRACE", "CANCEL_GRACE"}

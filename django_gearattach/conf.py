@@ -72,6 +72,14 @@ DEFAULTS: dict[str, Any] = {
     # seconds a cancelled task has to stop by itself before its process is ended.
     "CANCEL_CHECK_INTERVAL": 0.5,
     "CANCEL_GRACE": 5.0,
+    # OpenTelemetry traces (the otel extra, docs/tracing.rst): the caller's trace context
+    # travels with each job, and workers and attachers record spans. Off: nothing of
+    # OpenTelemetry is imported.
+    "TRACING": False,
+    # The processing page tells a frontend tracer the job's trace (<meta name="traceparent">).
+    "TRACE_CONTEXT_IN_PAGE": False,
+    # A link for trace ids on the admin dashboard, e.g. "https://jaeger.example/trace/{trace_id}".
+    "TRACE_URL": "",
 }
 
 
@@ -219,6 +227,18 @@ class Settings:
     @property
     def CANCEL_GRACE(self) -> float:
         return float(self._get("CANCEL_GRACE"))
+
+    @property
+    def TRACING(self) -> bool:
+        return bool(self._get("TRACING"))
+
+    @property
+    def TRACE_CONTEXT_IN_PAGE(self) -> bool:
+        return bool(self._get("TRACE_CONTEXT_IN_PAGE"))
+
+    @property
+    def TRACE_URL(self) -> str:
+        return str(self._get("TRACE_URL") or "")
 
 
 conf = Settings()

@@ -1,13 +1,16 @@
 """What travels in Gearman packets: JSON arguments, JSON results, the attach marker.
 
 Arguments are ``{"args": [...], "kwargs": {...}}`` or empty for none, so the stock
-``gearman`` CLI can submit jobs. Never pickle: a worker must not execute what a
-client sends.
+``gearman`` CLI can submit jobs. With ``GEARATTACH["TRACING"]`` on, a submitter in a
+traced request or task adds the caller's W3C trace context under ``"trace"``
+(:mod:`django_gearattach.tracing`); every worker accepts that key, traced or not. Never
+pickle: a worker must not execute what a client sends.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +19,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from .exceptions import BadPayload, InvalidKey
 from .gearman.protocol import MAX_UNIQUE_BYTES, check_unique
+
+#: The payload's (and the record's ``arguments``') key for the submitter's trace context.
+TRACE = "trace"
+_KEYS = frozenset({"args", "kwargs", TRACE})
 
 #: Sent as the data of an attach request. A worker that receives it answers from the
 #: job record instead of running anything the payload says.
@@ -50,7 +57,11 @@ def encode_arguments(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None 
 
 
 def decode_arguments(data: bytes) -> tuple[list[Any], dict[str, Any]]:
-    """Parse job data; raise :class:`BadPayload` with a message saying what was wrong."""
+    """Parse job data; raise :class:`BadPayload` with a message saying what was wrong.
+
+    A ``"trace"`` key (the submitter's trace context) is accepted and left out: see
+    :func:`trace_of`.
+    """
     if not data.strip():
         return [], {}
     try:
@@ -59,12 +70,43 @@ def decode_arguments(data: bytes) -> tuple[list[Any], dict[str, Any]]:
         raise BadPayload(
             'job data is not JSON; send {"args": [...], "kwargs": {...}} or nothing'
         ) from exc
-    if not isinstance(value, dict) or not set(value) <= {"args", "kwargs"}:
-        raise BadPayload('job data must be a JSON object with only "args" and "kwargs"')
+    if not isinstance(value, dict) or not value.keys() <= _KEYS:
+        raise BadPayload(
+            'job data must be a JSON object with only "args" and "kwargs" (and "trace")'
+        )
     args, kwargs = value.get("args", []), value.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise BadPayload('"args" must be a JSON array and "kwargs" a JSON object')
     return args, kwargs
+
+
+#: A W3C ``traceparent``: version 00, a trace id and a span id that are not all zeros.
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def trace_of(arguments: Any, offloaded: bool = False) -> dict[str, Any] | None:
+    """The trace context stored with a job (in its record's ``arguments``, or its decoded
+    payload), or None. An offloaded request (``offloaded``) keeps it in its signed request.
+
+    It came through gearmand: the caller checks what it uses of it.
+    """
+    if not isinstance(arguments, dict):
+        return None
+    holder: Any = arguments
+    if offloaded:
+        kwargs = arguments.get("kwargs")
+        holder = kwargs.get("request") if isinstance(kwargs, dict) else None
+        if not isinstance(holder, dict):
+            return None
+    carrier = holder.get(TRACE)
+    return carrier if isinstance(carrier, dict) else None
+
+
+def traceparent_of(arguments: Any, offloaded: bool = False) -> str | None:
+    """The stored job's ``traceparent``, if it is well formed; else None."""
+    carrier = trace_of(arguments, offloaded)
+    value = None if carrier is None else carrier.get("traceparent")
+    return value if isinstance(value, str) and _TRACEPARENT.fullmatch(value) else None
 
 
 def is_attach_marker(data: bytes) -> bool:

@@ -377,3 +377,20 @@ def load(targets: list[tuple[str, str]]) -> list[Job | None]:
         for job in Job.objects.filter(function=function, key__in=keys).order_by():
             found[job.function, job.key] = mark_read(job)
     return [found.get(target) for target in targets]
+
+
+def attempts(function: str, key: str) -> int | None:
+    """The record's ``attempts`` (the starts of its current run), or None: one column
+    of one row, for the span of a traced run (tracing/run.py)."""
+    alias = router.db_for_read(Job)
+    conn, table = _table(alias)
+    sql = _cache.get(("attempts", alias))
+    if sql is None:
+        q = conn.ops.quote_name
+        sql = _cache["attempts", alias] = (
+            f"SELECT {q('attempts')} FROM {table} WHERE {q('function')} = %s AND {q('key')} = %s"
+        )
+    with _cursor(conn) as cursor:
+        cursor.execute(sql, [function, key])
+        row = cursor.fetchone()
+    return None if row is None else int(row[0])

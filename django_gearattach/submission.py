@@ -39,7 +39,7 @@ from .gearman.errors import ConnectionFailed, GearmanError
 from .gearman.protocol import Priority
 from .gearman.rendezvous import Address
 from .models import Job, Status, ended
-from .payload import ATTACH_MARKER, check_key, encode_arguments, new_key
+from .payload import ATTACH_MARKER, TRACE, check_key, dumps, encode_arguments, new_key
 from .policies import KeyPolicy, OnConflict, RunReason
 from .runs import Prepared
 from .scheduling import schedule
@@ -84,6 +84,11 @@ class _Request:
         self.owner_id = owner.pk if owner is not None and owner.is_authenticated else None
         self.session_hash = session_hash(session_key)
         self.servers = servers_for(self.function, self.key)
+        if conf.TRACING:
+            self._carry_trace()
+        self._mark_if_replaced()
+
+    def _mark_if_replaced(self) -> None:
         if self.caller_key and self.policy.on_conflict == OnConflict.REPLACE:
             # Latest wins: the worker reads the arguments from the record once it has
             # marked the run running, so a later submit may still replace them.
@@ -103,9 +108,26 @@ class _Request:
             return None
         return records.get(self.function, self.key)
 
+    def _carry_trace(self, rerun_of: Job | None = None) -> None:
+        """Add the caller's trace context to the job (only with GEARATTACH["TRACING"],
+        which imports OpenTelemetry; an offloaded request signs it into its request)."""
+        from .tracing.carrier import carrier_for, offloaded
+
+        if offloaded(self.function):
+            return
+        self.arguments.pop(TRACE, None)
+        run_at = self.schedule.run_at.timestamp() if self.schedule else None
+        carrier = carrier_for(self.function, self.key, rerun_of, run_at)
+        if carrier is not None:
+            self.arguments[TRACE] = carrier
+            self.data = dumps(self.arguments)
+
     def restart(self, job: Job, reason: RunReason) -> bool:
         """Start the finished ``job``'s next run with this request's arguments, owned by
         who asked for it; False when another submit changed the record first."""
+        if conf.TRACING:
+            self._carry_trace(rerun_of=job)
+            self._mark_if_replaced()
         return runs.restart(
             job,
             reason,

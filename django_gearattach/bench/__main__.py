@@ -10,6 +10,8 @@ the key policies under load (:mod:`.policies`).
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
 import os
 import platform
@@ -52,7 +54,9 @@ def _drop_pg(url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _e2e(url: str, server: str, jobs: int, window: int, workers: int) -> dict[str, float]:
+def _e2e(
+    url: str, server: str, jobs: int, window: int, workers: int, tracing: str = ""
+) -> dict[str, Any]:
     cmd = [
         sys.executable,
         "-m",
@@ -64,7 +68,8 @@ def _e2e(url: str, server: str, jobs: int, window: int, workers: int) -> dict[st
         str(window),
         str(workers),
     ]
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    env = {**os.environ, "GEARATTACH_BENCH_TRACING": tracing} if tracing else None
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -90,6 +95,11 @@ def main() -> int:
         help="measure the key policies instead: 1,000 triggers of a follow_up key, and "
         "1,000 requests of a stale shared page, from 8 processes (SQLite)",
     )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the async row with tracing off, then on (OpenTelemetry's SDK, spans dropped)",
+    )
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
     parser.add_argument(
@@ -108,6 +118,8 @@ def main() -> int:
         return _fanout(args.sockets, args.fanout_jobs, args.server)
     if args.policies:
         return _policies()
+    if args.tracing:
+        return _tracing(args)
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -168,6 +180,45 @@ def _policies() -> int:
         s["refreshes"] == 1 and s["stored"] == s["visitors"] for s in figures["stale"]
     )
     return 0 if exact else 1
+
+
+def _tracing(args: argparse.Namespace) -> int:
+    """Each database's end-to-end rows with the app's tracing off, then on, in one run.
+
+    Both have OpenTelemetry's SDK (spans dropped) and a request's span around each
+    submit, as a traced site has: what differs is the app's own tracing."""
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        print("--tracing needs opentelemetry-sdk: pip install -e '.[test]'", file=sys.stderr)
+        return 2
+    from .tracing import report
+
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"{args.jobs} jobs, {args.window} in flight; {args.workers} worker processes\n")
+    columns: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
+    with Gearmand() as gearmand:
+        measure = functools.partial(
+            _e2e, server=gearmand.address, jobs=args.jobs, window=args.window, workers=args.workers
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            off = measure(f"sqlite:///{tmp}/off.sqlite3", tracing="sdk")
+            on = measure(f"sqlite:///{tmp}/on.sqlite3", tracing="on")
+            columns.append(("SQLite (WAL)", off, on))
+        if not args.no_postgres:
+            pair: list[dict[str, Any] | None] = []
+            for tracing in ("sdk", "on"):
+                scratch = _pg_database(args.pg_url)
+                if scratch is None:
+                    pair.append(None)
+                    continue
+                try:
+                    pair.append(measure(f"{scratch[0]}?{PREPARED}", tracing=tracing))
+                finally:
+                    _drop_pg(args.pg_url, scratch[1])
+            columns.append(("PG prepared", pair[0], pair[1]))
+    print(report(columns))
+    return 0
 
 
 def _fanout(sockets: int, jobs: int, server: str) -> int:

@@ -8,6 +8,7 @@ The client starts the worker processes, measures, and prints one JSON line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import cProfile
 import json
 import os
@@ -26,6 +27,9 @@ from django.conf import settings
 from ..testing import wait_for_workers
 
 QUERIES = {"count": 0}
+#: Set by ``--tracing``: "sdk" sets OpenTelemetry's SDK up (an exporter that drops every
+#: span) and submits each job inside a request's span; "on" also turns the app's tracing on.
+TRACING_ENV = "GEARATTACH_BENCH_TRACING"
 
 
 def database(url: str) -> dict[str, Any]:
@@ -44,13 +48,19 @@ def database(url: str) -> dict[str, Any]:
 
 
 def configure(url: str, server: str) -> None:
+    sdk = os.environ.get(TRACING_ENV, "")
+    traced = sdk == "on"
     settings.configure(
         INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django_gearattach"],
         DATABASES={"default": database(url)},
         USE_TZ=True,
-        GEARATTACH={"SERVERS": [server]},
+        GEARATTACH={"SERVERS": [server], "TRACING": traced},
         LOGGING_CONFIG=None,
     )
+    if sdk:
+        from .tracing import set_up_sdk
+
+        set_up_sdk()
     django.setup()
     from django.db.backends.signals import connection_created
 
@@ -165,13 +175,16 @@ async def _drive(jobs: int, window: int) -> float:
         queue.put_nowait(i)
     failures = []
 
+    request = _request_span()
+
     async def one_lane() -> None:
         while not queue.empty():
             queue.get_nowait()
-            job = await asubmit(NOOP)
-            last = None
-            async for event in aattach(job, timeout=60):
-                last = event
+            with request():  # traced: each job is submitted and awaited in a request's span
+                job = await asubmit(NOOP)
+                last = None
+                async for event in aattach(job, timeout=60):
+                    last = event
             if last is None or last.event != "complete":
                 failures.append(last)
 
@@ -181,6 +194,14 @@ async def _drive(jobs: int, window: int) -> float:
     if failures:
         raise RuntimeError(f"{len(failures)} jobs did not complete: {failures[:3]}")
     return jobs / elapsed
+
+
+def _request_span() -> Any:
+    if not os.environ.get(TRACING_ENV):
+        return contextlib.nullcontext
+    from .tracing import request_span
+
+    return request_span
 
 
 class _Phase:

@@ -11,7 +11,7 @@ from django.urls import NoReverseMatch, reverse
 from ..conf import conf
 from ..health import ServerHealth, probe_all
 from . import charts
-from .queries import FunctionStats, Snapshot
+from .queries import FunctionStats, Snapshot, exemplar_traces
 
 #: The panels, in page order; each is a template in gearattach/dashboard/.
 PANELS = ("throughput", "latency", "servers", "lists")
@@ -34,6 +34,13 @@ def _link(base: str, snapshot: Snapshot, function: str, **extra: str) -> str:
     return f"{base}?{urlencode(query)}" if base else ""
 
 
+def _trace(trace_id: str | None) -> dict[str, str] | None:
+    if trace_id is None:
+        return None
+    url = conf.TRACE_URL.replace("{trace_id}", trace_id) if conf.TRACE_URL else ""
+    return {"id": trace_id, "url": url}
+
+
 def render(snapshot: Snapshot, health: Sequence[ServerHealth], changelist: str) -> dict[str, str]:
     """Each panel's HTML, keyed by its name."""
     scale_run = max((f.run.get(0.99, 0.0) for f in snapshot.functions), default=0.0)
@@ -50,12 +57,15 @@ def render(snapshot: Snapshot, health: Sequence[ServerHealth], changelist: str) 
         for f in snapshot.functions
     ]
 
-    def listed(items: list[FunctionStats], **extra: str) -> list[dict[str, object]]:
+    def listed(
+        items: list[FunctionStats], traces: dict[str, str] | None = None, **extra: str
+    ) -> list[dict[str, object]]:
         return [
             {
                 "stats": f,
                 "p95": charts.seconds(f.run.get(0.95)),
                 "url": _link(changelist, snapshot, f.function, **extra),
+                "trace": _trace(traces.get(f.function)) if traces else None,
             }
             for f in items
         ]
@@ -74,7 +84,11 @@ def render(snapshot: Snapshot, health: Sequence[ServerHealth], changelist: str) 
         "legend": charts.legend(),
         "rows": rows,
         "servers": health,
-        "slowest": listed(snapshot.slowest),
+        # With tracing, the trace of the job behind each p95 figure: one small query.
+        "slowest": listed(
+            snapshot.slowest,
+            exemplar_traces(snapshot.slowest) if conf.TRACING else None,
+        ),
         "failing": listed(snapshot.failing, status__in="failed,lost"),
     }
     return {

@@ -33,6 +33,8 @@ from django.db.models.functions import Ceil, Coalesce, RowNumber, TruncMinute
 from django.utils import timezone
 
 from ..models import FINISHED, Job, Status
+from ..payload import traceparent_of
+from ..web.messages import OFFLOAD_FUNCTION
 
 PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 PERCENTILES = (0.5, 0.95, 0.99)
@@ -59,6 +61,8 @@ class FunctionStats:
     counts: dict[str, int] = field(default_factory=dict)
     wait: dict[float, float] = field(default_factory=dict)  # percentile -> seconds
     run: dict[float, float] = field(default_factory=dict)
+    #: The job at each run-time percentile (its pk): the exemplar behind the figure.
+    exemplars: dict[float, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -154,11 +158,11 @@ def percentiles(since: datetime) -> dict[str, FunctionStats]:
             run_rank=Window(RowNumber(), partition_by=[F("function")], order_by=F("run").asc()),
         )
         .filter(wanted)
-        .values_list("function", "total", "wait_rank", "wait", "run_rank", "run")
+        .values_list("function", "total", "wait_rank", "wait", "run_rank", "run", "pk")
         .order_by()
     )
     stats: dict[str, FunctionStats] = {}
-    for function, total, wait_rank, wait, run_rank, run in rows:
+    for function, total, wait_rank, wait, run_rank, run, pk in rows:
         entry = stats.setdefault(function, FunctionStats(function))
         for p in PERCENTILES:
             rank = math.ceil(total * p)
@@ -166,7 +170,22 @@ def percentiles(since: datetime) -> dict[str, FunctionStats]:
                 entry.wait[p] = max(_seconds(wait), 0.0)
             if run_rank == rank:
                 entry.run[p] = max(_seconds(run), 0.0)
+                entry.exemplars[p] = pk
     return stats
+
+
+def exemplar_traces(functions: list[FunctionStats], p: float = 0.95) -> dict[str, str]:
+    """The trace id of each function's exemplar job at percentile ``p`` (those whose
+    submitter was traced): one query, for the few functions listed."""
+    pks = [f.exemplars[p] for f in functions if p in f.exemplars]
+    if not pks:
+        return {}
+    found = {}
+    for function, arguments in Job.objects.filter(pk__in=pks).values_list("function", "arguments"):
+        parent = traceparent_of(arguments, offloaded=function == OFFLOAD_FUNCTION)
+        if parent is not None:
+            found[function] = parent.split("-")[1]
+    return found
 
 
 def outcomes(since: datetime) -> dict[str, dict[str, int]]:

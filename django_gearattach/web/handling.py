@@ -21,7 +21,7 @@ from django.utils.cache import patch_vary_headers
 from ..conf import conf
 from ..exceptions import SubmitFailed
 from ..models import Job, Status
-from ..payload import new_key
+from ..payload import TRACE, new_key
 from ..policies import DEFAULT, KeyPolicy
 from ..sealing import keyed_hash
 from ..submission import submit
@@ -149,6 +149,8 @@ def respond(
         sensitive=sensitive,
         headers=options.headers,
     )
+    if conf.TRACING:
+        _carry_trace(data, job_key)
     arguments = {"view": path, "request": data, "signature": sign(path, data, job_key)}
     response: HttpResponseBase
     try:
@@ -197,6 +199,15 @@ def respond(
         identity = Identity() if new_session else Identity.of_request(request)
         return Deferred(job, wait, client_of(identity, request.META.get("REMOTE_ADDR")), answer)
     return answer(job)
+
+
+def _carry_trace(data: dict[str, Any], key: str) -> None:
+    """The caller's trace context, in the request: signed with it, as the worker checks."""
+    from ..tracing.carrier import carrier_for  # OpenTelemetry, only with GEARATTACH["TRACING"]
+
+    carrier = carrier_for(OFFLOAD_FUNCTION, key)
+    if carrier is not None:
+        data[TRACE] = carrier
 
 
 def _queue_full(options: Options, path: str, request: HttpRequest) -> bool:

@@ -26,16 +26,20 @@ import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import records
 from ..attachment import aattach
 from ..batching import Batcher
+from ..conf import conf
 from ..exceptions import JobNotFound
 from ..models import Job
 from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
+
+if TYPE_CHECKING:
+    from ..tracing.attaching import Waiter
 
 logger = logging.getLogger("django_gearattach.web.hub")
 
@@ -87,6 +91,8 @@ class JobFeed:
         self.id = next(_feed_ids)
         self.seq = 0
         self.latest: dict[str, Message] = {}
+        #: The job's record once the feed has it (the subscribers' spans link to its trace).
+        self.record = record
         #: Each subscriber's delivery callback, called once per message, in order.
         self.subscribers: set[Callable[[Message], None]] = set()
         # A context of its own, not the first subscriber's request's: the feed
@@ -126,6 +132,7 @@ class JobFeed:
                 record = await _load((self.function, self.key))
             if record is None:
                 raise JobNotFound(self.function, self.key)
+            self.record = record
             if record.is_active:
                 for payload in snapshot(record):
                     self.publish(payload)
@@ -239,11 +246,19 @@ class Hub:
         """
         feed = self._feed(function, key, record)
         subscription = Subscription(feed, feed.backlog())
-        feed.subscribe(subscription.put)
+        waiter = _waiter(feed)
+        put: Callable[[Message], None] = subscription.put
+        if waiter is not None:
+            for message in subscription.messages:
+                waiter.hear(message)
+            put = waiter.wrap(put)
+        feed.subscribe(put)
         try:
             yield subscription
         finally:
-            feed.unsubscribe(subscription.put)
+            feed.unsubscribe(put)
+            if waiter is not None:
+                waiter.leave()
 
     def listen(
         self,
@@ -260,10 +275,14 @@ class Hub:
         that stops the delivery.
         """
         feed = self._feed(function, key, record)
+        waiter = _waiter(feed)
+        if waiter is not None:
+            deliver = waiter.wrap(deliver)
         for message in feed.backlog():
             deliver(message)
         feed.subscribe(deliver)
-        return functools.partial(feed.unsubscribe, deliver)
+        stop = functools.partial(feed.unsubscribe, deliver)
+        return stop if waiter is None else waiter.stopping(stop)
 
     def _feed(self, function: str, key: str, record: Job | None) -> JobFeed:
         feed = self.feeds.get((function, key))
@@ -295,6 +314,15 @@ class Hub:
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feed.task
+
+
+def _waiter(feed: JobFeed) -> Waiter | None:
+    """A subscriber's span, with GEARATTACH["TRACING"] (tracing/attaching.py)."""
+    if not conf.TRACING:
+        return None
+    from ..tracing.attaching import Waiter
+
+    return Waiter(feed)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -13,7 +13,9 @@ from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
+from ..conf import conf
 from ..models import Job, Status
+from ..payload import traceparent_of
 from .messages import OFFLOAD_FUNCTION, complete_message, failed_message
 from .responses import open_response, replay
 from .tokens import token_for
@@ -45,8 +47,10 @@ def processing_response(
     The token is bound to the requesting user (or session) unless ``shared``. The
     template (default ``gearattach/processing.html``) gets ``job``, ``token``,
     ``outcome`` (the finished job's complete/failed message, else None),
-    ``outcome_url`` and ``swap`` (``"document"`` for offloaded views: their HTML
-    replaces the page). The status is 202 while the job is queued or running.
+    ``outcome_url``, ``swap`` (``"document"`` for offloaded views: their HTML
+    replaces the page) and ``traceparent`` (the job's trace context for a frontend
+    tracer, with ``GEARATTACH["TRACE_CONTEXT_IN_PAGE"]``; else empty). The status is
+    202 while the job is queued or running.
     """
     token = token or token_for(request, job, shared=shared)
     offloaded = job.function == OFFLOAD_FUNCTION
@@ -63,11 +67,20 @@ def processing_response(
         "outcome": outcome,
         "outcome_url": outcome_url(request, token) if offloaded else "",
         "swap": "document" if offloaded else "",
+        "traceparent": _traceparent(job, offloaded),
         **(context or {}),
     }
     response = render(request, template or DEFAULT_TEMPLATE, page, status=status)
     add_never_cache_headers(response)
     return response
+
+
+def _traceparent(job: Job, offloaded: bool) -> str:
+    """The trace the job belongs to, checked well formed (it was stored from gearmand's
+    side too); empty unless the setting asks for it."""
+    if not conf.TRACE_CONTEXT_IN_PAGE:
+        return ""
+    return traceparent_of(job.arguments, offloaded) or ""
 
 
 def outcome_response(

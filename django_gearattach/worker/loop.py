@@ -29,7 +29,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError, IntegrityError
 from django.db.models import F
@@ -54,6 +54,9 @@ from .claim import ENDED, OUTCOME_PATIENCE, Claim, patiently
 from .recovery import Sweeper
 from .reporting import Reporter
 from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from ..tracing.run import RunTracer
 
 __all__ = ["OUTCOME_PATIENCE", "Worker"]
 
@@ -102,6 +105,8 @@ class Worker:
             self.watchdog.on_tick = self.throttles.renew
         #: Called after each job; True ends the process after it (``--max-memory-per-child``).
         self.recycle_after: Callable[[], bool] | None = None
+        #: The span around each run, with GEARATTACH["TRACING"] (tracing/run.py).
+        self.tracing = _run_tracer(self.watchdog) if conf.TRACING else None
 
     def stop(self) -> None:
         """Finish the current job, then return from :meth:`run`."""
@@ -228,16 +233,17 @@ class Worker:
         if not isinstance(payload, bytes):
             # Latest wins: a waiting run's arguments may be replaced in the record until
             # it is marked running (runs.py); the ones it runs are read once it is.
-            args, kwargs = self._arguments_now(job, key, args, kwargs)
-        return self._run(claim, args, kwargs)
+            payload = self._arguments_now(job, key, payload)
+            args, kwargs = _split(payload)
+        return self._run(claim, args, kwargs, payload)
 
     def _arguments_now(
-        self, job: Assignment, key: str, args: list[Any], kwargs: dict[str, Any]
-    ) -> tuple[list[Any], dict[str, Any]]:
+        self, job: Assignment, key: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
         record = records.get(job.function, key, ("arguments",))
-        if record is None or record.arguments is None:
-            return args, kwargs
-        return _split(record.arguments)
+        if record is None or not isinstance(record.arguments, dict):
+            return arguments
+        return record.arguments
 
     def _put_back(self, job: Assignment, key: str, epoch: int) -> str:
         """A marker for a scheduled job, before its time: give it back for its time.
@@ -387,7 +393,13 @@ class Worker:
             signals.send_finished(job.function, key)
         return self._send_error(job, message)
 
-    def _run(self, claim: Claim, args: list[Any], kwargs: dict[str, Any]) -> str:
+    def _run(
+        self,
+        claim: Claim,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        payload: bytes | dict[str, Any] = b"",
+    ) -> str:
         # The start signal: gearmand tells attached clients nothing when a job starts, so
         # the worker does, once the running mark is committed (attachers that hear it
         # find the record running). An empty WORK_DATA, which no task report can be.
@@ -398,6 +410,9 @@ class Worker:
         if keeper is not None:
             keeper.hold(claim)
         try:
+            if self.tracing is not None:  # the same run, inside its span
+                run = self._run_task
+                return self.tracing.run(run, claim, args, kwargs, reporter, context, payload)
             return self._run_task(claim, args, kwargs, reporter, context)
         finally:
             if keeper is not None:
@@ -612,6 +627,13 @@ class Worker:
         logger.debug("job %s failed: %s", job.function, message)
         self._send_final(job, Command.WORK_FAIL, claim=claim)
         return "failed"
+
+
+def _run_tracer(watchdog: Watchdog) -> RunTracer:
+    """Imported here: without GEARATTACH["TRACING"], nothing of OpenTelemetry is."""
+    from ..tracing.run import RunTracer
+
+    return RunTracer(watchdog)
 
 
 def _call_outcome_callbacks(context: JobContext, status: str, result: Any) -> None:

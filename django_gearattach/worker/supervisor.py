@@ -28,6 +28,7 @@ from typing import Any
 
 from django.db import connections
 
+from ..conf import conf
 from ..gearman.rendezvous import Address
 from ..tasks import Task
 from .loop import Worker
@@ -108,6 +109,7 @@ class Supervisor:
                 logger.exception("worker process crashed")
                 code = 1
             finally:
+                _flush_traces()  # os._exit skips atexit, where the SDK would export them
                 os._exit(code)
         self.children[pid] = slot
 
@@ -177,6 +179,13 @@ def _exit_ended() -> None:  # pragma: no cover - runs in a child
     with contextlib.suppress(Exception):
         sys.stderr.flush()
     os._exit(ENDED_BY_WATCHDOG)
+
+
+def _flush_traces() -> None:  # pragma: no cover - runs in a child
+    if conf.TRACING:
+        from ..tracing.run import flush
+
+        flush()
 
 
 def _start_anew() -> None:

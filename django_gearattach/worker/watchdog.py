@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
+from typing import Any
 
 from django.db import DatabaseError, connections
 
@@ -94,6 +95,10 @@ class Watchdog:
         self._handler_installed = False
         #: Called on every look while a job runs (a throttle renews its leases).
         self.on_tick: Callable[[], None] | None = None
+        #: Told what happens to the running job: ``on_event(name, attributes)`` with
+        #: "cancel_requested", "soft_time_limit", and "ended" before the process ends
+        #: (the run's span: tracing/run.py).
+        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
 
     @contextlib.contextmanager
     def watching(self, claim: Claim, limits: TimeLimits, context: JobContext) -> Iterator[None]:
@@ -155,12 +160,14 @@ class Watchdog:
                 logger.info("job %s: cancel requested", watched.name)
                 watched.context.cancel_requested = True
                 watched.cancel_at = now + conf.CANCEL_GRACE
+                self._tell("cancel_requested", grace=conf.CANCEL_GRACE)
         if not timelimits.body_running(watched.thread):
             # Not started yet, or returned: what follows the body is never interrupted.
             return
         if watched.soft_at is not None and not watched.soft_sent and now >= watched.soft_at:
             watched.soft_sent = True
             assert watched.soft is not None
+            self._tell("soft_time_limit", seconds=watched.soft)
             self._raise_soft(watched, SoftTimeLimitExceeded(soft_message(watched.soft)))
         elif watched.pending and now >= watched.resend_at:
             self._signal(watched)  # the handler found the thread outside the body: again
@@ -174,6 +181,13 @@ class Watchdog:
                 f"{cancelling.CANCELLED_RUNNING_ERROR}; stopped after "
                 f"{conf.CANCEL_GRACE:g}s of grace",
             )
+
+    def _tell(self, name: str, **attributes: Any) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(name, attributes)
+            except Exception:
+                logger.exception("watchdog: telling %s failed", name)
 
     def _cancel_requested(self, watched: _Watched) -> bool:
         try:
@@ -247,6 +261,7 @@ class Watchdog:
                     "stopped",
                     claim.name,
                 )
+        self._tell("ended", status=status.value, error=error)
         if self.end_process is None:
             # A worker in a thread of a test: nothing can stop the thread; let it go on.
             self._current = None

@@ -250,3 +250,16 @@ def gated_limit(log_path, gate):
     while not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return "opened"
+
+
+@task(name="tests.traced", bind=True)
+def traced(job):
+    """Reads the database inside a span of its own, and reports (tests/tracing/)."""
+    from django.contrib.auth.models import User
+    from opentelemetry import trace
+
+    with trace.get_tracer("tests").start_as_current_span("inside the task"):
+        User.objects.count()
+    job.progress(1, 2)
+    job.data({"stage": "half"})
+    return "traced"

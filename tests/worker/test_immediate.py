@@ -181,11 +181,14 @@ def test_submits_start_no_threads_and_leave_no_memory_behind():
     threads = threading.active_count()
     tracemalloc.start()
     try:
-        submits(300)
-        first, _peak = tracemalloc.get_traced_memory()
-        submits(300)
-        second, _peak = tracemalloc.get_traced_memory()
+        sizes = []
+        for _ in range(6):
+            submits(300)
+            sizes.append(tracemalloc.get_traced_memory()[0])
     finally:
         tracemalloc.stop()
     assert threading.active_count() == threads
-    assert second - first < 300 * 64, f"{second - first} more bytes kept after 300 more submits"
+    # sqlite3 and Django trim their caches in cycles (tens of KB up and down every few
+    # hundred submits): compare the peaks of the first 900 submits and the next 900.
+    growth = max(sizes[3:]) - max(sizes[:3])
+    assert growth < 300 * 64, f"{growth} more bytes kept after 900 more submits ({sizes})"

@@ -1,0 +1,120 @@
+"""The trace context a job carries, from every way of submitting one (in this process:
+immediate mode runs the job through the worker's own code, and its span)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from django_gearattach import submit
+from django_gearattach.models import Job
+from django_gearattach.payload import decode_arguments, trace_of, traceparent_of
+from django_gearattach.submission import _Request
+from django_gearattach.web.capture import verify
+from django_gearattach.worker import immediate
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def immediate_mode(settings, recorded):
+    settings.GEARATTACH = {**settings.GEARATTACH, "IMMEDIATE": True}
+    return recorded
+
+
+def context_of(span) -> tuple[str, str]:
+    context = span.get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def test_a_job_submitted_in_a_span_carries_it_in_its_payload_and_record(recorded, tracer):
+    with tracer.start_as_current_span("request") as span:
+        request = _Request("tests.add", (1, 2), None, None, None, None, "")
+    trace_id, span_id = context_of(span)
+    payload = json.loads(request.data)
+    assert payload["args"] == [1, 2]
+    assert payload["trace"]["traceparent"].startswith(f"00-{trace_id}-{span_id}-")
+    assert isinstance(payload["trace"]["sent_at"], float)
+    assert request.arguments["trace"] == payload["trace"]  # the record keeps it too
+    assert decode_arguments(request.data) == ([1, 2], {})  # workers take it in their stride
+
+
+def test_outside_any_trace_or_with_tracing_off_nothing_is_added(recorded, tracer, settings):
+    assert b"trace" not in _Request("tests.add", (1, 2), None, None, None, None, "").data
+    settings.GEARATTACH = {**settings.GEARATTACH, "TRACING": False}
+    with tracer.start_as_current_span("request"):
+        assert _Request("tests.add", (), None, None, None, None, "").data == b"{}"
+
+
+def test_the_run_in_immediate_mode_is_a_child_of_the_submitter(immediate_mode, tracer):
+    with tracer.start_as_current_span("request") as span:
+        job = submit("tests.add", (1, 2))
+    assert job.status == "complete"
+    run = immediate_mode.spans().one("tests.add")
+    assert (run["trace_id"], run["parent_id"]) == context_of(span)
+    assert run["attributes"]["gearattach.outcome"] == "complete"
+    assert "gearattach.attempt" not in run["attributes"]
+
+
+def test_the_celery_shim_carries_the_context(immediate_mode, tracer):
+    from tests.celeryapp.tasks import add
+
+    with tracer.start_as_current_span("request") as span:
+        result = add.delay(2, 3)
+    assert result.get(timeout=5) == 5
+    record = Job.objects.get(key=result.id)
+    assert traceparent_of(record.arguments).startswith(f"00-{context_of(span)[0]}-")
+    (run,) = [s for s in immediate_mode.spans().items if s["kind"] == "CONSUMER"]
+    assert (run["trace_id"], run["parent_id"]) == context_of(span)
+
+
+def test_the_django_tasks_backend_carries_the_context(immediate_mode, tracer):
+    from tests.tasksapp import tasks as dtasks
+
+    with tracer.start_as_current_span("request") as span:
+        result = dtasks.add.enqueue(1, 2)
+    assert result.return_value == 3
+    assert traceparent_of(Job.objects.get(key=result.id).arguments) is not None
+    (run,) = [s for s in immediate_mode.spans().items if s["kind"] == "CONSUMER"]
+    assert (run["trace_id"], run["parent_id"]) == context_of(span)
+
+
+@pytest.mark.parametrize(
+    "carrier",
+    [
+        "not a dict",
+        {"traceparent": "00-garbage"},
+        {"traceparent": "00-" + "0" * 32 + "-" + "1" * 16 + "-01"},
+        {"traceparent": "x" * 5000, "sent_at": "yesterday", "link": 5},
+        {"traceparent": ["a list"], "link": "00-nonsense"},
+    ],
+)
+def test_a_malformed_context_from_gearmand_is_ignored_and_the_job_runs(immediate_mode, carrier):
+    job = Job.objects.create(function="tests.add", key="bad-trace")
+    data = json.dumps({"args": [1, 2], "trace": carrier}).encode()
+    assert immediate.run(job, data).status == "complete"
+    run = immediate_mode.spans().one("tests.add")
+    assert run["parent_id"] is None  # a trace of its own
+    assert run["links"] == []
+    assert run["attributes"]["gearattach.outcome"] == "complete"
+
+
+def test_an_offloaded_request_signs_its_context_with_the_rest(immediate_mode, tracer):
+    with tracer.start_as_current_span("request") as span:
+        response = Client().get("/offload/sync/", {"colour": "red"})
+    assert response.status_code == 200
+    job = Job.objects.get(function="gearattach.offload")
+    kwargs = job.arguments["kwargs"]
+    assert trace_of(job.arguments) is None  # not beside the signed request: inside it
+    carried = trace_of(job.arguments, offloaded=True)
+    assert carried["traceparent"].startswith(f"00-{context_of(span)[0]}-")
+    assert verify(kwargs["view"], kwargs["request"], job.key, kwargs["signature"])
+    changed = {
+        **kwargs["request"],
+        "trace": {**carried, "traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"},
+    }
+    assert not verify(kwargs["view"], changed, job.key, kwargs["signature"])
+    run = immediate_mode.spans().one("gearattach.offload")
+    assert (run["trace_id"], run["parent_id"]) == context_of(span)
