@@ -30,6 +30,7 @@ _EXPORTS = {
     "JobNotFound": "exceptions",
     "SubmitFailed": "exceptions",
     "AttachTimeout": "exceptions",
+    "NoWorker": "exceptions",
     "UnknownTask": "exceptions",
 }
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .exceptions import InvalidKey as InvalidKey
     from .exceptions import JobCancelled as JobCancelled
     from .exceptions import JobNotFound as JobNotFound
+    from .exceptions import NoWorker as NoWorker
     from .exceptions import SubmitFailed as SubmitFailed
     from .exceptions import UnknownTask as UnknownTask
     from .operations import cancel as cancel
@@ -63,6 +65,7 @@ __all__ = [
     "JobContext",
     "JobEvent",
     "JobNotFound",
+    "NoWorker",
     "SoftTimeLimitExceeded",
     "SubmitFailed",
     "Task",

@@ -23,6 +23,7 @@ from django.db import connections, router
 from django.db.models import Field, Max, Min, Q, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .models import Job, JobQuerySet, Status
 
@@ -65,21 +66,21 @@ class DistinctValueFilter(admin.SimpleListFilter):
 
 
 class FunctionFilter(DistinctValueFilter):
-    title = "function"
+    title = _("function")
     parameter_name = "function"
 
 
 class ScheduledFilter(admin.SimpleListFilter):
     """Jobs submitted with ``run_at``/``delay``: waiting for their time, due, or any."""
 
-    title = "scheduled"
+    title = _("scheduled")
     parameter_name = "scheduled"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return [
-            ("waiting", "Waiting for their time"),
-            ("due", "Due, not started"),
-            ("any", "Scheduled at submit"),
+            ("waiting", _("Waiting for their time")),
+            ("due", _("Due, not started")),
+            ("any", _("Scheduled at submit")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
@@ -95,7 +96,7 @@ class ScheduledFilter(admin.SimpleListFilter):
 
 
 class ServerFilter(DistinctValueFilter):
-    title = "server"
+    title = _("server")
     parameter_name = "server"
 
 

@@ -1,9 +1,10 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class GearattachConfig(AppConfig):
     name = "django_gearattach"
-    verbose_name = "Gearman jobs"
+    verbose_name = _("Gearman jobs")
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:

@@ -47,12 +47,12 @@ from typing import Any, Literal, ParamSpec
 
 from asgiref.sync import sync_to_async
 
-from . import records, runs
+from . import presence, records, runs
 from .attach_timing import atimed, timed
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
 from .conf import conf
-from .exceptions import AttachTimeout, JobNotFound
+from .exceptions import AttachTimeout, JobNotFound, NoWorker
 from .gearman.aio import Follow
 from .gearman.client import Client, ForegroundJob, WorkEvent
 from .gearman.errors import ConnectionFailed
@@ -63,7 +63,17 @@ from .submission import send_successor
 from .tasks import Task, function_name
 
 P = ParamSpec("P")
-EventName = Literal["started", "status", "data", "warning", "complete", "failed", "superseded"]
+EventName = Literal[
+    "started",
+    "unserved",
+    "served",
+    "status",
+    "data",
+    "warning",
+    "complete",
+    "failed",
+    "superseded",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +81,12 @@ class JobEvent:
     """What an attacher receives. ``complete`` and ``failed`` end the stream.
 
     ``started`` says that a job the attacher saw queued has been started by a worker
-    (it comes again if a worker dies and another starts the job over). ``superseded``
-    says that the run followed so far was replaced by a newer one (latest wins), which
-    the attacher follows from now on: its progress starts over.
+    (it comes again if a worker dies and another starts the job over). ``unserved``
+    says that no worker registers the job's function on the server that holds it, so
+    the job waits until one does (``message`` says so); ``served``, after it, that one
+    has registered since. Neither ends the stream. ``superseded`` says that the run
+    followed so far was replaced by a newer one (latest wins), which the attacher
+    follows from now on: its progress starts over.
     """
 
     event: EventName
@@ -94,7 +107,7 @@ class JobEvent:
             out.update(numerator=self.numerator, denominator=self.denominator)
         elif self.event == "data":
             out["data"] = self.data
-        elif self.event == "warning":
+        elif self.event in ("warning", "unserved"):
             out["message"] = self.message
         elif self.event == "complete":
             out["result"] = self.result
@@ -173,23 +186,47 @@ def _addresses(record: Job | None, function: str, key: str) -> list[Address]:
     return ordered
 
 
-def _expired() -> AttachTimeout:
-    return AttachTimeout("the job did not finish in time; it keeps running")
+def unserved_text(function: str, address: Address | str) -> str:
+    return (
+        f"no worker is running for {function!r} on {address}: the job waits in the queue "
+        "until one starts (manage.py gearworker)"
+    )
 
 
 class _Clock:
-    """The attach call's deadline, its retry back-off, and the next liveness check."""
+    """The attach call's deadline, its retry back-off, the next liveness check, and
+    what the job is known to wait for (a worker to start it, or its end)."""
 
     def __init__(self, timeout: float | None) -> None:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.delay = conf.RETRY_INTERVAL
+        #: Whether a worker has started the job, as far as this attacher knows.
+        self.started = False
+        #: Whether to ask which workers there are while the job waits (not for a job
+        #: scheduled for later, which waits for its time).
+        self.watch_workers = True
+        #: The server on which no worker registers the function (None: some do, or
+        #: nobody has looked).
+        self.unserved_on: Address | None = None
+        self.function = ""
+
+    def expired(self) -> AttachTimeout:
+        if self.unserved_on is not None:
+            return NoWorker(
+                f"the job did not start in time: {unserved_text(self.function, self.unserved_on)}"
+            )
+        if not self.started:
+            return AttachTimeout(
+                "the job did not start in time: it is still queued, and runs when a worker is free"
+            )
+        return AttachTimeout("the job did not finish in time; it keeps running")
 
     def remaining(self) -> float | None:
         if self.deadline is None:
             return None
         left = self.deadline - time.monotonic()
         if left <= 0:
-            raise _expired()
+            raise self.expired()
         return left
 
     def backoff(self) -> float:
@@ -206,6 +243,24 @@ class _Clock:
             return left
         until_check = max(check_at - time.monotonic(), 0.0)
         return until_check if left is None else min(left, until_check)
+
+    def saw_workers(self, count: int | None, function: str, address: Address) -> JobEvent | None:
+        """``unserved``/``served`` when whether a worker registers the function changed."""
+        self.function = function
+        if count is None:
+            return None  # the server did not answer: nothing new is known
+        if count == 0 and self.unserved_on is None:
+            self.unserved_on = address
+            return JobEvent("unserved", message=unserved_text(function, address))
+        if count and self.unserved_on is not None:
+            self.unserved_on = None
+            return JobEvent("served")
+        return None
+
+    def saw(self, event: JobEvent) -> None:
+        if event.event in ("started", "status", "data", "warning"):
+            self.started = True
+            self.unserved_on = None  # a worker has it
 
 
 def _target(
@@ -323,7 +378,8 @@ def attach(
     Call it as ``attach(function, key)`` or with a record, ``attach(job)`` (which
     saves reading the record first). Raises :class:`JobNotFound` for an unknown key
     and :class:`AttachTimeout` when ``timeout`` seconds pass first (the job itself
-    keeps running, or stays queued).
+    keeps running, or stays queued): :class:`NoWorker` when no worker registers the
+    job's function, so it never started.
     """
     name, key, unique, record = _target(job, key)
     client = get_client()
@@ -337,6 +393,7 @@ def attach(
             yield outcome_of(record)
             return
         joined: ForegroundJob | Job | None
+        clock.watch_workers = record is None or record.status != Status.SCHEDULED
         recorded = record is not None
         if record is None:
             joined = _join_unrecorded(client, name, key, unique, clock)
@@ -443,16 +500,26 @@ def _relay(
     recorded: bool,
     followed: int | None = None,
 ) -> Generator[JobEvent, None, bool]:
-    """Yield the stream's events; True after the terminal one, False if its job vanished."""
+    """Yield the stream's events; True after the terminal one, False if its job vanished.
+
+    While the job waits to start, it also says whether a worker registers its function
+    (``unserved``/``served``): at once, and at each liveness check.
+    """
+    address = stream.conn.address
     check_at = time.monotonic() + conf.CHECK_INTERVAL
+    if not stream.started and clock.watch_workers:
+        look = clock.saw_workers(presence.workers(name, [address]), name, address)
+        if look is not None:
+            yield look
     while True:
+        clock.started = clock.started or stream.started
         event = stream.next_event(clock.wait(stream.started, check_at))
         if event is None:
             clock.remaining()
             if not stream.started and time.monotonic() >= check_at:
                 check_at = time.monotonic() + conf.CHECK_INTERVAL
                 try:
-                    status = client.status_unique(stream.conn.address, unique)
+                    status = client.status_unique(address, unique)
                 except ConnectionFailed:
                     continue
                 if status.running:
@@ -462,11 +529,17 @@ def _relay(
                     # was killed): nothing will come on this connection.
                     stream.abandon()
                     return False
+                elif clock.watch_workers:
+                    look = clock.saw_workers(presence.workers(name, [address]), name, address)
+                    if look is not None:
+                        yield look
             continue
         translated = _translate(event)
+        clock.saw(translated)
         if translated.terminal:
             settled = _settled(name, key, _reread(name, key), recorded, translated, followed)
             if settled is SUPERSEDED:
+                clock.started = False  # the new run starts over (it may be queued)
                 yield settled
             if settled is None or settled is SUPERSEDED:
                 return False  # not this run's end, or it runs again: follow the job on
@@ -499,6 +572,7 @@ async def aattach(
             yield outcome_of(record)
             return
         joined: Follow | Job | None
+        clock.watch_workers = record is None or record.status != Status.SCHEDULED
         recorded = record is not None
         if record is None:
             joined = await _ajoin_unrecorded(name, key, unique, clock)
@@ -600,9 +674,18 @@ async def _arelay(
     recorded: bool,
     followed: int | None = None,
 ) -> AsyncIterator[JobEvent]:
-    """The follow's events until the terminal one; stops early if its job vanished."""
+    """The follow's events until the terminal one; stops early if its job vanished.
+
+    Says whether a worker registers the function while the job waits, as :func:`_relay`.
+    """
+    address = follow.connection.address
     check_at = time.monotonic() + conf.CHECK_INTERVAL
+    if not follow.started and clock.watch_workers:
+        look = clock.saw_workers(await presence.aworkers(name, [address]), name, address)
+        if look is not None:
+            yield look
     while True:
+        clock.started = clock.started or follow.started
         event = await follow.next_event(clock.wait(follow.started, check_at))
         if event is None:
             clock.remaining()
@@ -617,14 +700,21 @@ async def _arelay(
                 elif not status.known:
                     follow.forget()  # joined a job gearmand dropped since
                     return
+                elif clock.watch_workers:
+                    count = await presence.aworkers(name, [address])
+                    look = clock.saw_workers(count, name, address)
+                    if look is not None:
+                        yield look
             continue
         translated = _translate(event)
+        clock.saw(translated)
         if translated.terminal:
             record = await _load_batched((name, key))
             if record is not None and record.is_finished and record.next_reason:
                 record = await sync_to_async(_reread)(name, key)
             settled = _settled(name, key, record, recorded, translated, followed)
             if settled is SUPERSEDED:
+                clock.started = False  # the new run starts over (it may be queued)
                 yield settled
             if settled is None or settled is SUPERSEDED:
                 return  # not this run's end, or it runs again: the caller follows the job

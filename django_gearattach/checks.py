@@ -25,7 +25,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import sys
 from collections.abc import Iterable
 from importlib.util import find_spec
 from typing import Any
@@ -134,6 +133,7 @@ _POSITIVE |= {"TOKEN_MAX_AGE", "LONGPOLL_MAX_TIMEOUT", "RECOVERY_INTERVAL", "STR
 _POSITIVE |= {"LEASE", "CANCEL_CHECK_INTERVAL"}
 #: Limits where 0 means "no limit".
 _NOT_NEGATIVE = {"STREAM_LIMIT_PER_CLIENT", "STREAM_LIMIT_PER_PROCESS", "OFFLOAD_QUEUE_LIMIT"}
+_NOT_NEGATIVE |= {"OFFLOAD_MAX_UPLOAD_SIZE"}
 #: Keys of earlier versions, and what replaced them.
 _RENAMED = {
     "POLL_INTERVAL": "RETRY_INTERVAL (attachers no longer poll: job events are pushed)",
@@ -148,7 +148,7 @@ def _value_problem(name: str) -> str:
         return f"cannot be read ({exc})"
     if name == "DEFAULT_PRIORITY" and value not in ("high", "normal", "low"):
         return 'must be "high", "normal" or "low"'
-    booleans = {"IMMEDIATE", "TRACING", "TRACE_CONTEXT_IN_PAGE"}
+    booleans = {"IMMEDIATE", "STATIC_ASSETS", "TRACING", "TRACE_CONTEXT_IN_PAGE"}
     if name in booleans and not isinstance(_user_settings()[name], bool):
         return "must be True or False"
     if name == "TRACE_URL" and value and "{trace_id}" not in value:
@@ -271,13 +271,12 @@ def check_server_exposure_of_names(
 def websocket_routes_used() -> bool:
     """Whether this project serves :mod:`django_gearattach.routing`.
 
-    True when that module has been imported in this process, or when the source of
-    the ASGI application's module (``ASGI_APPLICATION``, else the ``asgi`` module next
-    to the settings module) mentions it. The source is read, not imported: importing
-    an ASGI module builds the application.
+    True when the source of the ASGI application's module (``ASGI_APPLICATION``, else
+    the ``asgi`` module next to the settings module) mentions it. The source is read,
+    not imported: importing an ASGI module builds the application. Whether the routes
+    happen to be imported in this process says nothing: a test run, a benchmark or a
+    tool may import them in a project that serves no websockets.
     """
-    if ROUTING_MODULE in sys.modules:
-        return True
     path = getattr(settings, "ASGI_APPLICATION", None)
     if path:
         module = path.rpartition(".")[0]

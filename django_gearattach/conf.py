@@ -59,6 +59,17 @@ DEFAULTS: dict[str, Any] = {
     # @offload answers 503 instead of queueing another job when this many offloaded
     # requests wait in the queue already; 0 means no limit.
     "OFFLOAD_QUEUE_LIMIT": 500,
+    # @offload answers 413 to a request whose body (files included) is larger than this
+    # many bytes; 0 means no limit.
+    "OFFLOAD_MAX_UPLOAD_SIZE": 10 * 1024 * 1024,
+    # Names (fnmatch patterns) of tasks this process may submit though it does not define
+    # them and no worker registers them now: tasks of workers outside the project, or
+    # ["*"] where web processes do not import the task modules. Any other such name is
+    # refused by submit() (presence.py).
+    "EXTERNAL_TASKS": [],
+    # The widget's script and style: False serves them from the app's URLs (no static
+    # files set-up needed); True links them with {% static %} (web/assets.py).
+    "STATIC_ASSETS": False,
     # The bearer token a Prometheus scraper sends to the metrics view (metrics/views.py);
     # None: staff users only.
     "METRICS_TOKEN": None,
@@ -189,6 +200,24 @@ class Settings:
     @property
     def OFFLOAD_QUEUE_LIMIT(self) -> int:
         return int(self._get("OFFLOAD_QUEUE_LIMIT"))
+
+    @property
+    def OFFLOAD_MAX_UPLOAD_SIZE(self) -> int:
+        return int(self._get("OFFLOAD_MAX_UPLOAD_SIZE"))
+
+    @property
+    def EXTERNAL_TASKS(self) -> list[str]:
+        raw = self._get("EXTERNAL_TASKS")
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(p, str) for p in raw):
+            raise TypeError(
+                "GEARATTACH['EXTERNAL_TASKS'] must be a list of task names (or fnmatch "
+                f"patterns such as 'reports.*'), not {raw!r}"
+            )
+        return list(raw)
+
+    @property
+    def STATIC_ASSETS(self) -> bool:
+        return bool(self._get("STATIC_ASSETS"))
 
     @property
     def DASHBOARD_REFRESH(self) -> float:

@@ -36,7 +36,20 @@ class SubmitFailed(GearattachError):
 
 
 class AttachTimeout(GearattachError, TimeoutError):
-    """The job did not finish within the attach timeout; it keeps running."""
+    """The job did not finish within the attach timeout.
+
+    Leaving never harms the job: a running one keeps running, a queued one stays
+    queued. The message says which.
+    """
+
+
+class NoWorker(AttachTimeout):
+    """The attach timeout passed while no worker registers the job's function.
+
+    The job never started and waits in gearmand until a worker for its function
+    starts: a worker that is not running, or a misspelt function name. A subclass of
+    :class:`AttachTimeout`, so ``except AttachTimeout`` catches it too.
+    """
 
 
 class OffloadRefused(GearattachError):

@@ -17,13 +17,13 @@ from .sealing import keyed_hashes
 
 
 class Status(models.TextChoices):
-    SCHEDULED = "scheduled", "Scheduled"
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    COMPLETE = "complete", "Complete"
-    FAILED = "failed", "Failed"
-    LOST = "lost", "Lost"
-    CANCELLED = "cancelled", "Cancelled"
+    SCHEDULED = "scheduled", _("Scheduled")
+    QUEUED = "queued", _("Queued")
+    RUNNING = "running", _("Running")
+    COMPLETE = "complete", _("Complete")
+    FAILED = "failed", _("Failed")
+    LOST = "lost", _("Lost")
+    CANCELLED = "cancelled", _("Cancelled")
 
 
 #: Waiting (scheduled for later, or queued) or running: a job that has not finished.
@@ -197,115 +197,164 @@ class JobQuerySet(models.QuerySet["Job"]):
 
 
 class Job(models.Model):
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    function = models.CharField(max_length=255)
-    key = models.CharField(max_length=63)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
-    priority = models.CharField(max_length=8, default="normal")
-    arguments = models.JSONField(
-        null=True, blank=True, help_text="{'args': [...], 'kwargs': {...}} as submitted."
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    function = models.CharField(_("function"), max_length=255)
+    key = models.CharField(_("key"), max_length=63)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.QUEUED
     )
-    progress_numerator = models.BigIntegerField(default=0)
-    progress_denominator = models.BigIntegerField(default=0)
-    data = models.JSONField(null=True, blank=True, help_text="The last WORK_DATA payload.")
-    result = models.JSONField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    traceback = models.TextField(blank=True)
+    priority = models.CharField(_("priority"), max_length=8, default="normal")
+    arguments = models.JSONField(
+        _("arguments"),
+        null=True,
+        blank=True,
+        help_text=_("{'args': [...], 'kwargs': {...}} as submitted."),
+    )
+    progress_numerator = models.BigIntegerField(_("progress numerator"), default=0)
+    progress_denominator = models.BigIntegerField(_("progress denominator"), default=0)
+    data = models.JSONField(
+        _("data"), null=True, blank=True, help_text=_("The last WORK_DATA payload.")
+    )
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
     exception_module = models.CharField(
-        max_length=255, blank=True, help_text="The module of the exception the task raised."
+        _("exception module"),
+        max_length=255,
+        blank=True,
+        help_text=_("The module of the exception the task raised."),
     )
     exception_qualname = models.CharField(
-        max_length=255, blank=True, help_text="Its qualified name (Widget.DoesNotExist)."
+        _("exception qualname"),
+        max_length=255,
+        blank=True,
+        help_text=_("Its qualified name (Widget.DoesNotExist)."),
     )
-    server = models.CharField(max_length=255, blank=True, help_text="gearmand host:port.")
-    handle = models.CharField(max_length=64, blank=True, help_text="gearmand job handle.")
+    server = models.CharField(
+        _("server"), max_length=255, blank=True, help_text=_("gearmand host:port.")
+    )
+    handle = models.CharField(
+        _("handle"), max_length=64, blank=True, help_text=_("gearmand job handle.")
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,
         blank=True,
         on_delete=models.SET_NULL,
         related_name="gearattach_jobs",
+        verbose_name=_("owner"),
     )
     session_hash = models.CharField(
+        _("session hash"),
         max_length=64,
         blank=True,
-        help_text="A keyed hash of the key of the session that submitted the job (never the key).",
+        help_text=_(
+            "A keyed hash of the key of the session that submitted the job (never the key)."
+        ),
     )
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
     retries = models.PositiveIntegerField(
-        default=0, help_text="Times the task asked to run again (Celery's self.retry())."
+        _("retries"),
+        default=0,
+        help_text=_("Times the task asked to run again (Celery's self.retry())."),
     )
     recoveries = models.PositiveIntegerField(
-        default=0, help_text="Times the recovery sweep resubmitted the job that gearmand had lost."
+        _("recoveries"),
+        default=0,
+        help_text=_("Times the recovery sweep resubmitted the job that gearmand had lost."),
     )
     execution = models.CharField(
+        _("execution"),
         max_length=32,
         blank=True,
-        help_text="The id of the run that holds the job's claim (fenced execution).",
+        help_text=_("The id of the run that holds the job's claim (fenced execution)."),
     )
     lease_until = models.DateTimeField(
+        _("lease until"),
         null=True,
         blank=True,
-        help_text="Until when the running claim holds unless renewed; past it, another copy "
-        "of the job may run.",
+        help_text=_(
+            "Until when the running claim holds unless renewed; past it, another copy "
+            "of the job may run."
+        ),
     )
-    worker_host = models.CharField(max_length=255, blank=True)
-    worker_pid = models.PositiveIntegerField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
+    worker_host = models.CharField(_("worker host"), max_length=255, blank=True)
+    worker_pid = models.PositiveIntegerField(_("worker pid"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
     scheduled_for = models.DateTimeField(
+        _("scheduled for"),
         null=True,
         blank=True,
-        help_text="When the job is to run (run_at/delay); gearmand holds it until then.",
+        help_text=_("When the job is to run (run_at/delay); gearmand holds it until then."),
     )
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
     cancel_requested_at = models.DateTimeField(
+        _("cancel requested at"),
         null=True,
         blank=True,
-        help_text="When someone cancelled the job while it ran; its worker stops it.",
+        help_text=_("When someone cancelled the job while it ran; its worker stops it."),
     )
     # -- the key's runs (docs/attach.rst, "Key policies") ----------------------------------
     run_number = models.PositiveIntegerField(
+        _("run number"),
         default=1,
-        help_text="The number of the key's current run: each rerun, refresh, follow-up or "
-        "replacement counts one more.",
+        help_text=_(
+            "The number of the key's current run: each rerun, refresh, follow-up or "
+            "replacement counts one more."
+        ),
     )
     run_reason = models.CharField(
-        max_length=16, choices=RunReason.choices, default=RunReason.SUBMIT
+        _("run reason"), max_length=16, choices=RunReason.choices, default=RunReason.SUBMIT
     )
     on_conflict = models.CharField(
+        _("on conflict"),
         max_length=16,
         choices=OnConflict.choices,
         default=OnConflict.JOIN,
-        help_text="The key policy the current run was submitted under.",
+        help_text=_("The key policy the current run was submitted under."),
     )
     next_reason = models.CharField(
+        _("next run"),
         max_length=16,
         blank=True,
         choices=[
             (OnConflict.FOLLOW_UP.value, _("Follow-up")),
             (OnConflict.REPLACE.value, _("Replace")),
         ],
-        help_text="A run waits to start when the current one ends: a follow-up, or a "
-        "replacement (latest wins). Empty: none.",
+        help_text=_(
+            "A run waits to start when the current one ends: a follow-up, or a "
+            "replacement (latest wins). Empty: none."
+        ),
     )
     next_arguments = models.JSONField(
-        null=True, blank=True, help_text="The arguments of the run that waits."
-    )
-    previous_result = models.JSONField(
+        _("next arguments"),
         null=True,
         blank=True,
-        help_text="The result of the key's last complete run before the current one "
-        "(served while a stale outcome is refreshed).",
+        help_text=_("The arguments of the run that waits."),
     )
-    previous_finished_at = models.DateTimeField(null=True, blank=True)
+    previous_result = models.JSONField(
+        _("previous result"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The result of the key's last complete run before the current one "
+            "(served while a stale outcome is refreshed)."
+        ),
+    )
+    previous_finished_at = models.DateTimeField(_("previous finished at"), null=True, blank=True)
     previous_run_number = models.PositiveIntegerField(
-        null=True, blank=True, help_text="The number of the run that previous_result is of."
+        _("previous run number"),
+        null=True,
+        blank=True,
+        help_text=_("The number of the run that previous_result is of."),
     )
 
     objects = JobQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
         constraints = [
             models.UniqueConstraint(fields=["function", "key"], name="gearattach_job_function_key")
         ]

@@ -128,6 +128,13 @@ def new_key() -> str:
     return secrets.token_hex(16)
 
 
+def shown(key: str) -> str:
+    """``key`` for a log line: as it is when every character is printable, else quoted
+    as ``%r`` quotes it. (Keys are checked for control characters where they enter, so
+    only a record written before that check, or a bug, can hold one.)"""
+    return key if key.isprintable() else repr(key)
+
+
 def check_key(key: str) -> bytes:
     """Validate a caller's key and return its bytes (see :func:`check_unique`)."""
     if not isinstance(key, str):

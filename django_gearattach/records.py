@@ -102,7 +102,7 @@ class Update:
     unclaimed_at: Any = None
     #: Only a record with no run waiting to follow this one (a run's outcome: with a
     #: follow-up or a replacement waiting, the record is handed over instead, see
-    #: :mod:`~django_gearattach.successors`).
+    #: :mod:`~django_gearattach.runs`).
     no_successor: bool = False
 
 

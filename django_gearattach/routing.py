@@ -26,9 +26,9 @@ from django.urls import path
 
 from .dashboard.live import DashboardConsumer
 from .web.consumers import JobConsumer
+from .web.paths import WEBSOCKET_PATH
 
-#: The path the widget connects to (below the site's script prefix).
-WEBSOCKET_PATH = "ws/gearattach/"
+__all__ = ["WEBSOCKET_PATH", "websocket_urlpatterns"]
 
 websocket_urlpatterns: list[Any] = [
     # The admin dashboard's live panels (before the token route, which would match it).

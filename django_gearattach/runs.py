@@ -134,7 +134,7 @@ def replace_running(job: Job, arguments: dict[str, Any]) -> bool:
 
 def promote(job: Job) -> Job | None:
     """Start the run waiting on the finished ``job`` (as read), unless someone did since
-    (see :mod:`~django_gearattach.successors`). Returns the record as it now is when
+    (see :mod:`~django_gearattach.runs`). Returns the record as it now is when
     this call started that run (the caller sends it to gearmand); None otherwise."""
     if not _this_run(job).finished().start_successor():
         return None

@@ -30,7 +30,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
 
-from . import policies, records, runs, signals
+from . import policies, presence, records, runs, signals
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for, wait_until_forgotten
 from .conf import conf
@@ -254,7 +254,7 @@ FORGET_WAIT = 2.0
 
 def send_successor(job: Job, after: Address | None = None) -> None:
     """Send ``job``'s current run, one that followed another run of its key (see
-    :mod:`~django_gearattach.successors`), to gearmand once gearmand has forgotten the
+    :mod:`~django_gearattach.runs`), to gearmand once gearmand has forgotten the
     run before it on ``after`` (its server; None: ``job.server``): a submit of the same
     unique would otherwise join the ending job.
 
@@ -314,7 +314,10 @@ def submit(
     it). With a key whose job finished, the stored record is returned, unless
     ``rerun=True`` asks to run it again. Inside ``transaction.atomic`` gearmand gets
     the job when the transaction commits. Raises :class:`SubmitFailed` (and marks
-    the record failed) when no configured gearmand accepts it.
+    the record failed) when no configured gearmand accepts it, and
+    :class:`~django_gearattach.exceptions.UnknownTask` (submitting nothing) for a
+    function name that this process does not define, no worker registers and
+    ``GEARATTACH["EXTERNAL_TASKS"]`` does not name: see :mod:`~django_gearattach.presence`.
 
     ``run_at`` (an aware datetime) or ``delay`` (seconds, or a timedelta) schedules
     the job: its record is ``scheduled`` until a worker starts it, which gearmand
@@ -329,6 +332,7 @@ def submit(
     ``key`` is required. Raises :class:`~django_gearattach.policies.InvalidPolicy`
     for a bad one.
     """
+    presence.check_submittable(task)  # a name nobody defines or runs: UnknownTask
     policy = policy_of(task, key, on_conflict, max_age, stale_while_revalidate)
     request = _Request(
         task, args, kwargs, key, priority, owner, session_key, run_at, delay, policy=policy
@@ -379,6 +383,7 @@ async def asubmit(
     stale_while_revalidate: float | None = None,
 ) -> Job:
     """The async twin of :func:`submit`, on the event loop's shared connections."""
+    await presence.acheck_submittable(task)
     policy = policy_of(task, key, on_conflict, max_age, stale_while_revalidate)
     request = _Request(
         task, args, kwargs, key, priority, owner, session_key, run_at, delay, policy=policy

@@ -300,9 +300,10 @@ def function_name(task_or_name: Task[Any, Any] | str) -> str:
 _discovered = False
 
 
-def _registered(name: str) -> Task[Any, Any] | None:
+def find_task(name: str) -> Task[Any, Any] | None:
     """The task registered as ``name``; the first name this process does not know
-    imports the installed apps' ``tasks`` modules first, as ``gearworker`` does."""
+    imports the installed apps' ``tasks`` modules first, as ``gearworker`` does (a task
+    defined in an app's tasks module that nothing in this process has imported yet)."""
     global _discovered
     if name not in _registry and not _discovered:
         from django.utils.module_loading import autodiscover_modules
@@ -310,6 +311,11 @@ def _registered(name: str) -> Task[Any, Any] | None:
         _discovered = True
         autodiscover_modules("tasks")
     return _registry.get(name)
+
+
+def tasks_discovered() -> bool:
+    """Whether :func:`find_task` has imported the installed apps' ``tasks`` modules."""
+    return _discovered
 
 
 def policy_of(
@@ -320,7 +326,7 @@ def policy_of(
     stale_while_revalidate: float | None = None,
 ) -> KeyPolicy:
     """The key policy of a submit: the task's (``@task(on_conflict=...)``, also for a
-    task named by a string: see :func:`_registered`), with the submit's options.
+    task named by a string: see :func:`find_task`), with the submit's options.
     Raises :class:`~django_gearattach.policies.InvalidPolicy` for a bad option, and
     for options without a key (a random key is nobody else's)."""
     if key is None and (on_conflict, max_age, stale_while_revalidate) != (None, None, None):
@@ -328,6 +334,6 @@ def policy_of(
             "on_conflict, max_age and stale_while_revalidate apply to a key: pass key= (a "
             "submit without one gets a random key, which nothing else shares)"
         )
-    task = task_or_name if isinstance(task_or_name, Task) else _registered(task_or_name)
+    task = task_or_name if isinstance(task_or_name, Task) else find_task(task_or_name)
     base = task.policy if task is not None else DEFAULT
     return base.overridden(on_conflict, max_age, stale_while_revalidate)

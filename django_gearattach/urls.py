@@ -1,10 +1,11 @@
-"""HTTP fallbacks and downloads: ``path("gearattach/", include("django_gearattach.urls"))``."""
+"""HTTP fallbacks, downloads and the widget's script and style:
+``path("gearattach/", include("django_gearattach.urls"))``."""
 
 from __future__ import annotations
 
 from django.urls import path
 
-from .web import views
+from .web import assets, views
 
 app_name = "gearattach"
 
@@ -13,4 +14,5 @@ urlpatterns = [
     path("jobs/<str:token>/poll/", views.poll, name="poll"),
     path("jobs/<str:token>/events/", views.events, name="events"),
     path("jobs/<str:token>/download/", views.download, name="download"),
+    path("widget/<str:name>", assets.serve, name="asset"),
 ]

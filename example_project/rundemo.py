@@ -5,6 +5,9 @@ Run from the repository root, in a virtualenv where django-gearattach is install
 
     python example_project/rundemo.py
 
+It prints the site's URL and its admin's login (user ``admin``, a random password
+made on the first run and kept in ``example_project/.demo/admin-password``).
+
 ``GEARATTACH_SERVERS``' first entry is the gearmand to use: one that already answers
 there is reused, otherwise one is started if the address is local (127.0.0.1 or
 localhost). ``DEMO_PORT`` (default 8000) is the web server's port on 127.0.0.1: uvicorn
@@ -167,6 +170,7 @@ class Demo:
         gearmand_port = plan_gearmand(addresses[0])
 
         self.migrate()
+        admin = self.admin_login()
         if gearmand_port is not None:
             self.start_gearmand(gearmand_port)
         for address in addresses[1:]:
@@ -188,6 +192,8 @@ class Demo:
 
         url = f"http://127.0.0.1:{web_port}/"
         say(f"the demo is running at {url}  (Ctrl-C stops everything)")
+        user, _, password = admin.partition(" ")
+        say(f"its admin is at {url}admin/  (user {user}, password {password})")
         while True:
             self.sleep(0.2)
 
@@ -200,6 +206,21 @@ class Demo:
         self.children.remove(child)
         if status != 0:
             raise DemoError(f"migrate failed with status {status}; see its output above")
+
+    def admin_login(self) -> str:
+        """The demo's admin login ("admin PASSWORD"), created on the first run."""
+        if self.signals:
+            raise Interrupted
+        done = subprocess.run(
+            [sys.executable, str(MANAGE), "demoadmin"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        if done.returncode != 0:
+            raise DemoError(f"creating the admin login failed:\n{done.stderr}")
+        return done.stdout.strip().splitlines()[-1]
 
     def start_gearmand(self, port: int) -> None:
         binary = find_gearmand()

@@ -14,10 +14,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 class DatabaseProxy:
-    """An asyncio relay on 127.0.0.1 (a free port) to ``host:port``, run in a thread."""
+    """An asyncio relay on ``listen`` (default 127.0.0.1, a free port) to ``host:port``,
+    run in a thread."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
         self.target = (host, port)
+        self.listen = listen
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -31,13 +33,13 @@ class DatabaseProxy:
         """``database_url`` with its host and port replaced by this proxy's."""
         parts = urlsplit(database_url)
         credentials = parts.netloc.rpartition("@")[0]
-        here = f"127.0.0.1:{self.port}"
+        here = f"{self.listen[0]}:{self.port}"
         netloc = f"{credentials}@{here}" if credentials else here
         return urlunsplit(parts._replace(netloc=netloc))
 
     def start(self) -> DatabaseProxy:
         self._thread.start()
-        self._server = self._call(asyncio.start_server(self._relay, "127.0.0.1", 0))
+        self._server = self._call(asyncio.start_server(self._relay, *self.listen))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -5,14 +5,16 @@
 1. ``python -m build`` makes the sdist, then the wheel from the sdist (so a file missing
    from the sdist breaks the wheel);
 2. ``twine check --strict`` checks both (metadata, README rendering);
-3. the wheel holds the templates, static files, migrations and ``py.typed``, and the
-   version of ``django_gearattach.__version__``;
+3. the wheel holds the templates, static files, migrations, ``py.typed`` and every
+   language's compiled catalog (``locale/*/LC_MESSAGES/django.mo``, up to date with its
+   ``.po``), and the version of ``django_gearattach.__version__``;
 4. a fresh virtualenv gets the wheel with its ``demo`` extra (from the package index,
    or pip's cache), and nothing else;
 5. ``example_project`` from the sdist, alone in a directory (so that the installed
    wheel, not a checkout, is what it imports), runs its ``rundemo.py``: gearmand, two
-   workers and uvicorn; the home page answers, a job submitted with ``manage.py
-   gearattach submit`` completes, and Ctrl-C stops everything with status 0.
+   workers and uvicorn; the home page answers, the admin's login is printed, a job
+   submitted with ``manage.py gearattach submit`` completes, and Ctrl-C stops
+   everything with status 0.
 
 It prints each step and fails with the step's output.
 """
@@ -81,6 +83,13 @@ def build(out: Path) -> tuple[Path, Path]:
     missing = [name for name in WHEEL_MUST_HAVE if name not in names]
     if missing:
         raise CheckFailed(f"the wheel lacks {missing}")
+    catalogs = sorted((ROOT / "django_gearattach" / "locale").glob("*/LC_MESSAGES/django.po"))
+    if not catalogs:
+        raise CheckFailed("no translation catalogs in django_gearattach/locale/")
+    for po in catalogs:
+        compiled = f"django_gearattach/{po.relative_to(ROOT / 'django_gearattach')}"[:-2] + "mo"
+        if compiled not in names:
+            raise CheckFailed(f"the wheel lacks {compiled}: run compilemessages")
     if any(name.startswith(("tests/", "example_project/")) for name in names):
         raise CheckFailed("the wheel carries tests/ or example_project/")
     return sdists[0], wheels[0]
@@ -136,6 +145,12 @@ def run_demo(python: Path, sdist: Path, work: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:
             if page.status != 200:
                 raise CheckFailed(f"the demo's home page answered {page.status}")
+        said = (work / "rundemo.log").read_text()
+        if not re.search(
+            rf"its admin is at http://127.0.0.1:{web_port}/admin/ +\(user admin, password \S+\)",
+            said,
+        ):
+            raise CheckFailed("rundemo.py did not print the admin's login")
         manage = [str(python), "example_project/manage.py", "gearattach"]
         key = run(
             [*manage, "submit", "example.slow", "--kwargs", '{"seconds": 0.2}'], cwd=site, env=env

@@ -55,6 +55,8 @@ TASKS = {
 }
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The visitor's language (Accept-Language): tests/test_i18n.py and its browser test.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -36,7 +37,6 @@ def messages(check_id: str, deploy: bool = False):
 @pytest.fixture(autouse=True)
 def no_websockets(monkeypatch):
     """The websocket checks only look at projects that use the routes; here, none does."""
-    monkeypatch.delitem(sys.modules, "django_gearattach.routing", raising=False)
     # (tests/asgi.py does serve them: look for an asgi module in a package that has none)
     monkeypatch.setenv("DJANGO_SETTINGS_MODULE", "no_such_project.settings")
 
@@ -217,13 +217,60 @@ def test_w006_no_asgi_application(gearattach, settings, project, monkeypatch):
     assert messages("gearattach.W006") == []
 
 
-def test_importing_the_routes_counts_as_using_them(gearattach, settings):
+def test_importing_the_routes_does_not_count_as_using_them(gearattach, settings):
+    """Issue 21: the template tags and the dashboard need the websocket path, and a test
+    run or a tool may import the routes; none of that means the project serves them."""
+    import django_gearattach.dashboard.views
+    import django_gearattach.routing
+    import django_gearattach.templatetags.gearattach  # noqa: F401
+
     gearattach(SERVERS=["127.0.0.1:4730"])
     settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "channels"]
     assert messages("gearattach.W005") == []
-    import django_gearattach.routing  # noqa: F401
+    assert messages("gearattach.W006") == []
 
-    assert len(messages("gearattach.W005")) == 1
+
+def test_the_tag_and_the_dashboard_do_not_import_the_routes():
+    script = textwrap.dedent(
+        """
+        import sys
+        import django
+        django.setup()
+        from django.template import engines
+        engines["django"].from_string("{% load gearattach %}")
+        import django_gearattach.dashboard.views
+        assert "django_gearattach.routing" not in sys.modules, "routing imported"
+        assert "django_gearattach.web.consumers" not in sys.modules, "consumers imported"
+        """
+    )
+    subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"},
+        check=True,
+    )
+
+
+def test_a_new_project_with_the_app_installed_checks_clean(tmp_path):
+    """installation.rst in a project from ``startproject``: only "django_gearattach"
+    added to INSTALLED_APPS, no routes used. ``manage.py check`` has nothing to say."""
+    subprocess.run(
+        [sys.executable, "-m", "django", "startproject", "mysite"], cwd=tmp_path, check=True
+    )
+    project = tmp_path / "mysite"
+    settings_py = project / "mysite" / "settings.py"
+    settings_py.write_text(settings_py.read_text() + '\nINSTALLED_APPS += ["django_gearattach"]\n')
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "gearattach" not in done.stdout + done.stderr
+    assert "no issues" in done.stdout
 
 
 def test_w007_immediate_mode_under_deploy(gearattach):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
@@ -133,9 +134,11 @@ def test_bad_schedules_on_the_command_line(gearmand, args, message):
 def test_an_unregistered_function_exits_2_naming_close_matches(gearmand):
     code, out, err = run("submit", "tests.ad", "--args", "[1, 2]")
     assert (code, out) == (2, "")
-    assert "no installed app registers a task named 'tests.ad'" in err
+    assert "no task named 'tests.ad' is defined in this process" in err
+    assert f"no worker on {gearmand.address} registers it" in err
     assert "Did you mean 'tests.add'" in err
     assert "Nothing was submitted" in err
+    assert "pass --unregistered" in err
     assert not Job.objects.exists()
     code, out, err = run("attach", "tests.ad", "some-key")
     assert (code, out) == (2, "")
@@ -145,6 +148,22 @@ def test_an_unregistered_function_exits_2_naming_close_matches(gearmand):
     assert (code, out.strip()) == (0, "foreign")
     # ...and attached to, since its record exists.
     assert Job.objects.filter(function="legacy.resize", key="foreign").exists()
+
+
+def test_submit_and_attach_say_when_no_worker_runs_the_function(gearmand):
+    """Issue 21: a job nobody can run looked like a slow one."""
+    code, out, err = run("submit", "tests.add", "--args", "[1, 2]", "--key", "lonely")
+    assert (code, out.strip()) == (0, "lonely")
+    said = f"no worker is running for 'tests.add' on {gearmand.address}"
+    assert f"warning: {said}" in err
+    printed = io.StringIO()
+    with pytest.raises(CommandError, match="did not start in time: " + re.escape(said)):
+        call_command(
+            "gearattach", "attach", "tests.add", "lonely", "--timeout", "1", stdout=printed
+        )
+    [unserved] = lines(printed.getvalue())
+    assert unserved["event"] == "unserved"
+    assert unserved["message"].startswith(said)
 
 
 def test_status_flags_functions_that_no_worker_serves(gearmand, worker):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,13 +20,22 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from django_gearattach.dashboard import queries
+from django_gearattach.dashboard import queries, views
 from django_gearattach.dashboard.live import get_feed
 from django_gearattach.dashboard.queries import MinuteCounts, snapshot
 from django_gearattach.models import Job, Status
 from tests.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def fresh_panels():
+    """Each test computes its own panels, and its users start with their whole rate."""
+    views.forget()
+    yield
+    views.forget()
+
 
 DASHBOARD = "admin:django_gearattach_job_dashboard"
 CHANGELIST = "admin:django_gearattach_job_changelist"
@@ -163,11 +173,13 @@ def test_the_page_costs_the_same_queries_for_few_jobs_and_for_many(
     for i in range(3):
         finished_job(f"few{i}", "f0", Status.COMPLETE, ago=30, wait=1, run=1)
     admin_client.get(url)  # warm the session and content-type caches
+    views.forget()  # this test counts the queries of a computation, not of the cache
     with CaptureQueriesContext(connection) as few:
         assert admin_client.get(url).status_code == 200
     for i in range(400):
         status = [Status.COMPLETE, Status.FAILED, Status.LOST, Status.CANCELLED][i % 4]
         finished_job(f"many{i}", f"f{i % 12}", status, ago=i * 200, wait=i % 7, run=i % 13)
+    views.forget()
     with django_assert_num_queries(len(few)):
         assert admin_client.get(url).status_code == 200
     dashboard = [q for q in few if "django_gearattach_job" in q["sql"]]
@@ -228,3 +240,102 @@ async def test_a_user_who_may_not_see_jobs_is_refused_and_a_bad_period_too():
         "error": "period must be one of: hour, day",
     }
     assert (await communicator.receive_output(5))["code"] == 4400
+
+
+# -- review 3, finding 8: the viewer is checked again at every refresh --------------------
+def _viewer(username: str):
+    user = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    return user
+
+
+def _lose_it(user, how: str) -> None:
+    from django.contrib.sessions.models import Session
+
+    if how == "deactivated":
+        user.is_active = False
+        user.save()
+    elif how == "permission removed":
+        user.user_permissions.clear()
+    elif how == "sessions deleted":
+        Session.objects.all().delete()
+
+
+@pytest.mark.parametrize("how", ["deactivated", "permission removed", "sessions deleted"])
+async def test_a_viewer_who_loses_the_right_stops_getting_panels(settings, how):
+    """It kept sending panels to a viewer who was deactivated, lost the permission and
+    had every session deleted."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "DASHBOARD_REFRESH": 0.2}
+    user = await sync_to_async(_viewer)(f"viewer-{how.split()[0]}")
+    socket = await _open(await sync_to_async(_cookie)(user))
+    try:
+        assert json.loads(await socket.receive_from(10))["type"] == "dashboard"
+        await sync_to_async(_lose_it)(user, how)
+        for _ in range(10):  # a refresh may have been on its way already; then it closes
+            output = await socket.receive_output(10)
+            if output["type"] == "websocket.close":
+                break
+            assert json.loads(output["text"])["type"] == "dashboard"
+        assert output == {"type": "websocket.close", "code": 4403}
+    finally:
+        await socket.disconnect()
+
+
+async def test_a_dashboard_socket_ends_at_the_streams_maximum_age(settings):
+    settings.GEARATTACH = {**settings.GEARATTACH, "DASHBOARD_REFRESH": 0.2, "STREAM_MAX_AGE": 1}
+    user = await sync_to_async(_viewer)("watcher")
+    socket = await _open(await sync_to_async(_cookie)(user))
+    try:
+        received = []
+        for _ in range(100):  # 1 s of refreshes every 0.2 s, then the close
+            output = await socket.receive_output(10)
+            if output["type"] == "websocket.close":
+                break
+            received.append(json.loads(output["text"])["type"])
+        assert output["code"] == 1000
+        assert received[-1] == "reconnect"  # dashboard.js connects again, checked again
+        assert "dashboard" in received
+    finally:
+        await socket.disconnect()
+
+
+# -- review 3, finding 9: the HTTP form is served from a short cache, at a per-user rate ---
+def test_concurrent_viewers_share_one_snapshot_and_each_has_a_rate(settings, jobs):
+    """6 view-only staff users asking ``?panels=1`` at once each had the snapshot
+    computed (1.9 s each and 13 PostgreSQL backends busy at 200,000 jobs a day)."""
+    from unittest import mock
+
+    settings.GEARATTACH = {**settings.GEARATTACH, "DASHBOARD_REFRESH": 30}
+    viewers = []
+    for i in range(6):
+        client = Client()
+        client.force_login(_viewer(f"viewer{i}"))
+        viewers.append(client)
+    url = reverse(DASHBOARD)
+    computed: list[str] = []
+    real = queries.snapshot
+
+    def counted(period: str, **kwargs):  # the real snapshot, counted
+        computed.append(period)
+        return real(period, **kwargs)
+
+    answers: list[int] = []
+    with mock.patch.object(views, "snapshot", counted):
+        threads = [
+            threading.Thread(
+                target=lambda c=c: answers.append(c.get(url, {"panels": "1"}).status_code)
+            )
+            for c in viewers
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert answers == [200] * 6
+        assert computed == ["hour"]  # one snapshot for all six
+        # One viewer asking again and again gets the same cached panels, then 429.
+        statuses = [viewers[0].get(url, {"panels": "1"}) for _ in range(6)]
+    assert [r.status_code for r in statuses].count(429) >= 1
+    refused = next(r for r in statuses if r.status_code == 429)
+    assert int(refused["Retry-After"]) >= 1
+    assert computed == ["hour"]

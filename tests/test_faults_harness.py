@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import hosts
-from tests.faults.run import Row, executions, keep_twice, print_table, resubmitted
+from tests.faults.run import Row, executions, keep_twice, most_at_once, print_table, resubmitted
 
 LOG = """\
 gp-1 start w1 10 1.0
@@ -85,3 +85,17 @@ def test_host_addresses_and_names_carry_the_prefix() -> None:
     assert len({hosts.ip(host) for host in hosts.HOSTS}) == len(hosts.HOSTS)
     # Interface names are limited to 15 bytes: the longest is the bridge side "gaf-ctl-s".
     assert max(len(f"{hosts.PREFIX}{host}-s") for host in hosts.HOSTS) <= 15
+
+
+def test_most_at_once_counts_overlapping_bodies_of_the_row_only(tmp_path: Path) -> None:
+    (tmp_path / "executions.log").write_text(
+        "lc-1 start w1 10 1.0\n"
+        "lc-1 end w1 10 1.5\n"
+        "lc-2 start w2 20 1.4\n"  # overlaps lc-1
+        "lc-2 end w2 20 2.0\n"
+        "lc-3 start w2 20 2.0\n"  # starts as lc-2 ends: not at once
+        "lc-3 end w2 20 2.5\n"
+        "lcx-1 start w1 10 1.1\n"  # another row
+    )
+    assert most_at_once(tmp_path, "lc") == 2
+    assert most_at_once(tmp_path, "nothing") == 0

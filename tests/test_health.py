@@ -24,6 +24,12 @@ from tests.rawgearman import RawWorker, new_function
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def foreign_functions(settings):
+    """The functions of these tests are run by raw workers outside the project (if any)."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "EXTERNAL_TASKS": ["fn.*"]}
+
+
 def down() -> Address:
     return Address("127.0.0.1", free_port())
 

@@ -230,6 +230,32 @@ def test_cli_json_that_is_not_our_shape_fails_with_bad_payload(serving, payload)
     assert record.error.startswith("BadPayload: ")
 
 
+# -- keys with control characters (review 3, finding 10) ----------------------------------
+
+
+def test_a_key_with_a_newline_is_refused_and_forges_no_log_line(serving, worker):
+    """A newline in a job key wrote a line of its own to the worker's log:
+    ``job admin.reset_all_passw] complete``."""
+    forged = "x] complete in 0.1s\njob admin.reset_all_passw"
+    done = cli(serving, "-f", "tests.add", "-u", forged, "-s", '{"args":[1,2]}')
+    assert done.returncode != 0 or b"3" not in done.stdout  # it never ran
+    wait_until(lambda: "control characters" in worker.output(), what="the refusal")
+    lines = worker.output().splitlines()
+    assert not [line for line in lines if line.startswith("job admin")], lines[-5:]
+    (refusal,) = [line for line in lines if "control characters" in line]
+    assert "\\njob admin.reset_all_passw" in refusal  # quoted as %r quotes it
+    assert not Job.objects.filter(function="tests.add").exists()
+    # Nor can this site's own API make such a key.
+    with pytest.raises(django_gearattach.InvalidKey, match="control characters"):
+        submit("tests.add", [1, 2], key=forged)
+    with pytest.raises(django_gearattach.InvalidKey, match="control characters"):
+        list(attach("tests.add", forged))
+    # The worker goes on.
+    key = new_key()
+    assert cli(serving, "-f", "tests.add", "-u", key, "-b", '{"args":[4,5]}').returncode == 0
+    assert attach_events("tests.add", key)[-1] == JobEvent("complete", result=9)
+
+
 # -- foreign foreground clients of a job that fails --------------------------------------
 
 

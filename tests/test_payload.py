@@ -19,6 +19,7 @@ from django_gearattach.payload import (
     encode_arguments,
     is_attach_marker,
     new_key,
+    shown,
     to_json_value,
 )
 
@@ -190,6 +191,7 @@ def test_good_keys_come_back_as_bytes(key):
         ("-", 'the unique "-" makes gearmand hash the payload'),
         ("k" * 64, "at most 63 bytes, got 64"),
         ("é" * 32, "at most 63 bytes, got 64"),  # bytes, not characters
+        ("x] complete\njob admin.reset_all_passw", "must not contain control characters"),
     ],
 )
 def test_bad_keys_are_invalid_key_saying_why(key, message):
@@ -214,3 +216,8 @@ def test_a_key_that_is_not_a_string_is_invalid_key(key):
 def test_invalid_key_is_a_value_error():
     # Callers that catch ValueError (operations.cancel, the CLI) catch it too.
     assert issubclass(InvalidKey, ValueError)
+
+
+def test_a_key_is_logged_as_it_is_or_quoted_when_it_holds_a_control_character():
+    assert shown("report-2024") == "report-2024"
+    assert shown("x] complete\njob admin") == "'x] complete\\njob admin'"

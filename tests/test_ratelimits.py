@@ -88,12 +88,14 @@ def test_a_rate_limit_spaces_the_starts_over_all_worker_processes(
     assert starts[-1] - starts[0] >= (len(starts) - 1 - 2) * 0.2 - 0.01
 
 
-def test_gearmand_requeues_a_running_job_whose_worker_sends_cant_do(gearmand):
+def test_gearmand_requeues_a_running_job_whose_worker_sends_cant_do(gearmand, settings):
     """Why a worker sends CANT_DO only after it reported the job (gearmand 1.1.20)."""
     from django_gearattach.gearman.rendezvous import Address
     from django_gearattach.gearman.worker import WorkerPool
 
     address = Address.parse(gearmand.address)
+    # Its workers are the raw pools below, which register once the job is queued.
+    settings.GEARATTACH = {**settings.GEARATTACH, "EXTERNAL_TASKS": ["tests.probe_cant_do"]}
     submit("tests.probe_cant_do", key="probe-1")
     first = WorkerPool([address], ["tests.probe_cant_do"], 5)
     second = WorkerPool([address], ["tests.probe_cant_do"], 5)

@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext
 
+from ..models import Status
 from .queries import OUTCOMES, Bucket, FunctionStats
 
 #: The admin's badge colours (admin.BADGE_COLOURS), by outcome.
@@ -55,8 +57,10 @@ def throughput(buckets: Sequence[Bucket], minutes: float, title: str, chart_id: 
         x = LEFT + i * bar_w
         y = float(TOP + plot_h)
         local = timezone.localtime(bucket.start).strftime("%H:%M")
-        parts = ", ".join(f"{bucket.counts[o]} {o}" for o in OUTCOMES if bucket.counts[o])
-        tip = f"{local}: {parts or 'nothing finished'}"
+        parts = ", ".join(
+            f"{bucket.counts[o]} {_outcome(o)}" for o in OUTCOMES if bucket.counts[o]
+        )
+        tip = f"{local}: {parts or gettext('nothing finished')}"
         segments = []
         for outcome in OUTCOMES:
             count = bucket.counts[outcome]
@@ -107,8 +111,7 @@ def throughput(buckets: Sequence[Bucket], minutes: float, title: str, chart_id: 
         '<svg class="gearattach-chart" id="{id}" viewBox="0 0 {w} {h}" role="img"'
         ' aria-labelledby="{id}-title {id}-desc" data-total="{total}">'
         '<title id="{id}-title">{title}</title>'
-        '<desc id="{id}-desc">{total} jobs finished; the highest bar is {peak} a minute.'
-        "</desc>"
+        '<desc id="{id}-desc">{desc}</desc>'
         '<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" class="axis"></line>'
         '<line x1="{left}" y1="{base}" x2="{w}" y2="{base}" class="axis"></line>'
         '<text x="{label_x}" y="{label_top}" text-anchor="end">{ymax}</text>'
@@ -119,7 +122,8 @@ def throughput(buckets: Sequence[Bucket], minutes: float, title: str, chart_id: 
         h=HEIGHT,
         total=total,
         title=title,
-        peak=_n(max((_rate(b, minutes) for b in buckets), default=0.0)),
+        desc=gettext("%(total)s jobs finished; the highest bar is %(peak)s a minute.")
+        % {"total": total, "peak": _n(max((_rate(b, minutes) for b in buckets), default=0.0))},
         left=LEFT,
         top=TOP,
         base=TOP + plot_h,
@@ -131,11 +135,16 @@ def throughput(buckets: Sequence[Bucket], minutes: float, title: str, chart_id: 
     )
 
 
+def _outcome(status: str) -> str:
+    """An outcome's name in the active language, lower case as the charts write it."""
+    return str(Status(status).label).lower()
+
+
 def legend() -> SafeString:
     return format_html_join(
         "",
         '<span class="gearattach-key"><i style="background:{}"></i>{}</span>',
-        ((COLOURS[o], o) for o in OUTCOMES),
+        ((COLOURS[o], _outcome(o)) for o in OUTCOMES),
     )
 
 
@@ -174,7 +183,7 @@ def spread(stats: FunctionStats, scale: float, which: str) -> SafeString:
         ' role="img" aria-label="{} p50 {}, p95 {}, p99 {}">{}</svg>',
         width,
         width,
-        which,
+        gettext("wait") if which == "wait" else gettext("run"),
         seconds(values[0.5]),
         seconds(values[0.95]),
         seconds(values[0.99]),

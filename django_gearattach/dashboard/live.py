@@ -9,7 +9,11 @@ encoded message to every socket. So a hundred open dashboards cost what one does
 
 :class:`DashboardConsumer` serves ``ws/gearattach/dashboard/?period=hour|day`` to
 users who may see the job list (staff with the view or change job permission); it
-closes others with 4403 and an unknown period with 4400.
+closes others with 4403 and an unknown period with 4400. The viewer is asked again, from
+the session as it stands, before every refresh a socket gets (a logout, a deactivation
+or a lost permission closes it with 4403), and a socket ends after
+``GEARATTACH["STREAM_MAX_AGE"]`` seconds with ``{"type": "reconnect"}``: the page
+connects again, and is checked again.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 
 from ..conf import conf
-from ..web.messages import PONG, error_frame
+from ..web.messages import PONG, RECONNECT, error_frame
+from ..web.sessions import load_session, session_user
 from . import panels
 from .queries import PERIODS, MinuteCounts, snapshot
 
@@ -114,6 +119,11 @@ def get_feed(period: str) -> Feed:
     return feeds[period]
 
 
+def may_view_now(session_key: str | None) -> bool:
+    """:func:`may_view` for the user of the session ``session_key`` as it stands now."""
+    return bool(session_key) and may_view(session_user(load_session(session_key)))
+
+
 def may_view(user: Any) -> bool:
     """What the job list asks: an active staff user with the view or change permission."""
     if user is None or not (user.is_active and user.is_staff):
@@ -145,10 +155,23 @@ class DashboardConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def follow(self, feed: Feed) -> None:
         queue: asyncio.Queue[str] = asyncio.Queue()
+        session = self.scope.get("session")
+        session_key = getattr(session, "session_key", None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + conf.STREAM_MAX_AGE
         feed.subscribe(queue)
         try:
-            while True:
-                await self.send(text_data=await queue.get())
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    text = await asyncio.wait_for(queue.get(), left)
+                except TimeoutError:
+                    break
+                if not await database_sync_to_async(may_view_now)(session_key):
+                    await self.close(code=CLOSE_FORBIDDEN)
+                    return
+                await self.send(text_data=text)
+            await self.send(text_data=RECONNECT)
+            await self.close(code=1000)
         finally:
             feed.unsubscribe(queue)
 

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext
 
 from ..conf import conf
 from ..health import ServerHealth, probe_all
@@ -73,12 +74,12 @@ def render(snapshot: Snapshot, health: Sequence[ServerHealth], changelist: str) 
     context = {
         "snapshot": snapshot,
         "hour_chart": charts.throughput(
-            snapshot.hour, 1, "Jobs finished per minute, last hour", "gearattach-hour"
+            snapshot.hour, 1, gettext("Jobs finished per minute, last hour"), "gearattach-hour"
         ),
         "day_chart": charts.throughput(
             snapshot.day,
             15,
-            "Jobs finished per minute, last day (15-minute bars)",
+            gettext("Jobs finished per minute, last day (15-minute bars)"),
             "gearattach-day",
         ),
         "legend": charts.legend(),

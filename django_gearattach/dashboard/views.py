@@ -1,10 +1,22 @@
-"""The dashboard page in the admin (``job/dashboard/``), with the job list's permissions."""
+"""The dashboard page in the admin (``job/dashboard/``), with the job list's permissions.
+
+The page and its HTTP form (``?panels=1``, what the page polls without websockets) draw
+their panels from a per-process cache kept ``DASHBOARD_REFRESH`` seconds: concurrent
+viewers share one snapshot (three queries on the job table and a gearmand probe)
+instead of computing one each, and a viewer may ask at most :data:`RATE` times per
+``DASHBOARD_REFRESH`` seconds (HTTP 429 beyond).
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import PermissionDenied
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -12,12 +24,61 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from ..conf import conf
-from ..routing import WEBSOCKET_PATH
+from ..web.paths import WEBSOCKET_PATH
 from . import panels
 from .queries import PERIODS, snapshot
 
 if TYPE_CHECKING:
     from ..admin import JobAdmin
+
+#: Requests one user may make per ``DASHBOARD_REFRESH`` seconds (a few open tabs).
+RATE = 4
+
+_lock = threading.Lock()
+_panels: dict[tuple[str, str], tuple[float, dict[str, str]]] = {}
+_building: dict[tuple[str, str], threading.Lock] = {}
+_asked: defaultdict[Any, deque[float]] = defaultdict(deque)
+
+
+def cached_panels(period: str, changelist: str) -> dict[str, str]:
+    """The panels of ``period``: one computation at a time per period, its result kept
+    ``DASHBOARD_REFRESH`` seconds for every viewer of this process."""
+    key = (period, changelist)
+    with _lock:
+        building = _building.setdefault(key, threading.Lock())
+    with building:  # a viewer who comes while they are computed waits for them
+        found = _panels.get(key)
+        if found is not None and time.monotonic() - found[0] < conf.DASHBOARD_REFRESH:
+            return found[1]
+        html = panels.render(snapshot(period), panels.servers(), changelist)
+        _panels[key] = (time.monotonic(), html)
+        return html
+
+
+def forget() -> None:
+    """Drop the cached panels and the per-user counts (tests, a settings change)."""
+    with _lock:
+        _panels.clear()
+        _asked.clear()
+
+
+@receiver(setting_changed)
+def _on_setting_changed(setting: str, **kwargs: Any) -> None:
+    if setting == "GEARATTACH":  # the panels may draw differently now (tracing links)
+        forget()
+
+
+def _too_soon(user_id: Any) -> float:
+    """Seconds until this user may ask again (0: now), counting this request."""
+    window, now = conf.DASHBOARD_REFRESH, time.monotonic()
+    with _lock:
+        asked = _asked[user_id]
+        while asked and now - asked[0] >= window:
+            asked.popleft()
+        if len(asked) >= RATE:
+            return window - (now - asked[0])
+        asked.append(now)
+        return 0.0
 
 
 def urls(model_admin: JobAdmin) -> list[URLPattern]:
@@ -42,9 +103,18 @@ def dashboard(model_admin: JobAdmin, request: HttpRequest) -> HttpResponse:
             _("period must be one of: %(periods)s") % {"periods": ", ".join(PERIODS)},
             content_type="text/plain; charset=utf-8",
         )
+    wait = _too_soon(request.user.pk)
+    if wait:
+        refused = HttpResponse(
+            _("Too many dashboard requests; the panels refresh on their own."),
+            status=429,
+            content_type="text/plain; charset=utf-8",
+        )
+        refused["Retry-After"] = str(max(1, round(wait)))
+        return refused
     site = model_admin.admin_site.name
     changelist = panels.changelist_url(site)
-    html = panels.render(snapshot(period), panels.servers(), changelist)
+    html = cached_panels(period, changelist)
     if request.GET.get("panels"):
         return JsonResponse({"type": "dashboard", "panels": html, "at": timezone.now()})
     context: dict[str, Any] = {

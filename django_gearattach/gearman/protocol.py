@@ -8,7 +8,9 @@ blocking and asyncio connections are thin layers over this module.
 from __future__ import annotations
 
 import enum
+import re
 import struct
+import unicodedata
 from dataclasses import dataclass
 
 from .errors import ProtocolError
@@ -149,12 +151,38 @@ def encode(command: Command, *args: bytes | str | int, magic: bytes = REQ) -> by
     return HEADER.pack(magic, int(command), len(body)) + body
 
 
+_CONTROL_BYTES = re.compile(rb"[\x00-\x1f\x7f]")
+#: Control, format (bidirectional overrides, zero-width characters), line and paragraph
+#: separators: what turns one log line into two, or makes a terminal show another text.
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def has_control_characters(unique: bytes) -> bool:
+    """Whether a unique key holds control characters (a newline, an escape, a
+    right-to-left override...): keys are logged, shown and typed, so none may."""
+    if _CONTROL_BYTES.search(unique):
+        return True
+    if unique.isascii():
+        return False
+    try:
+        text = unique.decode()
+    except UnicodeDecodeError:
+        return False  # read as text with replacement characters, which are harmless
+    return any(unicodedata.category(char) in _CONTROL_CATEGORIES for char in text)
+
+
 def check_unique(unique: bytes) -> bytes:
-    """Reject unique keys that gearmand would refuse, truncate or misread."""
+    """Reject unique keys that gearmand would refuse, truncate or misread, and keys with
+    control characters."""
     if not unique:
         raise ValueError("a unique key must not be empty (gearmand never coalesces it)")
     if b"\0" in unique:
         raise ValueError("a unique key must not contain NUL bytes")
+    if has_control_characters(unique):
+        raise ValueError(
+            "a unique key must not contain control characters (newlines, tabs, escapes, "
+            "bidirectional overrides): a key is logged and shown, and they would forge lines"
+        )
     if unique == b"-":
         raise ValueError('the unique "-" makes gearmand hash the payload; send a real key')
     if len(unique) > MAX_UNIQUE_BYTES:

@@ -3,11 +3,14 @@
 :class:`WorkerPool` keeps one connection per server. ``grab()`` asks each server
 for a job in turn; when none has work it sends PRE_SLEEP everywhere and waits for
 a NOOP wake-up. Servers that fail are retried with exponential backoff, so a
-restarted gearmand is picked up again without restarting the worker.
+restarted gearmand is picked up again without restarting the worker. A job whose key
+holds control characters (another client's: this package's refuse to make one) is
+failed at once and never handed on.
 """
 
 from __future__ import annotations
 
+import logging
 import select
 import time
 from collections.abc import Iterable, Sequence
@@ -15,8 +18,10 @@ from dataclasses import dataclass
 
 from .connection import Connection
 from .errors import ConnectionFailed, GearmanError
-from .protocol import Command
+from .protocol import Command, has_control_characters
 from .rendezvous import Address
+
+logger = logging.getLogger("django_gearattach.gearman.worker")
 
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
@@ -133,7 +138,16 @@ class WorkerPool:
                 return None
             if packet.command is Command.JOB_ASSIGN_UNIQ:
                 handle, function, unique, data = packet.args
-                return Assignment(conn, handle, function.decode(), unique, data)
+                if not has_control_characters(unique):
+                    return Assignment(conn, handle, function.decode(), unique, data)
+                # Someone else's client made it (ours refuse such keys): it would forge
+                # log lines. Failed here, never run; then the next job.
+                logger.warning(
+                    "job %r[%r] refused: its key has control characters", function, unique
+                )
+                conn.send(Command.WORK_FAIL, handle)
+                conn.send(Command.GRAB_JOB_UNIQ)
+                continue
             if packet.command is Command.ERROR:
                 # A late error for a finished job (for instance JOB_NOT_FOUND); ignore it.
                 continue

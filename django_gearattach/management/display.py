@@ -116,6 +116,13 @@ class AttachDisplay:
                 self.progress.update(self.task, state="running", step=text, from_data=True)
         elif event.event == "warning":
             self.progress.console.print(Text(f"warning: {event.message}", style="yellow"))
+        elif event.event == "started":
+            self.progress.update(self.task, state="running")
+        elif event.event == "unserved":  # the job waits for a worker that is not there
+            self.progress.console.print(Text(f"waiting: {event.message}", style="yellow"))
+            self.progress.update(self.task, state="no worker")
+        elif event.event == "served":
+            self.progress.update(self.task, state="queued")
         else:
             task = self.progress.tasks[0]
             if event.event == "complete":  # a full bar, even without a status report

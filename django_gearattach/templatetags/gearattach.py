@@ -9,8 +9,11 @@ from typing import Any
 from django import template
 from django.core.exceptions import ImproperlyConfigured
 from django.urls import NoReverseMatch, get_script_prefix, reverse
+from django.utils.translation import gettext
 
-from ..routing import WEBSOCKET_PATH
+from ..web import assets
+from ..web.messages import GENERIC_ERROR, PUBLIC_ERRORS
+from ..web.paths import WEBSOCKET_PATH
 
 register = template.Library()
 
@@ -18,7 +21,7 @@ register = template.Library()
 @register.inclusion_tag("gearattach/widget.html")
 def gearattach_progress(
     token: str,
-    label: str = "Progress",
+    label: str = "",
     swap: str = "",
     outcome_url: str = "",
     outcome: dict[str, Any] | None = None,
@@ -43,8 +46,11 @@ def gearattach_progress(
         ) from None
     return {
         "id": f"gearattach-{secrets.token_hex(4)}",
+        "strings": json.dumps(widget_strings(), ensure_ascii=False),
+        "js_url": assets.url("gearattach.js"),
+        "css_url": assets.url("gearattach.css"),
         "token": token,
-        "label": label,
+        "label": label or gettext("Progress"),
         "swap": swap,
         "outcome_url": outcome_url,
         "outcome": outcome,
@@ -53,6 +59,51 @@ def gearattach_progress(
         "ws_url": f"{get_script_prefix()}{WEBSOCKET_PATH}{token}/",
         **{f"{name}_url": url for name, url in urls.items()},
     }
+
+
+def widget_strings() -> dict[str, Any]:
+    """Every text the widget's script shows, in the active language.
+
+    ``%(name)s`` placeholders are filled in the browser. ``errors`` translates the
+    app's own failure texts, which arrive in English (see
+    :data:`~django_gearattach.web.messages.PUBLIC_ERRORS`).
+    """
+    return {
+        "waiting": gettext("Waiting for the job to start…"),
+        "working": gettext("Working…"),
+        # Translators: what a screen reader says of the progress bar once a job started.
+        "started": gettext("Started"),
+        "step": gettext("Step %(numerator)s of %(denominator)s (%(percent)s%%)"),
+        # Translators: what a screen reader says of the progress bar: "3 of 12".
+        "fraction": gettext("%(numerator)s of %(denominator)s"),
+        "done": gettext("Done."),
+        "doneShort": gettext("Done"),
+        "failed": gettext("Failed."),
+        "stopped": gettext("Stopped"),
+        "jobFailed": gettext("The job failed."),
+        "unserved": gettext(
+            "No worker is running for %(function)s: the job starts when one does."
+        ),
+        "refused": gettext(
+            "You cannot follow this job: the link is invalid, expired or not yours."
+        ),
+        "gone": gettext("This job no longer exists."),
+        "unsupported": gettext("This browser cannot follow the job; reload the page later."),
+        "download": gettext("Download %(name)s"),
+        "downloadResult": gettext("Download the result"),
+        "finishedPage": gettext("The finished page"),
+        # Translators: what a screen reader says of the progress bar when a newer request
+        # replaced the job followed so far (latest wins).
+        "startingOver": gettext("Starting over"),
+        "superseded": gettext("Starting over with the newer request…"),
+        "errors": {error: gettext(error) for error in (GENERIC_ERROR, *sorted(PUBLIC_ERRORS))},
+    }
+
+
+@register.filter
+def gearattach_error(error: str) -> str:
+    """A failure's text for the page: the app's own ones in the active language."""
+    return gettext(error) if error == GENERIC_ERROR or error in PUBLIC_ERRORS else error
 
 
 def _result_json(outcome: dict[str, Any] | None) -> str:

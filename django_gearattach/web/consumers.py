@@ -30,6 +30,7 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
 from ..conf import conf
 from .hub import Message, get_hub
@@ -75,7 +76,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         identity = Identity.of_scope(self.scope)
         try:
             ref = check_token(token, identity)
-        except TokenRefused:
+        except TokenRefused as refusal:
+            if settings.DEBUG and refusal.reason:  # which check: the developer's eyes only
+                await self.send_error(f"{refusal} ({refusal.reason})")
             await self.close(code=CLOSE_FORBIDDEN)
             return
         address = (self.scope.get("client") or [None])[0]

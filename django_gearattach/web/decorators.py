@@ -90,7 +90,9 @@ def offload(
     the same response. The view then runs as an anonymous visitor without a session
     (so no one's name, session data or CSRF token can end up in everyone's page), and
     only a response with a status below 400 is kept; put access checks in decorators
-    above ``@offload``, which run for every requester.
+    above ``@offload``, which run for every requester. A request whose key function
+    returns None (say, a form with errors) shares nothing: it runs as the visitor's
+    own job, and its answer (a 400 with the form's errors) is served to them.
 
     ``accept_files``: store uploads for the worker (default: refuse a request with
     files with HTTP 400; files the view never reads would otherwise wait in storage).

@@ -17,6 +17,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.utils.cache import patch_vary_headers
+from django.utils.translation import gettext
 
 from ..conf import conf
 from ..exceptions import SubmitFailed
@@ -29,9 +30,10 @@ from . import api, classviews, stale, waiting
 from . import sensitive as sensitive_fields
 from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
-from .processing import TOKEN_PARAM, outcome_response, processing_response
+from .processing import TOKEN_PARAM, outcome_response, processing_response, refused_response
 from .streams import client_of
 from .tokens import Identity, TokenRefused, check_token, token_for
+from .uploads import too_large
 from .waiting import Deferred
 
 #: Seconds a request refused for a full queue is asked to wait (``Retry-After``).
@@ -100,11 +102,17 @@ def respond(
         )
         if refused is not None:
             return refused
-    if safe and api.RESULT_PARAM in request.GET:
-        return _result(options, path, request, request.GET[api.RESULT_PARAM])
-    if safe and TOKEN_PARAM in request.GET:
-        return _revisit(options, path, request, request.GET[TOKEN_PARAM])
+    try:
+        if safe and api.RESULT_PARAM in request.GET:
+            return _result(options, path, request, request.GET[api.RESULT_PARAM])
+        if safe and TOKEN_PARAM in request.GET:
+            return _revisit(options, path, request, request.GET[TOKEN_PARAM])
+    except TokenRefused as refusal:
+        return refused_response(request, refusal, program=not api.wants_html(request))
     program = not api.wants_html(request)
+    refused = too_large(request)
+    if refused is not None:
+        return refused
     answers = safe and _answers_from_record(options, request)
     known_key = _job_key(options, path, request) if answers else None
     if known_key is not None:
@@ -120,16 +128,24 @@ def respond(
         if kept_answer is not None:
             return kept_answer
     if request.FILES and not options.accept_files:
-        return _text("This page does not accept file uploads; send the form without files.", 400)
+        return _text(
+            gettext("This page does not accept file uploads; send the form without files."), 400
+        )
     if _queue_full(options, path, request):
-        busy = _text("Too many requests are waiting to be worked on; try again in a minute.", 503)
+        busy = _text(
+            gettext("Too many requests are waiting to be worked on; try again in a minute."), 503
+        )
         busy["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
         return busy
     user = getattr(request, "user", None)
     owner = user if user is not None and user.is_authenticated else None
     new_session = _save_session(request)
     session_key = (request.session.session_key or "") if hasattr(request, "session") else ""
-    job_key = _job_key(options, path, request) or new_key()
+    job_key = _job_key(options, path, request)
+    # A request the key function gives no key (say, a form with errors) names nothing
+    # to share: its job is the visitor's own, and its answer (a 400) is theirs.
+    shared = options.shared and job_key is not None
+    job_key = job_key or new_key()
     uploads = save_uploads(request) if request.FILES else {}
     sensitive = sensitive_fields.fields_of(
         request,
@@ -145,7 +161,7 @@ def respond(
         uploads,
         args,
         kwargs,
-        shared=options.shared,
+        shared=shared,
         sensitive=sensitive,
         headers=options.headers,
     )
@@ -166,7 +182,7 @@ def respond(
             response["Retry-After"] = str(QUEUE_FULL_RETRY_AFTER)
             return response
         return processing_response(
-            request, job, template=options.template, shared=options.shared, status=503
+            request, job, template=options.template, shared=shared, status=503
         )
     stored = {
         _stored_arguments(job).get("signature"),
@@ -174,7 +190,7 @@ def respond(
     }
     if arguments["signature"] not in stored:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
-    token = token_for(request, job, shared=options.shared)
+    token = token_for(request, job, shared=shared)
 
     kept = None if job.status == Status.COMPLETE else options.policy.stale(job)
 
@@ -324,7 +340,10 @@ def _job_for(path: str, request: HttpRequest, token: str) -> Job:
     if ref.summary:
         # The admin's token follows the job; the response, its headers and its cookies
         # are its user's, and these links serve nothing else.
-        raise TokenRefused()
+        raise TokenRefused(
+            "an admin's summary token follows a job's progress and outcome; it never "
+            "opens the view's response"
+        )
     if ref.function != OFFLOAD_FUNCTION:
         raise Http404("no such job for this page")
     job = Job.objects.for_key(ref.function, ref.key).first()

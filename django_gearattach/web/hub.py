@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import records
@@ -36,7 +37,16 @@ from ..batching import Batcher
 from ..conf import conf
 from ..exceptions import JobNotFound
 from ..models import Job
-from .messages import BROKEN, MISSING, TERMINAL, message_for, snapshot, summary
+from ..payload import shown
+from .messages import (
+    BROKEN,
+    MISSING,
+    TERMINAL,
+    message_for,
+    outcome_message,
+    snapshot,
+    summary,
+)
 
 if TYPE_CHECKING:
     from ..tracing.attaching import Waiter
@@ -116,9 +126,11 @@ class JobFeed:
         kind = message.type
         if kind == "superseded":  # a newcomer catches up with the new run only
             self.latest = {}
-        elif kind in ("started", "status", "data"):
+        elif kind in ("started", "status", "data", "unserved"):
             self.latest[kind] = message
-        elif message.final:
+        if kind in ("started", "served"):
+            self.latest.pop("unserved", None)  # a newcomer needs no stale notice
+        if message.final:
             self.latest["final"] = message
         for deliver in self.subscribers:
             deliver(message)
@@ -137,13 +149,19 @@ class JobFeed:
                 for payload in snapshot(record):
                     self.publish(payload)
             async for event in aattach(record):
-                self.publish(message_for(event, self.function))
+                message = message_for(event, self.function)
+                if event.event == "failed" and settings.DEBUG:
+                    # Under DEBUG the owner sees the traceback, which only the record has.
+                    fresh = await _load((self.function, self.key))
+                    if fresh is not None and fresh.is_finished:
+                        message = outcome_message(fresh)
+                self.publish(message)
         except JobNotFound:
             self.publish({"type": MISSING})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("following %s[%s] failed: %s", self.function, self.key, exc)
+            logger.warning("following %s[%s] failed: %s", self.function, shown(self.key), exc)
             self.publish({"type": BROKEN, "error": str(exc)})
         finally:
             self.hub._forget(self)

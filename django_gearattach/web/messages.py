@@ -1,13 +1,15 @@
 """The JSON messages a browser receives about a job (websocket, SSE and long-poll alike).
 
 ``{"type": "started"}`` (a worker has started the job; a newcomer to a running job
-gets it first), ``{"type": "status", "numerator": n, "denominator": d}``,
+gets it first), ``{"type": "unserved", "function": "..."}`` (no worker is running for
+the job's function, so it waits for one) and ``{"type": "served"}`` (one is, since),
+``{"type": "status", "numerator": n, "denominator": d}``,
 ``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``,
 ``{"type": "superseded"}`` (a newer submit replaced the run followed so far, latest
 wins: what follows is the new run's, its progress starting over), then
 ``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
-"error": "..."}`` (the job's own error only with ``DEBUG`` on: see
-:func:`failed_message`).
+"error": "..."}`` (the job's own error, and its ``traceback``, only with ``DEBUG`` on:
+see :func:`failed_message`).
 
 For a job run by :func:`~django_gearattach.decorators.offload` the view's response is
 split out of the result: ``html`` holds its HTML, ``body`` another text body,
@@ -22,17 +24,23 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.utils.translation import gettext_noop
 
-from ..attachment import JobEvent, outcome_of
+from ..attachment import JobEvent
 from ..models import Job, Status
 from .responses import open_response
 
 OFFLOAD_FUNCTION = "gearattach.offload"
 TERMINAL = frozenset({"complete", "failed"})
-GENERIC_ERROR = "the job failed"
-#: Failure texts of this app's own that every browser may see.
+GENERIC_ERROR = gettext_noop("the job failed")
+#: Failure texts of this app's own that every browser may see. They travel in English;
+#: the widget shows them in the page's language (templatetags.gearattach.widget_strings).
 PUBLIC_ERRORS = frozenset(
-    {"the job was cancelled", "the job was lost", "cancelled before it started"}
+    {
+        gettext_noop("the job was cancelled"),
+        gettext_noop("the job was lost"),
+        gettext_noop("cancelled before it started"),
+    }
 )
 #: The parts of a complete message that carry an offloaded view's page.
 PAGE_PARTS = frozenset({"html", "body", "redirect", "download"})
@@ -48,7 +56,7 @@ PONG = '{"type":"pong"}'
 MISSING = "missing"
 BROKEN = "broken"
 #: The error a browser gets for :data:`BROKEN`.
-CANNOT_FOLLOW = "cannot follow the job right now; retry shortly"
+CANNOT_FOLLOW = gettext_noop("cannot follow the job right now; retry shortly")
 
 
 def error_frame(error: str) -> str:
@@ -60,6 +68,10 @@ def error_frame(error: str) -> str:
 def message_for(event: JobEvent, function: str) -> dict[str, Any]:
     if event.event == "started":
         return {"type": "started"}
+    if event.event == "unserved":
+        return {"type": "unserved", "function": function}
+    if event.event == "served":
+        return {"type": "served"}
     if event.event == "status":
         return {"type": "status", "numerator": event.numerator, "denominator": event.denominator}
     if event.event == "data":
@@ -73,16 +85,30 @@ def message_for(event: JobEvent, function: str) -> dict[str, Any]:
     return failed_message(event.error)
 
 
-def failed_message(error: str | None) -> dict[str, Any]:
+def failed_message(error: str | None, traceback: str = "") -> dict[str, Any]:
     """A failure as browsers see it: the record's error only with ``DEBUG`` on.
 
     An exception's text may hold anything (a password, a host and port, a query); it
     stays in the record and the admin. Browsers get a generic message, unless it is
-    one of this app's own, which say nothing private.
+    one of this app's own, which say nothing private. With ``DEBUG`` on, as on
+    Django's own error pages, the error and the task's ``traceback`` are shown to
+    whoever follows the job (its owner: tokens are bound to them).
     """
     if error and (settings.DEBUG or error in PUBLIC_ERRORS):
-        return {"type": "failed", "error": error}
+        message: dict[str, Any] = {"type": "failed", "error": error}
+        if settings.DEBUG and traceback:
+            message["traceback"] = traceback
+        return message
     return {"type": "failed", "error": GENERIC_ERROR}
+
+
+def outcome_message(record: Job) -> dict[str, Any]:
+    """A finished record's ``complete`` or ``failed`` message (the traceback too, under
+    ``DEBUG``, when the record's traceback column was loaded: this never queries)."""
+    if record.status == Status.COMPLETE:
+        return complete_message(record.result, record.function)
+    loaded = "traceback" not in record.get_deferred_fields()
+    return failed_message(record.failure_text, record.traceback if loaded else "")
 
 
 def complete_message(result: Any, function: str) -> dict[str, Any]:
@@ -117,7 +143,7 @@ def summary(payload: dict[str, Any]) -> dict[str, Any]:
 def snapshot(record: Job) -> list[dict[str, Any]]:
     """What a newcomer needs to catch up: the stored progress and data, or the outcome."""
     if record.is_finished:
-        return [message_for(outcome_of(record), record.function)]
+        return [outcome_message(record)]
     out: list[dict[str, Any]] = []
     if record.status == Status.RUNNING:
         out.append({"type": "started"})
@@ -136,7 +162,7 @@ def snapshot(record: Job) -> list[dict[str, Any]]:
 
 def state(record: Job, *, summarised: bool = False) -> dict[str, Any]:
     """The JSON status endpoint's answer: the record as a browser may see it."""
-    outcome = message_for(outcome_of(record), record.function) if record.is_finished else None
+    outcome = outcome_message(record) if record.is_finished else None
     if outcome is not None and summarised:
         outcome = summary(outcome)
     return {

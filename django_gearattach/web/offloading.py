@@ -50,6 +50,7 @@ from .capture import delete_uploads, registered_view, verify
 from .classviews import find_class
 from .messages import OFFLOAD_FUNCTION
 from .responses import response_to_result
+from .sessions import session_user
 
 
 def find_view(path: str) -> Callable[..., Any] | type:
@@ -218,21 +219,13 @@ def _requesting_user(request: WSGIRequest, user_id: Any, session_login: bool) ->
     password change signs the session out). Otherwise the user must exist and be
     active.
     """
-    from django.contrib.auth import get_user, get_user_model
+    from django.contrib.auth import get_user_model
 
     user: Any
     if session_login:
-        # Django moves a session to a new key when a key in SECRET_KEY_FALLBACKS verifies
-        # its password hash; the browser's cookie names the old key, and no response
-        # from here sets a session cookie: the session keeps its key (its hash is
-        # brought up to date all the same, and saved with it).
-        session = request.session
-        cycle_key = session.cycle_key
-        session.cycle_key = lambda: None  # type: ignore[method-assign]
-        try:
-            user = get_user(request)
-        finally:
-            session.cycle_key = cycle_key  # type: ignore[method-assign]
+        # Not moved to a new key (SECRET_KEY_FALLBACKS): the browser's cookie names this
+        # one, and no response from here sets a session cookie.
+        user = session_user(request.session)
     else:
         model = get_user_model()
         user = model._default_manager.filter(pk=user_id).first()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
@@ -16,11 +17,12 @@ from django.utils.http import urlencode
 from ..conf import conf
 from ..models import Job, Status
 from ..payload import traceparent_of
-from .messages import OFFLOAD_FUNCTION, complete_message, failed_message
+from .messages import OFFLOAD_FUNCTION, outcome_message
 from .responses import open_response, replay
-from .tokens import token_for
+from .tokens import TokenRefused, token_for
 
 DEFAULT_TEMPLATE = "gearattach/processing.html"
+REFUSED_TEMPLATE = "gearattach/refused.html"
 #: The query parameter under which an offloaded view's page finds its job again.
 TOKEN_PARAM = "gearattach"
 
@@ -54,11 +56,7 @@ def processing_response(
     """
     token = token or token_for(request, job, shared=shared)
     offloaded = job.function == OFFLOAD_FUNCTION
-    outcome = None
-    if job.status == Status.COMPLETE:
-        outcome = complete_message(job.result, job.function)
-    elif job.is_finished:
-        outcome = failed_message(job.failure_text)
+    outcome = outcome_message(job) if job.is_finished else None
     if status is None:
         status = 202 if job.is_active else 200 if job.status == Status.COMPLETE else 500
     page = {
@@ -93,3 +91,20 @@ def outcome_response(
     if response is not None:
         return response
     return processing_response(request, job, template=template, token=token)
+
+
+def refused_response(
+    request: HttpRequest, refusal: TokenRefused, *, program: bool = False
+) -> HttpResponse:
+    """403 for a job's link that its token does not open: a page (``program``: JSON)
+    that says what happened, and with ``DEBUG`` on which check refused the token."""
+    reason = refusal.reason if settings.DEBUG else ""
+    response: HttpResponse
+    if program:
+        body = {"error": str(refusal), **({"reason": reason} if reason else {})}
+        response = JsonResponse(body, status=403)
+    else:
+        page = {"reason": reason}
+        response = render(request, REFUSED_TEMPLATE, page, status=403)
+    add_never_cache_headers(response)
+    return response

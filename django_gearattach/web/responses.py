@@ -30,12 +30,14 @@ from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import FileResponse as DjangoFileResponse
+from django.http import HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.utils.cache import add_never_cache_headers
 
 from ..exceptions import BadPayload
 from ..payload import new_key
 from ..sealing import seal, unseal
+from .files import FileResponse
 
 logger = logging.getLogger("django_gearattach")
 
@@ -144,7 +146,9 @@ def response_to_result(response: HttpResponseBase, *, private: bool) -> dict[str
         else response.content  # type: ignore[attr-defined]
     )
     disposition = response.get("Content-Disposition", "")
-    attachment = disposition.lower().startswith("attachment") or isinstance(response, FileResponse)
+    attachment = disposition.lower().startswith("attachment") or isinstance(
+        response, DjangoFileResponse
+    )
     if not attachment and _is_text(content_type) and len(body) <= INLINE_LIMIT:
         text = body.decode(response.charset or "utf-8", "replace")
         name = "html" if content_type.lower().startswith("text/html") else "body"

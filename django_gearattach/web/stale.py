@@ -85,6 +85,7 @@ def stale_response(
             {
                 "token": token,
                 "stored_at": stale.finished_at,
+                "age": _age_text(stale.age()),
                 "outcome_url": _page_url(request, token),
             },
             request=request,

@@ -12,7 +12,8 @@ After a key rotation, tokens signed and bound under a key listed in
 
 Every refusal (forged, altered, expired, someone else's) raises the same
 :class:`TokenRefused` with the same message, so a refusal reveals nothing about
-other jobs.
+other jobs; its :attr:`~TokenRefused.reason` says which check refused it, for the
+developer's eyes only (pages and answers show it with ``DEBUG`` on).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from django.core import signing
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.translation import gettext
 
 from ..conf import conf
 from ..exceptions import GearattachError
@@ -36,13 +38,23 @@ SHARED = "*"
 
 
 class TokenRefused(GearattachError, PermissionDenied):
-    """A token that is forged, altered, expired or issued to someone else."""
+    """A token that is forged, altered, expired or issued to someone else.
 
-    def __init__(self) -> None:
+    Its message is the same for every refusal; ``reason`` says which check refused it
+    (shown only with ``DEBUG`` on).
+    """
+
+    def __init__(self, reason: str = "") -> None:
         super().__init__(
-            "this link does not give access to a job: it is invalid, expired, or was issued "
-            "to another user. Open the page that started the job again."
+            gettext(
+                "this link does not give access to a job: it is invalid, expired, or was "
+                "issued to another user. Open the page that started the job again."
+            )
         )
+        self.reason = reason
+
+
+MALFORMED = "the token is malformed: it is not one this app issues"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +117,16 @@ class Identity:
     def all_bindings(self) -> list[str]:
         """:meth:`bindings` under ``SECRET_KEY`` and each of ``SECRET_KEY_FALLBACKS``."""
         return [binding for secret in secret_keys() for binding in self.bindings(secret)]
+
+    def described(self) -> str:
+        """Who this is, in words for a developer (no session key)."""
+        if self.user_id is not None:
+            return f"signed in as user {self.user_id}"
+        return (
+            "an anonymous visitor with a session"
+            if self.session_key
+            else ("an anonymous visitor without a session")
+        )
 
     @property
     def anonymous(self) -> bool:
@@ -178,23 +200,32 @@ def token_for(
 def check_token(token: str, identity: Identity, max_age: int | None = None) -> JobRef:
     """The job ``token`` names, if ``identity`` may follow it; else :class:`TokenRefused`."""
     if not isinstance(token, str) or len(token) > 2048:
-        raise TokenRefused()
+        raise TokenRefused(MALFORMED)
+    age = conf.TOKEN_MAX_AGE if max_age is None else max_age
     try:
-        value = signing.loads(
-            token, salt=SALT, max_age=conf.TOKEN_MAX_AGE if max_age is None else max_age
-        )
+        value = signing.loads(token, salt=SALT, max_age=age)
+    except signing.SignatureExpired:
+        raise TokenRefused(
+            f"the token expired: it is older than TOKEN_MAX_AGE ({age} seconds)"
+        ) from None
     except (signing.BadSignature, ValueError):
-        raise TokenRefused() from None
+        raise TokenRefused(
+            "the token's signature does not match: it was altered or forged, or signed with "
+            "a SECRET_KEY that is neither this one nor in SECRET_KEY_FALLBACKS"
+        ) from None
     if not isinstance(value, dict):
-        raise TokenRefused()
+        raise TokenRefused(MALFORMED)
     function, key, bound = value.get("f"), value.get("k"), value.get("b")
     if not (isinstance(function, str) and isinstance(key, str) and isinstance(bound, str)):
-        raise TokenRefused()
+        raise TokenRefused(MALFORMED)
     if bound != SHARED and not any(
         constant_time_compare(bound, mine) for mine in identity.all_bindings()
     ):
-        raise TokenRefused()
+        raise TokenRefused(
+            "the token is bound to another user or session than this request's "
+            f"({identity.described()}); tokens of anonymous visitors die when they sign in"
+        )
     run = value.get("r")
     if run is not None and not isinstance(run, str):
-        raise TokenRefused()
+        raise TokenRefused(MALFORMED)
     return JobRef(function, key, bound == SHARED, summary=value.get("s") == 1, run=run)

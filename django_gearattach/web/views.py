@@ -25,16 +25,18 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
+from django.conf import settings
 from django.core.files.storage import default_storage
-from django.http import FileResponse, HttpRequest, HttpResponseBase, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.http.response import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
-from ..attachment import outcome_of
 from ..conf import conf
 from ..models import Job, Status
 from . import streams
+from .files import FileResponse
 from .hub import Message, Subscription, get_hub
 from .messages import (
     BROKEN,
@@ -42,7 +44,7 @@ from .messages import (
     MISSING,
     OFFLOAD_FUNCTION,
     RECONNECT,
-    message_for,
+    outcome_message,
     state,
     summary,
 )
@@ -61,26 +63,29 @@ def _json(data: dict[str, object], status: int = 200) -> JsonResponse:
     return response
 
 
-def _refused() -> JsonResponse:
-    return _json({"error": str(TokenRefused())}, 403)
+def _refused(refusal: TokenRefused) -> JsonResponse:
+    body: dict[str, object] = {"error": str(refusal)}
+    if settings.DEBUG and refusal.reason:
+        body["reason"] = refusal.reason  # which check refused it: the developer's eyes only
+    return _json(body, 403)
 
 
 def _missing() -> JsonResponse:
-    return _json({"error": "no such job: its record no longer exists"}, 404)
+    return _json({"error": gettext("no such job: its record no longer exists")}, 404)
 
 
-def _check(token: str, identity: Identity) -> JobRef | None:
+def _check(token: str, identity: Identity) -> JobRef | TokenRefused:
     try:
         return check_token(token, identity)
-    except TokenRefused:
-        return None
+    except TokenRefused as refusal:
+        return refusal
 
 
 def _job(request: HttpRequest, token: str) -> tuple[JobRef, Job] | JsonResponse:
     """The token's job and its record, or the refusal (403) or absence (404) to answer."""
     ref = _check(token, Identity.of_request(request))
-    if ref is None:
-        return _refused()
+    if isinstance(ref, TokenRefused):
+        return _refused(ref)
     record = Job.objects.for_key(ref.function, ref.key).first()
     if record is None or not ref.names(record):  # gone, or run again since
         return _missing()
@@ -96,10 +101,14 @@ async def _afollow(request: HttpRequest, token: str) -> tuple[JobRef, Job, Slot]
     """
     identity = await Identity.aof_request(request)
     ref = _check(token, identity)
-    record = None if ref is None else await Job.objects.for_key(ref.function, ref.key).afirst()
+    record = (
+        None
+        if isinstance(ref, TokenRefused)
+        else await Job.objects.for_key(ref.function, ref.key).afirst()
+    )
     await release_request_resources()
-    if ref is None:
-        return _refused()
+    if isinstance(ref, TokenRefused):
+        return _refused(ref)
     if record is None or not ref.names(record):
         return _missing()
     try:
@@ -148,17 +157,18 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     timeout = _timeout(request.GET.get("timeout"))
     if timeout is None:
         limit = conf.LONGPOLL_MAX_TIMEOUT
-        return _json({"error": f"timeout must be a number of seconds from 0 to {limit:g}"}, 400)
+        text = gettext("timeout must be a number of seconds from 0 to %(limit)s")
+        return _json({"error": text % {"limit": f"{limit:g}"}}, 400)
     cursor = _cursor(request.GET.get("cursor"))
     if cursor is None:
-        return _json({"error": "cursor must be the cursor of a previous answer"}, 400)
+        return _json({"error": gettext("cursor must be the cursor of a previous answer")}, 400)
     found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
     ref, record, slot = found
     with slot:
         if record.is_finished:
-            outcome = message_for(outcome_of(record), record.function)
+            outcome = outcome_message(record)
             outcome = summary(outcome) if ref.summary else outcome
             return _json({"messages": [outcome], "cursor": "0.0", "done": True})
         async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
@@ -168,7 +178,7 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     if any(m.type == MISSING for m in messages):
         return _missing()
     if any(m.type == BROKEN for m in messages):
-        return _json({"error": CANNOT_FOLLOW}, 503)
+        return _json({"error": gettext(CANNOT_FOLLOW)}, 503)
     return _json(
         {
             "messages": [m.for_reader(ref.summary)[0] for m in messages],

@@ -38,14 +38,16 @@ from ..conf import conf
 from ..gearman.protocol import Command
 from ..gearman.worker import Assignment
 from ..models import Job, JobQuerySet, Status, ended
+from ..payload import shown
 
 logger = logging.getLogger("django_gearattach.worker.loop")
 
 #: Seconds a worker keeps trying to write a finished run's outcome while the database
-#: does not answer (at most ``LEASE`` counted from the write), before it drops the job, which
-#: gearmand then requeues: to run again. Holding on keeps a short outage from
-#: running a job twice.
-OUTCOME_PATIENCE = 10.0
+#: does not answer, before it drops the job, which gearmand then requeues: to run again.
+#: None (the default) means ``LEASE``, counted from the write: no other copy of the job
+#: may run before the run's lease ends anyway, so holding on that long costs nothing,
+#: and an outage shorter than that runs nothing twice. A number caps it lower.
+OUTCOME_PATIENCE: float | None = None
 
 HELD, ENDED, LOST = "held", "ended", "lost"
 _RUNNING = (Status.RUNNING.value,)
@@ -227,14 +229,15 @@ class Claim:
 
     @property
     def name(self) -> str:
-        return f"{self.function}[{self.key}]"
+        return f"{self.function}[{shown(self.key)}]"
 
 
 def patiently(write: Callable[[], _T], name: str) -> _T:
     """Run an outcome write, again and again while the database does not answer, for
-    up to :data:`OUTCOME_PATIENCE` seconds (the write is conditioned on the run's
-    claim, so a late one never overwrites another run's outcome)."""
-    deadline = time.monotonic() + min(OUTCOME_PATIENCE, conf.LEASE)
+    up to :data:`OUTCOME_PATIENCE` (``LEASE``) seconds (the write is conditioned on the
+    run's claim, so a late one never overwrites another run's outcome)."""
+    patience = conf.LEASE if OUTCOME_PATIENCE is None else min(OUTCOME_PATIENCE, conf.LEASE)
+    deadline = time.monotonic() + patience
     pause = 0.05
     while True:
         try:

@@ -27,13 +27,10 @@ import socket
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from django.db import DatabaseError, IntegrityError
-from django.db.models import F
-from django.utils import timezone
+from django.db import DatabaseError
 
 from .. import records, runs, signals
 from ..clients import get_client
@@ -43,16 +40,18 @@ from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment, WorkerPool
-from ..models import ACTIVE, Job, Status, ended, started
-from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker
+from ..models import Job, Status
+from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
 from ..submission import send_successor
 from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
-from .claim import ENDED, OUTCOME_PATIENCE, Claim, patiently
+from .claim import ENDED, OUTCOME_PATIENCE, Claim
 from .recovery import Sweeper
 from .reporting import Reporter
+from .starting import GiveBack, NotHere, Starter
+from .sweeping import SweepThread
 from .watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -61,10 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["OUTCOME_PATIENCE", "Worker"]
 
 logger = logging.getLogger("django_gearattach.worker.loop")
-
-
-class _GiveBack(Exception):
-    """The worker is stopping while the job waits here: hand it back to gearmand unrun."""
 
 
 class Worker:
@@ -83,9 +78,9 @@ class Worker:
         if not self.tasks:
             raise GearattachError("no tasks to run: register some with @task first")
         self.pool = WorkerPool(servers, self.tasks, timeout=conf.TIMEOUT)
-        self.host = socket.gethostname()[:255]
-        self.pid = os.getpid()
         self._stop = threading.Event()
+        # Running marks and the claims of this worker's runs (starting.py, claim.py).
+        self.starter = Starter(socket.gethostname()[:255], os.getpid(), self._stop)
         self._may_grab_ahead = False  # set per job by run()
         # The job grabbed ahead by the last one, and whether its running mark is committed.
         self._ahead: tuple[Assignment, bool] | None = None
@@ -94,10 +89,6 @@ class Worker:
         self.sweeper = Sweeper()
         self.inline = inline
         self.keeper = fencing.LeaseKeeper()  # its thread starts with the first job held
-        # The claim of each job this worker marked running (claim.py).
-        self._claims: dict[tuple[str, str], Claim] = {}
-        # Claims of runs this worker abandoned (not running, whatever their lease says).
-        self._abandoned: deque[str] = deque(maxlen=64)
         self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
         self.throttles = None if inline else Throttles.for_tasks(self.tasks.values())
         if self.throttles is not None:  # ratelimits.py
@@ -113,18 +104,22 @@ class Worker:
         self._stop.set()
 
     @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+    def host(self) -> str:
+        return self.starter.host
+
+    @property
+    def pid(self) -> int:
+        return self.starter.pid
 
     def run(self, max_jobs: int | None = None) -> None:
-        self.pid = os.getpid()
+        self.starter.pid = os.getpid()
         folds = records.combines_updates()
+        sweeping = SweepThread(self.sweeper).start()  # recovery never waits for a job
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
-                # Whatever failed last (a claim of a right, a sweep), reconnect next time.
+                # Whatever failed last (a claim of a right, a wait), reconnect next time.
                 records.drop_broken_connections()
-                self.sweeper.run_if_due()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
                 else:
@@ -145,6 +140,7 @@ class Worker:
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
             self.keeper.close()
+            sweeping.stop()
 
     # -- one job -----------------------------------------------------------------------
     def handle(self, job: Assignment, *, marked: bool = False) -> None:
@@ -153,28 +149,28 @@ class Worker:
         began = time.monotonic()
         try:
             outcome = self._handle(job, key, marked)
-        except (GearmanError, DatabaseError, _GiveBack) as exc:
-            claim = self._claims.pop((job.function, key), None)
-            if claim is not None:  # its claim may be live: this worker may take it over
-                self._abandoned.append(claim.execution)
+        except (GearmanError, DatabaseError, GiveBack) as exc:
+            self.starter.forget(job, key, abandoned=True)
             # Nothing was reported: dropping the connection makes gearmand requeue the job
             # (and any job grabbed ahead on the same connection).
-            if isinstance(exc, _GiveBack):
-                logger.info("job %s[%s] handed back unrun: the worker stops", job.function, key)
+            if isinstance(exc, GiveBack):
+                logger.info(
+                    "job %s[%s] handed back unrun: the worker stops", job.function, shown(key)
+                )
             else:
-                logger.error("job %s[%s] abandoned: %s", job.function, key, exc)
+                logger.error("job %s[%s] abandoned: %s", job.function, shown(key), exc)
             if self._ahead is not None and self._ahead[0].connection is job.connection:
                 ahead, marked = self._ahead
                 self._ahead = None  # gearmand requeues it with this job
                 if marked:
-                    self._unmark(ahead)  # while gearmand still holds it for us
+                    self.starter.unmark(ahead)  # while gearmand still holds it for us
             self.pool.report_failure(job)
             return
-        self._claims.pop((job.function, key), None)
+        self.starter.forget(job, key)
         logger.info(
             "job %s[%s] %s in %.3fs (server %s)",
             job.function,
-            key,
+            shown(key),
             outcome,
             time.monotonic() - began,
             job.server,
@@ -188,7 +184,7 @@ class Worker:
         try:
             return self._handle(job, key)
         finally:
-            self._claims.pop((job.function, key), None)
+            self.starter.forget(job, key)
 
     def _handle(self, job: Assignment, key: str, marked: bool = False) -> str:
         if is_attach_marker(job.data):
@@ -203,12 +199,14 @@ class Worker:
             if epoch is not None:
                 return self._put_back(job, key, epoch)
             if record.arguments is None and fencing.holds_live_claim(record):
-                record = self._await_claim(job.function, key, give_back=True)
+                record = self.starter.await_claim(job.function, key, give_back=True)
                 if record.is_finished:
                     return self._answer_stored(job, record)
             if record.arguments is None:
                 message = "the job was lost and its arguments are unknown"
-                return self._end_unclaimed(job, key, Status.LOST, message)
+                return self._not_here(
+                    job, self.starter.end_unclaimed(job, key, Status.LOST, message)
+                )
             payload: bytes | dict[str, Any] = record.arguments
         else:
             payload = job.data
@@ -220,10 +218,11 @@ class Worker:
         except BadPayload as exc:
             args, kwargs, problem = [], {}, str(exc)
         arguments = None if problem else {"args": args, "kwargs": kwargs}
-        verdict = None if marked else self._start(job, key, arguments)
-        if verdict is not None:
-            return verdict
-        claim = self._claims[job.function, key]
+        # A job grabbed ahead was marked running with the last job's outcome.
+        started = self.starter.claims[job.function, key] if marked else None
+        claim = started or self.starter.start(job, key, arguments)
+        if isinstance(claim, NotHere):
+            return self._not_here(job, claim)
         if problem is not None:
             if not self._finish(claim, Status.FAILED, {"error": f"BadPayload: {problem}"}):
                 return self._not_concluded(claim)
@@ -258,140 +257,16 @@ class Worker:
             get_client().submit_epoch(job.server, job.function, job.unique, epoch, ATTACH_MARKER)
         except GearmanError as exc:
             # The record still says scheduled: the recovery sweep resubmits it.
-            logger.error("job %s[%s] not scheduled again: %s", job.function, key, exc)
+            logger.error("job %s[%s] not scheduled again: %s", job.function, shown(key), exc)
         return "scheduled again for its time"
 
-    def _running_fields(self, job: Assignment, key: str) -> dict[str, Any]:
-        """The running mark, with a new claim (execution id and lease) for this run."""
-        execution = fencing.new_execution()
-        self._claims[job.function, key] = Claim(job, key, execution)
-        fields = started(
-            handle=job.handle.decode(errors="replace"),
-            server=str(job.server),
-            worker_host=self.host,
-            worker_pid=self.pid,
-        )
-        return fields | fencing.claim_fields(execution, fields["started_at"])
-
-    def _running_mark(self, job: Assignment, key: str, fields: dict[str, Any]) -> records.Update:
-        """The common case of :meth:`_start`: an active record below MAX_ATTEMPTS, which
-        no live claim holds (the claim rides on this UPDATE: see fencing.py)."""
-        return records.Update(
-            job.function,
-            key,
-            fields,
-            statuses=ACTIVE,
-            attempts_below=conf.MAX_ATTEMPTS,
-            increment_attempts=True,
-            unclaimed_at=fields["started_at"],
-        )
-
-    def _holder_is_gone(self, record: Job) -> bool:
-        """Whether the run holding the claim is known not to run any more."""
-        return record.execution in self._abandoned or fencing.holder_is_gone(record, self.host)
-
-    def _take_over(self, job: Assignment, key: str, record: Job) -> bool:
-        """Claim a job whose claim a dead process on this host holds."""
-        fields = self._running_fields(job, key)
-        taken = records.update(
-            job.function,
-            key,
-            fields,
-            statuses=(Status.RUNNING.value,),
-            attempts_below=conf.MAX_ATTEMPTS,
-            increment_attempts=True,
-            execution=record.execution,
-        )
-        if taken:
-            logger.warning(
-                "job %s[%s]: its last run (pid %s) is gone; taking over its claim",
-                job.function,
-                key,
-                record.worker_pid,
-            )
-        return bool(taken)
-
-    def _await_claim(self, function: str, key: str, *, give_back: bool) -> Job:
-        """Wait, reading the record, until the live claim on it ends; return the record.
-
-        Another copy of this job runs elsewhere: its outcome is this copy's outcome.
-        When the worker is asked to stop meanwhile, ``give_back`` hands this copy back
-        to gearmand unrun (:class:`_GiveBack`); otherwise the record is returned as it
-        is (the caller ends this copy without running it).
-        """
-        logger.warning(
-            "job %s[%s] runs elsewhere (a live claim): waiting for its outcome", function, key
-        )
-        while True:
-            self._stop.wait(fencing.wait_interval())
-            record = records.get(function, key)
-            if record is None:
-                raise DatabaseError(f"the record of {function}[{key}] is gone")
-            if not fencing.holds_live_claim(record) or self._holder_is_gone(record):
-                return record
-            if self._stop.is_set():
-                if give_back:
-                    raise _GiveBack
-                return record
-
-    def _start(self, job: Assignment, key: str, arguments: dict[str, Any] | None) -> str | None:
-        """Mark the job running; return an outcome instead when it must not run."""
-        tries = 0
-        while tries < 3:
-            if self._stop.is_set():
-                raise _GiveBack  # a stopping worker starts no job
-            fields = self._running_fields(job, key)
-            if records.update_together(self._running_mark(job, key, fields)) == [1]:
-                return None
-            self._claims.pop((job.function, key), None)
-            record = records.get(job.function, key)
-            if record is not None and fencing.holds_live_claim(record):
-                if self._holder_is_gone(record) and self._take_over(job, key, record):
-                    return None
-                self._claims.pop((job.function, key), None)
-                record = self._await_claim(job.function, key, give_back=True)
-                if not record.is_finished:
-                    continue  # the claim expired: claim it (not counted as a try)
-            tries += 1
-            if record is None:
-                # Submitted by another client (pygearman, the gearman CLI): record it now.
-                fields = self._running_fields(job, key)
-                try:
-                    Job.objects.create(
-                        function=job.function, key=key, attempts=1, arguments=arguments, **fields
-                    )
-                except IntegrityError:
-                    self._claims.pop((job.function, key), None)
-                    continue  # a submitter recorded it meanwhile: take the UPDATE path
-                return None
-            if record.is_finished:
-                return self._answer_stored(job, record)
-            if record.attempts < conf.MAX_ATTEMPTS:
-                continue  # its record changed between our UPDATE and SELECT: try again
-            message = (
-                f"gave up after {record.attempts} attempts: the job stopped its worker each "
-                "time (GEARATTACH['MAX_ATTEMPTS'])"
-            )
-            return self._end_unclaimed(job, key, Status.FAILED, message)
-        raise DatabaseError(f"could not record job {job.function}[{key}]")
-
-    def _end_unclaimed(self, job: Assignment, key: str, status: Status, message: str) -> str:
-        """End a job that no run holds (no live claim) without running it.
-
-        Conditioned on that: a run that claimed the record meanwhile gives the outcome.
-        """
-        outcome = records.Update(
-            job.function,
-            key,
-            ended(status, message),
-            statuses=ACTIVE,
-            unclaimed_at=timezone.now(),
-        )
-        if not patiently(lambda: records.update_together(outcome)[0], f"{job.function}[{key}]"):
-            return self._follow(job, key)
-        if signals.job_finished.receivers:
-            signals.send_finished(job.function, key)
-        return self._send_error(job, message)
+    def _not_here(self, job: Assignment, why: NotHere) -> str:
+        """Answer a copy of the job that does not run here (see :class:`NotHere`)."""
+        if why.record is not None:
+            return self._answer_stored(job, why.record)
+        if why.error:
+            return self._send_error(job, why.error)
+        return self._follow(job, job.unique.decode("utf-8", "replace"))
 
     def _run(
         self,
@@ -453,6 +328,9 @@ class Worker:
             }
             # A task that stops by raising once it is cancelled ends cancelled.
             status = Status.CANCELLED if context.cancel_requested else Status.FAILED
+            if status == Status.FAILED:
+                # The worker's log is where a developer looks first: the whole traceback.
+                logger.error("job %s[%s] raised %s", job.function, key, error, exc_info=exc)
             if not self._conclude(claim, status, fields | reporter.pending()):
                 return self._not_concluded(claim)
             _call_outcome_callbacks(context, status, exc)
@@ -522,7 +400,7 @@ class Worker:
         outcome from here: the copy ends in gearmand with a bare WORK_FAIL and nothing
         written, and attachers, finding the record active, follow the job on.
         """
-        record = self._await_claim(job.function, key, give_back=False)
+        record = self.starter.await_claim(job.function, key, give_back=False)
         if record.is_finished:
             return self._answer_stored(job, record)
         self._send_final(job, Command.WORK_FAIL)
@@ -549,44 +427,15 @@ class Worker:
         written, marked = claim.end_together(
             status,
             fields,
-            lambda: self._running_mark(ahead, ahead_key, self._running_fields(ahead, ahead_key)),
+            lambda: self.starter.running_mark(
+                ahead, ahead_key, self.starter.running_fields(ahead, ahead_key)
+            ),
         )
         self._ahead = (ahead, marked == 1)
         self.jobs_folded += marked
         if written and claim.successor is None and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
         return written
-
-    def _unmark(self, job: Assignment) -> None:
-        """Undo the running mark of a job grabbed ahead that gearmand requeues unrun.
-
-        Its attempt was counted but it never ran: left counted, a job near
-        MAX_ATTEMPTS could be failed without running again. Only this worker's own
-        mark is undone, never one that the job's next worker has written since.
-        """
-        key = job.unique.decode("utf-8", "replace")
-        claim = self._claims.pop((job.function, key), None)
-        try:
-            Job.objects.filter(
-                function=job.function,
-                key=key,
-                status=Status.RUNNING,
-                handle=job.handle.decode(errors="replace"),
-                worker_host=self.host,
-                worker_pid=self.pid,
-                execution=claim.execution if claim is not None else "",
-                attempts__gt=0,
-            ).requeue(
-                attempts=F("attempts") - 1,
-                started_at=None,
-                worker_host="",
-                worker_pid=None,
-                execution="",
-            )
-        except DatabaseError as exc:
-            logger.error(
-                "job %s[%s] requeued; its attempt stays counted: %s", job.function, key, exc
-            )
 
     def _finish(self, claim: Claim, status: Status, fields: dict[str, Any]) -> bool:
         """Record a run's outcome, only while the run holds its claim."""

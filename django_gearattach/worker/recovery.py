@@ -11,10 +11,11 @@ gearmand can lose a job while its record says ``scheduled``, ``queued`` or
   and drops it at once for the same reason;
 * a submitter died between inserting the record and reaching gearmand.
 
-Every ``gearworker`` process calls :meth:`Sweeper.run_if_due` between jobs; one of
-them sweeps, the one that holds the ``recovery-leader`` lock (:mod:`.sweeplock`: a
-PostgreSQL advisory lock shared by every host, elsewhere a file lock per host). When
-it dies, another worker takes the lock over at its next check. Each pass also holds
+Every ``gearworker`` process calls :meth:`Sweeper.run_if_due` on a thread of its own
+(:mod:`.sweeping`), whatever job it runs; one of them sweeps, the one that holds the
+``recovery-leader`` lock (:mod:`.sweeplock`: a PostgreSQL advisory lock shared by
+every host, elsewhere a file lock per host). When it dies or stops, another worker
+takes the lock over at its next check. Each pass also holds
 the ``recovery-pass`` lock, so ``manage.py gearattach recover`` never sweeps at the
 same time as a worker.
 
@@ -147,6 +148,15 @@ class Sweeper:
         except Exception:  # a sweep must never stop the worker
             logger.exception("recovery sweep failed")
             return []
+
+    def close(self) -> None:
+        """Give up the leader lock (the worker stops)."""
+        try:
+            if self._leader is not None and self._leader.held():
+                self._leader.release()
+        except Exception:  # a broken connection releases a PostgreSQL lock by itself
+            logger.debug("recovery-leader lock not released", exc_info=True)
+        self._leader = None
 
     def sweep(self, dry_run: bool = False) -> list[Action]:
         """One pass over the next batch of each active status; return what it did."""

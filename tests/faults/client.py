@@ -1,6 +1,7 @@
 """What the submitter and attacher hosts run (``python -m tests.faults.client ...``).
 
-``submit PREFIX COUNT``: submit COUNT jobs with keys PREFIX-0 ... as fast as it can.
+``submit PREFIX COUNT SECONDS [FUNCTION]``: submit COUNT jobs with keys PREFIX-0 ... as
+fast as it can (of ``faults.body``, or FUNCTION).
 ``load KEYS ROUNDS SECONDS``: submit each of KEYS keys ROUNDS times, shuffled, spread
 evenly over SECONDS (the 10,000 submits over 1,000 keys come from two such hosts).
 ``attach PREFIX FIRST COUNT``: follow the jobs PREFIX-FIRST ... with ``attach()``, one
@@ -32,11 +33,11 @@ from django_gearattach import attach, submit  # noqa: E402
 FUNCTION = "faults.body"
 
 
-def submit_one(key: str, seconds: float, errors: list[str]) -> None:
+def submit_one(key: str, seconds: float, errors: list[str], function: str = FUNCTION) -> None:
     deadline = time.monotonic() + 60
     while True:
         try:
-            submit(FUNCTION, [key, seconds], key=key)
+            submit(function, [key, seconds], key=key)
             return
         except Exception as error:
             errors.append(f"{type(error).__name__}: {error}"[:200])
@@ -52,8 +53,9 @@ def main(argv: list[str]) -> None:
     submits = 0
     if command == "submit":
         prefix, count, seconds = rest[0], int(rest[1]), float(rest[2])
+        function = rest[3] if len(rest) > 3 else FUNCTION
         for i in range(count):
-            submit_one(f"{prefix}-{i}", seconds, errors)
+            submit_one(f"{prefix}-{i}", seconds, errors, function)
             submits += 1
     elif command == "load":
         keys, rounds, span, seed = int(rest[0]), int(rest[1]), float(rest[2]), int(rest[3])

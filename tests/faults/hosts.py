@@ -68,12 +68,16 @@ def pids(host: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def kill_all(host: str) -> int:
-    """SIGKILL every process in the host's namespace; how many there were."""
+def kill_all(host: str, sig: int = signal.SIGKILL) -> int:
+    """Send ``sig`` (SIGKILL) to every process in the host's namespace; how many there were.
+
+    SIGSTOP freezes the host's processes (a long GC pause, a swapped VM, a frozen
+    container), SIGCONT resumes them, SIGTERM asks them to stop (a deploy).
+    """
     victims = pids(host)
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
     return len(victims)
 
 

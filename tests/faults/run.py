@@ -3,8 +3,9 @@
 Builds the simulated hosts (see :mod:`tests.faults.hosts`): gearmand on g1 and g2,
 ``manage.py gearworker --concurrency 2`` on w1 and w2, submitters on c1 and c2, an
 attacher on a1, and a private PostgreSQL cluster on db that every host reaches over
-the bridge. Then, while c1 and c2 submit 10,000 times over 1,000 keys, it runs each
-scenario in turn and prints one table:
+the bridge (w1 and w2 each through a TCP relay run by the harness, so that one host's
+database can be cut while the other keeps its own). Then, while c1 and c2 submit
+10,000 times over 1,000 keys, it runs each scenario in turn and prints one table:
 
     scenario | jobs | completed | lost | run twice | seconds to recover
 
@@ -26,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -34,12 +36,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.dbproxy import DatabaseProxy
 from tests.faults import hosts
 from tests.faults.hosts import ip
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTION = "faults.body"
 GEARMAND_PORT = 4730
+#: The worker hosts reach the database through TCP relays run by the harness (on ctl),
+#: so that one worker host's database can be cut while the others keep theirs.
+PROXY_PORTS = {"w1": 5433, "w2": 5434}
+#: The workers' GEARATTACH["LEASE"] (the default): the pause and the long cut outlast it.
+LEASE = 30.0
 #: Seconds after a fault ends that a row waits for its jobs.
 DEADLINE = 60.0
 #: Seconds of quiet before the executions are counted (late copies of a job included).
@@ -51,6 +59,8 @@ BODY_SECONDS = 0.2
 ATTACHED_BODY_SECONDS = 0.3
 #: The partition row: fewer, longer jobs (a partition matters to jobs that run).
 PARTITION_JOBS, PARTITION_BODY_SECONDS = 40, 1.0
+#: The limits row: few jobs of a concurrency=1 function, a body of a quarter second.
+LIMITED_JOBS, LIMITED_BODY_SECONDS = 60, 0.25
 #: The load: keys, submits of each key per submitter host, seconds it is spread over.
 LOAD_KEYS, LOAD_ROUNDS, LOAD_SPAN = 1000, 5, 240.0
 
@@ -101,6 +111,8 @@ class Cluster:
     run_dir: Path
     env: dict[str, str] = field(default_factory=dict)
     postgres: hosts.Postgres | None = None
+    proxies: dict[str, DatabaseProxy] = field(default_factory=dict)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.env = {
@@ -114,11 +126,18 @@ class Cluster:
         }
         self.postgres = hosts.Postgres(str(self.run_dir / "pg"))
 
-    def spawn(self, host: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
+    def start_proxies(self) -> None:
+        for host, port in PROXY_PORTS.items():
+            relay = DatabaseProxy(ip("db"), hosts.PG_PORT, (ip("ctl"), port))
+            self.proxies[host] = relay.start()
+
+    def spawn(
+        self, host: str, argv: list[str], log: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = open(self.run_dir / log, "ab")  # noqa: SIM115 - the child owns it
         return subprocess.Popen(
             hosts.exec_argv(host, hosts.named(host, argv)),
-            env={**self.env, "GAF_HOST": host},
+            env={**self.env, "GAF_HOST": host, **(env or {})},
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -145,7 +164,10 @@ class Cluster:
 
     def worker(self, host: str) -> None:
         argv = [sys.executable, "-m", "django", "gearworker", "--concurrency", "2"]
-        self.spawn(host, argv, f"{host}-worker.log")
+        env = None
+        if host in self.proxies:
+            env = {"DATABASE_URL": self.proxies[host].url(database_url())}
+        self.workers[host] = self.spawn(host, argv, f"{host}-worker.log", env)
 
     def client(self, host: str, *argv: str) -> subprocess.Popen[bytes]:
         return self.spawn(
@@ -202,7 +224,7 @@ def statuses(prefix: str) -> dict[str, str]:
 
     while True:
         try:
-            rows = Job.objects.filter(function=FUNCTION, key__startswith=f"{prefix}-")
+            rows = Job.objects.filter(key__startswith=f"{prefix}-")
             return dict(rows.values_list("key", "status"))
         except OperationalError:
             close_old_connections()
@@ -299,9 +321,12 @@ def row(
     return Row(name, prefix, jobs, completed, jobs - completed, recover, notes)
 
 
-def submit_and_wait_for(cluster: Cluster, prefix: str, jobs: int) -> None:
+def submit_and_wait_for(
+    cluster: Cluster, prefix: str, jobs: int, function: str = FUNCTION, seconds: float = 0.0
+) -> None:
     """Submit the row's jobs from c1; return once all are submitted and some run."""
-    cluster.client("c1", "submit", prefix, str(jobs), str(BODY_SECONDS)).wait(120)
+    seconds = seconds or BODY_SECONDS
+    cluster.client("c1", "submit", prefix, str(jobs), str(seconds), function).wait(120)
     wait_for(
         lambda: sum(1 for s in statuses(prefix).values() if s != "queued") >= min(4, jobs),
         60,
@@ -399,6 +424,118 @@ def scenario_postgres(cluster: Cluster, jobs: int) -> Row:
     return row(cluster, name, prefix, jobs, start, end, before)
 
 
+def retried_other_than_once(prefix: str) -> int:
+    """Records of the row (``faults.retrying``, which retries exactly once) whose
+    ``retries`` is not 1: a retry recorded twice, or lost."""
+    from django_gearattach.models import Job
+
+    return Job.objects.filter(key__startswith=f"{prefix}-").exclude(retries=1).count()
+
+
+def most_at_once(run_dir: Path, prefix: str) -> int:
+    """The most task bodies of the row that ran at the same time (from the side log)."""
+    path = run_dir / "executions.log"
+    events = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        parts = line.split()
+        if parts[0].startswith(f"{prefix}-") and parts[1] in ("start", "end"):
+            events.append((float(parts[4]), parts[1] == "start"))
+    running = most = 0
+    for _, starts in sorted(events):
+        running += 1 if starts else -1
+        most = max(most, running)
+    return most
+
+
+def scenario_paused_worker(cluster: Cluster, jobs: int) -> Row:
+    """w1's processes freeze past their lease while g1 restarts: the sweep resubmits
+    the running jobs g1 lost, their copies run on w2, and then w1 resumes."""
+    prefix = "ps"
+    submit_and_wait_for(cluster, prefix, jobs, "faults.retrying")
+    before = snapshot(prefix)
+    start = time.monotonic()
+    hosts.kill_all("w1", signal.SIGSTOP)
+    hosts.kill_all("g1")
+    cluster.gearmand("g1")
+    time.sleep(LEASE + 5)
+    hosts.kill_all("w1", signal.SIGCONT)
+    end = time.monotonic()
+    name = f"w1 frozen {LEASE + 5:.0f} s (SIGSTOP, past LEASE), g1 restarted; retrying jobs"
+    result = row(cluster, name, prefix, jobs, start, end, before)
+    result.notes.append(f"{retried_other_than_once(prefix)} recorded a retry count other than 1")
+    return result
+
+
+def scenario_database_cut(cluster: Cluster, jobs: int) -> Row:
+    prefix = "dc"
+    submit_and_wait_for(cluster, prefix, jobs)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    cluster.proxies["w1"].cut()
+    time.sleep(10)
+    cluster.proxies["w1"].heal()
+    end = time.monotonic()
+    name = "w1's database cut 10 s (the others keep theirs)"
+    return row(cluster, name, prefix, jobs, start, end, before)
+
+
+def scenario_limit_cut(cluster: Cluster, jobs: int) -> Row:
+    """The one slot of a ``concurrency=1`` function is held by a worker host when that
+    host loses its database for longer than the slot's lease: the other host takes the
+    slot; the first must not run the function beside it once its database is back."""
+    from django_gearattach.models import Throttle
+
+    prefix = "lc"
+    submit_and_wait_for(cluster, prefix, jobs, "faults.solo", LIMITED_BODY_SECONDS)
+    holders = {host: f"{hosts.ns(host)}:" for host in cluster.proxies}
+
+    def holding_host() -> str | None:
+        slot = Throttle.objects.filter(function="faults.solo", slot=0).first()
+        found = [h for h, name in holders.items() if slot and slot.holder.startswith(name)]
+        return found[0] if found else None
+
+    wait_for(lambda: holding_host() is not None, 60, "a worker host to hold the slot")
+    holder = holding_host()
+    assert holder is not None
+    before = snapshot(prefix)
+    start = time.monotonic()
+    cluster.proxies[holder].cut()
+    time.sleep(LEASE + 5)
+    cluster.proxies[holder].heal()
+    end = time.monotonic()
+    name = f"concurrency=1 slot holder's database cut {LEASE + 5:.0f} s"
+    result = row(cluster, name, prefix, jobs, start, end, before)
+    result.notes.append(
+        f"{holder} held the slot; most bodies at once: {most_at_once(cluster.run_dir, prefix)}"
+    )
+    return result
+
+
+def scenario_deploy(cluster: Cluster, jobs: int) -> Row:
+    prefix = "dp"
+    submit_and_wait_for(cluster, prefix, jobs)
+    before = snapshot(prefix)
+    start = time.monotonic()
+    hosts.kill_all("w1", signal.SIGTERM)
+    supervisor = cluster.workers["w1"]
+    wait_for(lambda: supervisor.poll() is not None, 60, "w1's workers to finish and exit")
+    stopped = time.monotonic() - start
+    cluster.worker("w1")
+    end = time.monotonic()
+    result = row(
+        cluster,
+        "w1 stopped by SIGTERM (a deploy), started again",
+        prefix,
+        jobs,
+        start,
+        end,
+        before,
+    )
+    result.notes.append(f"w1's workers exited {stopped:.1f} s after SIGTERM")
+    cluster.workers_ready(4)
+    return result
+
+
 def scenario_attacher(cluster: Cluster, jobs: int) -> Row:
     prefix = "at"
     attached = jobs // 2
@@ -436,6 +573,7 @@ def inside(args: argparse.Namespace) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    cluster.start_proxies()
     for g in ("g1", "g2"):
         cluster.gearmand(g)
     for w in ("w1", "w2"):
@@ -456,6 +594,10 @@ def inside(args: argparse.Namespace) -> int:
         lambda: scenario_partition(cluster, max(8, int(PARTITION_JOBS * scale))),
         lambda: scenario_postgres(cluster, jobs),
         lambda: scenario_attacher(cluster, jobs),
+        lambda: scenario_paused_worker(cluster, jobs),
+        lambda: scenario_database_cut(cluster, jobs),
+        lambda: scenario_limit_cut(cluster, max(20, int(LIMITED_JOBS * scale))),
+        lambda: scenario_deploy(cluster, jobs),
     ):
         rows.append(run())
         done = rows[-1]

@@ -217,6 +217,7 @@ def test_check_unique_accepts_up_to_63_bytes():
     assert check_unique(b"k") == b"k"
     assert check_unique(b"a" * 63) == b"a" * 63
     assert check_unique("é".encode() * 31 + b"x") == "é".encode() * 31 + b"x"
+    assert check_unique("report 2024/Q1 (ü, 日本)".encode()) == "report 2024/Q1 (ü, 日本)".encode()
 
 
 @pytest.mark.parametrize(
@@ -228,6 +229,15 @@ def test_check_unique_accepts_up_to_63_bytes():
         (b"a" * 64, "at most 63 bytes, got 64"),
         (b"a" * 65, "at most 63 bytes, got 65"),
         ("é".encode() * 32, "at most 63 bytes, got 64"),
+        # Control characters forge log lines and fool terminals (review 3, finding 10).
+        (b"x] complete\njob admin.reset_all_passw", "control characters"),
+        (b"a\rb", "control characters"),
+        (b"a\tb", "control characters"),
+        (b"\x1b[31mred", "control characters"),
+        (b"a\x7fb", "control characters"),
+        ("a\u2028b".encode(), "control characters"),  # LINE SEPARATOR
+        ("a\u0085b".encode(), "control characters"),  # NEXT LINE (C1)
+        ("evil\u202etxt.exe".encode(), "control characters"),  # RIGHT-TO-LEFT OVERRIDE
     ],
 )
 def test_check_unique_refuses(unique, message):

@@ -11,7 +11,7 @@ import signal
 import time
 
 from django_gearattach.gearman.client import Client
-from django_gearattach.gearman.connection import admin_command
+from django_gearattach.gearman.connection import Connection, admin_command
 from django_gearattach.gearman.protocol import Command, parse_status
 from django_gearattach.gearman.rendezvous import Address
 from django_gearattach.gearman.worker import WorkerPool
@@ -165,3 +165,31 @@ def test_grab_ahead_gives_up_on_a_server_that_stops_answering(
         assert pool.connected_servers() == [a1]  # dropped; grab() reconnects after backoff
     finally:
         pool.close()
+
+
+def test_a_job_whose_key_holds_control_characters_is_failed_and_never_handed_on(address):
+    """Another client's job with a newline in its key (this package's clients refuse to
+    make one): the pool fails it at once and hands on the next job."""
+    function = new_function()
+    good = new_key()
+    conn = Connection(address, timeout=TIMEOUT)  # a client without our checks
+    try:
+        forged = b"x] complete\njob admin.reset_all_passw"
+        conn.send(Command.SUBMIT_JOB, function, forged, b"payload")
+        created = conn.read_packet()
+        assert created is not None
+        assert created.command is Command.JOB_CREATED
+        conn.send(Command.SUBMIT_JOB_BG, function, good, b"payload")
+        pool = WorkerPool([address], [function], timeout=TIMEOUT)
+        try:
+            job = pool.grab(wait=1.0)
+            assert job is not None
+            assert job.unique == good
+            job.send(Command.WORK_COMPLETE, b"ok")
+        finally:
+            pool.close()
+        replies = [conn.read_packet(), conn.read_packet()]
+        commands = {p.command for p in replies if p is not None}
+        assert Command.WORK_FAIL in commands  # the foreground client heard it failed
+    finally:
+        conn.close()

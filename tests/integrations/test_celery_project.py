@@ -113,4 +113,9 @@ def test_the_project_runs_its_tasks_through_gearmand(project, gearmand_factory, 
     assert complete == distinct >= 2
     assert len(beats) == complete  # the heartbeat task ran once per tick, not twice
     logs = "".join((tmp_path / f"worker-{n}.log").read_text() for n in range(2))
-    assert "Traceback" not in logs
+    # A failed job is logged with its traceback (the demo fails one on purpose: the
+    # widget it renames does not exist); any other traceback would be a crash.
+    raised = [line for line in logs.splitlines() if " raised " in line]
+    assert raised
+    assert all("demoapp.tasks.rename_widget" in line for line in raised)
+    assert logs.count("Traceback") == len(raised)

@@ -98,6 +98,9 @@ def keyed_report(request: HttpRequest) -> HttpResponse:
 
 @offload(key=lambda request: request.GET.get("year"), shared=True)
 def shared_report(request: HttpRequest) -> HttpResponse:
+    if not request.GET.get("year"):
+        # No key: the visitor's own job, which answers their mistake (issue 21).
+        return HttpResponse("Which year? Add ?year= to the address.", status=400)
     execution = _record_execution(request)
     _wait_for_gate(request)
     return _page(request, f"Shared report {request.GET.get('year')}", execution)
@@ -192,12 +195,13 @@ def missing(request: HttpRequest) -> HttpResponse:
 
 
 def explicit(request: HttpRequest) -> HttpResponse:
-    """The explicit form: submit a task, return processing_response."""
-    job = submit(
-        "tests.chatty",
-        kwargs={"gate": _param(request, "gate")},
-        owner=request.user if request.user.is_authenticated else None,
-    )
+    """The explicit form: submit a task, return processing_response (``?fail=1``: a
+    task that fails)."""
+    owner = request.user if request.user.is_authenticated else None
+    if request.GET.get("fail"):
+        job = submit("tests.fail", ["a task error"], owner=owner)
+    else:
+        job = submit("tests.chatty", kwargs={"gate": _param(request, "gate")}, owner=owner)
     return processing_response(request, job)
 
 

@@ -22,22 +22,11 @@ import pytest
 
 from django_gearattach.testing import Gearmand, free_port, wait_for_port, wait_for_workers
 from example_project.rundemo import asgi_server_command
+from tests.browser import ARTIFACTS
+
+pytest_plugins = ["tests.browser"]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts" / "browser"
-CHROMIUM = os.environ.get("GEARATTACH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-INSTALL_HINT = (
-    f"chromium was not found at {CHROMIUM}: install it with 'apt-get install -y chromium' "
-    "(make test does), or set GEARATTACH_CHROMIUM. Never 'playwright install'."
-)
 
 
 class Site:
@@ -115,23 +104,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     except subprocess.TimeoutExpired:
                         process.kill()
                         process.wait(5)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(INSTALL_HINT, pytrace=False)
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.fail("Playwright is missing: pip install -e '.[test]'", pytrace=False)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 def test_report_page_goes_live_a_second_tab_attaches_and_reload_shows_the_stored_outcome(
@@ -250,6 +222,8 @@ def test_the_demo_shows_a_job_only_to_whoever_started_it(site: Site, browser: An
     page.get_by_role("button", name="Start").click()
     page.wait_for_url("**/jobs/**")
     job_url = page.url
+    # The record's table is shown again once the job ends: not "Running" under "Done.".
+    page.locator("td.status-complete").wait_for(timeout=20_000)
     page.goto(f"{site.url}/")
     assert "private-figures" in page.content()  # the owner's own list
     stranger = browser.new_context().new_page()
@@ -331,6 +305,14 @@ def test_the_admin_dashboard_draws_charts_and_updates_live(site: Site, browser: 
     page.fill("#id_username", "operator")
     page.fill("#id_password", "operator")
     page.click("input[type=submit]")
+    page.wait_for_selector("#changelist")
+    # The whole list shows in a 1280 px window, beside the navigation and the filters.
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.screenshot(path=str(ARTIFACTS / "admin-jobs-1280.png"), full_page=True)
+    results = page.locator("#changelist .results")
+    if results.count():  # the other tests' jobs (this one alone starts with none)
+        assert results.evaluate("e => e.scrollWidth <= e.clientWidth"), "the list is clipped"
+    page.set_viewport_size({"width": 1400, "height": 1000})
     page.get_by_role("link", name="Dashboard").click()  # linked from the job list
     page.wait_for_selector("svg#gearattach-hour")
     assert page.locator("svg#gearattach-day").count() == 1
@@ -406,6 +388,8 @@ def test_a_file_response_downloads_with_its_name(site: Site, browser: Any) -> No
     link = page.locator(".gearattach-download")
     link.wait_for()
     assert link.inner_text() == "Download orders-2024.csv"
+    # The heading says it is done (it said "Working on it…" before issue 21).
+    assert page.locator("h1").inner_text() == "Done"
     page.screenshot(path=str(ARTIFACTS / "download.png"))
     context.close()
 

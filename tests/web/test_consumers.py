@@ -258,9 +258,22 @@ async def test_a_socket_hears_its_queued_job_start_and_end(
         await asyncio.sleep(0.02)
     await sync_to_async(worker_factory)([gearmand])
     messages = await messages_until_close(communicator)
-    assert [m["type"] for m in messages] == ["started", "complete"]
+    # No worker when the socket came: it heard that first (issue 21), then the run.
+    assert [m["type"] for m in messages] == ["unserved", "started", "complete"]
+    assert messages[0]["function"] == "tests.record"
 
 
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+async def test_with_debug_a_failure_reaches_its_follower_with_the_traceback(
+    sockets, cluster, settings
+) -> None:
+    settings.DEBUG = True
+    job = await sync_to_async(submit)("tests.fail", ["kaput"])
+    communicator = await connect(sockets, make_token(job.function, job.key, SHARED))
+    failed = (await messages_until_close(communicator))[-1]
+    assert failed["error"] == "ValueError: kaput"
+    assert "raise ValueError(message)" in failed["traceback"]

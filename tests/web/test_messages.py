@@ -21,6 +21,7 @@ from django_gearattach.web.messages import (
     error_frame,
     failed_message,
     message_for,
+    outcome_message,
     snapshot,
     state,
     summary,
@@ -363,3 +364,18 @@ def test_state_of_a_finished_offload_summarised_has_no_page():
 def test_state_is_json():
     job = record(Status.RUNNING, progress_numerator=1, progress_denominator=2, data={"a": 1})
     assert json.loads(json.dumps(state(job)))["status"] == "running"
+
+
+def test_debug_shows_the_traceback_to_the_jobs_follower(settings):
+    """Issue 21: with DEBUG on, a failure shows where it happened, as Django's pages do."""
+    failed = record(Status.FAILED)
+    failed.error = "ValueError: bad row 7"
+    failed.traceback = 'Traceback (most recent call last):\n  File "tasks.py", line 3\n'
+    settings.DEBUG = True
+    assert outcome_message(failed) == {
+        "type": "failed",
+        "error": "ValueError: bad row 7",
+        "traceback": failed.traceback,
+    }
+    settings.DEBUG = False
+    assert outcome_message(failed) == {"type": "failed", "error": GENERIC_ERROR}

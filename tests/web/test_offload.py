@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -216,6 +217,21 @@ def test_shared_key_is_one_job_for_everyone(client: Client, log_path: Path) -> N
     assert len(executions(log_path)) == 1
 
 
+def test_a_request_a_shared_view_gives_no_key_is_the_visitors_own_job(client: Client) -> None:
+    """A key function returns None for a request that names nothing to share (a form
+    with errors): that job is nobody else's, so it runs as the visitor's own and its
+    400 answers them, instead of being refused as a shared outcome (issue 21)."""
+    job, token = started(client.get("/offload/shared/"))
+    done = finish(job)
+    assert done.result["status"] == 400
+    page = revisit(client, "/offload/shared/", token)
+    assert page.status_code == 400
+    assert b"Which year?" in page.content
+    # Bound to the visitor, as any job of their own: not a token for everyone.
+    assert revisit(Client(), "/offload/shared/", token).status_code == 403
+    assert job.arguments["kwargs"]["request"]["shared"] is False
+
+
 def test_authentication_runs_before_offloading(client: Client) -> None:
     response = client.get("/offload/private/")
     assert response.status_code == 302
@@ -231,8 +247,13 @@ def test_failing_view_shows_its_error_with_debug_only(client: Client, settings) 
     assert page.status_code == 500
     assert b"the report exploded" not in page.content
     assert b"the job failed" in page.content
+    assert b"Traceback" not in page.content
     settings.DEBUG = True
-    assert b"the report exploded" in revisit(client, "/offload/broken/", token).content
+    debug_page = revisit(client, "/offload/broken/", token).content
+    assert b"the report exploded" in debug_page
+    # The owner sees where it happened, as on Django's own debug page.
+    assert b'class="gearattach-traceback"' in debug_page
+    assert b"Traceback (most recent call last)" in debug_page
 
 
 def test_with_gearmand_down_visitors_do_not_see_its_address(client: Client, settings) -> None:
@@ -272,3 +293,33 @@ def test_someone_elses_token_is_refused(client: Client) -> None:
     # A valid token for another page's job is not this page's.
     assert revisit(client, "/offload/item/1/", token).status_code == 404
     finish(job)
+
+
+def test_an_upload_over_the_limit_is_refused_with_413_and_nothing_kept(
+    client: Client, settings
+) -> None:
+    settings.GEARATTACH = {**settings.GEARATTACH, "OFFLOAD_MAX_UPLOAD_SIZE": 2000}
+    before = _stored_uploads()
+    big = SimpleUploadedFile("big.bin", b"x" * 3000)
+    response = client.post("/offload/upload/", {"document": big})
+    assert response.status_code == 413
+    assert "at most 2.0" in response.content.decode()  # "2.0 KB"
+    assert not Job.objects.exists()
+    assert _stored_uploads() == before  # nothing waits in storage
+    # Within the limit it is accepted as before.
+    small = SimpleUploadedFile("small.txt", b"x" * 100)
+    job, _ = started(client.post("/offload/upload/", {"document": small}))
+    finish(job)
+
+
+def test_the_default_upload_limit_is_ten_mebibytes() -> None:
+    from django_gearattach.conf import conf
+
+    assert conf.OFFLOAD_MAX_UPLOAD_SIZE == 10 * 1024 * 1024
+
+
+def _stored_uploads() -> list[str]:
+    from django_gearattach.web.capture import UPLOAD_DIR
+
+    root = Path(django_settings.MEDIA_ROOT) / UPLOAD_DIR
+    return sorted(str(p) for p in root.rglob("*")) if root.exists() else []

@@ -6,6 +6,7 @@ Real gearmand and two worker processes (the web tests' shared worker).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -62,6 +63,7 @@ def test_the_stored_page_answers_then_serves_stale_while_one_refresh_runs(
     assert 'class="gearattach-updating"' in page
     assert page.index("gearattach-updating") < page.index("</body>")
     assert int(stale["Age"]) >= 1
+    assert re.search(r"this page was built \d+ seconds? ago", page)  # the age, in words
     assert "no-store" in stale["Cache-Control"]
     for _ in range(5):  # while the refresh runs, from the record alone
         again = Client().get(URL, held)

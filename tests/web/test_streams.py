@@ -70,9 +70,19 @@ def test_zero_means_no_limit(settings) -> None:
 
 # -- over HTTP and websockets, in process ---------------------------------------------------
 @pytest.fixture
-def queued(cluster, transactional_db) -> Job:
+def queued(cluster, transactional_db, settings) -> Job:
     """A job that stays queued: no worker runs its function."""
+    nobody(settings)
     return submit("tests.nobody", key="stuck")
+
+
+def nobody(settings) -> None:
+    """Let this process submit "tests.nobody", which nothing defines or runs."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "EXTERNAL_TASKS": ["tests.nobody"]}
+
+
+#: What a follower of the queued job hears first: no worker runs "tests.nobody".
+UNSERVED = {"type": "unserved", "function": "tests.nobody"}
 
 
 def limited(settings, **values: object) -> None:
@@ -122,6 +132,7 @@ async def test_streams_end_at_their_maximum_age_with_reconnect(
     assert chunks[-1] == 'data: {"type":"reconnect"}\n\n'
     socket = WebsocketCommunicator(application, f"/ws/gearattach/{token}/")
     assert (await socket.connect(timeout=5))[0]
+    assert json.loads(await socket.receive_from(5)) == UNSERVED  # no worker runs it
     assert json.loads(await socket.receive_from(5)) == {"type": "reconnect"}
     assert (await socket.receive_output(5)) == {"type": "websocket.close", "code": 1000}
     # Still queued: the stream's age ended the stream, not the job.
@@ -146,6 +157,7 @@ async def test_a_stream_outlives_a_logout_by_its_maximum_age_at_most(
     socket = WebsocketCommunicator(application, path, [(b"cookie", cookie)])
     assert (await socket.connect(timeout=5))[0]
     await sync_to_async(client.logout)()
+    assert json.loads(await socket.receive_from(5)) == UNSERVED
     assert json.loads(await socket.receive_from(5)) == {"type": "reconnect"}
     assert (await socket.receive_output(5)) == {"type": "websocket.close", "code": 1000}
     again = WebsocketCommunicator(application, path, [(b"cookie", cookie)])
@@ -213,6 +225,7 @@ async def open_stream(port: int, path: str) -> tuple[asyncio.StreamWriter, bytes
 def test_waiting_streams_hold_no_thread_and_no_database_connection(server, settings) -> None:
     port, pid, address = server
     settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [address]}
+    nobody(settings)
     job = submit("tests.nobody", key="stuck")
     token = make_token(job.function, job.key, None)
     count = 15  # within the default limit of 20 streams per client

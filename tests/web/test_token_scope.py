@@ -12,10 +12,12 @@ page with a ``Set-Cookie`` carrying their CSRF secret) at the view's URL.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 import pytest_asyncio
@@ -42,7 +44,7 @@ SECRET_COLOUR = "aubergine-secret"
 
 @dataclass
 class Person:
-    user: User
+    user: User | None
     session_key: str
 
     @property
@@ -51,7 +53,8 @@ class Person:
 
     def client(self) -> AsyncClient:
         client = AsyncClient()
-        client.cookies[django_settings.SESSION_COOKIE_NAME] = self.session_key
+        if self.session_key:
+            client.cookies[django_settings.SESSION_COOKIE_NAME] = self.session_key
         return client
 
 
@@ -148,9 +151,8 @@ def _kind_of(outcome: dict[str, Any]) -> str:
 
 
 async def _websocket(person: Person, token: str) -> tuple[str, str]:
-    socket = WebsocketCommunicator(
-        application, f"/ws/gearattach/{token}/", [(b"cookie", person.cookie.encode())]
-    )
+    headers = [(b"cookie", person.cookie.encode())] if person.session_key else []
+    socket = WebsocketCommunicator(application, f"/ws/gearattach/{token}/", headers)
     assert (await socket.connect(timeout=5))[0]
     received = []
     try:
@@ -280,6 +282,46 @@ async def test_the_summary_token_replays_nothing_of_the_users_response(scene: Sc
     assert SECRET_COLOUR in mine.content.decode()
 
 
+def _anonymous_and_shared() -> tuple[Person, str, str]:
+    """An anonymous visitor's job (a token bound to their session), a shared view's
+    job (a token bound to nobody), and a page token of ``PAGE`` for asking at ``CSV``."""
+    visitor = Client()
+    job, visitors = started(visitor.get(PAGE, {"colour": SECRET_COLOUR}))
+    shared_job, shared = started(visitor.get("/offload/shared/", {"year": "2031"}))
+    for each in (job, shared_job):
+        finish(each)
+    owner = Person(None, visitor.session.session_key or "")
+    return owner, visitors, shared
+
+
+async def test_session_and_shared_tokens_at_every_url(scene: Scene) -> None:
+    owner, visitors, shared = await sync_to_async(_anonymous_and_shared)()
+    nobody = Person(None, "")  # no cookie at all
+    expected_owner = OWNER_TOKEN | NO_FILE
+    cases = [
+        ("an anonymous visitor's token, by them", owner, PAGE, visitors, expected_owner),
+        ("an anonymous visitor's token, without their session", nobody, PAGE, visitors, {}),
+        ("an anonymous visitor's token, by a signed-in user", scene.stranger, PAGE, visitors, {}),
+        ("a shared view's token, by anyone", nobody, "/offload/shared/", shared, expected_owner),
+        (
+            "a shared view's token, by a user",
+            scene.stranger,
+            "/offload/shared/",
+            shared,
+            expected_owner,
+        ),
+    ]
+    for label, person, path, token, expected in cases:
+        for url in URLS:
+            kind, text = await ask(url, person, path, token)
+            assert kind == expected.get(url, REFUSED), (label, url, kind, text[:300])
+    # A token names its view: at another offloaded view's links it opens nothing.
+    owners, _ = scene.tokens[PAGE]
+    for url in ("view ?gearattach (browser)", "view ?gearattach-result"):
+        kind, _ = await ask(url, scene.owner, CSV, owners)
+        assert kind == ABSENT, url
+
+
 # -- a token is for one run of its job (review 3, finding 6) ---------------------------------
 def _finished_then_rerun_by_someone_else() -> tuple[Person, str, Person, str]:
     from django.test import RequestFactory
@@ -316,3 +358,49 @@ async def test_a_token_never_follows_a_later_run_of_its_job() -> None:
         kind, text = await ask(url, second, "/", second_token)
         assert kind == SUMMARY, (url, kind)  # a plain task's outcome: no page parts
         assert "2" in text
+
+
+# -- a refusal says what happened (review 3, "also seen") ----------------------------------
+def _refusals(scene: Scene) -> dict[str, tuple[Person, str, str]]:
+    """Each kind of refused link: who asks, with which token, and the reason DEBUG names."""
+    from django.core import signing
+
+    from django_gearattach.web.tokens import SALT
+
+    owners, summary = scene.tokens[PAGE]
+    value = signing.loads(owners, salt=SALT)
+    with mock.patch("time.time", return_value=time.time() - 2 * 86400):
+        expired = signing.dumps(value, salt=SALT, compress=True)  # signed two days ago
+    return {
+        "someone else's": (scene.stranger, owners, "bound to another user or session"),
+        "the admin's summary token": (scene.operator, summary, "summary token"),
+        "altered": (scene.owner, owners[:-3] + "abc", "signature does not match"),
+        "expired": (scene.owner, expired, "older than TOKEN_MAX_AGE"),
+    }
+
+
+@pytest.mark.parametrize("debug", [False, True])
+async def test_a_refused_link_says_what_happened_and_with_debug_which_check(
+    scene: Scene, settings: Any, debug: bool
+) -> None:
+    """A foreign or stale token got a bare "403 Forbidden", with no reason even with DEBUG."""
+    settings.DEBUG = debug
+    refusals = await sync_to_async(_refusals)(scene)
+    for kind, (person, token, reason) in refusals.items():
+        page = await _view(person.client(), PAGE, "gearattach", token, HTML)
+        assert page.status_code == 403, kind
+        html = page.content.decode()
+        assert "This link does not give access to a job" in html, (kind, html[:300])
+        assert "Open the page that started the job again" in html
+        assert (reason in html) is debug, (kind, reason, html)
+        assert SECRET_COLOUR not in html
+        program = await _view(person.client(), PAGE, "gearattach", token, PROGRAM)
+        assert program.status_code == 403
+        body = program.json()
+        assert "does not give access to a job" in body["error"]
+        assert (reason in body.get("reason", "")) is debug, (kind, body)
+        if kind == "the admin's summary token":
+            continue  # the status endpoint serves it (the summary)
+        status = await person.client().get(f"/gearattach/jobs/{token}/")
+        assert status.status_code == 403
+        assert (reason in status.json().get("reason", "")) is debug, kind

@@ -104,7 +104,8 @@ def test_status_does_not_leak_internals(client: Client, settings, debug: bool) -
     error = json.loads(body)["outcome"]["error"]
     # The error itself only with DEBUG on: it may hold anything.
     assert error == ("ValueError: password=hunter2" if debug else "the job failed")
-    assert "secret paths" not in body
+    # The traceback too: with DEBUG on its owner sees it, as on Django's debug pages.
+    assert ("secret paths" in body) is debug
     assert "internal-host" not in body
 
 
@@ -143,13 +144,18 @@ async def test_long_poll_finished_job_answers_at_once(async_client: AsyncClient)
     }
 
 
-async def test_long_poll_times_out_with_nothing_new(async_client: AsyncClient, gearmand) -> None:
+async def test_long_poll_times_out_with_nothing_new(
+    async_client: AsyncClient, gearmand, hub: Hub
+) -> None:
+    hub.linger = 30  # the channel stays attached between polls, as in production
     job = await sync_to_async(submit)("tests.noop")  # queued: no worker
+    poll = url(shared(job.function, job.key), "poll")
+    # At once: no worker is running for its function, so the job waits (issue 21).
+    first = (await async_client.get(poll, {"timeout": "5"})).json()
+    assert first["messages"] == [{"type": "unserved", "function": "tests.noop"}]
     loop = asyncio.get_running_loop()
     started = loop.time()
-    answer = (
-        await async_client.get(url(shared(job.function, job.key), "poll"), {"timeout": "0.3"})
-    ).json()
+    answer = (await async_client.get(poll, {"timeout": "0.3", "cursor": first["cursor"]})).json()
     assert 0.25 <= loop.time() - started < 5
     assert answer["messages"] == []
     assert answer["done"] is False

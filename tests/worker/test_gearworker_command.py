@@ -53,3 +53,16 @@ def test_reload_restarts_the_workers_when_code_changes(gearmand, worker_factory)
     assert second.result == 7
     assert second.worker_pid != first.worker_pid  # a new worker process ran it
     assert worker.process.poll() is None  # the same supervisor (exec), still running
+
+
+def test_a_failed_job_is_logged_with_its_exception_and_traceback(gearmand, worker_factory):
+    """Issue 21: the worker's console is where a developer looks first, not the admin."""
+    worker = worker_factory([gearmand])
+    wait_for_workers(gearmand.address, "tests.fail", 1)
+    key = submit("tests.fail", ["the disk is full"]).key
+    wait_for_status("tests.fail", key, Status.FAILED)
+    wait_until(lambda: f"job tests.fail[{key}] failed in" in worker.output(), what="the log")
+    out = worker.output()
+    assert f"job tests.fail[{key}] raised ValueError: the disk is full" in out
+    assert "Traceback (most recent call last):" in out
+    assert "raise ValueError(message)" in out  # the task's own line

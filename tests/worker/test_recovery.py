@@ -244,3 +244,36 @@ def test_recover_command_refuses_bad_input(args, message):
 
     with pytest.raises(CommandError, match=message):
         call_command("gearattach", "recover", *args)
+
+
+def _sweep_led() -> bool:
+    """Whether a process leads the sweep (this one tries the lock, and lets it go)."""
+    lock = SweepLock("recovery-leader")
+    if lock.acquire():
+        lock.release()
+        return False
+    return True
+
+
+def test_recovery_does_not_wait_for_the_sweep_leaders_long_job(
+    gearmand, worker_factory, log_path, tmp_path, monkeypatch
+):
+    """The worker that leads the sweep runs a long job (here until a gate opens; an
+    hour-long job in production), and another worker is idle: a job that a dead
+    submitter left recorded but never sent is recovered meanwhile, not after it."""
+    monkeypatch.setenv("GEARATTACH_RECOVERY_INTERVAL", "0.3")
+    monkeypatch.setenv("GEARATTACH_RECOVERY_GRACE", "0.3")
+    gate = tmp_path / "gate"
+    worker_factory([gearmand])
+    wait_until(_sweep_led, what="the first worker to lead the sweep")
+    busy = submit("tests.record", [str(log_path)], {"gate": str(gate)})
+    wait_for_status("tests.record", busy.key, Status.RUNNING)
+    worker_factory([gearmand])
+    # Its submitter died between inserting the record and reaching gearmand.
+    lost = Job.objects.create(
+        function="tests.add", key="submitter-died", arguments={"args": [2, 3], "kwargs": {}}
+    )
+    assert wait_for_status("tests.add", lost.key, Status.COMPLETE, timeout=15).result == 5
+    assert Job.objects.get(pk=busy.pk).status == Status.RUNNING  # the long job still runs
+    gate.touch()
+    wait_for_status("tests.record", busy.key, Status.COMPLETE)

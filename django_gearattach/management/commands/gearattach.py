@@ -5,14 +5,16 @@ On a terminal ``attach`` shows a progress bar and the outcome as a block, and
 (one line per event for ``attach``, one per server for ``servers``).
 
 ``attach`` exits 0 on complete, 1 on failed and 2 when the key is unknown.
-``submit`` and ``attach`` exit 2 for a function that no installed app registers
-(after importing every app's ``tasks`` module), naming close matches; ``submit
---unregistered`` sends it anyway (for a worker outside this project).
+``submit`` exits 2 for a function that no installed app defines and no worker
+registers (``attach`` for one no app defines and no record has), naming close
+matches; ``submit --unregistered`` sends it anyway (for a worker that is not running
+yet). ``submit`` warns when no worker is running for the job's function.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,10 +26,12 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 from rich.console import Console
 
-from ...attachment import attach
+from ... import presence
+from ...attachment import attach, unserved_text
 from ...conf import conf
 from ...exceptions import GearattachError, JobNotFound, UnknownTask
 from ...gearman.errors import GearmanError
+from ...gearman.rendezvous import parse_cached
 from ...health import probe_all
 from ...housekeeping import parse_age, prunable, prune
 from ...models import FINISHED, Job
@@ -205,22 +209,35 @@ class Command(BaseCommand):
         return function in registered_tasks()
 
     def do_submit(self, options: dict[str, Any]) -> None:
-        if not options["unregistered"] and not self._check_registered(options["function"]):
+        function = options["function"]
+        try:
+            # submit() refuses a function that no app defines and no worker registers.
+            with presence.unchecked() if options["unregistered"] else contextlib.nullcontext():
+                job = submit(
+                    function,
+                    options["job_args"],
+                    options["job_kwargs"],
+                    key=options["key"],
+                    priority=options["priority"],
+                    rerun=options["rerun"],
+                    run_at=options["run_at"],
+                    delay=options["delay"],
+                )
+        except UnknownTask as exc:
             raise UnknownTask(
-                f"{unknown_task_message(options['function'])} Nothing was submitted; "
-                "pass --unregistered to submit it for a worker outside this project."
-            )
-        job = submit(
-            options["function"],
-            options["job_args"],
-            options["job_kwargs"],
-            key=options["key"],
-            priority=options["priority"],
-            rerun=options["rerun"],
-            run_at=options["run_at"],
-            delay=options["delay"],
-        )
+                f"{exc} Or pass --unregistered to submit it for a worker that is not running yet."
+            ) from None
         self.stdout.write(job.key)
+        if not options["unregistered"]:
+            self._warn_if_unserved(function, job)
+
+    def _warn_if_unserved(self, function: str, job: Job) -> None:
+        """A job submitted while no worker runs its function waits: say so."""
+        if job.is_finished or job.status == "scheduled" or conf.IMMEDIATE:
+            return
+        address = parse_cached(job.server) if job.server else conf.SERVERS[0]
+        if presence.workers(function, [address]) == 0:
+            self.stderr.write(f"warning: {unserved_text(function, address)}")
 
     def do_attach(self, options: dict[str, Any]) -> None:
         function, key = options["function"], options["key"]

@@ -20,7 +20,11 @@
     });
     root.dataset.updated = message.at;
     root.dataset.updates = String(parseInt(root.dataset.updates || "0", 10) + 1);
-    if (state) state.textContent = "Live: updated " + new Date(message.at).toLocaleTimeString();
+    if (state) {
+      // The page's own words (data-live-text, in its language), the time in the browser's.
+      var text = root.dataset.liveText || "Live: updated %(time)s";
+      state.textContent = text.replace("%(time)s", new Date(message.at).toLocaleTimeString());
+    }
   }
 
   function poll() {
@@ -45,7 +49,7 @@
     };
     socket.onclose = function (event) {
       if (event.code === 4403) {
-        if (state) state.textContent = "Not live: you may not follow the dashboard.";
+        if (state) state.textContent = root.dataset.refusedText || "Not live: you may not follow the dashboard.";
         return;
       }
       if (!delivered) failures += 1;

@@ -7,6 +7,9 @@
  * share a page. Each one dispatches "gearattach:message", "gearattach:complete" and
  * "gearattach:failed" events (bubbling, detail = the message); calling
  * preventDefault() on "gearattach:complete" stops the built-in outcome handling.
+ *
+ * Every text it shows comes from the page (data-strings, rendered by the template tag
+ * in the visitor's language); the English below is only a fallback.
  */
 (function () {
   "use strict";
@@ -25,6 +28,36 @@
   function backoff(attempt) {
     var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
     return delay * (0.5 + Math.random() / 2);
+  }
+
+  var FALLBACK = {
+    waiting: "Waiting for the job to start…",
+    working: "Working…",
+    started: "Started",
+    step: "Step %(numerator)s of %(denominator)s (%(percent)s%%)",
+    fraction: "%(numerator)s of %(denominator)s",
+    done: "Done.",
+    doneShort: "Done",
+    failed: "Failed.",
+    stopped: "Stopped",
+    jobFailed: "The job failed.",
+    unserved: "No worker is running for %(function)s: the job starts when one does.",
+    refused: "You cannot follow this job: the link is invalid, expired or not yours.",
+    gone: "This job no longer exists.",
+    unsupported: "This browser cannot follow the job; reload the page later.",
+    download: "Download %(name)s",
+    downloadResult: "Download the result",
+    finishedPage: "The finished page",
+    startingOver: "Starting over",
+    superseded: "Starting over with the newer request…",
+    errors: {}
+  };
+
+  /* "%(name)s" placeholders, as Django's interpolate() fills them; "%%" is a "%". */
+  function format(text, values) {
+    return text.replace(/%\(([a-z]+)\)s|%%/gi, function (match, name) {
+      return name ? String(values[name]) : "%";
+    });
   }
 
   function wsUrl(path) {
@@ -49,6 +82,16 @@
     this.dataBox = el.querySelector(".gearattach-data");
     this.warnings = el.querySelector(".gearattach-warnings");
     this.outcome = el.querySelector(".gearattach-outcome");
+    var strings = {};
+    try { strings = JSON.parse(el.dataset.strings || "{}"); } catch (e) { strings = {}; }
+    this.text = function (name, values) {
+      var found = strings[name] || FALLBACK[name];
+      return values ? format(found, values) : found;
+    };
+    this.errorText = function (error) {
+      // The app's own failure texts arrive in English: show them in the page's language.
+      return (strings.errors || {})[error] || error;
+    };
     var supported = {
       ws: "WebSocket" in window,
       sse: "EventSource" in window,
@@ -91,7 +134,7 @@
       case "ws": return this.connectWebSocket();
       case "sse": return this.connectEventSource();
       case "poll": return this.poll();
-      default: return this.fail("This browser cannot follow the job; reload the page later.");
+      default: return this.fail(this.text("unsupported"));
     }
   };
 
@@ -135,8 +178,8 @@
     socket.onclose = function (event) {
       if (ping) window.clearInterval(ping);
       if (self.done) return;
-      if (event.code === 4403) return self.fail("You cannot follow this job: the link is invalid, expired or not yours.");
-      if (event.code === 4404) return self.fail("This job no longer exists.");
+      if (event.code === 4403) return self.fail(self.text("refused"));
+      if (event.code === 4404) return self.fail(self.text("gone"));
       self.retry(delivered);
     };
   };
@@ -178,8 +221,8 @@
       })
       .then(function (answer) {
         if (self.done) return;
-        if (answer.status === 403) return self.fail("You cannot follow this job: the link is invalid, expired or not yours.");
-        if (answer.status === 404) return self.fail("This job no longer exists.");
+        if (answer.status === 403) return self.fail(self.text("refused"));
+        if (answer.status === 404) return self.fail(self.text("gone"));
         if (answer.status !== 200) {
           self.attempt = Math.max(self.attempt, 1);
           return self.retryPoll();
@@ -208,12 +251,15 @@
     this.emit("message", message);
     switch (message.type) {
       case "started": return this.started();
+      case "unserved": return this.unserved(message.function);
+      case "served": return this.served();
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
       case "warning": return this.warning(message.message);
       case "superseded": return this.superseded();
       case "complete": return this.complete(message);
-      case "failed": return this.fail(message.error || "The job failed.");
+      case "failed":
+        return this.fail(message.error ? this.errorText(message.error) : this.text("jobFailed"), message.traceback);
       case "error": if (window.console) window.console.warn("gearattach:", message.error); return;
       // The server ends a stream at its maximum age; retry() follows the job again at once.
       case "reconnect": return;
@@ -222,31 +268,49 @@
   };
 
   Widget.prototype.started = function () {
-    if (this.statusLine.textContent.indexOf("Step ") === 0) return;  // progress already shown
-    this.statusLine.textContent = "Working…";
-    this.bar.setAttribute("aria-valuetext", "Started");
+    this.el.classList.remove("gearattach-unserved");
+    if (this.stepShown) return;  // progress already shown
+    this.statusLine.textContent = this.text("working");
+    this.bar.setAttribute("aria-valuetext", this.text("started"));
+  };
+
+  /* No worker registers the job's function: say so, until one does (or it starts). */
+  Widget.prototype.unserved = function (name) {
+    this.el.classList.add("gearattach-unserved");
+    this.statusLine.textContent = this.text("unserved", { "function": name || "?" });
+  };
+
+  Widget.prototype.served = function () {
+    if (!this.el.classList.contains("gearattach-unserved")) return;
+    this.el.classList.remove("gearattach-unserved");
+    this.statusLine.textContent = this.text("waiting");
   };
 
   Widget.prototype.superseded = function () {
     // A newer request replaced the run followed so far (latest wins): this is its run.
     this.fill.style.width = "0%";
     this.bar.removeAttribute("aria-valuenow");
-    this.bar.setAttribute("aria-valuetext", "Starting over");
-    this.statusLine.textContent = "Starting over with the newer request…";
+    this.stepShown = false;  // the new run's progress is shown from its start
+    this.el.classList.remove("gearattach-unserved");
+    this.bar.setAttribute("aria-valuetext", this.text("startingOver"));
+    this.statusLine.textContent = this.text("superseded");
     this.dataBox.hidden = true;
     this.dataBox.textContent = "";
   };
 
   Widget.prototype.status = function (numerator, denominator) {
+    this.el.classList.remove("gearattach-unserved");
     if (!(denominator > 0)) {
-      this.statusLine.textContent = "Working…";
+      this.statusLine.textContent = this.text("working");
       return;
     }
     var percent = Math.max(0, Math.min(100, Math.round((100 * numerator) / denominator)));
     this.fill.style.width = percent + "%";
     this.bar.setAttribute("aria-valuenow", String(percent));
-    this.bar.setAttribute("aria-valuetext", numerator + " of " + denominator);
-    this.statusLine.textContent = "Step " + numerator + " of " + denominator + " (" + percent + "%)";
+    var values = { numerator: numerator, denominator: denominator, percent: percent };
+    this.bar.setAttribute("aria-valuetext", this.text("fraction", values));
+    this.statusLine.textContent = this.text("step", values);
+    this.stepShown = true;
   };
 
   Widget.prototype.data = function (value) {
@@ -269,12 +333,23 @@
     this.el.dataset.state = kind;
     this.fill.style.width = "100%";
     this.bar.setAttribute("aria-valuenow", "100");
-    this.bar.setAttribute("aria-valuetext", kind === "complete" ? "Done" : "Stopped");
+    this.el.classList.remove("gearattach-unserved");
+    this.bar.setAttribute("aria-valuetext", this.text(kind === "complete" ? "doneShort" : "stopped"));
+    this.retitle(kind);
+  };
+
+  /* A page heading marked data-gearattach-heading beside the widget says how it ended. */
+  Widget.prototype.retitle = function (kind) {
+    var heading = this.el.parentNode && this.el.parentNode.querySelector("[data-gearattach-heading]");
+    if (!heading) return;
+    if (heading.dataset[kind]) heading.textContent = heading.dataset[kind];
+    var title = heading.dataset["title" + kind.charAt(0).toUpperCase() + kind.slice(1)];
+    if (title) document.title = title;
   };
 
   Widget.prototype.complete = function (message) {
     this.finish("complete");
-    this.statusLine.textContent = "Done.";
+    this.statusLine.textContent = this.text("done");
     if (!this.emit("complete", message)) return;
     var swap = this.el.dataset.swap === "document";
     var outcomeUrl = sameOrigin(this.el.dataset.outcomeUrl);
@@ -306,14 +381,16 @@
       link.className = "gearattach-download";
       link.href = this.el.dataset.downloadUrl;
       link.setAttribute("download", message.download.name || "");
-      link.textContent = "Download " + (message.download.name || "the result");
+      link.textContent = message.download.name
+        ? this.text("download", { name: message.download.name })
+        : this.text("downloadResult");
       this.outcome.appendChild(link);
     } else if (typeof message.html === "string") {
       // Never into this page's DOM: the HTML is another view's, and may run script.
       var frame = document.createElement("iframe");
       frame.className = "gearattach-html";
       frame.setAttribute("sandbox", "");
-      frame.setAttribute("title", "The finished page");
+      frame.setAttribute("title", this.text("finishedPage"));
       frame.srcdoc = message.html;
       this.outcome.appendChild(frame);
     } else {
@@ -324,9 +401,9 @@
     }
   };
 
-  Widget.prototype.fail = function (error) {
+  Widget.prototype.fail = function (error, traceback) {
     this.finish("failed");
-    this.statusLine.textContent = "Failed.";
+    this.statusLine.textContent = this.text("failed");
     this.outcome.hidden = false;
     this.outcome.setAttribute("role", "alert");
     this.outcome.textContent = "";
@@ -334,6 +411,13 @@
     p.className = "gearattach-error";
     p.textContent = error;
     this.outcome.appendChild(p);
+    if (typeof traceback === "string" && traceback) {
+      // Only with DEBUG on does the server send it (to whoever follows the job: its owner).
+      var pre = document.createElement("pre");
+      pre.className = "gearattach-traceback";
+      pre.textContent = traceback;
+      this.outcome.appendChild(pre);
+    }
     this.emit("failed", { type: "failed", error: error });
   };
 

@@ -1,9 +1,12 @@
+# The record's runs of a key (issue 24, key policies): run number and reason, the policy,
+# the run waiting to follow, the previous complete result.
+
 from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("django_gearattach", "0008_worker_controls"),
+        ("django_gearattach", "0009_translatable_labels"),
     ]
 
     operations = [
@@ -11,7 +14,10 @@ class Migration(migrations.Migration):
             model_name="job",
             name="next_arguments",
             field=models.JSONField(
-                blank=True, help_text="The arguments of the run that waits.", null=True
+                blank=True,
+                help_text="The arguments of the run that waits.",
+                null=True,
+                verbose_name="next arguments",
             ),
         ),
         migrations.AddField(
@@ -25,6 +31,7 @@ class Migration(migrations.Migration):
                     "replacement (latest wins). Empty: none."
                 ),
                 max_length=16,
+                verbose_name="next run",
             ),
         ),
         migrations.AddField(
@@ -39,12 +46,13 @@ class Migration(migrations.Migration):
                 default="join",
                 help_text="The key policy the current run was submitted under.",
                 max_length=16,
+                verbose_name="on conflict",
             ),
         ),
         migrations.AddField(
             model_name="job",
             name="previous_finished_at",
-            field=models.DateTimeField(blank=True, null=True),
+            field=models.DateTimeField(blank=True, null=True, verbose_name="previous finished at"),
         ),
         migrations.AddField(
             model_name="job",
@@ -56,6 +64,7 @@ class Migration(migrations.Migration):
                     "while a stale outcome is refreshed)."
                 ),
                 null=True,
+                verbose_name="previous result",
             ),
         ),
         migrations.AddField(
@@ -65,6 +74,7 @@ class Migration(migrations.Migration):
                 blank=True,
                 help_text="The number of the run that previous_result is of.",
                 null=True,
+                verbose_name="previous run number",
             ),
         ),
         migrations.AddField(
@@ -76,6 +86,7 @@ class Migration(migrations.Migration):
                     "The number of the key's current run: each rerun, refresh, follow-up or "
                     "replacement counts one more."
                 ),
+                verbose_name="run number",
             ),
         ),
         migrations.AddField(
@@ -92,6 +103,7 @@ class Migration(migrations.Migration):
                 ],
                 default="submit",
                 max_length=16,
+                verbose_name="run reason",
             ),
         ),
     ]
