@@ -196,6 +196,18 @@ class JobAdmin(_ModelAdmin):
                 ]
             },
         ),
+        (
+            _("Runs of the key"),
+            {
+                "fields": [
+                    "run_number",
+                    "run_reason",
+                    "on_conflict",
+                    "next_reason",
+                    "previous_finished_at",
+                ]
+            },
+        ),
         (_("Progress"), {"fields": ["live_progress", "pretty_data"]}),
         (
             _("Timeline"),

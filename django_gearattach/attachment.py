@@ -23,7 +23,10 @@ against real gearmand):
   a marker that reaches a worker before the record's time puts the job back for
   that time (:meth:`~django_gearattach.worker.loop.Worker.handle`), so it never runs early.
 * A job that ends its run to run again later (a Celery retry) is followed into that
-  run: its record is waiting again when gearmand reports the end.
+  run: its record is waiting again when gearmand reports the end. So is a run that
+  failed with a follow-up waiting, and a run replaced by a newer submit (latest wins,
+  :mod:`~django_gearattach.runs`), whose attachers first hear ``superseded``; the
+  attachers of a run that completed with a follow-up waiting get its result.
 * An unknown key raises :class:`~django_gearattach.exceptions.JobNotFound` and
   creates nothing.
 * The outcome an attacher reports is the record's, read when gearmand says the job
@@ -42,7 +45,9 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec
 
-from . import presence, records
+from asgiref.sync import sync_to_async
+
+from . import presence, records, runs
 from .attach_timing import atimed, timed
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
@@ -54,11 +59,20 @@ from .gearman.errors import ConnectionFailed
 from .gearman.rendezvous import Address, parse_cached
 from .models import Job, Status
 from .payload import ATTACH_MARKER, check_key, decode_result
+from .submission import send_successor
 from .tasks import Task, function_name
 
 P = ParamSpec("P")
 EventName = Literal[
-    "started", "unserved", "served", "status", "data", "warning", "complete", "failed"
+    "started",
+    "unserved",
+    "served",
+    "status",
+    "data",
+    "warning",
+    "complete",
+    "failed",
+    "superseded",
 ]
 
 
@@ -70,7 +84,9 @@ class JobEvent:
     (it comes again if a worker dies and another starts the job over). ``unserved``
     says that no worker registers the job's function on the server that holds it, so
     the job waits until one does (``message`` says so); ``served``, after it, that one
-    has registered since. Neither ends the stream.
+    has registered since. Neither ends the stream. ``superseded`` says that the run
+    followed so far was replaced by a newer one (latest wins), which the attacher
+    follows from now on: its progress starts over.
     """
 
     event: EventName
@@ -135,7 +151,20 @@ def _stale(record: Job) -> bool:
 
 #: What attach reads of a record (the rest is deferred): converting every column of
 #: the row cost more CPU than the query.
-_FIELDS = ("function", "key", "status", "priority", "server", "result", "error")
+_FIELDS = (
+    "function",
+    "key",
+    "status",
+    "priority",
+    "server",
+    "result",
+    "error",
+    "run_number",
+    "run_reason",
+    "next_reason",
+    "previous_result",
+    "previous_run_number",
+)
 
 
 def _load(function: str, key: str) -> Job | None:
@@ -252,8 +281,17 @@ def _not_found(answered: bool, function: str, key: str) -> Exception:
     return JobNotFound(function, key)
 
 
+#: What :func:`_settled` returns when the run followed was replaced by a newer one.
+SUPERSEDED = JobEvent("superseded")
+
+
 def _settled(
-    function: str, key: str, record: Job | None, recorded: bool, packet: JobEvent
+    function: str,
+    key: str,
+    record: Job | None,
+    recorded: bool,
+    packet: JobEvent,
+    followed: int | None = None,
 ) -> JobEvent | None:
     """The outcome to report once gearmand says the job ended: the record's, never the
     packet's; None when the record does not say it ended.
@@ -265,12 +303,40 @@ def _settled(
     anyone there can send: Gearman has no authentication). The attacher follows the
     job again. Only a job that had no record when the attach began, run by a worker that
     keeps none (a foreign client's), is reported as gearmand told it.
+
+    ``followed`` is the number of the run the attacher followed. A record whose current
+    run came after it (:mod:`~django_gearattach.runs`) answers :data:`SUPERSEDED` when a
+    newer submit replaced that run (the attacher follows the new one), and the result
+    it kept of that run when it completed with a follow-up waiting.
     """
     if record is None:
         if recorded:
             raise JobNotFound(function, key)  # deleted while it ran
         return packet
-    return outcome_of(record) if record.is_finished else None
+    if record.is_finished:
+        return outcome_of(record)
+    if followed is not None and record.run_number > followed:
+        if runs.supersedes(record):
+            return SUPERSEDED
+        if record.previous_run_number == followed:
+            return JobEvent("complete", result=record.previous_result)
+    return None
+
+
+def _reread(function: str, key: str) -> Job | None:
+    """The record once gearmand says the run ended; a finished record with a run waiting
+    (ended by a path that left it unstarted) starts that run first, once."""
+    record = _load(function, key)
+    if record is not None and record.is_finished and record.next_reason:
+        promoted = runs.promote(record)
+        if promoted is not None:
+            send_successor(promoted)
+        record = _load(function, key)
+    return record
+
+
+def _run_of(record: Job | None) -> int | None:
+    return record.run_number if record is not None else None
 
 
 # -- sync ----------------------------------------------------------------------------
@@ -339,7 +405,8 @@ def attach(
         if joined is not None:
             with joined:
                 try:
-                    relayed = _relay(client, joined, name, key, unique, clock, recorded)
+                    followed = _run_of(record)
+                    relayed = _relay(client, joined, name, key, unique, clock, recorded, followed)
                     if (yield from relayed):
                         return
                 except ConnectionFailed:
@@ -431,6 +498,7 @@ def _relay(
     unique: bytes,
     clock: _Clock,
     recorded: bool,
+    followed: int | None = None,
 ) -> Generator[JobEvent, None, bool]:
     """Yield the stream's events; True after the terminal one, False if its job vanished.
 
@@ -469,9 +537,12 @@ def _relay(
         translated = _translate(event)
         clock.saw(translated)
         if translated.terminal:
-            settled = _settled(name, key, _load(name, key), recorded, translated)
-            if settled is None:
-                return False  # not this site's end of the job: follow it again
+            settled = _settled(name, key, _reread(name, key), recorded, translated, followed)
+            if settled is SUPERSEDED:
+                clock.started = False  # the new run starts over (it may be queued)
+                yield settled
+            if settled is None or settled is SUPERSEDED:
+                return False  # not this run's end, or it runs again: follow the job on
             translated = settled
         yield translated
         if translated.terminal:
@@ -512,7 +583,9 @@ async def aattach(
             continue
         if joined is not None:
             try:
-                async for event in _arelay(joined, name, key, unique, clock, recorded):
+                followed = _run_of(record)
+                relayed = _arelay(joined, name, key, unique, clock, recorded, followed)
+                async for event in relayed:
                     yield event
                     if event.terminal:
                         return
@@ -593,7 +666,13 @@ async def _ajoin_unrecorded(name: str, key: str, unique: bytes, clock: _Clock) -
 
 
 async def _arelay(
-    follow: Follow, name: str, key: str, unique: bytes, clock: _Clock, recorded: bool
+    follow: Follow,
+    name: str,
+    key: str,
+    unique: bytes,
+    clock: _Clock,
+    recorded: bool,
+    followed: int | None = None,
 ) -> AsyncIterator[JobEvent]:
     """The follow's events until the terminal one; stops early if its job vanished.
 
@@ -631,9 +710,14 @@ async def _arelay(
         clock.saw(translated)
         if translated.terminal:
             record = await _load_batched((name, key))
-            settled = _settled(name, key, record, recorded, translated)
-            if settled is None:
-                return  # not this site's end of the job: the caller follows it again
+            if record is not None and record.is_finished and record.next_reason:
+                record = await sync_to_async(_reread)(name, key)
+            settled = _settled(name, key, record, recorded, translated, followed)
+            if settled is SUPERSEDED:
+                clock.started = False  # the new run starts over (it may be queued)
+                yield settled
+            if settled is None or settled is SUPERSEDED:
+                return  # not this run's end, or it runs again: the caller follows the job
             translated = settled
         yield translated
         if translated.terminal:

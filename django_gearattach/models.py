@@ -7,10 +7,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Case, F, When
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 from django.utils.translation import gettext_lazy as _
 
+from .policies import OnConflict, RunReason
 from .sealing import keyed_hashes
 
 
@@ -54,6 +56,55 @@ def ended(status: Status, error: str | None = None) -> dict[str, Any]:
     return fields if error is None else fields | {"error": error}
 
 
+def new_run(
+    reason: Any, status: Status, outcome: Status | None = None, **fields: Any
+) -> dict[str, Any]:
+    """The fields of a record whose key starts its next run (``run`` + 1), waiting with
+    ``status``: the last run's outcome, reports and claim are cleared, and its result
+    is kept as the previous one when it completed. ``outcome`` is the last run's status
+    when the row does not hold it yet (a worker hands its run over); ``reason`` may be
+    an expression (the successor's, from the row)."""
+    kept: dict[str, Any]
+    if outcome is None:  # the row holds the last run's outcome: keep it if it completed
+        complete = When(status=Status.COMPLETE.value, then=F("result"))
+        complete_at = When(status=Status.COMPLETE.value, then=F("finished_at"))
+        complete_run = When(status=Status.COMPLETE.value, then=F("run_number"))
+        kept = {
+            "previous_result": Case(complete, default=F("previous_result")),
+            "previous_finished_at": Case(complete_at, default=F("previous_finished_at")),
+            "previous_run_number": Case(complete_run, default=F("previous_run_number")),
+        }
+    elif outcome == Status.COMPLETE:
+        kept = {
+            "previous_result": fields.pop("result", None),
+            "previous_finished_at": timezone.now(),
+            "previous_run_number": F("run_number"),
+        }
+    else:
+        kept = {}
+    return {
+        "status": Status(status).value,
+        "run_number": F("run_number") + 1,
+        "run_reason": reason,
+        "progress_numerator": 0,
+        "progress_denominator": 0,
+        "data": None,
+        "result": None,
+        "error": "",
+        "traceback": "",
+        "exception_module": "",
+        "exception_qualname": "",
+        "attempts": 0,
+        "retries": 0,
+        "started_at": None,
+        "finished_at": None,
+        "lease_until": None,
+        "cancel_requested_at": None,  # a cancel of the last run is not one of this run
+        **kept,
+        **fields,
+    }
+
+
 class JobQuerySet(models.QuerySet["Job"]):
     def for_key(self, function: str, key: str) -> JobQuerySet:
         return self.filter(function=function, key=key)
@@ -80,8 +131,45 @@ class JobQuerySet(models.QuerySet["Job"]):
     # worker's hot path writes plain SQL with the values of started() and ended())
     def end(self, status: Status, error: str | None = None) -> int:
         """Finish these jobs with ``status`` (complete, failed, lost or cancelled), now;
-        their claim is dropped. Returns how many rows changed."""
-        return self.update(**ended(status, error))
+        their claim is dropped. Returns how many rows changed.
+
+        A job with a run waiting to follow it (a follow-up or a replacement) starts that
+        run instead (:meth:`start_successor`): its key is not finished.
+        """
+        count = self.filter(next_reason="").update(**ended(status, error))
+        return count + self.exclude(next_reason="").start_successor(status)
+
+    def start_successor(self, outcome: Status | None = None, **fields: Any) -> int:
+        """Make these records' waiting runs (a follow-up or a replacement) their current
+        run, queued: the successor's arguments, the run number + 1. ``outcome``: the
+        status of the run that ended, when the row does not say it yet (its ``fields``,
+        the result, come with it). Only records with a waiting run change. The owner and
+        ``created_at`` stay: what followed the run before (a browser's token) follows
+        this one too."""
+        return (
+            self.exclude(next_reason="")
+            .filter(status__in=(*FINISHED, Status.RUNNING))
+            .update(
+                **new_run(
+                    F("next_reason"),
+                    Status.QUEUED,
+                    outcome,
+                    on_conflict=F("next_reason"),
+                    arguments=F("next_arguments"),
+                    next_reason="",
+                    next_arguments=None,
+                    **fields,
+                )
+            )
+        )
+
+    def restart(self, reason: RunReason, status: Status, **fields: Any) -> int:
+        """Start these finished records' next run (a rerun, an expired or stale outcome),
+        waiting with ``status`` and ``fields``: a new run of the key, created now (the
+        browser tokens of the run before do not follow it). A record with a run waiting
+        to follow it is left alone (:meth:`start_successor` starts that one)."""
+        fields = {"created_at": timezone.now(), **fields}
+        return self.finished().filter(next_reason="").update(**new_run(reason, status, **fields))
 
     def fail(self, error: str) -> int:
         return self.end(Status.FAILED, error)
@@ -207,6 +295,60 @@ class Job(models.Model):
         blank=True,
         help_text=_("When someone cancelled the job while it ran; its worker stops it."),
     )
+    # -- the key's runs (docs/attach.rst, "Key policies") ----------------------------------
+    run_number = models.PositiveIntegerField(
+        _("run number"),
+        default=1,
+        help_text=_(
+            "The number of the key's current run: each rerun, refresh, follow-up or "
+            "replacement counts one more."
+        ),
+    )
+    run_reason = models.CharField(
+        _("run reason"), max_length=16, choices=RunReason.choices, default=RunReason.SUBMIT
+    )
+    on_conflict = models.CharField(
+        _("on conflict"),
+        max_length=16,
+        choices=OnConflict.choices,
+        default=OnConflict.JOIN,
+        help_text=_("The key policy the current run was submitted under."),
+    )
+    next_reason = models.CharField(
+        _("next run"),
+        max_length=16,
+        blank=True,
+        choices=[
+            (OnConflict.FOLLOW_UP.value, _("Follow-up")),
+            (OnConflict.REPLACE.value, _("Replace")),
+        ],
+        help_text=_(
+            "A run waits to start when the current one ends: a follow-up, or a "
+            "replacement (latest wins). Empty: none."
+        ),
+    )
+    next_arguments = models.JSONField(
+        _("next arguments"),
+        null=True,
+        blank=True,
+        help_text=_("The arguments of the run that waits."),
+    )
+    previous_result = models.JSONField(
+        _("previous result"),
+        null=True,
+        blank=True,
+        help_text=_(
+            "The result of the key's last complete run before the current one "
+            "(served while a stale outcome is refreshed)."
+        ),
+    )
+    previous_finished_at = models.DateTimeField(_("previous finished at"), null=True, blank=True)
+    previous_run_number = models.PositiveIntegerField(
+        _("previous run number"),
+        null=True,
+        blank=True,
+        help_text=_("The number of the run that previous_result is of."),
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -232,6 +374,12 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.function}[{self.key}] {self.status}"
+
+    @property
+    def has_successor(self) -> bool:
+        """Whether a run waits to start when the current one ends (a follow-up, or a
+        replacement: see :mod:`~django_gearattach.policies`)."""
+        return bool(self.next_reason)
 
     @property
     def is_finished(self) -> bool:

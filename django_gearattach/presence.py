@@ -139,7 +139,6 @@ def forget() -> None:
 
 # -- submit() of a function nobody knows --------------------------------------------------
 _unchecked: contextvars.ContextVar[bool] = contextvars.ContextVar("unchecked", default=False)
-_discovered = False
 
 
 @contextlib.contextmanager
@@ -158,19 +157,9 @@ def external(name: str) -> bool:
 
 
 def _defined(name: str) -> bool:
-    from .tasks import registered_tasks
+    from .tasks import find_task
 
-    global _discovered
-    if name in registered_tasks():
-        return True
-    if not _discovered:
-        # As gearworker does: a task defined in an app's tasks module that nothing in
-        # this process has imported yet.
-        from django.utils.module_loading import autodiscover_modules
-
-        autodiscover_modules("tasks")
-        _discovered = True
-    return name in registered_tasks()
+    return find_task(name) is not None
 
 
 def check_submittable(task: Any) -> None:
@@ -197,12 +186,12 @@ async def acheck_submittable(task: Any) -> None:
     """:func:`check_submittable` without blocking the event loop."""
     if not isinstance(task, str) or _unchecked.get() or conf.IMMEDIATE:
         return
-    from .tasks import registered_tasks
+    from .tasks import registered_tasks, tasks_discovered
 
     if task in registered_tasks() or external(task):
         return
     servers = conf.SERVERS
-    if _discovered and _held(servers) is not None:
+    if tasks_discovered() and _held(servers) is not None:
         served = served_functions(servers)  # answered from memory: no I/O
         if served is None or task in served:
             return

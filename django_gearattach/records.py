@@ -100,6 +100,10 @@ class Update:
     #: Fenced execution: only a record that no live claim holds at this time (not
     #: running, or running with a lease that ended before it).
     unclaimed_at: Any = None
+    #: Only a record with no run waiting to follow this one (a run's outcome: with a
+    #: follow-up or a replacement waiting, the record is handed over instead, see
+    #: :mod:`~django_gearattach.runs`).
+    no_successor: bool = False
 
 
 def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
@@ -111,6 +115,7 @@ def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
         spec.increment_attempts,
         spec.execution is not None,
         spec.unclaimed_at is not None,
+        spec.no_successor,
     )
     sql = _cache.get(shape)
     if sql is None:
@@ -129,6 +134,8 @@ def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
         if spec.unclaimed_at is not None:
             lease = q("lease_until")
             where.append(f"({q('status')} <> %s OR {lease} IS NULL OR {lease} < %s)")
+        if spec.no_successor:
+            where.append(f"{q('next_reason')} = ''")
         sql = _cache[shape] = f"UPDATE {table} SET {', '.join(sets)} WHERE {' AND '.join(where)}"
     params = [_prep(conn, n, v) for n, v in spec.fields.items()]
     params += [spec.function, spec.key, *spec.statuses]
@@ -150,10 +157,18 @@ def update(
     attempts_below: int | None = None,
     increment_attempts: bool = False,
     execution: str | None = None,
+    no_successor: bool = False,
 ) -> int:
     """UPDATE the (function, key) row; return how many rows changed (0 or 1)."""
     spec = Update(
-        function, key, fields, tuple(statuses), attempts_below, increment_attempts, execution
+        function,
+        key,
+        fields,
+        tuple(statuses),
+        attempts_below,
+        increment_attempts,
+        execution,
+        no_successor=no_successor,
     )
     return _execute(router.db_for_write(Job), spec)
 

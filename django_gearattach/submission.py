@@ -9,6 +9,11 @@ when the job starts.
 With ``run_at=`` or ``delay=`` the job is *scheduled*: recorded with status
 ``scheduled`` and ``scheduled_for``, and sent with SUBMIT_JOB_EPOCH, so gearmand
 holds it until then (see :mod:`.scheduling`).
+
+A submit of a key that has a record follows the key's policy
+(:mod:`~django_gearattach.policies`): each step is a conditional UPDATE on the run it
+read, and a submit whose step another one beat reads the record again and decides
+anew.
 """
 
 from __future__ import annotations
@@ -24,21 +29,22 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, connection, transaction
-from django.utils import timezone
 
-from . import presence, records, signals
+from . import policies, presence, records, runs, signals
 from .batching import Batcher
-from .clients import get_async_client, get_client, servers_for
+from .clients import get_async_client, get_client, servers_for, wait_until_forgotten
 from .conf import conf
-from .exceptions import SubmitFailed
-from .gearman.errors import ConnectionFailed
+from .exceptions import GearattachError, SubmitFailed
+from .gearman.errors import ConnectionFailed, GearmanError
 from .gearman.protocol import Priority
 from .gearman.rendezvous import Address
 from .models import Job, Status, ended
-from .payload import TRACE, check_key, dumps, encode_arguments, new_key
+from .payload import ATTACH_MARKER, TRACE, check_key, dumps, encode_arguments, new_key
+from .policies import KeyPolicy, OnConflict, RunReason
+from .runs import Prepared
 from .scheduling import schedule
 from .sealing import session_hash
-from .tasks import Task, function_name
+from .tasks import Task, function_name, policy_of
 
 logger = logging.getLogger("django_gearattach")
 
@@ -57,9 +63,12 @@ class _Request:
         session_key: str,
         run_at: datetime | None = None,
         delay: float | timedelta | None = None,
+        policy: KeyPolicy | None = None,
     ) -> None:
         self.schedule = schedule(run_at, delay)
         self.function = function_name(task)
+        # The task's own when not given: a retry or a resubmission keeps its policy.
+        self.policy = policy if policy is not None else policy_of(task, key)
         task_priority = task.priority if isinstance(task, Task) else None
         self.priority = Priority(priority or task_priority or conf.DEFAULT_PRIORITY)
         self.data = encode_arguments(args, kwargs)
@@ -77,6 +86,13 @@ class _Request:
         self.servers = servers_for(self.function, self.key)
         if conf.TRACING:
             self._carry_trace()
+        self._mark_if_replaced()
+
+    def _mark_if_replaced(self) -> None:
+        if self.caller_key and self.policy.on_conflict == OnConflict.REPLACE:
+            # Latest wins: the worker reads the arguments from the record once it has
+            # marked the run running, so a later submit may still replace them.
+            self.data = ATTACH_MARKER
 
     @property
     def status(self) -> Status:
@@ -106,31 +122,22 @@ class _Request:
             self.arguments[TRACE] = carrier
             self.data = dumps(self.arguments)
 
-    def reset(self, job: Job) -> None:
-        """Make a finished record run again (``rerun=True``), owned by who asked for it."""
+    def restart(self, job: Job, reason: RunReason) -> bool:
+        """Start the finished ``job``'s next run with this request's arguments, owned by
+        who asked for it; False when another submit changed the record first."""
         if conf.TRACING:
             self._carry_trace(rerun_of=job)
-        Job.objects.filter(pk=job.pk).update(
-            status=self.status,
+            self._mark_if_replaced()
+        return runs.restart(
+            job,
+            reason,
+            self.status,
             scheduled_for=self.scheduled_for,
             priority=self.priority,
             arguments=self.arguments,
+            on_conflict=self.policy.on_conflict,
             owner_id=self.owner_id,
             session_hash=self.session_hash,
-            progress_numerator=0,
-            progress_denominator=0,
-            data=None,
-            result=None,
-            error="",
-            traceback="",
-            exception_module="",
-            exception_qualname="",
-            attempts=0,
-            retries=0,
-            started_at=None,
-            finished_at=None,
-            cancel_requested_at=None,  # a cancel of the last run is not one of this run
-            created_at=timezone.now(),
         )
 
     def new_job(self) -> Job:
@@ -144,6 +151,7 @@ class _Request:
             owner_id=self.owner_id,
             session_hash=self.session_hash,
             server=str(self.servers[0]),
+            on_conflict=self.policy.on_conflict,
         )
 
     def insert(self) -> tuple[Job, bool]:
@@ -174,21 +182,13 @@ class _Request:
         return SubmitFailed(message)
 
 
-def _prepare(request: _Request, rerun: bool) -> tuple[Job, bool]:
-    """The record to return, and whether gearmand must be sent the job."""
-    existing = request.existing()
-    if existing is None:
-        return request.insert()
-    if existing.is_active or not rerun:
-        return existing, False
-    request.reset(existing)
-    existing.refresh_from_db()
-    return existing, True
+def _prepare(request: _Request, rerun: bool) -> Prepared:
+    return runs.prepare(request, rerun)
 
 
 def _prepare_many(
     items: list[tuple[_Request, bool]],
-) -> list[tuple[Job, bool] | BaseException]:
+) -> list[Prepared | BaseException]:
     """:func:`_prepare` for the submissions of one event-loop turn, in one hop.
 
     Random keys cannot collide, so their records go in one multi-row INSERT.
@@ -203,8 +203,8 @@ def _prepare_many(
         except IntegrityError:
             pass  # take the careful path below, one by one
         else:
-            return [(job, True) for job in jobs]
-    results: list[tuple[Job, bool] | BaseException] = []
+            return [Prepared(job, True) for job in jobs]
+    results: list[Prepared | BaseException] = []
     for request, rerun in items:
         try:
             results.append(_prepare(request, rerun))
@@ -213,7 +213,7 @@ def _prepare_many(
     return results
 
 
-_prepare_batched: Batcher[tuple[_Request, bool], tuple[Job, bool]] = Batcher(_prepare_many)
+_prepare_batched: Batcher[tuple[_Request, bool], Prepared] = Batcher(_prepare_many)
 
 
 def _send(request: _Request, job: Job) -> None:
@@ -248,6 +248,49 @@ def _send_on_commit(request: _Request, job: Job) -> None:
         logger.error("job %s[%s] not submitted after commit: %s", job.function, job.key, exc)
 
 
+#: How long a run that follows another waits for gearmand to forget that one (seconds).
+FORGET_WAIT = 2.0
+
+
+def send_successor(job: Job, after: Address | None = None) -> None:
+    """Send ``job``'s current run, one that followed another run of its key (see
+    :mod:`~django_gearattach.runs`), to gearmand once gearmand has forgotten the
+    run before it on ``after`` (its server; None: ``job.server``): a submit of the same
+    unique would otherwise join the ending job.
+
+    Errors are logged, not raised: the record says queued, so the recovery sweep (or
+    an attacher's marker) revives the run.
+    """
+    arguments = job.arguments or {}
+    policy = policies.DEFAULT.overridden(on_conflict=job.on_conflict)
+    request = _Request(
+        job.function,
+        arguments.get("args", []),
+        arguments.get("kwargs", {}),
+        job.key,
+        job.priority,
+        None,
+        "",
+        policy=policy,
+    )
+    if conf.IMMEDIATE:
+        _run_now(job, request.data)
+        return
+    try:
+        server = after or (Address.parse(job.server) if job.server else None)
+        if server is not None:
+            wait_until_forgotten(server, request.unique, FORGET_WAIT)
+        _send(request, job)
+    except (GearattachError, GearmanError, ValueError) as exc:
+        logger.error(
+            "run %s of %s[%s] not sent to gearmand (%s); the recovery sweep will send it",
+            job.run_number,
+            job.function,
+            job.key,
+            exc,
+        )
+
+
 def submit(
     task: Task[Any, Any] | str,
     args: Sequence[Any] = (),
@@ -260,6 +303,9 @@ def submit(
     session_key: str = "",
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
+    on_conflict: str | None = None,
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
 ) -> Job:
     """Submit ``task`` as a background job and return its record.
 
@@ -280,10 +326,21 @@ def submit(
     (SUBMIT_JOB_EPOCH has no priority). Raises
     :class:`~django_gearattach.exceptions.InvalidSchedule` for a naive datetime or a
     negative delay. In immediate mode the job runs at once, whatever its time.
+
+    ``on_conflict``, ``max_age`` and ``stale_while_revalidate`` override the task's
+    key policy for this submit (see :mod:`~django_gearattach.policies`); with them,
+    ``key`` is required. Raises :class:`~django_gearattach.policies.InvalidPolicy`
+    for a bad one.
     """
     presence.check_submittable(task)  # a name nobody defines or runs: UnknownTask
-    request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
-    job, send = _prepare(request, rerun)
+    policy = policy_of(task, key, on_conflict, max_age, stale_while_revalidate)
+    request = _Request(
+        task, args, kwargs, key, priority, owner, session_key, run_at, delay, policy=policy
+    )
+    prepared = _prepare(request, rerun)
+    for successor in prepared.successors:
+        _now_or_on_commit(functools.partial(send_successor, successor))
+    job, send = prepared.job, prepared.send
     if send:
         if conf.IMMEDIATE:
             return _run_now(job, request.data)
@@ -292,6 +349,13 @@ def submit(
         else:
             _send(request, job)
     return job
+
+
+def _now_or_on_commit(step: Any) -> None:
+    if connection.in_atomic_block:
+        transaction.on_commit(step)
+    else:
+        step()
 
 
 def _run_now(job: Job, data: bytes) -> Job:
@@ -314,11 +378,20 @@ async def asubmit(
     session_key: str = "",
     run_at: datetime | None = None,
     delay: float | timedelta | None = None,
+    on_conflict: str | None = None,
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
 ) -> Job:
     """The async twin of :func:`submit`, on the event loop's shared connections."""
     await presence.acheck_submittable(task)
-    request = _Request(task, args, kwargs, key, priority, owner, session_key, run_at, delay)
-    job, send = await _prepare_batched((request, rerun))
+    policy = policy_of(task, key, on_conflict, max_age, stale_while_revalidate)
+    request = _Request(
+        task, args, kwargs, key, priority, owner, session_key, run_at, delay, policy=policy
+    )
+    prepared = await _prepare_batched((request, rerun))
+    for successor in prepared.successors:
+        await sync_to_async(send_successor)(successor)
+    job, send = prepared.job, prepared.send
     if not send:
         return job
     if conf.IMMEDIATE:

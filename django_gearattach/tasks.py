@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from .exceptions import JobCancelled, UnknownTask
+from .policies import DEFAULT, InvalidPolicy, KeyPolicy
 from .ratelimits import checked_concurrency, parse_rate
 from .timelimits import TimeLimits, run_body
 
@@ -130,6 +131,7 @@ class Task(Generic[P, R]):
         time_limits: TimeLimits | None = None,
         rate_limit: float | None = None,
         concurrency: int | None = None,
+        policy: KeyPolicy = DEFAULT,
     ) -> None:
         self.func = func
         self.name = name
@@ -141,6 +143,9 @@ class Task(Generic[P, R]):
         #: running at once over all workers (see :mod:`django_gearattach.ratelimits`).
         self.rate_limit = rate_limit
         self.concurrency = concurrency
+        #: What a submit with a key does when the key has a record (see
+        #: :mod:`django_gearattach.policies`).
+        self.policy = policy
         #: Whether ``func`` marks its own body for the time limits (the Celery shim, whose
         #: bookkeeping after the user's function must not be interrupted); else all of
         #: ``func`` is the body (see :func:`~django_gearattach.timelimits.run_body`).
@@ -191,6 +196,9 @@ def task(
     soft_time_limit: float | None = None,
     rate_limit: str | float | None = None,
     concurrency: int | None = None,
+    on_conflict: str | None = None,
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
 ) -> Callable[[Callable[..., R]], Task[Any, R]]: ...
 
 
@@ -205,6 +213,9 @@ def task(
     soft_time_limit: float | None = None,
     rate_limit: str | float | None = None,
     concurrency: int | None = None,
+    on_conflict: str | None = None,
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
 ) -> Task[Any, R] | Callable[[Callable[..., R]], Task[Any, R]]:
     """Register a function as a task.
 
@@ -214,10 +225,17 @@ def task(
     (seconds) bound a run: see :mod:`django_gearattach.timelimits`. ``rate_limit``
     (``"10/m"``) and ``concurrency`` (N) hold over all workers: see
     :mod:`django_gearattach.ratelimits`.
+
+    The key policy says what a submit with a key does when the key has a record:
+    ``on_conflict`` (``"join"``, the default; ``"follow_up"``; ``"replace"``, latest
+    wins), ``max_age`` (seconds a stored outcome answers; None: forever) and
+    ``stale_while_revalidate`` (seconds past that it still answers while one refresh
+    runs): see :mod:`django_gearattach.policies`. A submit may override each.
     """
     limits = TimeLimits.of(soft_time_limit, time_limit)
     rate = parse_rate(rate_limit)
     most = checked_concurrency(concurrency)
+    policy = DEFAULT.overridden(on_conflict, max_age, stale_while_revalidate)
 
     def register(f: Callable[..., R]) -> Task[Any, R]:
         task_name = name or f"{f.__module__}.{f.__qualname__}"
@@ -231,7 +249,7 @@ def task(
                 f"two tasks are registered as {task_name!r}: {_origin(existing.func)} and "
                 f"{_origin(f)}; give one of them another name="
             )
-        registered: Task[Any, R] = Task(f, task_name, priority, bind, limits, rate, most)
+        registered: Task[Any, R] = Task(f, task_name, priority, bind, limits, rate, most, policy)
         _registry[task_name] = registered
         return registered
 
@@ -277,3 +295,45 @@ def registered_tasks() -> dict[str, Task[Any, Any]]:
 
 def function_name(task_or_name: Task[Any, Any] | str) -> str:
     return task_or_name if isinstance(task_or_name, str) else task_or_name.name
+
+
+_discovered = False
+
+
+def find_task(name: str) -> Task[Any, Any] | None:
+    """The task registered as ``name``; the first name this process does not know
+    imports the installed apps' ``tasks`` modules first, as ``gearworker`` does (a task
+    defined in an app's tasks module that nothing in this process has imported yet)."""
+    global _discovered
+    if name not in _registry and not _discovered:
+        from django.utils.module_loading import autodiscover_modules
+
+        _discovered = True
+        autodiscover_modules("tasks")
+    return _registry.get(name)
+
+
+def tasks_discovered() -> bool:
+    """Whether :func:`find_task` has imported the installed apps' ``tasks`` modules."""
+    return _discovered
+
+
+def policy_of(
+    task_or_name: Task[Any, Any] | str,
+    key: str | None,
+    on_conflict: str | None = None,
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
+) -> KeyPolicy:
+    """The key policy of a submit: the task's (``@task(on_conflict=...)``, also for a
+    task named by a string: see :func:`find_task`), with the submit's options.
+    Raises :class:`~django_gearattach.policies.InvalidPolicy` for a bad option, and
+    for options without a key (a random key is nobody else's)."""
+    if key is None and (on_conflict, max_age, stale_while_revalidate) != (None, None, None):
+        raise InvalidPolicy(
+            "on_conflict, max_age and stale_while_revalidate apply to a key: pass key= (a "
+            "submit without one gets a random key, which nothing else shares)"
+        )
+    task = task_or_name if isinstance(task_or_name, Task) else find_task(task_or_name)
+    base = task.policy if task is not None else DEFAULT
+    return base.overridden(on_conflict, max_age, stale_while_revalidate)

@@ -8,6 +8,8 @@
 ``DJANGO_ALLOWED_HOSTS`` comma-separated (default ``127.0.0.1,localhost``)
 ``REDIS_URL``           ``redis://host:port/db``: use channels-redis as the channel layer
                         (default: the in-memory layer; needs the ``redis`` extra)
+``DEMO_RECENT_MAX_AGE`` seconds the "recent report" page is kept before it refreshes
+                        (default 30)
 """
 
 from __future__ import annotations
@@ -158,3 +160,5 @@ else:
 GEARATTACH = {
     "SERVERS": env_list("GEARATTACH_SERVERS", "127.0.0.1:4730"),
 }
+# The demo's "recent report" (demo/reports.py): @offload(max_age=..., stale_while_revalidate=...)
+DEMO_RECENT_MAX_AGE = float(os.environ.get("DEMO_RECENT_MAX_AGE", "30"))

@@ -12,6 +12,7 @@ from django.db import connection
 
 from django_gearattach.testing import Gearmand, GearmandNotFound, WorkerProcess, find_gearmand
 from tests.dbproxy import DatabaseProxy
+from tests.triggers import Triggers
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,6 +117,24 @@ def log_path(tmp_path: Path) -> Path:
 
 def executions(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
+
+
+@pytest.fixture
+def triggers(gearmand: Gearmand, tmp_path: Path) -> Iterator[Triggers]:
+    """Submitters in processes of their own (:class:`tests.triggers.Triggers`)."""
+    env = {
+        "GEARATTACH_TEST_DATABASE": str(connection.settings_dict["NAME"]),
+        "GEARATTACH_SERVERS": gearmand.address,
+    }
+    started = Triggers(env, tmp_path / "go")
+    yield started
+    started.kill()
+
+
+@pytest.fixture
+def workers(gearmand: Gearmand, worker_factory: Callable[..., WorkerProcess]) -> WorkerProcess:
+    """Three worker processes (one gearworker, ``--concurrency 3``)."""
+    return worker_factory([gearmand], "--concurrency", "3")
 
 
 @pytest.fixture

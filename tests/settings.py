@@ -44,6 +44,12 @@ TASKS = {
         "BACKEND": "django_gearattach.tasks_backend.GearmanBackend",
         "OPTIONS": {
             "TIME_LIMITS": {"tests.tasksapp.tasks.oversleep": {"soft_time_limit": 0.5}},
+            "KEY_POLICIES": {
+                "tests.tasksapp.tasks.rebuild_index": {
+                    "key": ["tenant_id"],
+                    "on_conflict": "follow_up",
+                }
+            },
         },
     }
 }

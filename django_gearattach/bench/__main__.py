@@ -3,7 +3,8 @@
 One run measures the raw gearmand floors (no Django, no database), then, for SQLite
 and for PostgreSQL (with and without prepared statements), the async throughput row
 and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with the
-ratios between them.
+ratios between them. ``--fanout`` measures websocket fan-out instead, and ``--policies``
+the key policies under load (:mod:`.policies`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def main() -> int:
         help="measure websocket fan-out instead: --sockets over --fanout-jobs on one ASGI process",
     )
     parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="measure the key policies instead: 1,000 triggers of a follow_up key, and "
+        "1,000 requests of a stale shared page, from 8 processes (SQLite)",
+    )
+    parser.add_argument(
         "--tracing",
         action="store_true",
         help="the async row with tracing off, then on (OpenTelemetry's SDK, spans dropped)",
@@ -109,6 +116,8 @@ def main() -> int:
         return 2
     if args.fanout:
         return _fanout(args.sockets, args.fanout_jobs, args.server)
+    if args.policies:
+        return _policies()
     if args.tracing:
         return _tracing(args)
 
@@ -152,6 +161,25 @@ def main() -> int:
                     _drop_pg(args.pg_url, scratch[1])
     print(report_table(floor, trips, columns))
     return 0
+
+
+def _policies() -> int:
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "django_gearattach.bench.policies", "main"],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    *table, line = out.strip().splitlines()
+    print("\n".join(table))
+    figures = json.loads(line)
+    exact = figures["coalescing"]["follow_ups"] == 1 and all(
+        s["refreshes"] == 1 and s["stored"] == s["visitors"] for s in figures["stale"]
+    )
+    return 0 if exact else 1
 
 
 def _tracing(args: argparse.Namespace) -> int:

@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 
 
 #: ``apply_async``/``.set()`` options honoured, besides args, kwargs and task_id.
-APPLY_OPTIONS = frozenset({"countdown", "eta", "priority", "ignore_result", "link"})
+APPLY_OPTIONS = frozenset(
+    {"countdown", "eta", "priority", "ignore_result", "link", "on_conflict", "max_age"}
+)
+#: The options of a task id's key policy (:mod:`django_gearattach.policies`).
+POLICY_OPTIONS = ("on_conflict", "max_age")
 
 _UNSUPPORTED_APPLY = {
     "expires": "Gearman jobs do not expire; cancel queued jobs with revoke() instead",
@@ -36,6 +40,9 @@ _UNSUPPORTED_APPLY = {
     "serializer": "arguments and results are always JSON",
     "compression": "arguments and results are always JSON",
     "add_to_parent": "results do not keep children",
+    "stale_while_revalidate": "an AsyncResult has no stale state to answer with while a "
+    "refresh runs; use django_gearattach's submit() with KeyPolicy.stale(), or "
+    "@offload(stale_while_revalidate=...) for a page",
 }
 
 
@@ -93,6 +100,13 @@ def submit_signature(
     if isinstance(eta, str):
         eta = datetime.fromisoformat(eta)
     submit_kwargs = {**kwargs, META: meta} if meta else dict(kwargs)
+    policy = {name: options[name] for name in POLICY_OPTIONS if options.get(name) is not None}
+    if policy and task_id is None:
+        raise ValueError(
+            f"apply_async({', '.join(f'{n}=...' for n in policy)}) needs task_id=: a key "
+            "policy applies to a task id that several calls share (a random one is nobody "
+            "else's)"
+        )
     key = task_id or new_key()
     headers = {"id": key, "task": name, "retries": meta.get("retries", 0), "eta": eta}
     body: tuple[list[Any], dict[str, Any], dict[str, Any]] = (list(args), dict(kwargs), {})
@@ -114,6 +128,7 @@ def submit_signature(
         priority=gearman_priority(options.get("priority")),
         run_at=eta,
         delay=countdown,
+        **policy,
     )
     signals.after_task_publish.send(
         sender=name, body=body, exchange=None, routing_key=None, headers=headers

@@ -52,6 +52,9 @@ TASK_OPTIONS: dict[str, Any] = {
     "soft_time_limit": None,
     # Enforced by the workers together (django_gearattach.ratelimits).
     "rate_limit": None,
+    # The key policy of a task id (django_gearattach.policies): this app's own options.
+    "on_conflict": None,
+    "max_age": None,
 }
 
 #: Why the other task options are refused, named in the error.
@@ -66,6 +69,9 @@ UNSUPPORTED_TASK_OPTIONS = {
     "trail": "results do not keep children",
     "shadow": "a job's name is its Gearman function name",
     "compression": "arguments and results are always JSON",
+    "stale_while_revalidate": "an AsyncResult has no stale state to answer with while a "
+    "refresh runs; use django_gearattach's submit() with KeyPolicy.stale(), or "
+    "@offload(stale_while_revalidate=...) for a page",
 }
 
 
@@ -108,6 +114,8 @@ class CeleryTask(Generic[P, R]):
         self.time_limit: float | None = get("time_limit")
         self.soft_time_limit: float | None = get("soft_time_limit")
         self.rate_limit: str | float | None = get("rate_limit")
+        self.on_conflict: str | None = get("on_conflict")
+        self.max_age: float | None = get("max_age")
         functools.update_wrapper(self, func)
 
         @functools.wraps(func)
@@ -122,6 +130,8 @@ class CeleryTask(Generic[P, R]):
             time_limit=self.time_limit,
             soft_time_limit=self.soft_time_limit,
             rate_limit=self.rate_limit,
+            on_conflict=self.on_conflict,
+            max_age=self.max_age,
         )(execute)
         # Time limits apply to the user's function only, not to the shim's bookkeeping
         # after it (signals, the chain's next link): see execution.run_task.
@@ -174,7 +184,9 @@ class CeleryTask(Generic[P, R]):
         outcome (task ids are idempotent here). ``countdown``/``eta`` schedule it
         (SUBMIT_JOB_EPOCH); ``priority`` 0-2 is Gearman's low, 3-6 normal, 7 and above
         high (or "low", "normal", "high"); ``ignore_result``; ``link`` (a signature
-        run with the result, as a chain). Any other option raises
+        run with the result, as a chain); ``on_conflict`` and ``max_age`` (with a
+        ``task_id``: the key policy of :mod:`django_gearattach.policies`, as the
+        task options of the same names). Any other option raises
         :exc:`NotImplementedError` naming it.
         """
         from .canvas import submit_signature

@@ -23,6 +23,11 @@ Time limits: the backend's ``OPTIONS`` may name them per task, by ``module_path`
 (``{"TIME_LIMITS": {"app.tasks.crunch": {"time_limit": 60, "soft_time_limit": 50}}}``);
 ``GEARATTACH["TIME_LIMIT"]`` and ``["SOFT_TIME_LIMIT"]`` apply to the others.
 
+Key policies: a Django task has no key of its own; ``OPTIONS["KEY_POLICIES"]`` may
+give a task one made of some of its arguments, with ``on_conflict`` and ``max_age``
+(see :mod:`~django_gearattach.integrations.tasks_policies`, which says what does not
+map).
+
 ``task_enqueued`` is sent by ``enqueue`` in the submitting process, ``task_started``
 and ``task_finished`` by the worker process around the task (``task_finished`` from
 inside the exception handler on failure, as Django's own backends do). In immediate
@@ -58,6 +63,7 @@ from .tasks_compat import (
     task_finished,
     task_started,
 )
+from .tasks_policies import TaskKeyPolicy, key_policy
 
 if TYPE_CHECKING:
     from ..models import Job
@@ -200,7 +206,12 @@ class GearmanBackend(BaseTaskBackend):
 
     def validate_task(self, task: Task[..., Any]) -> None:
         super().validate_task(task)
+        self.key_policy(task)
         _register(task, self.time_limits(task.module_path))
+
+    def key_policy(self, task: Task[..., Any]) -> TaskKeyPolicy | None:
+        """``OPTIONS["KEY_POLICIES"][module_path]``: the task's key and its policy."""
+        return key_policy(self.options, task)
 
     def time_limits(self, module_path: str) -> Mapping[str, Any] | None:
         """``OPTIONS["TIME_LIMITS"][module_path]``: the task's time_limit/soft_time_limit."""
@@ -222,13 +233,17 @@ class GearmanBackend(BaseTaskBackend):
     def _submit_args(
         self, task: Task[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> Any:
-        return {
+        options = {
             "task": task.module_path,
             "args": list(args),
             "kwargs": dict(kwargs),
             "priority": gearman_priority(task.priority),
             "run_at": task.run_after,
         }
+        keyed = self.key_policy(task)
+        if keyed is not None:
+            options.update(key=keyed.key_for(task, args, kwargs), **keyed.submit_options())
+        return options
 
     def enqueue(
         self, task: Task[P, R], args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -239,9 +254,9 @@ class GearmanBackend(BaseTaskBackend):
         options = self._submit_args(task, args, kwargs)
         if conf.IMMEDIATE:
             # The task runs inside submit(): announce it first, as ImmediateBackend does.
-            key = new_key()
-            self._announce(task, key, options)
-            job = submit(**options, key=key)
+            options.setdefault("key", new_key())
+            self._announce(task, options["key"], options)
+            job = submit(**options)
             return result_from_record(task, job, self.alias)
         job = submit(**options)
         result = result_from_record(task, job, self.alias)

@@ -92,6 +92,10 @@ def widget_strings() -> dict[str, Any]:
         "download": gettext("Download %(name)s"),
         "downloadResult": gettext("Download the result"),
         "finishedPage": gettext("The finished page"),
+        # Translators: what a screen reader says of the progress bar when a newer request
+        # replaced the job followed so far (latest wins).
+        "startingOver": gettext("Starting over"),
+        "superseded": gettext("Starting over with the newer request…"),
         "errors": {error: gettext(error) for error in (GENERIC_ERROR, *sorted(PUBLIC_ERRORS))},
     }
 

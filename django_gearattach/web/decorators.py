@@ -29,6 +29,7 @@ from typing import Any, ClassVar, TypeVar, overload
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest
 
+from ..policies import DEFAULT, KeyPolicy
 from .api import RESULT_PARAM
 from .capture import register_view
 from .classviews import MARKER, class_path
@@ -54,6 +55,9 @@ def offload(
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
     headers: Iterable[str] = (),
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
+    on_conflict: str | None = None,
 ) -> Callable[[V], V]: ...
 
 
@@ -69,6 +73,9 @@ def offload(
     sensitive: Iterable[str] = (),
     forms: Iterable[Any] = (),
     headers: Iterable[str] = (),
+    max_age: float | None = None,
+    stale_while_revalidate: float | None = None,
+    on_conflict: str | None = None,
 ) -> V | Callable[[V], V]:
     """Run the decorated view in a ``gearworker``; show a live processing page meanwhile.
 
@@ -94,6 +101,14 @@ def offload(
     gets (``Accept``, ``Accept-Language``, ``User-Agent``... and
     ``GEARATTACH["CAPTURED_HEADERS"]``), say ``["X-Tenant"]``: they are sealed in the
     record, as credentials may be.
+
+    The key's policy (:mod:`~django_gearattach.policies`), for views with a ``key``:
+    ``max_age`` (seconds) keeps a stored response for that long, then the next request
+    runs the view again; ``stale_while_revalidate`` (seconds) serves it for that much
+    longer at once, marked "updating", while one refresh runs, and swaps the fresh page
+    in when it is ready. ``@offload(key=..., shared=True, max_age=600,
+    stale_while_revalidate=60)``: a slow page built at most every ten minutes, never
+    waited for in between. ``on_conflict`` (``"follow_up"``, ``"replace"``) as for tasks.
     """
     options = Options(
         template,
@@ -104,6 +119,7 @@ def offload(
         tuple(sensitive),
         tuple(forms),
         headers=tuple(headers),
+        policy=_policy(key is not None, on_conflict, max_age, stale_while_revalidate),
     )
 
     def decorate(func: V) -> V:
@@ -131,6 +147,24 @@ def offload(
         return wrapper  # type: ignore[return-value]
 
     return decorate(view) if view is not None else decorate
+
+
+def _policy(
+    keyed: bool,
+    on_conflict: str | None,
+    max_age: float | None,
+    stale_while_revalidate: float | None,
+) -> KeyPolicy:
+    """The view's key policy; InvalidPolicy for a bad option, ImproperlyConfigured
+    for options on a view without a key (every request would get a job of its own)."""
+    policy = KeyPolicy.of(on_conflict, max_age, stale_while_revalidate)
+    if not policy.is_default and not keyed:
+        raise ImproperlyConfigured(
+            "@offload(max_age=..., stale_while_revalidate=..., on_conflict=...) needs "
+            "key=: without a key every request runs a job of its own, which no other "
+            "request shares"
+        )
+    return policy
 
 
 def _is_method_decorator_probe(func: Any) -> bool:
@@ -189,7 +223,9 @@ class OffloadMixin:
 
     The options of :func:`offload` are class attributes: ``offload_template``,
     ``offload_priority``, ``offload_shared``, ``offload_accept_files``,
-    ``offload_sensitive``, ``offload_forms``, ``offload_headers``, and
+    ``offload_sensitive``, ``offload_forms``, ``offload_headers``, ``offload_max_age``,
+    ``offload_stale_while_revalidate``, ``offload_on_conflict`` (checked when the class
+    is defined), and
     ``offload_methods`` (the methods to offload, say ``["post"]``: others run here as
     usual); the key is :meth:`get_offload_key`
     (by default ``offload_key``, a function of the request, or None). Put the mixin
@@ -204,8 +240,19 @@ class OffloadMixin:
     offload_sensitive: ClassVar[Iterable[str]] = ()
     offload_forms: ClassVar[Iterable[Any]] = ()
     offload_headers: ClassVar[Iterable[str]] = ()
+    offload_max_age: ClassVar[float | None] = None
+    offload_stale_while_revalidate: ClassVar[float | None] = None
+    offload_on_conflict: ClassVar[str | None] = None
     #: The HTTP methods offloaded (say ``["post"]`` for a form); None: every method.
     offload_methods: ClassVar[Iterable[str] | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._offload_policy = KeyPolicy.of(
+            cls.offload_on_conflict, cls.offload_max_age, cls.offload_stale_while_revalidate
+        )
+
+    _offload_policy: ClassVar[KeyPolicy] = DEFAULT
 
     def get_offload_key(self, request: HttpRequest) -> str | None:
         """The job key of ``request`` (see ``key`` in :func:`offload`); None: a job of its own."""
@@ -236,6 +283,7 @@ class OffloadMixin:
             sensitive=tuple(self.offload_sensitive),
             forms=tuple(self.offload_forms),
             headers=tuple(self.offload_headers),
+            policy=self._offload_policy,
         )
         target = Target(path, view=self)
         if getattr(type(self), "view_is_async", False):

@@ -23,9 +23,10 @@ from ..conf import conf
 from ..exceptions import SubmitFailed
 from ..models import Job, Status
 from ..payload import TRACE, new_key
+from ..policies import DEFAULT, KeyPolicy
 from ..sealing import keyed_hash
 from ..submission import submit
-from . import api, classviews, waiting
+from . import api, classviews, stale, waiting
 from . import sensitive as sensitive_fields
 from .capture import delete_uploads, save_uploads, serialise_request, sign
 from .messages import OFFLOAD_FUNCTION, failed_message
@@ -51,6 +52,8 @@ class Options:
     forms: tuple[Any, ...] = ()
     #: Request headers the view needs beyond the captured ones: sealed in the record.
     headers: tuple[str, ...] = ()
+    #: What a request does with its key's record (``max_age``, ``stale_while_revalidate``).
+    policy: KeyPolicy = DEFAULT
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,20 @@ def respond(
     refused = too_large(request)
     if refused is not None:
         return refused
+    answers = safe and _answers_from_record(options, request)
+    known_key = _job_key(options, path, request) if answers else None
+    if known_key is not None:
+        # A stored response that answers (fresh, or stale while it refreshes): one read.
+        kept_answer = stale.from_record(
+            request,
+            known_key,
+            options.policy,
+            shared=options.shared,
+            template=options.template,
+            html=not program,
+        )
+        if kept_answer is not None:
+            return kept_answer
     if request.FILES and not options.accept_files:
         return _text(
             gettext("This page does not accept file uploads; send the form without files."), 400
@@ -167,13 +184,21 @@ def respond(
         return processing_response(
             request, job, template=options.template, shared=shared, status=503
         )
-    if _stored_arguments(job).get("signature") != arguments["signature"]:
+    stored = {
+        _stored_arguments(job).get("signature"),
+        _stored_arguments(job, "next").get("signature"),
+    }
+    if arguments["signature"] not in stored:
         delete_uploads(uploads)  # another request's job runs; ours were never needed
     token = token_for(request, job, shared=shared)
+
+    kept = None if job.status == Status.COMPLETE else options.policy.stale(job)
 
     def answer(job: Job) -> HttpResponseBase:
         if job.status == Status.COMPLETE:
             response = outcome_response(request, job, token, options.template)
+        elif kept is not None:  # stale while it revalidates: the stored response at once
+            response = stale.stale_response(request, job, kept, token, html=not program)
         elif program:
             response = api.accepted(request, job, token)
         else:
@@ -184,7 +209,7 @@ def respond(
             _set_session_cookie(request, response)
         return response
 
-    wait = api.prefer_wait(request) if program else None
+    wait = api.prefer_wait(request) if program and kept is None else None
     if wait is not None and not job.is_finished:
         # A session this request created says nothing of who asks: count its address.
         identity = Identity() if new_session else Identity.of_request(request)
@@ -261,6 +286,8 @@ def _set_session_cookie(request: HttpRequest, response: HttpResponseBase) -> Non
 def _submit(
     options: Options, arguments: dict[str, Any], key: str, owner: Any, session_key: str
 ) -> Job:
+    policy = options.policy
+
     def run(rerun: bool) -> Job:
         return submit(
             OFFLOAD_FUNCTION,
@@ -270,6 +297,9 @@ def _submit(
             rerun=rerun,
             owner=owner,
             session_key=session_key,
+            on_conflict=policy.on_conflict,
+            max_age=policy.max_age,
+            stale_while_revalidate=policy.stale_while_revalidate or None,
         )
 
     job = run(False)
@@ -278,8 +308,11 @@ def _submit(
     return job
 
 
-def _stored_arguments(job: Job) -> dict[str, Any]:
-    arguments = job.arguments if isinstance(job.arguments, dict) else {}
+def _stored_arguments(job: Job, run: str = "current") -> dict[str, Any]:
+    """The request stored for the record's current run, or for the run waiting to
+    follow it (``run="next"``: a follow-up or a replacement, see runs.py)."""
+    stored = job.arguments if run == "current" else job.next_arguments
+    arguments = stored if isinstance(stored, dict) else {}
     kwargs = arguments.get("kwargs")
     return kwargs if isinstance(kwargs, dict) else {}
 
@@ -336,7 +369,21 @@ def _revisit(
         return api.status(request, job, token)
     if job.is_finished:
         return outcome_response(request, job, token, options.template)
+    if (kept := options.policy.stale(job)) is not None:
+        return stale.stale_response(request, job, kept, token)
     return processing_response(request, job, template=options.template, token=token)
+
+
+def _answers_from_record(options: Options, request: HttpRequest) -> bool:
+    """Whether a stored response may answer before anything is saved: the view keeps
+    outcomes for a ``max_age``, and the request's job key is known already (a shared
+    view's, a signed-in user's, a session's that exists)."""
+    if options.key is None or options.policy.max_age is None:
+        return False
+    user = getattr(request, "user", None)
+    session = getattr(request, "session", None)
+    signed_in = user is not None and user.is_authenticated
+    return options.shared or signed_in or bool(session is not None and session.session_key)
 
 
 def _result(options: Options, path: str, request: HttpRequest, token: str) -> HttpResponseBase:

@@ -124,7 +124,9 @@ class JobFeed:
         text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         message = Message(payload, text, self.seq)
         kind = message.type
-        if kind in ("started", "status", "data", "unserved"):
+        if kind == "superseded":  # a newcomer catches up with the new run only
+            self.latest = {}
+        elif kind in ("started", "status", "data", "unserved"):
             self.latest[kind] = message
         if kind in ("started", "served"):
             self.latest.pop("unserved", None)  # a newcomer needs no stale notice

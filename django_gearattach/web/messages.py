@@ -4,7 +4,9 @@
 gets it first), ``{"type": "unserved", "function": "..."}`` (no worker is running for
 the job's function, so it waits for one) and ``{"type": "served"}`` (one is, since),
 ``{"type": "status", "numerator": n, "denominator": d}``,
-``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``, then
+``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``,
+``{"type": "superseded"}`` (a newer submit replaced the run followed so far, latest
+wins: what follows is the new run's, its progress starting over), then
 ``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
 "error": "..."}`` (the job's own error, and its ``traceback``, only with ``DEBUG`` on:
 see :func:`failed_message`).
@@ -76,6 +78,8 @@ def message_for(event: JobEvent, function: str) -> dict[str, Any]:
         return {"type": "data", "data": event.data}
     if event.event == "warning":
         return {"type": "warning", "message": event.message}
+    if event.event == "superseded":
+        return {"type": "superseded"}
     if event.event == "complete":
         return complete_message(event.result, function)
     return failed_message(event.error)

@@ -11,7 +11,10 @@ task itself (a retry, through :class:`~django_gearattach.tasks.JobContext`).
   lease expired and another copy of the job took the record over): the claim is
   *lost*, and nothing more is written or sent for the run.
 * The run's outcome (or its retry) ends the claim; only the writer that ended it,
-  the loop or the watchdog, sends the job's final packet, once.
+  the loop or the watchdog, sends the job's final packet, once. An outcome write is
+  also conditioned on no run waiting to follow this one (a follow-up, a replacement:
+  :mod:`~django_gearattach.runs`); when one waits, the record is handed over to it
+  instead, which ends the claim too (:attr:`Claim.successor`).
 * Writes and sends are serialised by the claim's lock, so the watchdog's packets never
   interleave with the loop's on the job's connection, and a report never follows the
   final packet.
@@ -30,7 +33,7 @@ from typing import Any, TypeVar
 
 from django.db import InterfaceError, OperationalError
 
-from .. import records
+from .. import records, runs
 from ..conf import conf
 from ..gearman.protocol import Command
 from ..gearman.worker import Assignment
@@ -66,6 +69,9 @@ class Claim:
         #: Who ended it: "run" (the loop, or a retry) or "watchdog".
         self.ended_by = ""
         self.final_sent = False
+        #: The record as the run that waited for this one left it, when this run's end
+        #: handed the record over to it (see :meth:`_hand_over`).
+        self.successor: Job | None = None
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -92,15 +98,38 @@ class Claim:
         return False
 
     # -- writes ---------------------------------------------------------------------------
-    def spec(self, fields: dict[str, Any]) -> records.Update:
-        """An UPDATE of the record that matches only while this run holds it."""
+    def spec(self, fields: dict[str, Any], *, outcome: bool = False) -> records.Update:
+        """An UPDATE of the record that matches only while this run holds it (and, for
+        an ``outcome``, while no run waits to follow it)."""
         return records.Update(
-            self.function, self.key, fields, statuses=_RUNNING, execution=self.execution
+            self.function,
+            self.key,
+            fields,
+            statuses=_RUNNING,
+            execution=self.execution,
+            no_successor=outcome,
         )
 
-    def _update(self, fields: dict[str, Any]) -> int:
+    def _update(self, fields: dict[str, Any], *, outcome: bool = False) -> int:
         return records.update(
-            self.function, self.key, fields, statuses=_RUNNING, execution=self.execution
+            self.function,
+            self.key,
+            fields,
+            statuses=_RUNNING,
+            execution=self.execution,
+            no_successor=outcome,
+        )
+
+    def _hand_over(self, status: Status, fields: dict[str, Any]) -> int:
+        """The outcome write matched no row: if a run waits to follow this one, the
+        record becomes that run's (:func:`~django_gearattach.runs.hand_over`). 1 when it
+        did, 0 when this run does not hold the record (its claim is lost)."""
+        self.successor = runs.hand_over(self.function, self.key, self.execution, status, fields)
+        return 0 if self.successor is None else 1
+
+    def _end_write(self, status: Status, fields: dict[str, Any]) -> int:
+        return self._update(ended(status) | fields, outcome=True) or self._hand_over(
+            status, fields
         )
 
     def held_rows(self) -> JobQuerySet:
@@ -122,14 +151,13 @@ class Claim:
         The loop (``by="run"``) is patient with a database that does not answer (see
         :data:`OUTCOME_PATIENCE`); the watchdog writes once.
         """
-        outcome = ended(status) | fields
         with self._lock:
             if not self.held:
                 return False
             if by == "run":
-                count = patiently(lambda: self._update(outcome), self.name)
+                count = patiently(lambda: self._end_write(status, fields), self.name)
             else:
-                count = self._update(outcome)
+                count = self._end_write(status, fields)
             return self._settle(count, ends=by)
 
     def end_together(
@@ -142,8 +170,11 @@ class Claim:
             if not self.held:
                 return False, 0
             written, counted = patiently(
-                lambda: records.update_together(self.spec(outcome), other()), self.name
+                lambda: records.update_together(self.spec(outcome, outcome=True), other()),
+                self.name,
             )
+            if not written:
+                written = patiently(lambda: self._hand_over(status, fields), self.name)
             return self._settle(written, ends="run"), counted
 
     def requeue(self, status: Status, **fields: Any) -> bool:

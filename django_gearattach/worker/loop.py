@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import DatabaseError
 
-from .. import records, signals
+from .. import records, runs, signals
 from ..clients import get_client
 from ..conf import conf
 from ..exceptions import BadPayload, ClaimLost, GearattachError
@@ -44,6 +44,7 @@ from ..models import Job, Status
 from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
+from ..submission import send_successor
 from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
 from .claim import ENDED, OUTCOME_PATIENCE, Claim
@@ -225,8 +226,23 @@ class Worker:
         if problem is not None:
             if not self._finish(claim, Status.FAILED, {"error": f"BadPayload: {problem}"}):
                 return self._not_concluded(claim)
+            if claim.successor is not None:
+                return self._hand_on(claim, Status.FAILED)
             return self._send_error(job, f"BadPayload: {problem}", claim)
+        if not isinstance(payload, bytes):
+            # Latest wins: a waiting run's arguments may be replaced in the record until
+            # it is marked running (runs.py); the ones it runs are read once it is.
+            payload = self._arguments_now(job, key, payload)
+            args, kwargs = _split(payload)
         return self._run(claim, args, kwargs, payload)
+
+    def _arguments_now(
+        self, job: Assignment, key: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        record = records.get(job.function, key, ("arguments",))
+        if record is None or not isinstance(record.arguments, dict):
+            return arguments
+        return record.arguments
 
     def _put_back(self, job: Assignment, key: str, epoch: int) -> str:
         """A marker for a scheduled job, before its time: give it back for its time.
@@ -318,13 +334,33 @@ class Worker:
             if not self._conclude(claim, status, fields | reporter.pending()):
                 return self._not_concluded(claim)
             _call_outcome_callbacks(context, status, exc)
+            if claim.successor is not None:
+                return self._hand_on(claim, status)
             return self._send_error(job, error, claim)
         result = json.loads(raw)
         if not self._conclude(claim, Status.COMPLETE, {"result": result} | reporter.pending()):
             return self._not_concluded(claim)
         _call_outcome_callbacks(context, Status.COMPLETE, result)
+        if claim.successor is not None:
+            return self._hand_on(claim, Status.COMPLETE, raw)
         self._send_final(job, Command.WORK_COMPLETE, raw, claim=claim)
         return "complete"
+
+    def _hand_on(self, claim: Claim, status: Status, raw: bytes = b"") -> str:
+        """The run ended with a run waiting to follow it, which the record now is
+        (:mod:`~django_gearattach.runs`). The end goes to gearmand at once (a replaced
+        run's as a failure: its attachers read the record and follow the new run), then
+        the new run, once gearmand has forgotten this one."""
+        successor = claim.successor
+        assert successor is not None
+        if status == Status.COMPLETE and not runs.supersedes(successor):
+            claim.send_final(Command.WORK_COMPLETE, raw)
+        else:
+            claim.send_final(Command.WORK_FAIL)
+        send_successor(successor, after=claim.job.server)
+        return (
+            f"{status.value}, handed over to run {successor.run_number} ({successor.run_reason})"
+        )
 
     def _rescheduled(self, claim: Claim, again: Rescheduled) -> str:
         """End a run whose task recorded its next run itself (a retry): no outcome."""
@@ -397,14 +433,14 @@ class Worker:
         )
         self._ahead = (ahead, marked == 1)
         self.jobs_folded += marked
-        if written and signals.job_finished.receivers:
+        if written and claim.successor is None and signals.job_finished.receivers:
             signals.send_finished(job.function, key)
         return written
 
     def _finish(self, claim: Claim, status: Status, fields: dict[str, Any]) -> bool:
         """Record a run's outcome, only while the run holds its claim."""
         written = claim.end(status, fields)
-        if written and signals.job_finished.receivers:
+        if written and claim.successor is None and signals.job_finished.receivers:
             signals.send_finished(claim.function, claim.key)
         return written
 

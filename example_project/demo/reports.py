@@ -4,6 +4,11 @@
 same parameters are one shared job (``key=``, ``shared=True``): a second tab, or a
 second visitor, asking for the same report attaches to the build in progress, and
 once it is built everyone gets the stored page until someone asks for a fresh run.
+
+``/report/recent/`` is the same report kept for ``DEMO_RECENT_MAX_AGE`` seconds only
+(``max_age``): after that, for an hour more (``stale_while_revalidate``), a visitor gets
+the stored page at once, marked "updating", while one rebuild runs, and the fresh page
+replaces it when it is ready.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import uuid
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
@@ -33,6 +39,8 @@ STAGES = [
 ]
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 MAX_SECONDS = 30.0
+#: Seconds the recent report is kept (settings.DEMO_RECENT_MAX_AGE).
+RECENT_MAX_AGE: float = getattr(settings, "DEMO_RECENT_MAX_AGE", 30.0)
 
 
 class ReportForm(forms.Form):
@@ -55,12 +63,29 @@ def report_key(request: HttpRequest) -> str | None:
 
 @require_GET
 def report_form(request: HttpRequest) -> HttpResponse:
-    return render(request, "demo/report_form.html", {"form": ReportForm()})
+    context = {"form": ReportForm(), "recent_max_age": RECENT_MAX_AGE}
+    return render(request, "demo/report_form.html", context)
 
 
 @require_GET
 @offload(key=report_key, shared=True, template="demo/report_processing.html")
 def build_report(request: HttpRequest) -> HttpResponse:
+    return _build(request)
+
+
+@require_GET
+@offload(
+    key=report_key,
+    shared=True,
+    template="demo/report_processing.html",
+    max_age=RECENT_MAX_AGE,
+    stale_while_revalidate=3600,
+)
+def recent_report(request: HttpRequest) -> HttpResponse:
+    return _build(request)
+
+
+def _build(request: HttpRequest) -> HttpResponse:
     form = ReportForm(request.GET)
     if not form.is_valid():
         return render(request, "demo/report_form.html", {"form": form}, status=400)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("report/", reports.report_form, name="report"),
     path("report/build/", reports.build_report, name="report-build"),
+    path("report/recent/", reports.recent_report, name="report-recent"),
     path("batch/", views.batch, name="batch"),
     path("account/", account.AccountSettings.as_view(), name="account"),
     path("account/saved/", account.account_saved, name="account-saved"),

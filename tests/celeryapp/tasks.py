@@ -155,6 +155,17 @@ def fire_and_forget(x):
     return x * 2
 
 
+@shared_task(bind=True, on_conflict="follow_up")
+def reindex(self, log_path, gate=None, tag=""):
+    """One index rebuild per task id at a time, and one follow-up (``on_conflict``)."""
+    with open(log_path, "a") as log:
+        log.write(f"start {tag}\n")
+    deadline = time.monotonic() + 30
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return tag
+
+
 # -- the edges of exactly once (tests/worker/test_claim.py, test_timelimits.py) ----------
 
 

@@ -59,3 +59,12 @@ async def async_double(value):
 def oversleep():
     """Sleeps past the soft limit that TASKS OPTIONS["TIME_LIMITS"] gives it."""
     time.sleep(30)
+
+
+@task
+def rebuild_index(tenant_id, gate=None, tag=""):
+    """Keyed by tenant with a follow-up (TASKS OPTIONS["KEY_POLICIES"] in tests/settings.py)."""
+    deadline = time.monotonic() + 30
+    while gate and not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return {"tenant": tenant_id, "tag": tag}

@@ -193,6 +193,47 @@ def spin_soft(log_path):
     return "stopped"
 
 
+def _probe(job, log_path, gate=None, steps=0, pause=0.02, tag="", deaf=False):
+    """Logs ``start``, then ``end`` (or ``cancelled``) with the time, pid and ``tag``.
+
+    Reports ``steps`` steps of progress ``pause`` seconds apart (a cancel stops it at
+    the next one), then waits for ``gate`` to exist (``deaf``: paying no attention to
+    a cancel). The key policy tests use it.
+    """
+    from django_gearattach import JobCancelled
+
+    _log(log_path, f"start {time.time():.6f} {os.getpid()} {tag}")
+    try:
+        for step in range(steps):
+            job.progress(step + 1, steps)
+            time.sleep(pause)
+        deadline = time.monotonic() + 30
+        while gate and not Path(gate).exists() and time.monotonic() < deadline:
+            if job.cancelled and not deaf:
+                raise JobCancelled("cancelled while waiting for the gate")
+            time.sleep(0.01)
+    except JobCancelled:
+        _log(log_path, f"cancelled {time.time():.6f} {os.getpid()} {tag}")
+        raise
+    _log(log_path, f"end {time.time():.6f} {os.getpid()} {tag}")
+    return {"tag": tag}
+
+
+probe = task(name="tests.probe", bind=True)(_probe)
+rebuild = task(name="tests.rebuild", bind=True, on_conflict="follow_up")(_probe)
+preview = task(name="tests.preview", bind=True, on_conflict="replace")(_probe)
+report = task(name="tests.report", bind=True, max_age=2, stale_while_revalidate=60)(_probe)
+
+
+@task(name="tests.fail_after")
+def fail_after(gate, message):
+    """Waits for ``gate`` to exist, then raises ValueError(message)."""
+    deadline = time.monotonic() + 30
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise ValueError(message)
+
+
 @task(name="tests.solo", concurrency=1)
 def solo(log_path, pause=1.0):
     """At most one runs at once anywhere: logs its start and end with the time."""

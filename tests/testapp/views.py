@@ -106,6 +106,19 @@ def shared_report(request: HttpRequest) -> HttpResponse:
     return _page(request, f"Shared report {request.GET.get('year')}", execution)
 
 
+@offload(
+    key=lambda request: request.GET.get("year"),
+    shared=True,
+    max_age=1,
+    stale_while_revalidate=60,
+)
+def yearly_report(request: HttpRequest) -> HttpResponse:
+    """A shared page that may be a second old, and is served stale while it refreshes."""
+    execution = _record_execution(request)
+    _wait_for_gate(request)
+    return _page(request, f"Yearly report {request.GET.get('year')}", execution)
+
+
 @offload(key=lambda request: "staff-figures", shared=True)
 def shared_checks_inside(request: HttpRequest) -> HttpResponse:
     """The wrong place for an access check: a shared view runs as an anonymous visitor."""
@@ -154,6 +167,16 @@ def upload(request: HttpRequest) -> HttpResponse:
         f'<p id="name">{escape(document.name or "")}</p><p id="digest">{digest}</p>'
         f'<p id="colour">{escape(request.POST.get("colour", ""))}</p>'
     )
+
+
+@offload(key=lambda request: "queue", accept_files=True, on_conflict="follow_up")
+def upload_queue(request: HttpRequest) -> HttpResponse:
+    """Files posted while it runs are handled once more, by one follow-up run."""
+    _record_execution(request)
+    document = request.FILES.getlist("document")[0]
+    content = document.read().decode()
+    _wait_for_gate(request)
+    return HttpResponse(f'<p id="content">{escape(content)}</p>')
 
 
 @offload(accept_files=False)

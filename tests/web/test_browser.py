@@ -64,6 +64,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             "GEARATTACH_SERVERS": gearmand.address,
             "DJANGO_DEBUG": "1",
             "PYTHONUNBUFFERED": "1",
+            "DEMO_RECENT_MAX_AGE": "1",  # the recent report goes stale after a second
         }
         manage = [sys.executable, str(ROOT / "example_project" / "manage.py")]
         subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
@@ -465,3 +466,37 @@ def test_the_widget_follows_only_this_sites_http_urls_and_navigates_once(
         else:
             assert followed == [f"{site.url}{destination}"], (message, followed)
         context.close()
+
+
+def test_a_stale_report_shows_at_once_marked_updating_then_the_fresh_one_replaces_it(
+    site: Site, browser: Any
+) -> None:
+    """``@offload(max_age=..., stale_while_revalidate=...)`` (the demo's recent report)."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    page = context.new_page()
+    url = f"{site.url}/report/recent/?region=US&year=2040&seconds=3"
+    page.goto(url)
+    page.wait_for_selector("#report-run", timeout=20_000)  # the first build, waited for
+    first = page.locator("#report-run").inner_text()
+    page.wait_for_timeout(1200)  # past max_age
+
+    started = time.monotonic()
+    page.goto(url)
+    # At once: the stored page, with the notice over it; its widget follows the rebuild.
+    assert page.locator("#report-run").inner_text() == first
+    notice = page.locator(".gearattach-updating")
+    assert notice.is_visible()
+    assert "Updating" in notice.inner_text()
+    assert time.monotonic() - started < 2.5  # not the 3 s rebuild
+    page.screenshot(path=str(ARTIFACTS / "report-stale-updating.png"))
+    page.wait_for_function(
+        "run => { const r = document.querySelector('#report-run');"
+        " return r && r.textContent !== run; }",
+        arg=first,
+        timeout=20_000,
+    )
+    assert page.locator(".gearattach-updating").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "report-stale-refreshed.png"))
+    recent = [row for row in site.jobs("gearattach.offload") if row[1] == "complete"]
+    assert len(recent) >= 1
+    context.close()

@@ -81,6 +81,7 @@ def test_error_frame_says_what_was_wrong():
         (JobEvent("data", data={"rows": 2}), {"type": "data", "data": {"rows": 2}}),
         (JobEvent("data", data=None), {"type": "data", "data": None}),
         (JobEvent("warning", message="disk low"), {"type": "warning", "message": "disk low"}),
+        (JobEvent("superseded"), {"type": "superseded"}),
         (
             JobEvent("complete", result={"sum": 3}),
             {"type": "complete", "result": {"sum": 3}, "html": None},

@@ -48,6 +48,8 @@
     download: "Download %(name)s",
     downloadResult: "Download the result",
     finishedPage: "The finished page",
+    startingOver: "Starting over",
+    superseded: "Starting over with the newer request…",
     errors: {}
   };
 
@@ -254,6 +256,7 @@
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
       case "warning": return this.warning(message.message);
+      case "superseded": return this.superseded();
       case "complete": return this.complete(message);
       case "failed":
         return this.fail(message.error ? this.errorText(message.error) : this.text("jobFailed"), message.traceback);
@@ -281,6 +284,18 @@
     if (!this.el.classList.contains("gearattach-unserved")) return;
     this.el.classList.remove("gearattach-unserved");
     this.statusLine.textContent = this.text("waiting");
+  };
+
+  Widget.prototype.superseded = function () {
+    // A newer request replaced the run followed so far (latest wins): this is its run.
+    this.fill.style.width = "0%";
+    this.bar.removeAttribute("aria-valuenow");
+    this.stepShown = false;  // the new run's progress is shown from its start
+    this.el.classList.remove("gearattach-unserved");
+    this.bar.setAttribute("aria-valuetext", this.text("startingOver"));
+    this.statusLine.textContent = this.text("superseded");
+    this.dataBox.hidden = true;
+    this.dataBox.textContent = "";
   };
 
   Widget.prototype.status = function (numerator, denominator) {
