@@ -381,19 +381,18 @@ class JobAdmin(_ModelAdmin):
             from .web.tokens import token_for
 
             context["gearattach_live_token"] = token_for(request, obj, summary=True)
-        if obj is not None and obj.status == Status.QUEUED and not conf.IMMEDIATE:
-            # gearmand's status counts, cached per process: no probe per page.
+        # gearmand's status counts, cached per process: no probe per page.
+        if obj is not None and presence.unserved(obj):
             address = parse_cached(obj.server) if obj.server else conf.SERVERS[0]
-            if presence.workers(obj.function, [address]) == 0:
-                self.message_user(
-                    request,
-                    _(
-                        "No worker is running for %(function)s on %(server)s: this job "
-                        "waits in the queue until one starts."
-                    )
-                    % {"function": obj.function, "server": address},
-                    messages.WARNING,
+            self.message_user(
+                request,
+                _(
+                    "No worker is running for %(function)s on %(server)s: this job "
+                    "waits in the queue until one starts."
                 )
+                % {"function": obj.function, "server": address},
+                messages.WARNING,
+            )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     # -- actions -----------------------------------------------------------------------

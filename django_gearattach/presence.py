@@ -25,14 +25,17 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .conf import conf
 from .exceptions import UnknownTask
 from .gearman.connection import admin_command
 from .gearman.errors import GearmanError
 from .gearman.protocol import parse_status
-from .gearman.rendezvous import Address
+from .gearman.rendezvous import Address, parse_cached
+
+if TYPE_CHECKING:
+    from .models import Job
 
 #: Seconds a server's ``status`` answer is reused by this process.
 REFRESH = 2.0
@@ -122,6 +125,20 @@ async def aworkers(function: str, addresses: Sequence[Address]) -> int | None:
         if count or all(s.younger_than(RECHECK) for s in held):
             return count
     return await asyncio.to_thread(workers, function, addresses)
+
+
+def unserved(job: Job) -> bool:
+    """Whether ``job`` waits in the queue of a server where no worker registers its function.
+
+    What the admin's job page, the processing page and the JSON API say of a queued
+    job; answered from the cached counts (at most one ``status`` per server and
+    :data:`REFRESH`). False when the job is not queued, in immediate mode, and when
+    no server answered (the job may well be served).
+    """
+    if conf.IMMEDIATE or job.status != "queued":
+        return False
+    address = parse_cached(job.server) if job.server else conf.SERVERS[0]
+    return workers(job.function, [address]) == 0
 
 
 def served_functions(addresses: Sequence[Address], max_age: float = REFRESH) -> set[str] | None:

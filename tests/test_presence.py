@@ -184,3 +184,47 @@ def test_a_job_whose_workers_run_says_nothing_of_workers(gearmand, worker, log_p
     assert "unserved" not in events
     assert events[-1] == "complete"
     wait_for_status("tests.record", job.key, "complete")
+
+
+# -- the JSON API and the page without JavaScript ---------------------------------------
+def test_a_program_and_a_page_without_javascript_hear_that_no_worker_runs(
+    gearmand, client
+) -> None:
+    """The widget hears ``unserved`` from attach; a program polling the JSON API and a
+    browser without JavaScript are told from the same cached counts."""
+    json = {"Accept": "application/json"}
+    accepted = client.get("/offload/sync/", {"colour": "blue"}, headers=json)
+    assert accepted.status_code == 202
+    said = accepted.json()
+    assert said["status"] == "queued"
+    assert said["waiting_for"] == "worker"
+    assert said["message"].startswith("No worker is running for this job yet")
+    page = client.get("/offload/sync/", {"colour": "blue"})
+    assert page.status_code == 202
+    assert 'class="gearattach-unserved"' in page.content.decode()
+    # A worker registers the function: the next answers say nothing of workers.
+    with foreign_worker(gearmand.address, "gearattach.offload"):
+        presence_module.forget()
+        polled = client.get(accepted["Location"], headers=json)
+        assert polled.status_code == 200
+        assert polled.json()["status"] == "queued"
+        assert "waiting_for" not in polled.json()
+        assert "message" not in polled.json()
+        again = client.get("/offload/sync/", {"colour": "blue"})
+        assert 'class="gearattach-unserved"' not in again.content.decode()
+
+
+def test_a_job_that_is_not_queued_asks_no_server(gearmand, monkeypatch) -> None:
+    job = submit("tests.record", ["/nonexistent"])
+    Job.objects.filter(pk=job.pk).update(status="complete")
+    asked: list[object] = []
+
+    def workers(*args: object) -> int:
+        asked.append(args)
+        return 0
+
+    monkeypatch.setattr(presence_module, "workers", workers)
+    assert presence_module.unserved(Job.objects.get(pk=job.pk)) is False
+    assert asked == []
+    assert presence_module.unserved(job) is True  # the object still says queued
+    assert asked == [("tests.record", [Address.parse(gearmand.address)])]

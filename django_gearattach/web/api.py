@@ -34,7 +34,9 @@ from django.http import (
 )
 from django.utils.cache import add_never_cache_headers, patch_vary_headers
 from django.utils.http import urlencode
+from django.utils.translation import gettext
 
+from .. import presence
 from ..conf import conf
 from ..models import Job
 from .messages import failed_message
@@ -105,6 +107,11 @@ def state(request: HttpRequest, job: Job, token: str) -> dict[str, Any]:
     }
     if job.status == "complete":
         data["result_url"] = link(request, RESULT_PARAM, token)
+    elif presence.unserved(job):
+        data["waiting_for"] = "worker"
+        data["message"] = gettext(
+            "No worker is running for this job yet: it waits in the queue until one starts."
+        )
     elif job.is_finished:
         data["error"] = failed_message(job.failure_text)["error"]
     return data

@@ -14,6 +14,7 @@ from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 from django.utils.http import urlencode
 
+from .. import presence
 from ..conf import conf
 from ..models import Job, Status
 from ..payload import traceparent_of
@@ -66,6 +67,7 @@ def processing_response(
         "outcome_url": outcome_url(request, token) if offloaded else "",
         "swap": "document" if offloaded else "",
         "traceparent": _traceparent(job, offloaded),
+        "unserved": presence.unserved(job),
         **(context or {}),
     }
     response = render(request, template or DEFAULT_TEMPLATE, page, status=status)
