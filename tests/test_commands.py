@@ -164,6 +164,10 @@ def test_submit_and_attach_say_when_no_worker_runs_the_function(gearmand):
     [unserved] = lines(printed.getvalue())
     assert unserved["event"] == "unserved"
     assert unserved["message"].startswith(said)
+    # `status FUNCTION KEY` prints the record and says it too.
+    code, out, err = run("status", "tests.add", "lonely")
+    assert (code, json.loads(out)["status"]) == (0, "queued")
+    assert f"warning: {said}" in err
 
 
 def test_status_flags_functions_that_no_worker_serves(gearmand, worker):

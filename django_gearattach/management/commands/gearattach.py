@@ -229,15 +229,13 @@ class Command(BaseCommand):
             ) from None
         self.stdout.write(job.key)
         if not options["unregistered"]:
-            self._warn_if_unserved(function, job)
+            self._warn_if_unserved(job)
 
-    def _warn_if_unserved(self, function: str, job: Job) -> None:
-        """A job submitted while no worker runs its function waits: say so."""
-        if job.is_finished or job.status == "scheduled" or conf.IMMEDIATE:
-            return
-        address = parse_cached(job.server) if job.server else conf.SERVERS[0]
-        if presence.workers(function, [address]) == 0:
-            self.stderr.write(f"warning: {unserved_text(function, address)}")
+    def _warn_if_unserved(self, job: Job) -> None:
+        """A queued job that no worker runs waits: say so."""
+        if presence.unserved(job):
+            address = parse_cached(job.server) if job.server else conf.SERVERS[0]
+            self.stderr.write(f"warning: {unserved_text(job.function, address)}")
 
     def do_attach(self, options: dict[str, Any]) -> None:
         function, key = options["function"], options["key"]
@@ -293,6 +291,7 @@ class Command(BaseCommand):
             self._console(options).print(display.job_table(job))
         else:
             self._print(job.as_dict())
+        self._warn_if_unserved(job)
 
     def _unserved(self) -> None:
         from ...health import unserved
