@@ -116,3 +116,12 @@ def test_chunks_are_deleted_with_their_record():
     Job.objects.filter(pk=job.pk).update(created_at=job.created_at - timedelta(days=2))
     assert prune(timedelta(days=1)) == 1  # records counted, not their chunks
     assert not JobChunk.objects.exists()
+
+
+def test_the_signature_is_django_salted_hmac_of_the_chunk():
+    from django.conf import settings
+    from django.utils.crypto import salted_hmac
+
+    message = b"f\0k\x001\x002\0[1]"
+    expected = salted_hmac(streams.SALT, message, secret=settings.SECRET_KEY, algorithm="sha256")
+    assert streams._mac(settings.SECRET_KEY, "f", "k", 1, 2, b"[1]") == expected.hexdigest()[:32]
