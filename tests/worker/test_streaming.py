@@ -61,7 +61,7 @@ class _Job:
     handle = b"H:1"
 
     def __init__(self) -> None:
-        self.sent: list[tuple] = []
+        self.sent: list[tuple[object, ...]] = []
 
     def send(self, command, *args) -> None:
         self.sent.append((command, *args))
