@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -61,7 +63,7 @@ class _Job:
     handle = b"H:1"
 
     def __init__(self) -> None:
-        self.sent: list[tuple[object, ...]] = []
+        self.sent: list[tuple[Any, ...]] = []
 
     def send(self, command, *args) -> None:
         self.sent.append((command, *args))
