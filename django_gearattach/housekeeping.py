@@ -74,7 +74,10 @@ def delete_records(queryset: QuerySet[Job]) -> int:
         .values_list("key", "arguments", "result")
         for path in stored_files(key, arguments, result)
     ]
-    count, _ = queryset.delete()
+    # The count of records alone: their stream chunks (and anything else that cascades)
+    # are deleted with them.
+    _, counts = queryset.delete()
+    count = counts.get(Job._meta.label, 0)
     if files:
         transaction.on_commit(lambda: delete_files(files))
     return count

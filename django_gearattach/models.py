@@ -43,6 +43,9 @@ def started(**fields: Any) -> dict[str, Any]:
         "started_at": timezone.now(),
         "finished_at": None,
         "cancel_requested_at": None,
+        # A new run streams from its first chunk (its run number, stream_run, is counted
+        # with its attempt: records.Update.increment_attempts).
+        "stream_seq": 0,
         **fields,
     }
 
@@ -349,6 +352,17 @@ class Job(models.Model):
         blank=True,
         help_text=_("The number of the run that previous_result is of."),
     )
+    # -- the stream of the current run (docs/streaming.rst, django_gearattach.streams) ----
+    stream_run = models.PositiveIntegerField(
+        _("stream run"),
+        default=0,
+        help_text=_("Counts the runs workers started: the run of the stream's chunks."),
+    )
+    stream_seq = models.PositiveIntegerField(
+        _("stream length"),
+        default=0,
+        help_text=_("The number of the last chunk of the current run's stream kept here."),
+    )
 
     objects = JobQuerySet.as_manager()
 
@@ -450,6 +464,32 @@ class Job(models.Model):
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
         }
+
+
+class JobChunk(models.Model):
+    """One chunk of a job's stream (:mod:`~django_gearattach.streams`): written by the
+    worker in batches, deleted with its record. Only the chunks of the record's current
+    run (``Job.stream_run``) are read; a new run deletes the older ones with its first
+    batch."""
+
+    job = models.ForeignKey(
+        Job, on_delete=models.CASCADE, related_name="chunks", verbose_name=_("job")
+    )
+    run = models.PositiveIntegerField(_("run"))
+    seq = models.PositiveIntegerField(_("sequence number"))
+    data = models.TextField(_("data"), help_text=_("The chunk as JSON text."))
+
+    class Meta:
+        verbose_name = _("stream chunk")
+        verbose_name_plural = _("stream chunks")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "run", "seq"], name="gearattach_chunk_job_run_seq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} {self.run}:{self.seq}"
 
 
 class Throttle(models.Model):

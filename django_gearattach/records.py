@@ -124,6 +124,8 @@ def _update_sql(conn: Any, alias: str, spec: Update) -> tuple[str, list[Any]]:
         sets = [f"{q(_FIELDS[n].column)} = %s" for n in spec.fields]
         if spec.increment_attempts:
             sets.append(f"{q('attempts')} = {q('attempts')} + 1")
+            # Every start of a run counts one more stream run (django_gearattach.streams).
+            sets.append(f"{q('stream_run')} = {q('stream_run')} + 1")
         where = [f"{q('function')} = %s", f"{q('key')} = %s"]
         if spec.statuses:
             where.append(f"{q('status')} IN ({', '.join(['%s'] * len(spec.statuses))})")

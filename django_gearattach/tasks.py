@@ -28,6 +28,7 @@ class Reporter(Protocol):
     def progress(self, numerator: int, denominator: int) -> None: ...
     def data(self, value: Any) -> None: ...
     def warning(self, message: str) -> None: ...
+    def stream(self, chunk: Any) -> None: ...
 
 
 class RunClaim(Protocol):
@@ -107,6 +108,24 @@ class JobContext:
     def warning(self, message: str) -> None:
         """Send a warning to attached clients (WORK_WARNING)."""
         self._reporter.warning(str(message))
+
+    def stream(self, chunk: Any) -> None:
+        """Append ``chunk`` (a str or any JSON value) to the job's stream.
+
+        Every attacher receives it at once, in order; it is kept with the record (written
+        in batches) for attachers that join later (``attach(..., after=...)``, a reload).
+        Raises :class:`~django_gearattach.exceptions.JobCancelled` once the job is
+        cancelled, and :class:`~django_gearattach.exceptions.BadPayload` for a value that
+        is not JSON. See :mod:`django_gearattach.streams`.
+        """
+        self._check_cancelled()
+        self._reporter.stream(chunk)
+
+    async def astream(self, chunk: Any) -> None:
+        """:meth:`stream` from an ``async def`` task (its first chunk reads the record)."""
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(self.stream)(chunk)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

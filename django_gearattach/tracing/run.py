@@ -91,6 +91,7 @@ class _Events:
     def __init__(self, reporter: Any, span: Span) -> None:
         self._reporter = reporter
         self._span = span
+        self._streamed = False
 
     def progress(self, numerator: int, denominator: int) -> None:
         self._span.add_event(
@@ -107,6 +108,13 @@ class _Events:
     def warning(self, message: str) -> None:
         self._span.add_event("gearattach.warning", {"gearattach.message": message[:1000]})
         self._reporter.warning(message)
+
+    def stream(self, chunk: Any) -> None:
+        # One event per run's first chunk, not per chunk: a stream may have thousands.
+        if not self._streamed:
+            self._streamed = True
+            self._span.add_event("gearattach.stream")
+        self._reporter.stream(chunk)
 
     def __getattr__(self, name: str) -> Any:
         """Any other report (a stream's chunks...) is an event named after it."""

@@ -145,6 +145,13 @@ class Claim:
                 return False
             return self._settle(self._update(fields))
 
+    def settle(self, count: int) -> bool:
+        """Note the row count of a write conditioned on this claim that was made without
+        its lock (a stream's batch, which must not hold up the run's packets); True when
+        it matched. A write that matched nothing while the claim was held loses it."""
+        with self._lock:
+            return self._settle(count)
+
     def end(self, status: Status, fields: dict[str, Any], *, by: str = "run") -> bool:
         """Write the run's outcome; True when it was written (and the claim ended).
 

@@ -290,6 +290,7 @@ class Worker:
                 return self.tracing.run(run, claim, args, kwargs, reporter, context, payload)
             return self._run_task(claim, args, kwargs, reporter, context)
         finally:
+            reporter.close()  # a run that ended without its outcome (a retry, a lost claim)
             if keeper is not None:
                 keeper.release()
 

@@ -1,5 +1,8 @@
 """A running task's reports: to gearmand at once, to its record at most every interval.
 
+A stream's chunks go to gearmand at once too, and to the database in batches
+(:mod:`.streaming`).
+
 Every report goes through the run's :class:`~.claim.Claim`: a run that lost its
 claim sends and writes nothing more.
 """
@@ -16,6 +19,7 @@ from ..models import Job
 from ..payload import dumps
 from . import fencing
 from .claim import Claim
+from .streaming import RunStream
 
 
 class Reporter:
@@ -32,6 +36,7 @@ class Reporter:
         self._last_write = time.monotonic() if interval > 0 else float("-inf")
         self._unsaved: dict[str, Any] = {}
         self._record: Job | None = None  # read only for job_progress receivers
+        self._stream: RunStream | None = None
 
     def progress(self, numerator: int, denominator: int) -> None:
         self.claim.send(Command.WORK_STATUS, numerator, denominator)
@@ -49,17 +54,39 @@ class Reporter:
     def warning(self, message: str) -> None:
         self.claim.send(Command.WORK_WARNING, message)
 
+    def stream(self, chunk: Any) -> None:
+        """Append ``chunk`` to the run's stream: sent at once, written in batches by a
+        thread of the run's own (by this thread in immediate mode: no ``keeper``)."""
+        if self._stream is None:
+            self._stream = RunStream(
+                self.claim, background=self.keeper is not None, keeper=self.keeper
+            )
+        self._stream.append(chunk)
+
+    def close(self) -> None:
+        """The run is over: stop its stream's writer, writing what it holds only while
+        the run still holds its claim (a run that ended without :meth:`pending`)."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            stream.close(write=self.claim.held)
+
     def _save(self, **fields: Any) -> None:
         self._unsaved.update(fields)
         now = time.monotonic()
         if now - self._last_write >= self.interval:
             # The heartbeat rides on the progress write: it renews the run's claim.
-            fields = self.pending() | {"lease_until": fencing.lease_end()}
+            fields = self._take() | {"lease_until": fencing.lease_end()}
             if self.claim.write(fields) and self.keeper is not None:
                 self.keeper.renewed()
             self._last_write = now
 
     def pending(self) -> dict[str, Any]:
-        """Reports not written yet; the final update of the record carries them."""
+        """Reports not written yet; the final update of the record carries them. The
+        stream's last chunks are written first (so a record that says the run ended has
+        all of them)."""
+        self.close()
+        return self._take()
+
+    def _take(self) -> dict[str, Any]:
         fields, self._unsaved = self._unsaved, {}
         return fields

@@ -152,7 +152,12 @@ class Starter:
                 fields = self.running_fields(job, key)
                 try:
                     Job.objects.create(
-                        function=job.function, key=key, attempts=1, arguments=arguments, **fields
+                        function=job.function,
+                        key=key,
+                        attempts=1,
+                        stream_run=1,
+                        arguments=arguments,
+                        **fields,
                     )
                 except IntegrityError:
                     self.forget(job, key)

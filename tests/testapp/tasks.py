@@ -263,3 +263,22 @@ def traced(job):
     job.progress(1, 2)
     job.data({"stage": "half"})
     return "traced"
+
+
+@task(name="tests.streamer", bind=True)
+def streamer(job, count, gate=None, at=0, pause=0.0, log_path=None):
+    """Stream ``count`` chunks "w1 ".."wN "; wait for ``gate`` after chunk ``at``.
+
+    With ``log_path``, the run appends its pid first (a test kills it mid-stream).
+    """
+    if log_path:
+        _log(log_path, str(os.getpid()))
+    for number in range(1, count + 1):
+        job.stream(f"w{number} ")
+        if gate and number == at:
+            deadline = time.monotonic() + 30
+            while not Path(gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        elif pause:
+            time.sleep(pause)
+    return {"chunks": count}
