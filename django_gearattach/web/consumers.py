@@ -5,7 +5,11 @@ then relays the :mod:`~django_gearattach.web.hub`'s messages (already encoded on
 job, not once per socket) until the job's outcome, and closes with 1000. The hub calls
 it back with each message; a socket has no task of its own while nothing happens.
 
-Close codes: 4403 for a token that is forged, altered, expired or someone else's;
+``?after=R:N`` in the connect URL resumes the job's stream after the chunk the browser
+holds (see :mod:`~django_gearattach.web.replay`).
+
+Close codes: 4400 for a malformed ``after`` position; 4403 for a token that is forged,
+altered, expired or someone else's;
 4404 for a job whose record no longer exists, or holds a later run than the token's;
 4429 when the client or this process holds as many streams as
 :mod:`~django_gearattach.web.streams` allows; 1011 when following the job failed (the
@@ -26,6 +30,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -35,6 +40,7 @@ from django.conf import settings
 from ..conf import conf
 from .hub import Message, get_hub
 from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, error_frame
+from .positions import BAD_POSITION, parse_position
 from .streams import Slot, StreamLimitReached, client_of, registry
 from .tokens import Identity, TokenRefused, check_token
 
@@ -43,6 +49,7 @@ logger = logging.getLogger("django_gearattach.web.consumers")
 #: The largest frame a browser may send, in bytes; larger ones close the socket (1009).
 MAX_FRAME_BYTES = 4096
 
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
@@ -72,6 +79,12 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         """Accept, then check the token (close codes need an accepted socket)."""
         await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        after = parse_position(query.get("after", [""])[-1])
+        if after is None:
+            await self.send_error(BAD_POSITION)
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
         token = self.scope.get("url_route", {}).get("kwargs", {}).get("token", "")
         identity = Identity.of_scope(self.scope)
         try:
@@ -99,7 +112,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 return
         loop = asyncio.get_running_loop()
         self.expiry = loop.call_later(conf.STREAM_MAX_AGE, self.expire)
-        self.stop_listening = hub.listen(ref.function, ref.key, self.deliver, record=record)
+        self.stop_listening = hub.listen(
+            ref.function, ref.key, self.deliver, record=record, after=after, summarised=ref.summary
+        )
 
     def expire(self) -> None:
         """The stream's maximum age: say so, and close (the widget reconnects at once)."""
