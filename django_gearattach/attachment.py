@@ -34,6 +34,9 @@ against real gearmand):
   own, and a record that does not say the job ended means that end was not this site's
   (the attacher follows the job on). Progress, data and warnings are relayed from
   gearmand as they come: the widget shows them as text.
+* A job's stream (``job.stream(chunk)``) is given out from the caller's position
+  (``after=``): the chunks its record keeps, then the live ones, with no gap and no
+  duplicate, a new run's after a ``restart`` (:mod:`~django_gearattach.attach_streams`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from typing import Any, Literal, ParamSpec
 
 from asgiref.sync import sync_to_async
 
-from . import presence, records, runs
+from . import presence, records, runs, streams
+from .attach_streams import StreamCursor
 from .attach_timing import atimed, timed
 from .batching import Batcher
 from .clients import get_async_client, get_client, servers_for
@@ -73,6 +77,8 @@ EventName = Literal[
     "complete",
     "failed",
     "superseded",
+    "chunk",
+    "restart",
 ]
 
 
@@ -87,6 +93,10 @@ class JobEvent:
     has registered since. Neither ends the stream. ``superseded`` says that the run
     followed so far was replaced by a newer one (latest wins), which the attacher
     follows from now on: its progress starts over.
+
+    ``chunk`` is one chunk of the job's stream (``run``, ``seq``, ``data``); ``restart``
+    says that the stream starts over with run ``run`` (a new run of the job): discard
+    the chunks shown so far.
     """
 
     event: EventName
@@ -96,6 +106,8 @@ class JobEvent:
     message: str | None = None
     result: Any = None
     error: str | None = None
+    run: int | None = None
+    seq: int | None = None
 
     @property
     def terminal(self) -> bool:
@@ -107,6 +119,10 @@ class JobEvent:
             out.update(numerator=self.numerator, denominator=self.denominator)
         elif self.event == "data":
             out["data"] = self.data
+        elif self.event == "chunk":
+            out.update(run=self.run, seq=self.seq, data=self.data)
+        elif self.event == "restart":
+            out["run"] = self.run
         elif self.event in ("warning", "unserved"):
             out["message"] = self.message
         elif self.event == "complete":
@@ -164,6 +180,8 @@ _FIELDS = (
     "next_reason",
     "previous_result",
     "previous_run_number",
+    "stream_run",
+    "stream_seq",
 )
 
 
@@ -258,7 +276,7 @@ class _Clock:
         return None
 
     def saw(self, event: JobEvent) -> None:
-        if event.event in ("started", "status", "data", "warning"):
+        if event.event in ("started", "status", "data", "warning", "chunk", "restart"):
             self.started = True
             self.unserved_on = None  # a worker has it
 
@@ -371,7 +389,11 @@ def _atraced(func: Callable[P, AsyncIterator[JobEvent]]) -> Callable[P, AsyncIte
 @_traced
 @timed
 def attach(
-    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
+    job: Job | Task[Any, Any] | str,
+    key: str | None = None,
+    *,
+    timeout: float | None = None,
+    after: int | str | tuple[int, int] | None = None,
 ) -> Iterator[JobEvent]:
     """Yield the job's events until ``complete`` or ``failed``.
 
@@ -380,8 +402,13 @@ def attach(
     and :class:`AttachTimeout` when ``timeout`` seconds pass first (the job itself
     keeps running, or stays queued): :class:`NoWorker` when no worker registers the
     job's function, so it never started.
+
+    The job's stream comes as ``chunk`` events from the start, or after ``after``: the
+    last chunk the caller holds, ``"R:N"`` or ``(R, N)`` (run R, seq N), or an int N
+    (seq N of the current run). A malformed ``after`` raises ValueError.
     """
     name, key, unique, record = _target(job, key)
+    cursor = StreamCursor(name, key, after, JobEvent)
     client = get_client()
     clock = _Clock(timeout)
     if record is None or (record.is_active and _stale(record)):
@@ -389,6 +416,8 @@ def attach(
         if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
             raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
     while True:
+        if record is not None:
+            yield from cursor.from_record(record)
         if record is not None and record.is_finished:
             yield outcome_of(record)
             return
@@ -406,7 +435,9 @@ def attach(
             with joined:
                 try:
                     followed = _run_of(record)
-                    relayed = _relay(client, joined, name, key, unique, clock, recorded, followed)
+                    relayed = _relay(
+                        client, joined, name, key, unique, clock, recorded, followed, cursor
+                    )
                     if (yield from relayed):
                         return
                 except ConnectionFailed:
@@ -499,6 +530,7 @@ def _relay(
     clock: _Clock,
     recorded: bool,
     followed: int | None = None,
+    cursor: StreamCursor | None = None,
 ) -> Generator[JobEvent, None, bool]:
     """Yield the stream's events; True after the terminal one, False if its job vanished.
 
@@ -513,9 +545,12 @@ def _relay(
             yield look
     while True:
         clock.started = clock.started or stream.started
-        event = stream.next_event(clock.wait(stream.started, check_at))
+        wait = clock.wait(stream.started, check_at)
+        event = stream.next_event(wait if cursor is None else cursor.wait(wait))
         if event is None:
             clock.remaining()
+            if cursor is not None and cursor.due():
+                yield from cursor.recheck()
             if not stream.started and time.monotonic() >= check_at:
                 check_at = time.monotonic() + conf.CHECK_INTERVAL
                 try:
@@ -534,10 +569,18 @@ def _relay(
                     if look is not None:
                         yield look
             continue
+        if cursor is not None and event.kind == "data" and streams.is_stream_packet(event.data):
+            for chunk in cursor.live(event.data):
+                clock.saw(chunk)
+                yield chunk
+            continue
         translated = _translate(event)
         clock.saw(translated)
         if translated.terminal:
-            settled = _settled(name, key, _reread(name, key), recorded, translated, followed)
+            record = _reread(name, key)
+            settled = _settled(name, key, record, recorded, translated, followed)
+            if cursor is not None and record is not None and record.is_finished:
+                yield from cursor.from_record(record)  # chunks that did not come live
             if settled is SUPERSEDED:
                 clock.started = False  # the new run starts over (it may be queued)
                 yield settled
@@ -555,19 +598,27 @@ def _relay(
 @_atraced
 @atimed
 async def aattach(
-    job: Job | Task[Any, Any] | str, key: str | None = None, *, timeout: float | None = None
+    job: Job | Task[Any, Any] | str,
+    key: str | None = None,
+    *,
+    timeout: float | None = None,
+    after: int | str | tuple[int, int] | None = None,
 ) -> AsyncIterator[JobEvent]:
     """The async twin of :func:`attach`, on the event loop's shared connections.
 
     Many attachers of one job in one event loop share one gearmand attachment.
     """
     name, key, unique, record = _target(job, key)
+    cursor = StreamCursor(name, key, after, JobEvent)
     clock = _Clock(timeout)
     if record is None or (record.is_active and _stale(record)):
         record = await _load_batched((name, key))
         if record is None and (conf.IMMEDIATE or isinstance(job, Job)):
             raise JobNotFound(name, key)  # a deleted record, or immediate mode (all recorded)
     while True:
+        if record is not None:
+            for replayed in await cursor.afrom_record(record):
+                yield replayed
         if record is not None and record.is_finished:
             yield outcome_of(record)
             return
@@ -584,7 +635,7 @@ async def aattach(
         if joined is not None:
             try:
                 followed = _run_of(record)
-                relayed = _arelay(joined, name, key, unique, clock, recorded, followed)
+                relayed = _arelay(joined, name, key, unique, clock, recorded, followed, cursor)
                 async for event in relayed:
                     yield event
                     if event.terminal:
@@ -673,6 +724,7 @@ async def _arelay(
     clock: _Clock,
     recorded: bool,
     followed: int | None = None,
+    cursor: StreamCursor | None = None,
 ) -> AsyncIterator[JobEvent]:
     """The follow's events until the terminal one; stops early if its job vanished.
 
@@ -686,9 +738,13 @@ async def _arelay(
             yield look
     while True:
         clock.started = clock.started or follow.started
-        event = await follow.next_event(clock.wait(follow.started, check_at))
+        wait = clock.wait(follow.started, check_at)
+        event = await follow.next_event(wait if cursor is None else cursor.wait(wait))
         if event is None:
             clock.remaining()
+            if cursor is not None and cursor.due():
+                for replayed in await cursor.arecheck():
+                    yield replayed
             if not follow.started and time.monotonic() >= check_at:
                 check_at = time.monotonic() + conf.CHECK_INTERVAL
                 try:
@@ -706,6 +762,11 @@ async def _arelay(
                     if look is not None:
                         yield look
             continue
+        if cursor is not None and event.kind == "data" and streams.is_stream_packet(event.data):
+            for chunk in await cursor.alive(event.data):
+                clock.saw(chunk)
+                yield chunk
+            continue
         translated = _translate(event)
         clock.saw(translated)
         if translated.terminal:
@@ -713,6 +774,9 @@ async def _arelay(
             if record is not None and record.is_finished and record.next_reason:
                 record = await sync_to_async(_reread)(name, key)
             settled = _settled(name, key, record, recorded, translated, followed)
+            if cursor is not None and record is not None and record.is_finished:
+                for replayed in await cursor.afrom_record(record):
+                    yield replayed  # chunks that did not come live
             if settled is SUPERSEDED:
                 clock.started = False  # the new run starts over (it may be queued)
                 yield settled

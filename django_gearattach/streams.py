@@ -42,6 +42,8 @@ PREFIX = b"\x1egs1 "
 SALT = "django_gearattach.streams"
 #: The largest run or seq (the columns' range).
 MAXIMUM = 2**31 - 1
+#: Seconds a chunk may wait in a worker's buffer before its batch is written.
+FLUSH_INTERVAL = 0.1
 _MAC_LENGTH = 32  # hex digits: 128 bits
 _POSITION = re.compile(r"\A([0-9]{1,10}):([0-9]{1,10})\Z")
 
@@ -195,15 +197,31 @@ def read(job: Job | UUID | str, after: int | str | tuple[int, int] | None = None
     to return, its chunks: at most two queries. A missing record reads as empty."""
     wanted = position(after)
     row = _record(job)
-    if row is None or row[1] == 0:
+    if row is None:
         return Replay(None, False)
-    pk, run, last = row
-    held_run, held_seq = wanted if wanted is not None else (0, 0)
+    return replay(row[0], row[1], row[2], wanted)
+
+
+def plan(run: int, last: int, held: tuple[int | None, int] | None) -> tuple[int | None, bool, int]:
+    """What a holder of ``held`` needs of a stream whose current run is ``run`` with
+    ``last`` chunks kept: (the run, whether it restarts, the seq to read after). No
+    query: a caller reads chunks only when the seq to read after is below ``last``."""
+    if run == 0:
+        return None, False, last
+    held_run, held_seq = held if held is not None else (0, 0)
     if held_run is None:
         held_run = run
     restart = held_run not in (0, run)
-    start = 0 if restart or held_run == 0 else held_seq
-    return Replay(run, restart, chunks_between(pk, run, start, last))
+    return run, restart, 0 if restart or held_run == 0 else held_seq
+
+
+def replay(pk: Any, run: int, last: int, held: tuple[int | None, int] | None) -> Replay:
+    """The :class:`Replay` of record ``pk`` (its ``stream_run`` and ``stream_seq``) for
+    a holder of ``held``: one query, or none when there is nothing to read."""
+    current, restart, start = plan(run, last, held)
+    if current is None:
+        return Replay(None, False)
+    return Replay(current, restart, chunks_between(pk, current, start, last))
 
 
 def chunks_between(pk: Any, run: int, after: int, upto: int | None = None) -> list[Chunk]:

@@ -51,15 +51,17 @@ def foreground_clients(address: str, key: str) -> int:
 class AttachThread(threading.Thread):
     """Runs the sync ``attach`` in a thread and keeps every event it got."""
 
-    def __init__(self, function: str, key: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, function: str, key: str, timeout: float = 30.0, after: str | int | None = None
+    ) -> None:
         super().__init__(daemon=True)
-        self.function, self.key, self.timeout = function, key, timeout
+        self.function, self.key, self.timeout, self.after = function, key, timeout, after
         self.events: list[JobEvent] = []
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for event in attach(self.function, self.key, timeout=self.timeout):
+            for event in attach(self.function, self.key, timeout=self.timeout, after=self.after):
                 self.events.append(event)
         except BaseException as exc:
             self.error = exc

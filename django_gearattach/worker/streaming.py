@@ -2,13 +2,14 @@
 
 Each chunk is sent to gearmand at once through the run's claim (nothing after the
 claim is lost), and buffered. The buffer is written in batches: every
-:data:`FLUSH_INTERVAL` seconds or :data:`FLUSH_SIZE` chunks, by a thread of the run's
-own (so the task never waits on the database to stream), and what is left when the run
-ends, before its outcome is written (an attacher that finds the outcome finds every
-chunk). A batch is one transaction: the record's ``stream_seq`` (and a renewed lease),
-conditioned on the run's claim, then the chunks; the run's first batch also deletes the
-chunks of the runs before it. A batch that matches no record (the claim is lost) writes
-nothing, and the run sends nothing more.
+:data:`~django_gearattach.streams.FLUSH_INTERVAL` seconds or :data:`FLUSH_SIZE`
+chunks, by a thread of the run's own (so the task never waits on the database to
+stream), and what is left when the run ends, before its outcome is written (an
+attacher that finds the outcome finds every chunk). A batch is one transaction: the
+record's ``stream_seq`` (and a renewed lease), conditioned on the run's claim, then
+the chunks; the run's first batch also deletes the chunks of the runs before it. A
+batch that matches no record (the claim is lost) writes nothing, and the run sends
+nothing more.
 
 In immediate mode (no threads of the worker's own) the batches are written by the
 task's thread, when a chunk finds the buffer due.
@@ -33,9 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("django_gearattach.worker.streaming")
 
-#: Seconds a chunk may wait in the buffer before its batch is written.
-FLUSH_INTERVAL = 0.1
-#: Chunks that make a batch due at once.
+#: Chunks that make a batch due at once (see also streams.FLUSH_INTERVAL).
 FLUSH_SIZE = 500
 
 
@@ -81,12 +80,13 @@ class RunStream:
             if not self.claim.send(Command.WORK_DATA, packet):
                 return False
             with self._cond:
-                if not self._buffer:
+                first = not self._buffer
+                if first:
                     self._oldest = time.monotonic()
                 self._buffer.append((seq, data))
                 due = self._due()
-                if due and self.background:
-                    self._cond.notify()
+                if (first or due) and self.background:
+                    self._cond.notify()  # the writer sets its timer, or writes now
         if due and not self.background:
             self._flush()
         return True
@@ -131,7 +131,8 @@ class RunStream:
     # -- batches ---------------------------------------------------------------------------
     def _due(self) -> bool:
         return bool(self._buffer) and (
-            len(self._buffer) >= FLUSH_SIZE or time.monotonic() - self._oldest >= FLUSH_INTERVAL
+            len(self._buffer) >= FLUSH_SIZE
+            or time.monotonic() - self._oldest >= streams.FLUSH_INTERVAL
         )
 
     def _loop(self) -> None:
@@ -141,7 +142,9 @@ class RunStream:
                     while not self._closing and not self._due():
                         wait = None
                         if self._buffer:
-                            wait = max(self._oldest + FLUSH_INTERVAL - time.monotonic(), 0.001)
+                            wait = max(
+                                self._oldest + streams.FLUSH_INTERVAL - time.monotonic(), 0.001
+                            )
                         self._cond.wait(wait)
                     if self._closing:
                         return
@@ -152,7 +155,7 @@ class RunStream:
                         "job %s: stream chunks not written yet: %s", self.claim.name, exc
                     )
                     records.drop_broken_connections()
-                    time.sleep(FLUSH_INTERVAL)
+                    time.sleep(streams.FLUSH_INTERVAL)
         finally:
             connections.close_all()  # this thread's own
 
