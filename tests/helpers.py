@@ -160,3 +160,11 @@ def sse_events(text: str) -> list[dict[str, str]]:
 def sse_messages(text: str) -> list[dict[str, Any]]:
     """The JSON messages of an SSE body (every event but ``end``, which closes it)."""
     return [json.loads(e["data"]) for e in sse_events(text) if e["event"] != "end"]
+
+
+def one_by_one(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Websocket messages with each ``chunks`` frame opened into its ``chunk`` messages."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        out.extend(message["chunks"] if message.get("type") == "chunks" else [message])
+    return out

@@ -17,6 +17,11 @@ widget reconnects); 1009 for an oversized frame. After
 ``GEARATTACH["STREAM_MAX_AGE"]`` seconds the socket gets ``{"type": "reconnect"}`` and
 closes with 1000: the widget reconnects with its token, which is checked again.
 
+Chunks of a job's stream that are waiting for the socket together (a fast stream, a
+replay) leave in one frame, ``{"type": "chunks", "chunks": [chunk, ...]}``, each one the
+``chunk`` message it would have been on its own (at most :data:`CHUNKS_PER_FRAME`): a
+frame costs the server far more than its bytes.
+
 The browser may send ``{"type": "ping"}`` (answered ``{"type": "pong"}``). Any other
 frame is answered with ``{"type": "error", "error": "..."}`` and the socket stays
 open.
@@ -48,6 +53,9 @@ logger = logging.getLogger("django_gearattach.web.consumers")
 
 #: The largest frame a browser may send, in bytes; larger ones close the socket (1009).
 MAX_FRAME_BYTES = 4096
+
+#: The most chunks sent in one frame.
+CHUNKS_PER_FRAME = 512
 
 CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
@@ -144,6 +152,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Relay the delivered messages in order; close when the job has ended."""
         try:
             while self.outbox:
+                if len(self.outbox) > 1 and self.outbox[0].type == "chunk":
+                    await self.base_send({"type": "websocket.send", "text": self._chunks()})
+                    continue
                 message = self.outbox.pop(0)
                 if message.type == MISSING:
                     self.stop()
@@ -171,6 +182,17 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.stop()
         finally:
             self.sender = None
+
+    def _chunks(self) -> str:
+        """The chunks at the head of the outbox, taken out, as one frame."""
+        outbox = self.outbox
+        assert outbox is not None
+        count = 0
+        while count < min(len(outbox), CHUNKS_PER_FRAME) and outbox[count].type == "chunk":
+            count += 1
+        batch = outbox[:count]
+        del outbox[:count]
+        return '{"type":"chunks","chunks":[' + ",".join(m.text for m in batch) + "]}"
 
     def stop(self) -> None:
         """Stop the hub's deliveries (the outcome was sent, or the socket closed)."""

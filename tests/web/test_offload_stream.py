@@ -20,7 +20,7 @@ from django_gearattach import streams
 from django_gearattach.testing import Gearmand, WorkerProcess
 from django_gearattach.web.messages import OFFLOAD_FUNCTION
 from tests.asgi import application
-from tests.helpers import foreground_clients, sse_messages, wait_until
+from tests.helpers import foreground_clients, one_by_one, sse_messages, wait_until
 from tests.rawgearman import ForgingPeer
 from tests.web.test_offload import finish, started
 
@@ -111,6 +111,7 @@ async def test_a_forged_chunk_never_reaches_a_browser(
         if output["type"] == "websocket.close":
             break
         received.append(json.loads(output["text"]))
+    received = one_by_one(received)
     assert "pwned" not in json.dumps(received)
     chunks = [m["data"] for m in received if m["type"] == "chunk"]
     assert chunks == ["Dear", " <b>reader</b>,", " done."]  # this site's worker's, only

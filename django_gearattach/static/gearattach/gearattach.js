@@ -281,6 +281,8 @@
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
       case "chunk": return this.chunk(message);
+      // Several chunks in one websocket frame: each one as if it came alone.
+      case "chunks": return this.chunks(message.chunks);
       case "restart": return this.restart(message);
       case "warning": return this.warning(message.message);
       case "superseded": return this.superseded();
@@ -370,6 +372,11 @@
     this.streamBox.appendChild(
       document.createTextNode(typeof value === "string" ? value : JSON.stringify(value))
     );
+  };
+
+  Widget.prototype.chunks = function (list) {
+    if (!Array.isArray(list)) return;
+    for (var i = 0; i < list.length && !this.done; i++) this.handle(list[i]);
   };
 
   Widget.prototype.restart = function (message) {
