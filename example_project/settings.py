@@ -10,6 +10,8 @@
                         (default: the in-memory layer; needs the ``redis`` extra)
 ``DEMO_RECENT_MAX_AGE`` seconds the "recent report" page is kept before it refreshes
                         (default 30)
+``GEARATTACH_STREAM_MAX_AGE`` seconds a browser's stream lasts before it reconnects
+                        (default: the app's, 600)
 """
 
 from __future__ import annotations
@@ -157,8 +159,10 @@ if os.environ.get("REDIS_URL", "").strip():
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-GEARATTACH = {
+GEARATTACH: dict[str, Any] = {
     "SERVERS": env_list("GEARATTACH_SERVERS", "127.0.0.1:4730"),
 }
+if os.environ.get("GEARATTACH_STREAM_MAX_AGE", "").strip():
+    GEARATTACH["STREAM_MAX_AGE"] = float(os.environ["GEARATTACH_STREAM_MAX_AGE"])
 # The demo's "recent report" (demo/reports.py): @offload(max_age=..., stale_while_revalidate=...)
 DEMO_RECENT_MAX_AGE = float(os.environ.get("DEMO_RECENT_MAX_AGE", "30"))

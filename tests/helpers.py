@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,3 +133,38 @@ def second_copy(address: str, function: str, key: str) -> None:
     get_client().submit_background(
         Address.parse(address), function, key.encode(), ATTACH_MARKER, "normal"
     )
+
+
+def sse_events(text: str) -> list[dict[str, str]]:
+    """The events of a Server-Sent Events body, parsed as ``EventSource`` does: each one's
+    ``event`` (default "message"), ``id`` (if any) and ``data`` (its lines joined)."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, list[str]] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields.setdefault(name, []).append(value[1:] if value.startswith(" ") else value)
+        if "data" in fields:
+            event = {
+                "event": fields.get("event", ["message"])[-1],
+                "data": "\n".join(fields["data"]),
+            }
+            if "id" in fields:
+                event["id"] = fields["id"][-1]
+            events.append(event)
+    return events
+
+
+def sse_messages(text: str) -> list[dict[str, Any]]:
+    """The JSON messages of an SSE body (every event but ``end``, which closes it)."""
+    return [json.loads(e["data"]) for e in sse_events(text) if e["event"] != "end"]
+
+
+def one_by_one(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Websocket messages with each ``chunks`` frame opened into its ``chunk`` messages."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        out.extend(message["chunks"] if message.get("type") == "chunks" else [message])
+    return out

@@ -14,6 +14,7 @@ from django.utils.translation import gettext
 from ..web import assets
 from ..web.messages import GENERIC_ERROR, PUBLIC_ERRORS
 from ..web.paths import WEBSOCKET_PATH
+from ..web.positions import parse_position
 
 register = template.Library()
 
@@ -26,6 +27,8 @@ def gearattach_progress(
     outcome_url: str = "",
     outcome: dict[str, Any] | None = None,
     transports: str = "ws sse poll",
+    stream_text: str = "",
+    stream_after: str = "",
 ) -> dict[str, Any]:
     """A progress bar, status line, data and outcome for the job ``token`` names.
 
@@ -33,6 +36,9 @@ def gearattach_progress(
     ready; ``outcome_url`` becomes the page's URL (reloading it never reruns the job);
     ``outcome`` (a complete/failed message) renders a finished job without a
     connection; ``transports`` lists what the widget tries, in order.
+    ``stream_text`` is the text a streaming job has sent so far and ``stream_after``
+    its position (``"R:N"``, see :mod:`django_gearattach.web.positions`): the widget
+    shows the text at once and follows the stream after it.
     """
     try:
         urls = {
@@ -56,6 +62,8 @@ def gearattach_progress(
         "outcome": outcome,
         "result_json": _result_json(outcome),
         "transports": transports,
+        "stream_text": stream_text,
+        "stream_after": stream_after if parse_position(stream_after) is not None else "",
         "ws_url": f"{get_script_prefix()}{WEBSOCKET_PATH}{token}/",
         **{f"{name}_url": url for name, url in urls.items()},
     }

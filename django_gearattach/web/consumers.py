@@ -5,13 +5,22 @@ then relays the :mod:`~django_gearattach.web.hub`'s messages (already encoded on
 job, not once per socket) until the job's outcome, and closes with 1000. The hub calls
 it back with each message; a socket has no task of its own while nothing happens.
 
-Close codes: 4403 for a token that is forged, altered, expired or someone else's;
+``?after=R:N`` in the connect URL resumes the job's stream after the chunk the browser
+holds (see :mod:`~django_gearattach.web.replay`).
+
+Close codes: 4400 for a malformed ``after`` position; 4403 for a token that is forged,
+altered, expired or someone else's;
 4404 for a job whose record no longer exists, or holds a later run than the token's;
 4429 when the client or this process holds as many streams as
 :mod:`~django_gearattach.web.streams` allows; 1011 when following the job failed (the
 widget reconnects); 1009 for an oversized frame. After
 ``GEARATTACH["STREAM_MAX_AGE"]`` seconds the socket gets ``{"type": "reconnect"}`` and
 closes with 1000: the widget reconnects with its token, which is checked again.
+
+Chunks of a job's stream that are waiting for the socket together (a fast stream, a
+replay) leave in one frame, ``{"type": "chunks", "chunks": [chunk, ...]}``, each one the
+``chunk`` message it would have been on its own (at most :data:`CHUNKS_PER_FRAME`): a
+frame costs the server far more than its bytes.
 
 The browser may send ``{"type": "ping"}`` (answered ``{"type": "pong"}``). Any other
 frame is answered with ``{"type": "error", "error": "..."}`` and the socket stays
@@ -26,6 +35,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -35,6 +45,7 @@ from django.conf import settings
 from ..conf import conf
 from .hub import Message, get_hub
 from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, error_frame
+from .positions import BAD_POSITION, parse_position
 from .streams import Slot, StreamLimitReached, client_of, registry
 from .tokens import Identity, TokenRefused, check_token
 
@@ -43,6 +54,10 @@ logger = logging.getLogger("django_gearattach.web.consumers")
 #: The largest frame a browser may send, in bytes; larger ones close the socket (1009).
 MAX_FRAME_BYTES = 4096
 
+#: The most chunks sent in one frame.
+CHUNKS_PER_FRAME = 512
+
+CLOSE_BAD_REQUEST = 4400
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
@@ -72,6 +87,12 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         """Accept, then check the token (close codes need an accepted socket)."""
         await self.accept()
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        after = parse_position(query.get("after", [""])[-1])
+        if after is None:
+            await self.send_error(BAD_POSITION)
+            await self.close(code=CLOSE_BAD_REQUEST)
+            return
         token = self.scope.get("url_route", {}).get("kwargs", {}).get("token", "")
         identity = Identity.of_scope(self.scope)
         try:
@@ -99,7 +120,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 return
         loop = asyncio.get_running_loop()
         self.expiry = loop.call_later(conf.STREAM_MAX_AGE, self.expire)
-        self.stop_listening = hub.listen(ref.function, ref.key, self.deliver, record=record)
+        self.stop_listening = hub.listen(
+            ref.function, ref.key, self.deliver, record=record, after=after, summarised=ref.summary
+        )
 
     def expire(self) -> None:
         """The stream's maximum age: say so, and close (the widget reconnects at once)."""
@@ -129,6 +152,9 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         """Relay the delivered messages in order; close when the job has ended."""
         try:
             while self.outbox:
+                if len(self.outbox) > 1 and self.outbox[0].type == "chunk":
+                    await self.base_send({"type": "websocket.send", "text": self._chunks()})
+                    continue
                 message = self.outbox.pop(0)
                 if message.type == MISSING:
                     self.stop()
@@ -156,6 +182,17 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             self.stop()
         finally:
             self.sender = None
+
+    def _chunks(self) -> str:
+        """The chunks at the head of the outbox, taken out, as one frame."""
+        outbox = self.outbox
+        assert outbox is not None
+        count = 0
+        while count < min(len(outbox), CHUNKS_PER_FRAME) and outbox[count].type == "chunk":
+            count += 1
+        batch = outbox[:count]
+        del outbox[:count]
+        return '{"type":"chunks","chunks":[' + ",".join(m.text for m in batch) + "]}"
 
     def stop(self) -> None:
         """Stop the hub's deliveries (the outcome was sent, or the socket closed)."""

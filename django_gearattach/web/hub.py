@@ -10,6 +10,12 @@ queued job. Every message is encoded to JSON once and handed to all subscribers.
 newcomer first gets the latest start, status and data (from the feed, or from the
 record when the feed is new), then the live messages.
 
+A job's stream (its ``chunk`` and ``restart`` messages) is relayed the same way, but a
+feed keeps only its latest chunks: each subscriber's
+:class:`~django_gearattach.web.replay.Resumer` replays, from the feed or from the
+database, the chunks after the position its browser holds, then the live ones, with no
+gap and no repeat (see :mod:`~django_gearattach.web.replay`).
+
 A feed outlives its last subscriber by :attr:`Hub.linger` seconds, so that a
 reconnecting socket or the next long-poll request finds it still attached.
 """
@@ -44,9 +50,12 @@ from .messages import (
     TERMINAL,
     message_for,
     outcome_message,
+    restart_message,
     snapshot,
     summary,
 )
+from .positions import START, Position
+from .replay import Resumer, Tail
 
 if TYPE_CHECKING:
     from ..tracing.attaching import Waiter
@@ -94,13 +103,24 @@ _load: Batcher[tuple[str, str], Job | None] = Batcher(_load_many)
 class JobFeed:
     """One job followed for every subscriber in this process."""
 
-    def __init__(self, hub: Hub, function: str, key: str, record: Job | None = None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        function: str,
+        key: str,
+        record: Job | None = None,
+        start: Position = START,
+    ) -> None:
         self.hub = hub
         self.function = function
         self.key = key
         self.id = next(_feed_ids)
         self.seq = 0
         self.latest: dict[str, Message] = {}
+        #: The stream: the feed relays the chunks after ``start`` and keeps the latest.
+        self.start = start
+        self.tail = Tail(start)
+        self._restart: Message | None = None
         #: The job's record once the feed has it (the subscribers' spans link to its trace).
         self.record = record
         #: Each subscriber's delivery callback, called once per message, in order.
@@ -119,12 +139,26 @@ class JobFeed:
     def done(self) -> bool:
         return any(m.final for m in self.latest.values())
 
+    def encode(self, payload: dict[str, Any]) -> Message:
+        """``payload`` as a message of this feed (not published: for one subscriber)."""
+        text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+        return Message(payload, text, self.seq)
+
+    def restart(self, run: int) -> Message:
+        """The ``restart`` message of run ``run``, encoded once for every subscriber."""
+        if self._restart is None or self._restart.payload["run"] != run:
+            self._restart = self.encode(restart_message(run))
+        return self._restart
+
     def publish(self, payload: dict[str, Any]) -> None:
         self.seq += 1
-        text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
-        message = Message(payload, text, self.seq)
+        message = self.encode(payload)
         kind = message.type
-        if kind == "superseded":  # a newcomer catches up with the new run only
+        if kind == "chunk":
+            self.tail.add(message)
+        elif kind == "restart":
+            self.tail.reset((int(payload["run"]), 0))
+        elif kind == "superseded":  # a newcomer catches up with the new run only
             self.latest = {}
         elif kind in ("started", "status", "data", "unserved"):
             self.latest[kind] = message
@@ -148,7 +182,8 @@ class JobFeed:
             if record.is_active:
                 for payload in snapshot(record):
                     self.publish(payload)
-            async for event in aattach(record):
+            follow = aattach(record, after=self.start) if self.start != START else aattach(record)
+            async for event in follow:
                 message = message_for(event, self.function)
                 if event.event == "failed" and settings.DEBUG:
                     # Under DEBUG the owner sees the traceback, which only the record has.
@@ -256,25 +291,34 @@ class Hub:
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, function: str, key: str, *, record: Job | None = None
+        self,
+        function: str,
+        key: str,
+        *,
+        record: Job | None = None,
+        after: Position = START,
+        summarised: bool = False,
     ) -> AsyncIterator[Subscription]:
         """Follow the job: ``async with hub.subscribe(f, k) as sub: async for m in sub``.
 
-        ``record`` (optional) saves the feed a database read when it is new.
+        ``record`` (optional) saves the feed a database read when it is new. ``after``:
+        the stream position the subscriber holds (its chunks follow it); a
+        ``summarised`` subscriber (a summary token) gets no stream.
         """
-        feed = self._feed(function, key, record)
-        subscription = Subscription(feed, feed.backlog())
+        feed = self._feed(function, key, record, after)
+        subscription = Subscription(feed, [])
         waiter = _waiter(feed)
         put: Callable[[Message], None] = subscription.put
         if waiter is not None:
-            for message in subscription.messages:
-                waiter.hear(message)
             put = waiter.wrap(put)
-        feed.subscribe(put)
+        resumer = Resumer(feed, put, after, summarised)
+        resumer.start(feed.backlog())
+        feed.subscribe(resumer)
         try:
             yield subscription
         finally:
-            feed.unsubscribe(put)
+            feed.unsubscribe(resumer)
+            resumer.close()
             if waiter is not None:
                 waiter.leave()
 
@@ -285,27 +329,32 @@ class Hub:
         deliver: Callable[[Message], None],
         *,
         record: Job | None = None,
+        after: Position = START,
+        summarised: bool = False,
     ) -> Callable[[], None]:
         """Call ``deliver`` with each message of the job (the backlog first, at once).
 
         The leanest way to follow a job: no task and no queue per subscriber (the
         websocket consumer uses it). ``deliver`` must not block. Returns the function
-        that stops the delivery.
+        that stops the delivery. ``after`` and ``summarised`` as for :meth:`subscribe`.
         """
-        feed = self._feed(function, key, record)
+        feed = self._feed(function, key, record, after)
         waiter = _waiter(feed)
         if waiter is not None:
             deliver = waiter.wrap(deliver)
-        for message in feed.backlog():
-            deliver(message)
-        feed.subscribe(deliver)
-        stop = functools.partial(feed.unsubscribe, deliver)
+        resumer = Resumer(feed, deliver, after, summarised)
+        resumer.start(feed.backlog())
+        feed.subscribe(resumer)
+        stop = functools.partial(_stop, feed, resumer)
         return stop if waiter is None else waiter.stopping(stop)
 
-    def _feed(self, function: str, key: str, record: Job | None) -> JobFeed:
+    def _feed(
+        self, function: str, key: str, record: Job | None, after: Position = START
+    ) -> JobFeed:
         feed = self.feeds.get((function, key))
         if feed is None or feed.task.done():
-            feed = self.feeds[function, key] = JobFeed(self, function, key, record)
+            start = after if _kept(record, after) else START
+            feed = self.feeds[function, key] = JobFeed(self, function, key, record, start)
         return feed
 
     def _forget(self, feed: JobFeed) -> None:
@@ -332,6 +381,20 @@ class Hub:
         for feed in feeds:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await feed.task
+
+
+def _stop(feed: JobFeed, resumer: Resumer) -> None:
+    feed.unsubscribe(resumer)
+    resumer.close()
+
+
+def _kept(record: Job | None, position: Position) -> bool:
+    """Whether the record says ``position`` names a chunk it keeps (a new feed may then
+    start there: chunks before it are read by those who need them). A position from
+    anywhere else (a client's guess) starts the feed at the stream's start."""
+    if record is None or position == START:
+        return False
+    return position[0] == record.stream_run and position[1] <= record.stream_seq
 
 
 def _waiter(feed: JobFeed) -> Waiter | None:

@@ -6,7 +6,10 @@ the job's function, so it waits for one) and ``{"type": "served"}`` (one is, sin
 ``{"type": "status", "numerator": n, "denominator": d}``,
 ``{"type": "data", "data": ...}``, ``{"type": "warning", "message": "..."}``,
 ``{"type": "superseded"}`` (a newer submit replaced the run followed so far, latest
-wins: what follows is the new run's, its progress starting over), then
+wins: what follows is the new run's, its progress starting over),
+``{"type": "chunk", "run": R, "seq": N, "data": ...}`` (the job's stream, see
+:mod:`~django_gearattach.web.replay`) and ``{"type": "restart", "run": R}`` (the stream
+starts over with a new run: discard its chunks shown so far), then
 ``{"type": "complete", "result": ..., "html": ...}`` or ``{"type": "failed",
 "error": "..."}`` (the job's own error, and its ``traceback``, only with ``DEBUG`` on:
 see :func:`failed_message`).
@@ -80,9 +83,23 @@ def message_for(event: JobEvent, function: str) -> dict[str, Any]:
         return {"type": "warning", "message": event.message}
     if event.event == "superseded":
         return {"type": "superseded"}
+    if event.event == "chunk":
+        return chunk_message(event.run, event.seq, event.data)
+    if event.event == "restart":
+        return restart_message(event.run)
     if event.event == "complete":
         return complete_message(event.result, function)
     return failed_message(event.error)
+
+
+def chunk_message(run: int | None, seq: int | None, data: Any) -> dict[str, Any]:
+    """A chunk of the job's stream: run ``run``'s ``seq``-th (see :mod:`~.web.replay`)."""
+    return {"type": "chunk", "run": run, "seq": seq, "data": data}
+
+
+def restart_message(run: int | None) -> dict[str, Any]:
+    """The stream starts over with run ``run``: what was shown of it must go."""
+    return {"type": "restart", "run": run}
 
 
 def failed_message(error: str | None, traceback: str = "") -> dict[str, Any]:

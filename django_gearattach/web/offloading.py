@@ -72,7 +72,10 @@ def find_view(path: str) -> Callable[..., Any] | type:
 
 # -- the worker side ------------------------------------------------------------------------
 class OffloadContext:
-    """``request.gearattach`` inside an offloaded view: report progress and data.
+    """``request.gearattach`` inside an offloaded view: report progress, data and a stream.
+
+    ``stream(chunk)`` appends to the job's stream (:meth:`~django_gearattach.tasks.
+    JobContext.stream`): the processing page shows the text as it comes, in every tab.
 
     The methods work in sync and async views alike; in an async view they are queued
     behind the view and done by the time it returns (``await request.gearattach.
@@ -95,11 +98,17 @@ class OffloadContext:
     def warning(self, message: str) -> None:
         self._call(self.job.warning, message)
 
+    def stream(self, chunk: Any) -> None:
+        self._call(self.job.stream, chunk)
+
     async def aprogress(self, numerator: int, denominator: int) -> None:
         await sync_to_async(self.job.progress)(numerator, denominator)
 
     async def adata(self, value: Any) -> None:
         await sync_to_async(self.job.data)(value)
+
+    async def astream(self, chunk: Any) -> None:
+        await sync_to_async(self.job.stream)(chunk)
 
     def _call(self, method: Callable[..., None], *args: Any) -> None:
         try:

@@ -6,8 +6,14 @@
   seconds (default 25, at most ``GEARATTACH["LONGPOLL_MAX_TIMEOUT"]``) for the next
   message. ``{"messages": [...], "cursor": "...", "done": bool}``.
 * ``jobs/<token>/events/``: a Server-Sent Events stream of the same messages as the
-  websocket; it ends after the outcome, or after ``GEARATTACH["STREAM_MAX_AGE"]``
-  seconds with ``{"type": "reconnect"}``.
+  websocket; it ends after the outcome (then an ``end`` event), or after
+  ``GEARATTACH["STREAM_MAX_AGE"]`` seconds with ``{"type": "reconnect"}``. A job's
+  stream comes as ``chunk`` events (``id: R:N``) and ``restart`` events (``id: R:0``):
+  a reconnecting ``EventSource`` resumes after its ``Last-Event-ID``, and
+  ``?after=R:N`` resumes after a position the page holds. ``?format=html`` sends each
+  chunk's text escaped as HTML, for htmx's SSE extension (see docs/streaming.rst).
+
+The long-poll and SSE endpoints answer 400 for a malformed stream position.
 * ``jobs/<token>/download/``: the file a finished offloaded view returned.
 
 Every endpoint answers 403 for a token that is invalid, expired or someone else's,
@@ -20,6 +26,7 @@ database connection, and they count against the stream limits of
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import weakref
@@ -30,6 +37,7 @@ from django.core.files.storage import default_storage
 from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.http.response import StreamingHttpResponse
 from django.utils.cache import add_never_cache_headers
+from django.utils.html import escape
 from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
@@ -48,6 +56,8 @@ from .messages import (
     state,
     summary,
 )
+from .positions import BAD_POSITION, Position, parse_position
+from .replay import STREAM_TYPES, stored
 from .responses import open_response
 from .streams import Slot, StreamLimitReached, client_of, release_request_resources
 from .tokens import Identity, JobRef, TokenRefused, check_token
@@ -142,6 +152,17 @@ def _timeout(text: str | None) -> float | None:
     return value
 
 
+def _position(request: HttpRequest) -> Position | None:
+    """The stream position the client holds: ``Last-Event-ID`` (an ``EventSource``
+    reconnecting, newer than the URL's), else ``?after=``; None when malformed."""
+    header = request.headers.get("Last-Event-ID")
+    return parse_position(header if header else request.GET.get("after"))
+
+
+def _bad_position() -> JsonResponse:
+    return _json({"error": gettext(BAD_POSITION)}, 400)
+
+
 def _cursor(text: str | None) -> tuple[int, int] | None:
     if not text:
         return (0, 0)
@@ -162,6 +183,9 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
     cursor = _cursor(request.GET.get("cursor"))
     if cursor is None:
         return _json({"error": gettext("cursor must be the cursor of a previous answer")}, 400)
+    after = parse_position(request.GET.get("after"))
+    if after is None:
+        return _bad_position()
     found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
@@ -170,8 +194,11 @@ async def poll(request: HttpRequest, token: str) -> HttpResponseBase:
         if record.is_finished:
             outcome = outcome_message(record)
             outcome = summary(outcome) if ref.summary else outcome
-            return _json({"messages": [outcome], "cursor": "0.0", "done": True})
-        async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+            chunks = [] if ref.summary or not record.stream_seq else await stored(record.pk, after)
+            return _json({"messages": [*chunks, outcome], "cursor": "0.0", "done": True})
+        async with get_hub().subscribe(
+            ref.function, ref.key, record=record, after=after, summarised=ref.summary
+        ) as subscription:
             messages = await _collect(subscription, cursor, timeout)
             last = messages[-1].seq if messages else cursor[1]
             position = f"{subscription.feed_id}.{last}"
@@ -194,7 +221,8 @@ async def _collect(
     feed, seen = cursor
 
     def new(message: Message) -> bool:
-        return subscription.feed_id != feed or message.seq > seen
+        # The stream's messages are the subscriber's own (its position keeps their order).
+        return message.type in STREAM_TYPES or subscription.feed_id != feed or message.seq > seen
 
     messages = [m for m in subscription.pending() if new(m)]
     if messages:
@@ -213,11 +241,17 @@ async def _collect(
 async def events(request: HttpRequest, token: str) -> HttpResponseBase:
     """Server-Sent Events: each message as ``data: {json}``; the stream ends after the outcome
     (or after ``STREAM_MAX_AGE`` seconds, with a ``reconnect`` message)."""
+    after = _position(request)
+    if after is None:
+        return _bad_position()
+    html = request.GET.get("format", "json")
+    if html not in ("json", "html"):
+        return _json({"error": gettext('format must be "json" or "html"')}, 400)
     found = await _afollow(request, token)
     if isinstance(found, JsonResponse):
         return found
     ref, record, slot = found
-    stream = _stream(ref, record, slot)
+    stream = _stream(ref, record, slot, after, html == "html")
     # A stream that is never iterated (the client left first) still gives its slot back.
     weakref.finalize(stream, slot.release)
     response = StreamingHttpResponse(stream, content_type="text/event-stream; charset=utf-8")
@@ -226,13 +260,45 @@ async def events(request: HttpRequest, token: str) -> HttpResponseBase:
     return response
 
 
-async def _stream(ref: JobRef, record: Job, slot: Slot) -> AsyncIterator[str]:
+def _data(text: str) -> str:
+    # A line break ends an SSE field: each line of the text is a data field of its own
+    # (EventSource joins them with "\n").
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "".join(f"data: {line}\n" for line in lines)
+
+
+def _event(message: Message, text: str, html: bool) -> str:
+    """One SSE event. Only the stream's events carry an ``id`` (its position)."""
+    payload = message.payload
+    if message.type == "chunk":
+        data = payload["data"]
+        if html:
+            text = escape(data if isinstance(data, str) else json.dumps(data))
+        return f"event: chunk\nid: {payload['run']}:{payload['seq']}\n{_data(text)}\n"
+    if message.type == "restart":
+        # htmx swaps an event's data, and an event without data is never dispatched:
+        # an HTML comment empties the text shown so far (hx-swap="innerHTML").
+        data = "<!-- restart -->" if html else text
+        return f"event: restart\nid: {payload['run']}:0\n{_data(data)}\n"
+    out = f"data: {text}\n\n"
+    if message.final:
+        # htmx closes its EventSource on a named event (sse-close="end"); without it a
+        # browser would reconnect, and get the outcome again, for ever.
+        out += f"event: end\ndata: {message.type}\n\n"
+    return out
+
+
+async def _stream(
+    ref: JobRef, record: Job, slot: Slot, after: Position, html: bool
+) -> AsyncIterator[str]:
     try:
         # Middleware has answered by now: nothing more needs this request's thread.
         await release_request_resources()
         yield "retry: 2000\n\n"
         deadline = time.monotonic() + conf.STREAM_MAX_AGE
-        async with get_hub().subscribe(ref.function, ref.key, record=record) as subscription:
+        async with get_hub().subscribe(
+            ref.function, ref.key, record=record, after=after, summarised=ref.summary
+        ) as subscription:
             while (left := deadline - time.monotonic()) > 0:
                 message = await subscription.get(min(SSE_HEARTBEAT, left))
                 if message is None:
@@ -240,8 +306,7 @@ async def _stream(ref: JobRef, record: Job, slot: Slot) -> AsyncIterator[str]:
                     continue
                 if message.type in (MISSING, BROKEN):
                     return  # the browser reconnects and gets a clear 404, or the stream again
-                text = message.for_reader(ref.summary)[1]
-                yield f"id: {subscription.feed_id}.{message.seq}\ndata: {text}\n\n"
+                yield _event(message, message.for_reader(ref.summary)[1], html)
                 if message.final:
                     return
             yield f"data: {RECONNECT}\n\n"

@@ -136,7 +136,10 @@ async def await_then_answer(deferred: Deferred) -> HttpResponseBase:
 
 async def _await_on_hub(job: Job, seconds: float) -> None:
     deadline = time.monotonic() + seconds
-    async with get_hub().subscribe(job.function, job.key, record=job) as subscription:
+    # It waits for the outcome only: no stream (summarised), whatever the job sends.
+    async with get_hub().subscribe(
+        job.function, job.key, record=job, summarised=True
+    ) as subscription:
         while (left := deadline - time.monotonic()) > 0:
             message = await subscription.get(left)
             if message is None or message.final:

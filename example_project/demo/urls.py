@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import account, reports, views
+from . import account, answers, reports, views
 
 app_name = "demo"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("report/build/", reports.build_report, name="report-build"),
     path("report/recent/", reports.recent_report, name="report-recent"),
     path("batch/", views.batch, name="batch"),
+    path("answer/", answers.ask, name="answer"),
     path("account/", account.AccountSettings.as_view(), name="account"),
     path("account/saved/", account.account_saved, name="account-saved"),
     path("account/export/", account.Export.as_view(), name="account-export"),

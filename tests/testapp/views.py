@@ -230,3 +230,20 @@ def _headers_seen(request: HttpRequest) -> HttpResponse:
 def headers_report(request: HttpRequest) -> HttpResponse:
     """Reports the headers it got in the worker; declares X-Tenant as one it needs."""
     return _headers_seen(request)
+
+
+@offload
+def streaming_report(request: HttpRequest) -> HttpResponse:
+    """Streams its words to the processing page (``request.gearattach.stream``)."""
+    for word in ("Dear", " <b>reader</b>,", " done."):
+        request.gearattach.stream(word)  # type: ignore[attr-defined]
+    return HttpResponse('<p id="streamed">streamed</p>')
+
+
+@offload
+async def async_streaming_report(request: HttpRequest) -> HttpResponse:
+    """The same from an async view: ``astream`` waits for each chunk."""
+    for word in ("Dear", " <b>reader</b>,", " done."):
+        await request.gearattach.astream(word)  # type: ignore[attr-defined]
+    request.gearattach.stream({"words": 3})  # type: ignore[attr-defined]
+    return HttpResponse('<p id="streamed">streamed</p>')

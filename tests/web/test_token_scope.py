@@ -29,6 +29,7 @@ from django.test import AsyncClient, Client
 from django.urls import reverse
 
 from tests.asgi import application
+from tests.helpers import sse_messages
 from tests.web.test_offload import finish, started
 
 pytest_plugins = ["tests.webfixtures"]
@@ -133,10 +134,7 @@ async def _json_endpoint(client: AsyncClient, token: str, endpoint: str) -> tupl
             c.decode() if isinstance(c, bytes) else c
             async for c in response.streaming_content  # type: ignore[attr-defined]
         ]
-        data = [
-            json.loads(line[6:]) for c in chunks for line in c.split("\n") if line[:6] == "data: "
-        ]
-        outcome = data[-1]
+        outcome = sse_messages("".join(chunks))[-1]
     elif endpoint == "poll":
         outcome = response.json()["messages"][-1]
     else:

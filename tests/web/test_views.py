@@ -16,7 +16,7 @@ from django_gearattach import submit
 from django_gearattach.models import Job, Status
 from django_gearattach.web.hub import Hub
 from django_gearattach.web.tokens import Identity, make_token
-from tests.helpers import foreground_clients, wait_for_status
+from tests.helpers import foreground_clients, sse_events, sse_messages, wait_for_status
 
 pytest_plugins = ["tests.webfixtures"]
 
@@ -201,7 +201,9 @@ async def read_events(response: Any, timeout: float = 20) -> list[dict[str, Any]
 
     text = await asyncio.wait_for(read(), timeout)
     assert text.startswith("retry: 2000\n\n")
-    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+    events = sse_events(text)
+    assert events[-1]["event"] == "end"  # htmx's SSE extension closes on it
+    return sse_messages(text)
 
 
 async def test_sse_finished_job(async_client: AsyncClient) -> None:

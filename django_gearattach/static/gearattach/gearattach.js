@@ -8,6 +8,15 @@
  * "gearattach:failed" events (bubbling, detail = the message); calling
  * preventDefault() on "gearattach:complete" stops the built-in outcome handling.
  *
+ * A job that streams (job.stream() in the task) sends {"type": "chunk", "run": R,
+ * "seq": N, "data": ...} messages: the widget appends each one's text to its
+ * .gearattach-stream box as text (never as HTML; a value that is not a string is shown
+ * as JSON) and dispatches "gearattach:chunk" first (preventDefault() to render it
+ * yourself). {"type": "restart", "run": R} says the job runs again from the start: the
+ * box is emptied, and "gearattach:restart" is dispatched. The widget remembers the last
+ * chunk it holds ("R:N", seeded from data-stream-after when the page rendered the text
+ * so far) and resumes after it whenever it reconnects, so no chunk shows twice.
+ *
  * Every text it shows comes from the page (data-strings, rendered by the template tag
  * in the visitor's language); the English below is only a fallback.
  */
@@ -24,6 +33,7 @@
   var BACKOFF_MAX_MS = 15000;
   var PING_MS = 25000;
   var POLL_TIMEOUT_S = 25;
+  var POSITION = /^\d{1,15}:\d{1,15}$/;
 
   function backoff(attempt) {
     var delay = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, attempt));
@@ -60,6 +70,12 @@
     });
   }
 
+  /* ``url`` with ``name=value`` added to its query string. */
+  function withParam(url, name, value) {
+    if (!value) return url;
+    return url + (url.indexOf("?") < 0 ? "?" : "&") + name + "=" + encodeURIComponent(value);
+  }
+
   function wsUrl(path) {
     var scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     return scheme + "//" + window.location.host + path;
@@ -82,6 +98,9 @@
     this.dataBox = el.querySelector(".gearattach-data");
     this.warnings = el.querySelector(".gearattach-warnings");
     this.outcome = el.querySelector(".gearattach-outcome");
+    this.streamBox = el.querySelector(".gearattach-stream");
+    // "R:N": the last chunk shown (run R, sequence number N); "" before any.
+    this.position = POSITION.test(el.dataset.streamAfter || "") ? el.dataset.streamAfter : "";
     var strings = {};
     try { strings = JSON.parse(el.dataset.strings || "{}"); } catch (e) { strings = {}; }
     this.text = function (name, values) {
@@ -161,7 +180,7 @@
   Widget.prototype.connectWebSocket = function () {
     var self = this;
     var delivered = false;
-    var socket = new WebSocket(wsUrl(this.el.dataset.wsUrl));
+    var socket = new WebSocket(wsUrl(withParam(this.el.dataset.wsUrl, "after", this.position)));
     var ping = null;
     this.connection = socket;
     socket.onopen = function () {
@@ -187,15 +206,20 @@
   Widget.prototype.connectEventSource = function () {
     var self = this;
     var delivered = false;
-    var source = new EventSource(this.el.dataset.eventsUrl);
+    // Resuming after the last chunk shown: a new EventSource sends no Last-Event-ID.
+    var source = new EventSource(withParam(this.el.dataset.eventsUrl, "after", this.position));
     this.connection = source;
-    source.onmessage = function (event) {
+    var receive = function (event) {
       delivered = true;
       var message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
       self.handle(message);
       if (self.done) source.close();
     };
+    source.onmessage = receive;
+    // A stream's chunks come as named events ("event: chunk", "id: R:N").
+    source.addEventListener("chunk", receive);
+    source.addEventListener("restart", receive);
     source.onerror = function () {
       source.close();
       if (self.done) return;
@@ -210,7 +234,8 @@
   Widget.prototype.poll = function () {
     var self = this;
     var url = this.el.dataset.pollUrl + "?timeout=" + POLL_TIMEOUT_S +
-      (this.cursor ? "&cursor=" + encodeURIComponent(this.cursor) : "");
+      (this.cursor ? "&cursor=" + encodeURIComponent(this.cursor) : "") +
+      (this.position ? "&after=" + encodeURIComponent(this.position) : "");
     this.connection = { close: function () {} };
     window.fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
@@ -255,6 +280,10 @@
       case "served": return this.served();
       case "status": return this.status(message.numerator, message.denominator);
       case "data": return this.data(message.data);
+      case "chunk": return this.chunk(message);
+      // Several chunks in one websocket frame: each one as if it came alone.
+      case "chunks": return this.chunks(message.chunks);
+      case "restart": return this.restart(message);
       case "warning": return this.warning(message.message);
       case "superseded": return this.superseded();
       case "complete": return this.complete(message);
@@ -316,6 +345,53 @@
   Widget.prototype.data = function (value) {
     this.dataBox.hidden = false;
     this.dataBox.textContent = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  };
+
+  /* "R:N" as [R, N]; [0, 0] for no position. */
+  function place(position) {
+    if (!position) return [0, 0];
+    var parts = position.split(":");
+    return [parseInt(parts[0], 10), parseInt(parts[1], 10)];
+  }
+
+  function isCount(value) {
+    return typeof value === "number" && value >= 0 && Math.floor(value) === value;
+  }
+
+  Widget.prototype.chunk = function (message) {
+    if (!isCount(message.run) || !isCount(message.seq)) return;
+    var held = place(this.position);
+    // Already shown (a resumed stream never repeats one, but a page may hold two sources).
+    if (message.run < held[0] || (message.run === held[0] && message.seq <= held[1])) return;
+    if (message.run > held[0] && held[0] > 0) this.clearStream();
+    this.position = message.run + ":" + message.seq;
+    if (!this.emit("chunk", message) || !this.streamBox) return;
+    var value = message.data;
+    this.streamBox.hidden = false;
+    // A text node: the chunk shows as text, whatever markup it holds.
+    this.streamBox.appendChild(
+      document.createTextNode(typeof value === "string" ? value : JSON.stringify(value))
+    );
+  };
+
+  Widget.prototype.chunks = function (list) {
+    if (!Array.isArray(list)) return;
+    for (var i = 0; i < list.length && !this.done; i++) this.handle(list[i]);
+  };
+
+  Widget.prototype.restart = function (message) {
+    if (!isCount(message.run)) return;
+    if (message.run <= place(this.position)[0]) return;  // that run is shown already
+    this.position = message.run + ":0";
+    this.clearStream();
+    this.emit("restart", message);
+  };
+
+  /* The job runs again from the start: what its earlier run streamed is no longer true. */
+  Widget.prototype.clearStream = function () {
+    if (!this.streamBox) return;
+    this.streamBox.textContent = "";
+    this.streamBox.hidden = true;
   };
 
   Widget.prototype.warning = function (text) {
