@@ -43,6 +43,7 @@ from ..ratelimits import Throttles
 from ..tasks import JobContext, Rescheduled, Task
 from . import fencing
 from .answering import Answering
+from .asyncrunner import AsyncRunner
 from .claim import OUTCOME_PATIENCE, Claim
 from .recovery import Sweeper
 from .reporting import Reporter
@@ -65,18 +66,33 @@ class Worker(Answering):
     thread with no thread of its own: no lease keeper (no other copy of the job can
     exist), no watchdog (time limits and cancels are not enforced, as in Celery's eager
     mode), no rate or concurrency rights.
+
+    ``async def`` tasks run on an :class:`~.asyncrunner.AsyncRunner` beside this loop
+    (many at once: ``async_concurrency``, default ``GEARATTACH["ASYNC_CONCURRENCY"]``).
     """
 
     def __init__(
-        self, tasks: Iterable[Task[Any, Any]], servers: list[Address], *, inline: bool = False
+        self,
+        tasks: Iterable[Task[Any, Any]],
+        servers: list[Address],
+        *,
+        inline: bool = False,
+        async_concurrency: int | None = None,
     ) -> None:
         self.tasks = {t.name: t for t in tasks}
         if not self.tasks:
             raise GearattachError("no tasks to run: register some with @task first")
-        self.pool = WorkerPool(servers, self.tasks, timeout=conf.TIMEOUT)
+        sync = [t for t in self.tasks.values() if inline or not t.is_async]
+        self.pool = WorkerPool(servers, [t.name for t in sync], timeout=conf.TIMEOUT)
         self._stop = threading.Event()
         # Running marks and the claims of this worker's runs (starting.py, claim.py).
         self.starter = Starter(socket.gethostname()[:255], os.getpid(), self._stop)
+        asyncs = [t for t in self.tasks.values() if t not in sync]
+        self.asyncs = (
+            AsyncRunner(asyncs, servers, self.starter.host, self._stop, async_concurrency)
+            if asyncs
+            else None
+        )
         self._may_grab_ahead = False  # set per job by run()
         # The job grabbed ahead by the last one, and whether its running mark is committed.
         self._ahead: tuple[Assignment, bool] | None = None
@@ -86,7 +102,7 @@ class Worker(Answering):
         self.inline = inline
         self.keeper = fencing.LeaseKeeper()  # its thread starts with the first job held
         self.watchdog = Watchdog()  # time limits and cancel requests (watchdog.py)
-        self.throttles = None if inline else Throttles.for_tasks(self.tasks.values())
+        self.throttles = None if inline else Throttles.for_tasks(sync)
         if self.throttles is not None:  # ratelimits.py
             self.throttles.install(self.pool)
             self.watchdog.on_tick = self.throttles.renew
@@ -111,6 +127,8 @@ class Worker(Answering):
         self.starter.pid = os.getpid()
         folds = records.combines_updates()
         sweeping = SweepThread(self.sweeper).start()  # recovery never waits for a job
+        if self.asyncs is not None:
+            self.asyncs.start()
         try:
             # A job grabbed ahead is run even after stop(): its attempt is counted.
             while self._ahead is not None or not self._stop.is_set():
@@ -118,6 +136,9 @@ class Worker(Answering):
                 records.drop_broken_connections()
                 if self._ahead is not None:
                     (job, marked), self._ahead = self._ahead, None
+                elif not self.pool.functions:  # async tasks only: the runner has them
+                    self._stop.wait(0.5)
+                    continue
                 else:
                     grabbed = self.pool.grab(wait=0.5)
                     if grabbed is None:
@@ -136,6 +157,9 @@ class Worker(Answering):
             self._ahead = None  # closing the connections requeues it in gearmand
             self.pool.close()
             self.keeper.close()
+            if self.asyncs is not None:
+                self._stop.set()
+                self.asyncs.join()  # it finishes its runs first
             sweeping.stop()
 
     # -- one job -----------------------------------------------------------------------

@@ -263,3 +263,6 @@ def traced(job):
     job.progress(1, 2)
     job.data({"stage": "half"})
     return "traced"
+
+
+from tests.testapp import async_tasks  # noqa: E402, F401  (registers the async def tasks)

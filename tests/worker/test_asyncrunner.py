@@ -1,0 +1,177 @@
+"""``async def`` tasks on the workers' event loops, with real gearmand and real
+gearworker processes (worker/asyncrunner.py, asyncjob.py, asyncwatch.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from django_gearattach import SoftTimeLimitExceeded, cancel, submit
+from django_gearattach.cancelling import CANCELLED_RUNNING_ERROR
+from django_gearattach.models import Job, Status
+from django_gearattach.operations import Cancel
+from django_gearattach.testing import wait_for_workers
+from tests.conftest import executions
+from tests.helpers import AttachThread, wait_for_status, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one moment."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    most = open_now = 0
+    for _, step in edges:  # an end sorts before a start at the same instant
+        open_now += step
+        most = max(most, open_now)
+    return most
+
+
+def test_fifty_async_jobs_run_at_once_in_one_process(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_nap")
+    jobs = [submit("tests.async_nap", [1.0, str(n)]) for n in range(60)]
+    records = [wait_for_status("tests.async_nap", j.key, Status.COMPLETE, 60) for j in jobs]
+    results = [r.result for r in records]
+    assert {r["pid"] for r in results} == {worker.pid}
+    assert {r.worker_pid for r in records} == {worker.pid}
+    assert all(r.attempts == 1 for r in records)
+    # Every job started before any ended: all 60 were in flight together.
+    assert max(r["start"] for r in results) < min(r["end"] for r in results)
+
+
+def test_a_coroutine_reports_progress_and_data_to_attachers_and_the_record(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_chatty")
+    job = submit("tests.async_chatty")
+    attacher = AttachThread("tests.async_chatty", job.key)
+    attacher.start()
+    record = wait_for_status("tests.async_chatty", job.key, Status.COMPLETE)
+    assert record.result == {"answer": 42}
+    assert (record.progress_numerator, record.progress_denominator) == (2, 2)
+    assert record.data == {"partial": "half"}
+    events = attacher.result()
+    assert events[-1].event == "complete"
+    assert events[-1].result == {"answer": 42}
+
+
+def test_a_failing_coroutine_records_its_error_and_traceback(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_fail")
+    job = submit("tests.async_fail", ["no luck"])
+    record = wait_for_status("tests.async_fail", job.key, Status.FAILED)
+    assert record.error == "ValueError: no luck"
+    assert record.exception_qualname == "ValueError"
+    assert "async_tasks.py" in record.traceback
+    assert "in async_fail" in record.traceback
+    # The process goes on with the next job.
+    after = submit("tests.async_nap", [0.01])
+    assert wait_for_status("tests.async_nap", after.key, Status.COMPLETE).worker_pid == worker.pid
+
+
+def test_cancel_of_a_running_async_job(gearmand, worker, log_path):
+    wait_for_workers(gearmand.address, "tests.async_wait")
+    job = submit("tests.async_wait", [str(log_path)])
+    wait_for_status("tests.async_wait", job.key, Status.RUNNING)
+    wait_until(lambda: executions(log_path), what="the task to start")
+    attacher = AttachThread("tests.async_wait", job.key)
+    attacher.start()
+    assert cancel("tests.async_wait", job.key).verdict is Cancel.REQUESTED
+    record = wait_for_status("tests.async_wait", job.key, Status.CANCELLED)
+    assert record.error == CANCELLED_RUNNING_ERROR
+    assert record.cancel_requested_at is not None
+    assert executions(log_path)[1:] == ["cleaned-up"]  # cancelled inside the coroutine
+    events = attacher.result()
+    assert events[-1].event in ("cancelled", "failed")
+    assert record.attempts == 1
+
+
+def test_the_soft_limit_cancels_the_coroutine_which_cleans_up(gearmand, worker, log_path):
+    wait_for_workers(gearmand.address, "tests.async_soft")
+    job = submit("tests.async_soft", [str(log_path)])
+    record = wait_for_status("tests.async_soft", job.key, Status.FAILED)
+    assert record.error == "SoftTimeLimitExceeded: soft time limit (0.5s) exceeded"
+    assert record.exception_qualname == SoftTimeLimitExceeded.__qualname__
+    assert "CancelledError" in record.traceback  # where the coroutine was cancelled
+    assert executions(log_path) == ["start", "cleaned-up"]
+
+
+def test_a_coroutine_that_catches_its_soft_limit_may_return(gearmand, worker, log_path):
+    wait_for_workers(gearmand.address, "tests.async_soft_return")
+    job = submit("tests.async_soft_return", [str(log_path)])
+    record = wait_for_status("tests.async_soft_return", job.key, Status.COMPLETE)
+    assert record.result == "stopped"
+    assert executions(log_path) == ["cleaned-up"]
+
+
+def test_the_hard_limit_ends_the_run_and_the_process_goes_on(gearmand, worker, log_path):
+    wait_for_workers(gearmand.address, "tests.async_hard")
+    job = submit("tests.async_hard", [str(log_path)])
+    attacher = AttachThread("tests.async_hard", job.key)
+    wait_for_status("tests.async_hard", job.key, Status.RUNNING)
+    attacher.start()
+    record = wait_for_status("tests.async_hard", job.key, Status.FAILED)
+    assert record.error.startswith("TimeLimitExceeded: hard time limit (1s) exceeded")
+    assert record.attempts == 1
+    events = attacher.result()
+    assert events[-1].event == "failed"
+    # The coroutine ignored its cancellation; the process runs other jobs meanwhile.
+    assert "ignored-cancel" in executions(log_path)
+    after = submit("tests.async_nap", [0.01])
+    done = wait_for_status("tests.async_nap", after.key, Status.COMPLETE)
+    assert done.worker_pid == worker.pid == record.worker_pid
+    assert Job.objects.get(pk=job.pk).status == Status.FAILED  # its late return changes nothing
+
+
+def test_a_killed_worker_mid_async_run_is_recovered_and_run_again_once(
+    gearmand, worker_factory, log_path
+):
+    worker = worker_factory([gearmand], "--concurrency", "2")
+    wait_for_workers(gearmand.address, "tests.async_wait", 2)
+    job = submit("tests.async_wait", [str(log_path), 1.5])
+    running = wait_for_status("tests.async_wait", job.key, Status.RUNNING)
+    wait_until(lambda: executions(log_path), what="the task to start")
+    assert running.worker_pid != worker.pid  # a child of the supervisor
+    os.kill(running.worker_pid, signal.SIGKILL)
+    record = wait_for_status("tests.async_wait", job.key, Status.COMPLETE, 60)
+    assert record.result == "slept"
+    assert record.attempts == 2
+    assert record.worker_pid != running.worker_pid
+    starts = executions(log_path)
+    assert len(starts) == 2  # the killed run, and one more
+    assert starts[0].split("-")[1] == str(running.worker_pid)
+
+
+def test_concurrency_limit_of_an_async_task_holds(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_paired")
+    jobs = [submit("tests.async_paired", [0.4]) for _ in range(6)]
+    results = [
+        wait_for_status("tests.async_paired", j.key, Status.COMPLETE, 60).result for j in jobs
+    ]
+    intervals = [(r["start"], r["end"]) for r in results]
+    assert _overlap(intervals) == 2  # never three; two lanes did run together
+
+
+def test_rate_limit_of_an_async_task_holds(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_metered")
+    jobs = [submit("tests.async_metered") for _ in range(8)]
+    records = [wait_for_status("tests.async_metered", j.key, Status.COMPLETE, 60) for j in jobs]
+    assert [r.attempts for r in records] == [1] * 8
+    starts = sorted(r.result for r in records)
+    # A lower bound only, as for sync tasks (tests/test_ratelimits.py): 4/s means 8
+    # starts span at least (8 - 1 - 2) * 0.25 s, allowing the early starts of a right
+    # held before the jobs came and of the rate row's allowance.
+    assert starts[-1] - starts[0] >= (len(starts) - 1 - 2) * 0.25 - 0.01
+
+
+def test_sync_and_async_tasks_share_a_worker_process(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_nap")
+    wait_for_workers(gearmand.address, "tests.add")
+    slow = submit("tests.async_nap", [1.0])
+    wait_for_status("tests.async_nap", slow.key, Status.RUNNING)
+    quick = submit("tests.add", [2, 3])
+    # The sync job runs while the async one awaits, in the same process.
+    added = wait_for_status("tests.add", quick.key, Status.COMPLETE)
+    assert added.result == 5
+    assert Job.objects.get(pk=slow.pk).status == Status.RUNNING
+    napped = wait_for_status("tests.async_nap", slow.key, Status.COMPLETE)
+    assert added.worker_pid == napped.worker_pid == worker.pid
