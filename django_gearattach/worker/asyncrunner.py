@@ -23,7 +23,9 @@ CANT_DO is ever sent for a function with a job running here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import json
 import logging
 import os
 import threading
@@ -43,13 +45,15 @@ from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment
-from ..payload import dumps, shown
+from ..models import Status
+from ..payload import dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..tasks import JobContext, Rescheduled, Task
 from .answering import Answering
+from .asyncbatch import Batcher, end_distinct, mark_many
 from .asyncjob import AsyncReporter, AsyncRun, cancelled_as
 from .asyncwatch import AsyncWatch
-from .claim import ENDED
+from .claim import ENDED, Claim
 from .starting import GiveBack, Starter
 
 logger = logging.getLogger("django_gearattach.worker.loop")
@@ -58,6 +62,8 @@ logger = logging.getLogger("django_gearattach.worker.loop")
 DB_THREADS = 8
 BACKOFF_START = 0.1
 BACKOFF_MAX = 5.0
+#: Connections (per server) that grab the jobs of the tasks without limits.
+GRABBERS = 4
 #: Seconds a grab waits for a NOOP before it asks again.
 IDLE_WAIT = 0.5
 
@@ -66,6 +72,16 @@ class _Answers(Answering):
     def __init__(self, starter: Starter, stop: threading.Event) -> None:
         self.starter = starter
         self._stop = stop
+        #: Outcomes already written in a group commit (asyncbatch.py), by execution.
+        self.written: dict[str, bool] = {}
+
+    def _conclude(self, claim: Claim, status: Status, fields: dict[str, Any]) -> bool:
+        written = self.written.pop(claim.execution, None)
+        if written is None:
+            return self._finish(claim, status, fields)
+        if written and claim.successor is None and signals.job_finished.receivers:
+            signals.send_finished(claim.function, claim.key)
+        return written
 
 
 @dataclass(eq=False)
@@ -157,6 +173,8 @@ class AsyncRunner:
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.watch = AsyncWatch(self.in_thread)
+        self.marks = Batcher(self.in_thread, functools.partial(mark_many, self.starter))
+        self.ends = Batcher(self.in_thread, end_distinct)
         self._room = asyncio.Semaphore(self.concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
         lanes = self._lanes()
@@ -187,7 +205,9 @@ class AsyncRunner:
 
     def _lanes(self) -> list[_Lane]:
         free = [name for name, t in self.tasks.items() if not (t.rate_limit or t.concurrency)]
-        lanes = [_Lane(free, self.servers)] if free else []
+        # Several connections grab at once: one grab is a round trip to gearmand.
+        grabbers = min(GRABBERS, self.concurrency) if free else 0
+        lanes = [_Lane(free, self.servers) for _ in range(grabbers)]
         host = self.starter.host
         for name, task in sorted(self.tasks.items()):
             if name in free:
@@ -324,7 +344,11 @@ class AsyncRunner:
         )
 
     async def _handle(self, job: Assignment, key: str) -> str:
-        prepared = await self.in_thread(self.answers._prepare, job, key)
+        marked = False
+        if not is_attach_marker(job.data):  # the common case: its mark in a group commit
+            with contextlib.suppress(DatabaseError):  # the one-by-one way tells
+                marked = await self.marks((job, key))
+        prepared = await self.in_thread(self.answers._prepare, job, key, marked)
         if isinstance(prepared, str):
             return str(prepared)
         claim, args, kwargs, _payload = prepared
@@ -364,6 +388,8 @@ class AsyncRunner:
             return await self.in_thread(answers._answer_when_done, claim.job, key)  # type: ignore[no-any-return]
         except Exception as exc:
             return await self.in_thread(answers._failed, claim, context, reporter, exc)  # type: ignore[no-any-return]
+        fields = {"result": json.loads(raw)} | reporter.pending()
+        answers.written[claim.execution] = await self.ends((claim, Status.COMPLETE, fields))
         return await self.in_thread(answers._completed, claim, context, reporter, raw)  # type: ignore[no-any-return]
 
 
