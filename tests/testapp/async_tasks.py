@@ -93,3 +93,16 @@ async def async_paired(pause=0.4):
 @task(name="tests.async_metered", rate_limit="4/s")
 async def async_metered():
     return time.time()
+
+
+@task(name="tests.async_rebuild", on_conflict="follow_up")
+async def async_rebuild(log_path, gate="", tag=""):
+    """Waits for ``gate`` (a file) without blocking the loop; returns its tag."""
+    from pathlib import Path
+
+    _log(log_path, f"start-{tag}")
+    for _ in range(600):
+        if not gate or Path(gate).exists():
+            break
+        await asyncio.sleep(0.02)
+    return {"tag": tag}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 
 import pytest
 
@@ -12,9 +13,10 @@ from django_gearattach import SoftTimeLimitExceeded, cancel, submit
 from django_gearattach.cancelling import CANCELLED_RUNNING_ERROR
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import Cancel
+from django_gearattach.policies import OnConflict, RunReason
 from django_gearattach.testing import wait_for_workers
 from tests.conftest import executions
-from tests.helpers import AttachThread, wait_for_status, wait_until
+from tests.helpers import AttachThread, key_homed_on, second_copy, wait_for_status, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -175,3 +177,49 @@ def test_sync_and_async_tasks_share_a_worker_process(gearmand, worker):
     assert Job.objects.get(pk=slow.pk).status == Status.RUNNING
     napped = wait_for_status("tests.async_nap", slow.key, Status.COMPLETE)
     assert added.worker_pid == napped.worker_pid == worker.pid
+
+
+def test_a_trigger_during_an_async_run_hands_over_to_one_follow_up(
+    gearmand, worker, log_path, tmp_path
+):
+    gate = tmp_path / "gate"
+    wait_for_workers(gearmand.address, "tests.async_rebuild")
+    submit("tests.async_rebuild", [str(log_path)], {"gate": str(gate), "tag": "a"}, key="aix")
+    wait_for_status("tests.async_rebuild", "aix", Status.RUNNING)
+    submit("tests.async_rebuild", [str(log_path)], {"tag": "b"}, key="aix")
+    submit("tests.async_rebuild", [str(log_path)], {"tag": "c"}, key="aix")  # joins "b"
+    assert Job.objects.get(key="aix").next_reason == OnConflict.FOLLOW_UP
+    gate.touch()
+    wait_until(lambda: Job.objects.get(key="aix").run_number == 2, what="the follow-up")
+    record = wait_for_status("tests.async_rebuild", "aix", Status.COMPLETE)
+    assert (record.run_number, record.run_reason) == (2, RunReason.FOLLOW_UP)
+    assert record.result == {"tag": "b"}
+    assert record.previous_result == {"tag": "a"}
+    assert executions(log_path) == ["start-a", "start-b"]
+
+
+def test_an_async_run_renews_its_lease_so_a_second_copy_never_runs_it_again(
+    gearmand_factory, worker_factory, settings, monkeypatch, log_path
+):
+    a, b = gearmand_factory(), gearmand_factory()
+    settings.GEARATTACH = {**settings.GEARATTACH, "SERVERS": [a.address, b.address]}
+    monkeypatch.setenv("GEARATTACH_LEASE", "1.5")  # the claim must be renewed to hold
+    worker_factory([a, b], "--concurrency", "2")
+    wait_for_workers(a.address, "tests.async_wait", 2)
+    wait_for_workers(b.address, "tests.async_wait", 2)
+    key = key_homed_on(a.address, "async-lease", "tests.async_wait")
+    submit("tests.async_wait", [str(log_path), 4.0], key=key)
+    running = wait_for_status("tests.async_wait", key, Status.RUNNING)
+    assert running.server == a.address
+    second_copy(b.address, "tests.async_wait", key)  # as a reviving attacher sends
+    first_lease = running.started_at + timedelta(seconds=1.5)
+
+    def renewed() -> bool:
+        now = Job.objects.get(pk=running.pk)
+        return now.status == Status.RUNNING and now.lease_until > first_lease
+
+    wait_until(renewed, what="the lease renewed while the coroutine awaits")
+    record = wait_for_status("tests.async_wait", key, Status.COMPLETE, 30)
+    assert record.result == "slept"
+    assert record.attempts == 1
+    assert len(executions(log_path)) == 1  # the second copy waited for the claim
