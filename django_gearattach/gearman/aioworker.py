@@ -43,6 +43,7 @@ class AsyncWorkerConnection:
         self._reply: asyncio.Future[Packet] | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._outbox: list[bytes] = []
 
     @property
     def connected(self) -> bool:
@@ -106,7 +107,15 @@ class AsyncWorkerConnection:
         self._wake.set()
 
     def _write(self, data: bytes) -> None:
-        if self._writer is not None and not self._writer.is_closing():
+        # Packets written in one turn of the loop leave in one send(): hundreds of jobs
+        # report at once, and a system call per packet would cost more than the packets.
+        if not self._outbox and self._loop is not None:
+            self._loop.call_soon(self._flush)
+        self._outbox.append(data)
+
+    def _flush(self) -> None:
+        data, self._outbox = b"".join(self._outbox), []
+        if data and self._writer is not None and not self._writer.is_closing():
             self._writer.write(data)
 
     # -- the worker's requests ------------------------------------------------------------

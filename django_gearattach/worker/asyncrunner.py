@@ -13,11 +13,9 @@ recovery sweep sees its records as any run's (same claim, host and pid).
 
 Every database call runs in a pool of :data:`DB_THREADS` threads, never on the loop.
 
-Rate and concurrency limits (:mod:`~django_gearattach.ratelimits`): each limited
-function is grabbed on connections of its own ("lanes"), only while a right is held:
-a rate right per job; with ``concurrency=N``, up to N lanes (no more than the
-runner's own limit), each holding one slot and running one job at a time. So no
-CANT_DO is ever sent for a function with a job running here.
+Jobs are grabbed on "lanes" (:mod:`.asynclanes`), which also keep the rate and
+concurrency limits. Running marks and outcomes are written in group commits
+(:mod:`.asyncbatch`).
 """
 
 from __future__ import annotations
@@ -32,26 +30,24 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import DatabaseError, connections
 
 from .. import records, signals
 from ..conf import conf
-from ..exceptions import ClaimLost
-from ..gearman.aioworker import AsyncWorkerConnection
+from ..exceptions import BadPayload, ClaimLost
 from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment
 from ..models import Status
-from ..payload import dumps, is_attach_marker, shown
-from ..ratelimits import Throttles
+from ..payload import decode_arguments, dumps, is_attach_marker, shown
 from ..tasks import JobContext, Rescheduled, Task
-from .answering import Answering
+from .answering import Answering, Prepared
 from .asyncbatch import Batcher, end_distinct, mark_many
 from .asyncjob import AsyncReporter, AsyncRun, cancelled_as
+from .asynclanes import Lane, lanes_for
 from .asyncwatch import AsyncWatch
 from .claim import ENDED, Claim
 from .starting import GiveBack, Starter
@@ -60,12 +56,6 @@ logger = logging.getLogger("django_gearattach.worker.loop")
 
 #: Threads that make the async runs' database calls (running marks, outcomes, reports).
 DB_THREADS = 8
-BACKOFF_START = 0.1
-BACKOFF_MAX = 5.0
-#: Connections (per server) that grab the jobs of the tasks without limits.
-GRABBERS = 4
-#: Seconds a grab waits for a NOOP before it asks again.
-IDLE_WAIT = 0.5
 
 
 class _Answers(Answering):
@@ -82,30 +72,6 @@ class _Answers(Answering):
         if written and claim.successor is None and signals.job_finished.receivers:
             signals.send_finished(claim.function, claim.key)
         return written
-
-
-@dataclass(eq=False)
-class _Lane:
-    """Connections (one per server) that grab jobs of ``functions``."""
-
-    functions: list[str]
-    servers: list[Address]
-    throttles: Throttles | None = None
-    #: Jobs this lane may run at once (None: only the runner's limit).
-    room: asyncio.Semaphore | None = None
-    conns: list[AsyncWorkerConnection] = field(default_factory=list)
-    retry_at: list[float] = field(default_factory=list)
-    failures: list[int] = field(default_factory=list)
-    next: int = 0
-
-    def __post_init__(self) -> None:
-        self.conns = [AsyncWorkerConnection(a, self.functions, conf.TIMEOUT) for a in self.servers]
-        self.retry_at = [0.0] * len(self.servers)
-        self.failures = [0] * len(self.servers)
-
-    @property
-    def limited(self) -> str:
-        return self.functions[0]
 
 
 class AsyncRunner:
@@ -177,7 +143,7 @@ class AsyncRunner:
         self.ends = Batcher(self.in_thread, end_distinct)
         self._room = asyncio.Semaphore(self.concurrency)
         self._jobs: set[asyncio.Task[None]] = set()
-        lanes = self._lanes()
+        lanes = lanes_for(self.tasks, self.servers, self.concurrency, self.starter.host)
         self.watch.renew_rights = [lane.throttles for lane in lanes if lane.throttles]
         watching = asyncio.create_task(self.watch.run())
         grabbers = [asyncio.create_task(self._grab_loop(lane)) for lane in lanes]
@@ -203,27 +169,8 @@ class AsyncRunner:
             if lane.throttles is not None:
                 await asyncio.gather(self.in_thread(lane.throttles.release_all))
 
-    def _lanes(self) -> list[_Lane]:
-        free = [name for name, t in self.tasks.items() if not (t.rate_limit or t.concurrency)]
-        # Several connections grab at once: one grab is a round trip to gearmand.
-        grabbers = min(GRABBERS, self.concurrency) if free else 0
-        lanes = [_Lane(free, self.servers) for _ in range(grabbers)]
-        host = self.starter.host
-        for name, task in sorted(self.tasks.items()):
-            if name in free:
-                continue
-            count = min(task.concurrency, self.concurrency) if task.concurrency else 1
-            for index in range(count):
-                throttles = Throttles.for_tasks([task])
-                assert throttles is not None
-                # One holder per lane: each lane holds a concurrency slot of its own.
-                throttles.holder = f"{host[:200]}:{os.getpid()}/async{index}"
-                room = asyncio.Semaphore(1) if task.concurrency else None
-                lanes.append(_Lane([name], self.servers, throttles, room))
-        return lanes
-
     # -- grabbing -------------------------------------------------------------------------
-    async def _grab_loop(self, lane: _Lane) -> None:
+    async def _grab_loop(self, lane: Lane) -> None:
         while True:
             if lane.throttles is not None:
                 wait = await self.in_thread(lane.throttles.acquire, lane.limited)
@@ -234,7 +181,7 @@ class AsyncRunner:
                 await lane.room.acquire()
             await self._room.acquire()
             try:
-                job = await self._grab(lane)
+                job = await lane.grab()
             except BaseException:
                 self._released(lane)
                 raise
@@ -247,64 +194,14 @@ class AsyncRunner:
             self._jobs.add(task)
             task.add_done_callback(functools.partial(self._ended, lane))
 
-    def _released(self, lane: _Lane) -> None:
+    def _released(self, lane: Lane) -> None:
         self._room.release()
         if lane.room is not None:
             lane.room.release()
 
-    def _ended(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+    def _ended(self, lane: Lane, task: asyncio.Task[None]) -> None:
         self._jobs.discard(task)
         self._released(lane)
-
-    async def _grab(self, lane: _Lane) -> Assignment | None:
-        count = len(lane.conns)
-        for offset in range(count):
-            index = (lane.next + offset) % count
-            if not await self._ensure(lane, index):
-                continue
-            try:
-                job = await lane.conns[index].grab()
-            except GearmanError as exc:
-                self._failed(lane, index, exc)
-                continue
-            if job is not None:
-                lane.next = (index + 1) % count
-                return job
-        live = [conn for conn in lane.conns if conn.connected]
-        if not live:
-            await asyncio.sleep(BACKOFF_START)
-            return None
-        sleeps = [asyncio.create_task(conn.sleep(IDLE_WAIT)) for conn in live]
-        try:
-            await asyncio.wait(sleeps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for sleeping in sleeps:
-                sleeping.cancel()
-        return None
-
-    async def _ensure(self, lane: _Lane, index: int) -> bool:
-        conn = lane.conns[index]
-        if conn.connected:
-            return True
-        if time.monotonic() < lane.retry_at[index]:
-            return False
-        # A new connection object: packets of jobs grabbed on the old one (gearmand
-        # requeued them when it dropped) must not reach the new one.
-        conn = AsyncWorkerConnection(conn.address, lane.functions, conn.timeout)
-        lane.conns[index] = conn
-        try:
-            await conn.connect()
-        except GearmanError as exc:
-            self._failed(lane, index, exc)
-            return False
-        lane.failures[index] = 0
-        return True
-
-    def _failed(self, lane: _Lane, index: int, exc: GearmanError) -> None:
-        lane.failures[index] += 1
-        delay = min(BACKOFF_START * 2 ** (lane.failures[index] - 1), BACKOFF_MAX)
-        lane.retry_at[index] = time.monotonic() + delay
-        logger.warning("async runner: %s (again in %.1fs)", exc, delay)
 
     # -- one job --------------------------------------------------------------------------
     async def _job(self, job: Assignment) -> None:
@@ -348,7 +245,9 @@ class AsyncRunner:
         if not is_attach_marker(job.data):  # the common case: its mark in a group commit
             with contextlib.suppress(DatabaseError):  # the one-by-one way tells
                 marked = await self.marks((job, key))
-        prepared = await self.in_thread(self.answers._prepare, job, key, marked)
+        prepared = self._prepared(job, key) if marked else None
+        if prepared is None:
+            prepared = await self.in_thread(self.answers._prepare, job, key, marked)
         if isinstance(prepared, str):
             return str(prepared)
         claim, args, kwargs, _payload = prepared
@@ -389,8 +288,26 @@ class AsyncRunner:
         except Exception as exc:
             return await self.in_thread(answers._failed, claim, context, reporter, exc)  # type: ignore[no-any-return]
         fields = {"result": json.loads(raw)} | reporter.pending()
-        answers.written[claim.execution] = await self.ends((claim, Status.COMPLETE, fields))
+        written = await self.ends((claim, Status.COMPLETE, fields))
+        plain = claim.successor is None and not context.outcome_callbacks
+        if written and plain and not signals.job_finished.receivers:
+            claim.send_final(Command.WORK_COMPLETE, raw)  # nothing more to write or call
+            return "complete"
+        answers.written[claim.execution] = written
         return await self.in_thread(answers._completed, claim, context, reporter, raw)  # type: ignore[no-any-return]
+
+    def _prepared(self, job: Assignment, key: str) -> Prepared | None:
+        """The common case of :meth:`~.answering.Answering._prepare`, on the loop: a job
+        marked running in a group commit, with well-formed arguments (None otherwise:
+        the whole way, in a thread)."""
+        claim = self.starter.claims.get((job.function, key))
+        if claim is None:
+            return None
+        try:
+            args, kwargs = decode_arguments(job.data)
+        except BadPayload:
+            return None
+        return claim, args, kwargs, job.data
 
 
 def _database_call(func: Any, /, *args: Any, **kwargs: Any) -> Any:
