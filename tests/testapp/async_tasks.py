@@ -106,3 +106,11 @@ async def async_rebuild(log_path, gate="", tag=""):
             break
         await asyncio.sleep(0.02)
     return {"tag": tag}
+
+
+@task(name="tests.async_blocking", time_limit=1)
+async def async_blocking(seconds=1.5):
+    """Blocks the loop (wrongly) past its hard limit, then awaits: stopped at the await."""
+    time.sleep(seconds)
+    await asyncio.sleep(5)
+    return "not stopped"

@@ -223,3 +223,16 @@ def test_an_async_run_renews_its_lease_so_a_second_copy_never_runs_it_again(
     assert record.result == "slept"
     assert record.attempts == 1
     assert len(executions(log_path)) == 1  # the second copy waited for the claim
+
+
+def test_a_coroutine_that_blocks_the_loop_is_stopped_only_at_its_next_await(gearmand, worker):
+    wait_for_workers(gearmand.address, "tests.async_blocking")
+    blocking = submit("tests.async_blocking", [1.5])
+    wait_for_status("tests.async_blocking", blocking.key, Status.RUNNING)
+    other = submit("tests.async_nap", [0.01])
+    record = wait_for_status("tests.async_blocking", blocking.key, Status.FAILED)
+    assert record.error.startswith("TimeLimitExceeded: hard time limit (1s) exceeded")
+    napped = wait_for_status("tests.async_nap", other.key, Status.COMPLETE)
+    # The other job could not start while the loop was blocked: it started after the
+    # blocking coroutine had run for 1.5 s (its record says when it started).
+    assert napped.started_at >= record.started_at + timedelta(seconds=1.4)
