@@ -236,3 +236,22 @@ def test_a_coroutine_that_blocks_the_loop_is_stopped_only_at_its_next_await(gear
     # The other job could not start while the loop was blocked: it started after the
     # blocking coroutine had run for 1.5 s (its record says when it started).
     assert napped.started_at >= record.started_at + timedelta(seconds=1.4)
+
+
+def test_a_sync_hard_limit_ends_the_process_and_its_async_runs_run_again(
+    gearmand, worker_factory, monkeypatch, log_path, tmp_path
+):
+    monkeypatch.setenv("GEARATTACH_LEASE", "2")  # the killed runs' claims expire soon
+    worker = worker_factory([gearmand])
+    wait_for_workers(gearmand.address, "tests.async_wait")
+    wait_for_workers(gearmand.address, "tests.spin_hard")
+    napping = submit("tests.async_wait", [str(log_path), 3.0])
+    wait_for_status("tests.async_wait", napping.key, Status.RUNNING)
+    spin = submit("tests.spin_hard", [str(tmp_path / "spin.log")])
+    failed = wait_for_status("tests.spin_hard", spin.key, Status.FAILED)
+    assert failed.error.startswith("TimeLimitExceeded: hard time limit (1s) exceeded")
+    record = wait_for_status("tests.async_wait", napping.key, Status.COMPLETE, 60)
+    assert record.result == "slept"
+    assert record.attempts == 2  # its first run ended with the process
+    assert len([line for line in executions(log_path) if line.startswith("start")]) == 2
+    assert record.worker_pid == worker.pid  # the process started itself anew (exec)
