@@ -255,3 +255,19 @@ def test_a_sync_hard_limit_ends_the_process_and_its_async_runs_run_again(
     assert record.attempts == 2  # its first run ended with the process
     assert len([line for line in executions(log_path) if line.startswith("start")]) == 2
     assert record.worker_pid == worker.pid  # the process started itself anew (exec)
+
+
+def test_async_concurrency_caps_the_jobs_in_flight_of_a_process(gearmand, worker_factory):
+    worker_factory([gearmand], "--async-concurrency", "3")
+    wait_for_workers(gearmand.address, "tests.async_nap")
+    jobs = [submit("tests.async_nap", [0.3]) for _ in range(9)]
+    results = [wait_for_status("tests.async_nap", j.key, Status.COMPLETE, 60).result for j in jobs]
+    assert _overlap([(r["start"], r["end"]) for r in results]) == 3
+
+
+def test_the_gearworker_option_refuses_a_bad_async_concurrency(gearmand):
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match="--async-concurrency: must be at least 1"):
+        call_command("gearworker", "--async-concurrency", "0")
