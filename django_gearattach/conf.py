@@ -83,6 +83,9 @@ DEFAULTS: dict[str, Any] = {
     # seconds a cancelled task has to stop by itself before its process is ended.
     "CANCEL_CHECK_INTERVAL": 0.5,
     "CANCEL_GRACE": 5.0,
+    # Workers: jobs of ``async def`` tasks that one worker process runs at once on its
+    # event loop (gearworker --async-concurrency overrides it; worker/asyncrunner.py).
+    "ASYNC_CONCURRENCY": 100,
     # OpenTelemetry traces (the otel extra, docs/tracing.rst): the caller's trace context
     # travels with each job, and workers and attachers record spans. Off: nothing of
     # OpenTelemetry is imported.
@@ -256,6 +259,10 @@ class Settings:
     @property
     def CANCEL_GRACE(self) -> float:
         return float(self._get("CANCEL_GRACE"))
+
+    @property
+    def ASYNC_CONCURRENCY(self) -> int:
+        return int(self._get("ASYNC_CONCURRENCY"))
 
     @property
     def TRACING(self) -> bool:

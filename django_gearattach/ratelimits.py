@@ -202,6 +202,25 @@ class Throttles:
                 pool.can_do(item.function, False)  # none of its jobs runs here: harmless
         return job
 
+    def acquire(self, function: str) -> float:
+        """Claim what ``function`` misses to start a job (the asyncio runner, which asks
+        for each limited function on a connection of its own instead of CAN_DO/CANT_DO):
+        0.0 when it may start one now, else the seconds worth waiting first."""
+        self.renew()
+        item, now = self.limited[function], time.monotonic()
+        if not item.ready and now >= item.next_try:
+            self._claim(item, now)
+        return 0.0 if item.ready else max(item.next_try - now, 0.01)
+
+    def spend(self, function: str) -> None:
+        """A job of ``function`` was handed over: its rate right is used."""
+        self.limited[function].has_rate = False
+
+    def release_all(self) -> None:
+        """Give back every slot held (a stopping process)."""
+        for item in self.limited.values():
+            self._release(item)
+
     # -- the database -------------------------------------------------------------------
     def _claim(self, item: _Limited, now: float) -> None:
         try:

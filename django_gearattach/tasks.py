@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import functools
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
@@ -180,7 +181,26 @@ class Task(Generic[P, R]):
             return self.func(current_job(), *args, **kwargs)
         return self.func(*args, **kwargs)
 
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function (``async def``): workers run it
+        on their event loop, many at once (:mod:`~django_gearattach.worker.asyncrunner`)."""
+        return inspect.iscoroutinefunction(self.func)
+
+    async def arun(self, context: JobContext, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Await an ``async def`` task's body (in its own asyncio task, whose context
+        :func:`current_job` reads)."""
+        _current.set(context)
+        if self.bind:
+            args = [context, *args]
+        return await self.func(*args, **kwargs)  # type: ignore[misc]
+
     def run(self, context: JobContext, args: list[Any], kwargs: dict[str, Any]) -> R:
+        if self.is_async:
+            # Run where no event loop of the worker's is (immediate mode): to the end here.
+            from asgiref.sync import async_to_sync
+
+            return async_to_sync(self.arun)(context, args, kwargs)  # type: ignore[no-any-return]
         token = _current.set(context)
         try:
             if self.bind:

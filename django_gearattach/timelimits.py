@@ -118,3 +118,12 @@ def hard_message(seconds: float) -> str:
         f"TimeLimitExceeded: hard time limit ({seconds:g}s) exceeded; the worker process "
         "running the task was ended"
     )
+
+
+def async_hard_message(seconds: float) -> str:
+    """The error of an ``async def`` task's run ended at its hard limit (its process
+    goes on: the other runs on its event loop are not stopped with it)."""
+    return (
+        f"TimeLimitExceeded: hard time limit ({seconds:g}s) exceeded; the task's coroutine "
+        "was cancelled and its run ended"
+    )

@@ -92,6 +92,8 @@ def test_e002_malformed_servers(gearattach, servers, text):
         ("TIME_LIMIT", -5, "must be a positive number of seconds"),
         ("SOFT_TIME_LIMIT", "1m", "must be a number of seconds or None"),
         ("CANCEL_CHECK_INTERVAL", 0, "greater than 0"),
+        ("ASYNC_CONCURRENCY", 0, "greater than 0"),
+        ("ASYNC_CONCURRENCY", "many", "cannot be read"),
         ("CANCEL_GRACE", -1, "must not be negative"),
     ],
 )

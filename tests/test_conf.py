@@ -48,6 +48,7 @@ TYPED = {
     "LEASE": float,
     "CANCEL_CHECK_INTERVAL": float,
     "CANCEL_GRACE": float,
+    "ASYNC_CONCURRENCY": int,
 }
 #: Settings whose default is None (no limit).
 UNSET = {"TIME_LIMIT", "SOFT_TIME_LIMIT", "METRICS_TOKEN"}

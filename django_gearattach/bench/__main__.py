@@ -4,8 +4,9 @@ One run measures the raw gearmand floors (no Django, no database), then, for SQL
 and for PostgreSQL (with and without prepared statements), the async throughput row
 and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with the
 ratios between them. ``--fanout`` measures websocket fan-out instead, ``--policies``
-the key policies under load (:mod:`.policies`), and ``--streams`` one job's stream
-(:mod:`.streams`).
+the key policies under load (:mod:`.policies`), ``--streams`` one job's stream
+(:mod:`.streams`), and ``--async`` one worker process running many ``async def``
+jobs at once (:mod:`.asyncjobs`).
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ def main() -> int:
         action="store_true",
         help="the async row with tracing off, then on (OpenTelemetry's SDK, spans dropped)",
     )
+    parser.add_argument(
+        "--async",
+        dest="async_jobs",
+        action="store_true",
+        help="measure async def tasks instead: one worker process runs --async-count jobs "
+        "that each await asyncio.sleep(1) (wall time, memory per job in flight)",
+    )
+    parser.add_argument("--async-count", type=int, default=1000, help="jobs (--async)")
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
     parser.add_argument(
@@ -130,6 +139,14 @@ def main() -> int:
         return _policies()
     if args.streams:
         return _streams(args.stream_attachers)
+    if args.async_jobs:
+        from .asyncjobs import main as async_main
+
+        print(
+            f"machine: {platform.node()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}"
+        )
+        return async_main(args.async_count)
     if args.tracing:
         return _tracing(args)
 

@@ -15,6 +15,7 @@ import select
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .connection import Connection
 from .errors import ConnectionFailed, GearmanError
@@ -30,11 +31,21 @@ BACKOFF_MAX = 5.0
 AHEAD_WAIT = 1.0
 
 
+class JobConnection(Protocol):
+    """The connection a job came on: a blocking :class:`Connection`, or an asyncio
+    one (:class:`~.aioworker.AsyncWorkerConnection`, whose ``send`` works from any thread)."""
+
+    @property
+    def address(self) -> Address: ...
+    def send(self, command: Command, *args: bytes | str | int) -> None: ...
+    def defer(self, command: Command, *args: bytes | str | int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """A job handed to this worker (JOB_ASSIGN_UNIQ)."""
 
-    connection: Connection
+    connection: JobConnection
     handle: bytes
     function: str
     unique: bytes

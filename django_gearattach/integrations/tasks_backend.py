@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from inspect import iscoroutinefunction
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -128,15 +129,43 @@ def result_from_record(task: Task[P, R], record: Job, backend: str) -> TaskResul
     return result
 
 
-def _run(
-    task: Task[..., Any], context: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Runs in the worker: the task, framed by ``task_started`` and ``task_finished``."""
+def _started(task: Task[..., Any], context: JobContext) -> TaskResult[..., Any]:
+    """In the worker, before the task: its result as the record says, and task_started."""
     from ..models import Job
 
     record = Job.objects.for_key(context.function, context.key).get()
     result = result_from_record(task, record, task.backend)
     task_started.send(GearmanBackend, task_result=result)
+    return result
+
+
+def _failed(result: TaskResult[..., Any], exc: BaseException) -> None:
+    object.__setattr__(result, "status", TaskResultStatus.FAILED)
+    object.__setattr__(result, "finished_at", timezone.now())
+    cls = type(exc)
+    result.errors.append(
+        TaskError(
+            exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
+            traceback="".join(format_exception(exc)),
+        )
+    )
+    task_finished.send(GearmanBackend, task_result=result)
+
+
+def _succeeded(result: TaskResult[..., Any], value: Any) -> Any:
+    value = to_json_value(value)
+    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
+    object.__setattr__(result, "finished_at", timezone.now())
+    object.__setattr__(result, "_return_value", value)
+    task_finished.send(GearmanBackend, task_result=result)
+    return value
+
+
+def _run(
+    task: Task[..., Any], context: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Runs in the worker: the task, framed by ``task_started`` and ``task_finished``."""
+    result = _started(task, context)
     try:
         if task.takes_context:
             value = task.call(TaskContext(task_result=result), *args, **kwargs)
@@ -144,22 +173,27 @@ def _run(
             value = task.call(*args, **kwargs)
         value = to_json_value(value)
     except Exception as exc:
-        object.__setattr__(result, "status", TaskResultStatus.FAILED)
-        object.__setattr__(result, "finished_at", timezone.now())
-        cls = type(exc)
-        result.errors.append(
-            TaskError(
-                exception_class_path=f"{cls.__module__}.{cls.__qualname__}",
-                traceback="".join(format_exception(exc)),
-            )
-        )
-        task_finished.send(GearmanBackend, task_result=result)
+        _failed(result, exc)
         raise
-    object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-    object.__setattr__(result, "finished_at", timezone.now())
-    object.__setattr__(result, "_return_value", value)
-    task_finished.send(GearmanBackend, task_result=result)
-    return value
+    return _succeeded(result, value)
+
+
+async def _arun(
+    task: Task[..., Any], context: JobContext, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """An ``async def`` task, awaited natively on the worker's event loop (no thread held
+    while it awaits); the record's reads and the signals run in a thread."""
+    result = await sync_to_async(_started, thread_sensitive=False)(task, context)
+    try:
+        if task.takes_context:
+            value = await task.acall(TaskContext(task_result=result), *args, **kwargs)
+        else:
+            value = await task.acall(*args, **kwargs)
+        value = to_json_value(value)
+    except Exception as exc:
+        await sync_to_async(_failed, thread_sensitive=False)(result, exc)
+        raise
+    return await sync_to_async(_succeeded, thread_sensitive=False)(result, value)
 
 
 def _register(task: Task[..., Any], limits: Mapping[str, Any] | None = None) -> None:
@@ -170,11 +204,20 @@ def _register(task: Task[..., Any], limits: Mapping[str, Any] | None = None) -> 
     if previous is not None and previous.func is task.func and previous.backend == task.backend:
         return
 
-    @functools.wraps(task.func)
-    def run(context: JobContext, *args: Any, **kwargs: Any) -> Any:
-        return _run(task, context, args, kwargs)
+    run: Any
+    if iscoroutinefunction(task.func):
 
-    run.django_task = task  # type: ignore[attr-defined]
+        @functools.wraps(task.func)
+        async def run(context: JobContext, *args: Any, **kwargs: Any) -> Any:
+            return await _arun(task, context, args, kwargs)
+
+    else:
+
+        @functools.wraps(task.func)
+        def run(context: JobContext, *args: Any, **kwargs: Any) -> Any:
+            return _run(task, context, args, kwargs)
+
+    run.django_task = task
     register_task(
         name=task.module_path,
         bind=True,

@@ -25,6 +25,8 @@ job answers is decided by the loop (:meth:`~.loop.Worker._answer_when_done`).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import threading
 import time
@@ -237,6 +239,24 @@ class Claim:
     @property
     def name(self) -> str:
         return f"{self.function}[{shown(self.key)}]"
+
+
+def end_many(ends: list[tuple[Claim, Status, dict[str, Any]]]) -> list[bool]:
+    """:meth:`Claim.end` (``by="run"``) of several runs of distinct records, their
+    outcomes committed in one transaction (the asyncio runner's group commit)."""
+    with contextlib.ExitStack() as stack:
+        for claim, _, _ in ends:
+            stack.enter_context(claim._lock)
+        live = [i for i, (claim, _, _) in enumerate(ends) if claim.held]
+        specs = [ends[i][0].spec(ended(ends[i][1]) | ends[i][2], outcome=True) for i in live]
+        counts = patiently(lambda: records.update_together(*specs), "outcomes") if specs else []
+        written = [False] * len(ends)
+        for i, count in zip(live, counts, strict=True):
+            claim, status, fields = ends[i]
+            if not count:
+                count = patiently(functools.partial(claim._hand_over, status, fields), claim.name)
+            written[i] = claim._settle(count, ends="run")
+        return written
 
 
 def patiently(write: Callable[[], _T], name: str) -> _T:

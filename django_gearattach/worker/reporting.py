@@ -9,6 +9,7 @@ claim sends and writes nothing more.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -41,7 +42,7 @@ class Reporter:
     def progress(self, numerator: int, denominator: int) -> None:
         self.claim.send(Command.WORK_STATUS, numerator, denominator)
         self._save(progress_numerator=numerator, progress_denominator=denominator)
-        if signals.job_progress.receivers:
+        if signals.job_progress.receivers and not _on_event_loop():
             self._record = signals.send_progress(
                 self._record, self.claim.function, self.claim.key, numerator, denominator
             )
@@ -72,6 +73,10 @@ class Reporter:
 
     def _save(self, **fields: Any) -> None:
         self._unsaved.update(fields)
+        if _on_event_loop():
+            # An async def task run to its end in this thread (immediate mode): the
+            # database must not be called from its loop; the outcome's write takes these.
+            return
         now = time.monotonic()
         if now - self._last_write >= self.interval:
             # The heartbeat rides on the progress write: it renews the run's claim.
@@ -90,3 +95,11 @@ class Reporter:
     def _take(self) -> dict[str, Any]:
         fields, self._unsaved = self._unsaved, {}
         return fields
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -53,8 +53,10 @@ class Supervisor:
         reload: bool = False,
         max_jobs_per_child: int | None = None,
         max_memory_per_child: int | None = None,
+        async_concurrency: int | None = None,
     ) -> None:
         self.tasks = list(tasks)
+        self.async_concurrency = async_concurrency
         self.servers = servers
         self.concurrency = concurrency
         self.reload = reload
@@ -84,7 +86,7 @@ class Supervisor:
         logger.info("gearworker pid %s stopped", os.getpid())
 
     def _run_inline(self, end_process: Any) -> None:
-        worker = Worker(self.tasks, self.servers)
+        worker = Worker(self.tasks, self.servers, async_concurrency=self.async_concurrency)
         worker.watchdog.end_process = end_process
         worker.recycle_after = memory_check(self.max_memory_per_child)
 

@@ -175,6 +175,15 @@ def test_context_async_tasks_and_priorities(gearmand, worker):
     assert priorities[doubled.id] == "normal"
 
 
+def test_async_task_functions_run_natively_on_the_workers_event_loop(gearmand, worker):
+    results = [dtasks.async_nap.enqueue(1.0) for _ in range(10)]
+    values = [finished(r.id, 30).return_value for r in results]
+    # On the asyncio runner's loop (not a thread of async_to_sync's), all at once.
+    assert {v["thread"] for v in values} == {"gearattach-async"}
+    assert max(v["start"] for v in values) < min(v["end"] for v in values)
+    assert {finished(r.id).status for r in results} == {TaskResultStatus.SUCCESSFUL}
+
+
 def test_unknown_and_foreign_ids_do_not_exist(gearmand):
     backend = task_backends["default"]
     with pytest.raises(TaskResultDoesNotExist):

@@ -68,3 +68,15 @@ def rebuild_index(tenant_id, gate=None, tag=""):
     while gate and not Path(gate).exists() and time.monotonic() < deadline:
         time.sleep(0.01)
     return {"tenant": tenant_id, "tag": tag}
+
+
+@task
+async def async_nap(seconds):
+    """Awaits ``seconds``; says on which thread, and when it started and ended."""
+    import asyncio
+    import threading
+    import time as clock
+
+    started = clock.time()
+    await asyncio.sleep(seconds)
+    return {"thread": threading.current_thread().name, "start": started, "end": clock.time()}

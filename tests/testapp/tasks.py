@@ -282,3 +282,6 @@ def streamer(job, count, gate=None, at=0, pause=0.0, log_path=None):
         elif pause:
             time.sleep(pause)
     return {"chunks": count}
+
+
+from tests.testapp import async_tasks  # noqa: E402, F401  (registers the async def tasks)

@@ -131,6 +131,16 @@ async def test_asubmit_and_aattach():
     assert [e.as_dict() async for e in aattach(job)] == [{"event": "complete", "result": 3}]
 
 
+@offline
+@pytest.mark.django_db(transaction=True)
+def test_an_async_def_task_runs_to_its_end_in_the_submitting_thread():
+    job = submit("tests.async_chatty")
+    assert (job.status, job.result) == (Status.COMPLETE, {"answer": 42})
+    assert (job.progress_numerator, job.data) == (2, {"partial": "half"})
+    failed = submit("tests.async_fail", ["nope"])
+    assert (failed.status, failed.error) == (Status.FAILED, "ValueError: nope")
+
+
 # -- the same record as a real worker's ---------------------------------------------------
 
 COMPARED = ["status", "result", "error", "progress_numerator", "progress_denominator", "data"]

@@ -70,6 +70,13 @@ class Command(BaseCommand):
             "--concurrency", type=positive_int, default=1, help="Worker processes (default 1)."
         )
         parser.add_argument(
+            "--async-concurrency",
+            type=positive_int,
+            metavar="N",
+            help="Jobs of async def tasks each worker process runs at once on its event "
+            'loop (default GEARATTACH["ASYNC_CONCURRENCY"], 100).',
+        )
+        parser.add_argument(
             "--max-jobs-per-child",
             type=positive_int,
             metavar="N",
@@ -144,6 +151,7 @@ class Command(BaseCommand):
             reload=options["reload"],
             max_jobs_per_child=options["max_jobs_per_child"],
             max_memory_per_child=options["max_memory_per_child"],
+            async_concurrency=options["async_concurrency"],
         ).run()
 
     def serve_metrics(self, options: dict[str, Any]) -> str:
