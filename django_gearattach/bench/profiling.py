@@ -25,6 +25,7 @@ from .e2e import PHASE_PROFILE_ENV, ROWS_ENV, SERVER_PID_ENV
 Func = tuple[str, int, str]
 #: (phase, entry functions as (path suffix, name)); the first match wins.
 CLIENT_PHASES: list[tuple[str, list[tuple[str, str]]]] = [
+    ("Job model instances (Model.__init__)", [("django/db/models/base.py", "__init__")]),
     ("submit: record INSERT", [("records.py", "insert")]),
     ("submit: SUBMIT_JOB_BG, JOB_CREATED", [("submission.py", "_send")]),
     ("submit: the rest (key, payload, record)", [("submission.py", "submit")]),
@@ -40,6 +41,16 @@ WORKER_PHASES: list[tuple[str, list[tuple[str, str]]]] = [
     ("body (the task)", [("django_gearattach/tasks.py", "run")]),
     ("outcome write", [("worker/loop.py", "_conclude")]),
     ("WORK_COMPLETE", [("worker/loop.py", "_send_final")]),
+    ("log line per job", [("logging/__init__.py", "info")]),
+    ("connection checks per job", [("django_gearattach/records.py", "drop_broken_connections")]),
+    (
+        "watchdog, lease keeper",
+        [
+            ("worker/watchdog.py", "watching"),
+            ("worker/fencing.py", "hold"),
+            ("worker/fencing.py", "release"),
+        ],
+    ),
 ]
 OTHER = "the rest (loop, logging, Django)"
 
@@ -122,8 +133,8 @@ def phase_rows(
             [
                 phase,
                 f"{total * 1e6 / jobs:.0f}",
-                f"{total * scale * 1e6 / jobs:.0f}",
                 f"{database * 1e6 / jobs:.0f}",
+                f"{total * scale * 1e6 / jobs:.0f}",
                 ", ".join(f"{f} {t * 1e6 / jobs:.0f}" for f, t in top if t > 0),
             ]
         )
@@ -150,9 +161,9 @@ def profile_table(
     header = [
         "phase",
         "µs/job profiled",
+        "of it in SQLite",
         "µs/job scaled",
-        "of it sqlite3",
-        "top own time (µs/job)",
+        "top own time (µs/job profiled)",
     ]
     lines = []
     for title, (stats, total), phases, count, key in (
@@ -163,7 +174,7 @@ def profile_table(
         measured = total * 1e6 / count
         scale = real / measured if measured else 1.0
         rows = phase_rows(split_by_phase(stats, phases), phases, count, scale)
-        rows.append(["total", f"{measured:.0f}", f"{real:.0f}", "", ""])
+        rows.append(["total", f"{measured:.0f}", "", f"{real:.0f}", ""])
         lines += [f"{title}: {count} jobs", format_grid([header, *rows]), ""]
     server = plain_cpu.get("server_cpu_ms_per_job")
     lines.append(

@@ -48,7 +48,7 @@ def test_rows_give_microseconds_per_job_the_database_part_and_the_top_functions(
     rows = profiling.phase_rows(profiling.split_by_phase(stats(), PHASES), PHASES, 1000, 0.5)
     insert = rows[0]
     assert insert[0] == "insert"
-    assert insert[1:4] == ["3250", "1625", "2000"]  # profiled, scaled by 0.5, sqlite3 part
+    assert insert[1:4] == ["3250", "2000", "1625"]  # profiled, its SQLite part, scaled by 0.5
     assert insert[4].startswith("'execute' of 'sqlite3.Cursor' objects 2000")
     assert [row[0] for row in rows] == ["insert", "send", profiling.OTHER]
 
