@@ -6,6 +6,8 @@ import subprocess
 import sys
 import venv
 
+import pytest
+
 from django_gearattach.bench.peers import environment
 
 
@@ -36,3 +38,13 @@ def test_peers_without_the_extra_fail_with_how_to_install_them(tmp_path):
 
 def test_an_interpreter_that_does_not_run_lacks_every_peer(tmp_path):
     assert environment.missing(str(tmp_path / "no-python")) == list(environment.MODULES)
+
+
+def test_a_peers_virtualenv_that_cannot_be_created_fails_with_how_to_install_them(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(environment.PeersUnavailable) as caught:
+        environment.peers_python(None, venv=blocker / ".venv-peers")
+    message = str(caught.value)
+    assert "could not install the peer queues" in message
+    assert "-m venv .venv-peers && .venv-peers/bin/pip install 'dramatiq[redis]==" in message
