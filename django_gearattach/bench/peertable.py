@@ -23,6 +23,11 @@ DURABLE = {SQLITE: True, PG_PREPARED: True, PG_DEFAULT: True}
 Results = dict[str, dict[str, Any] | None]
 
 
+def short(name: str) -> str:
+    """A column's name without "this app, "."""
+    return name.removeprefix("this app, ")
+
+
 @dataclass(frozen=True)
 class Verdict:
     target: str
@@ -73,12 +78,12 @@ def verdicts(results: Results) -> list[Verdict]:
         pg = results.get(name)
         if pg is None or sqlite is None:
             if name in results:
-                out.append(Verdict(f"(b) {name[10:]} >= 0.67x SQLite", "-", None))
+                out.append(Verdict(f"(b) {short(name)} >= 0.67x SQLite", "-", None))
             continue
         ratio = pg["b"] / sqlite["b"]
         out.append(
             Verdict(
-                f"(b) {name[10:]} >= 0.67x SQLite",
+                f"(b) {short(name)} >= 0.67x SQLite",
                 f"{pg['b']:,.0f} vs {sqlite['b']:,.0f} jobs/s: {ratio:.2f}x",
                 ratio >= 0.67,
             )
@@ -88,7 +93,7 @@ def verdicts(results: Results) -> list[Verdict]:
         ours = results.get(name)
         if name not in results:
             continue
-        label = name[10:]
+        label = short(name)
         if ours is None:
             out.append(Verdict(f"(a) {label}: p50 <= 2 ms, <= Huey's; p99 <= 10 ms", "-", None))
             continue

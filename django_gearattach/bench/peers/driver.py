@@ -143,6 +143,8 @@ def measure(lib: str, redis_pid: int, workers: int, trips: int, jobs: int) -> di
 
 def main(argv: list[str]) -> None:
     lib, url, redis_pid, workers, trips, jobs = argv
+    # SIGTERM (the bench giving up on a run) unwinds, so the workers are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     os.environ["GEARATTACH_PEER_REDIS"] = url
     sys.path.insert(0, str(HERE))
     figures = measure(lib, int(redis_pid), int(workers), int(trips), int(jobs))

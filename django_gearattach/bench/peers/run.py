@@ -40,28 +40,22 @@ def machine_line() -> str:
 
 def run_peer(python: str, lib: str, redis: RedisServer, workers: int) -> dict[str, Any]:
     """One peer through :mod:`.driver` in the peers' interpreter; its figures."""
+    command = [python, str(DRIVER), lib, redis.url, str(redis.pid), str(workers), str(TRIPS)]
     with tempfile.TemporaryFile("w+") as log:
-        done = subprocess.run(
-            [
-                python,
-                str(DRIVER),
-                lib,
-                redis.url,
-                str(redis.pid),
-                str(workers),
-                str(TRIPS),
-                str(JOBS),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            timeout=900,
+        driver = subprocess.Popen(
+            [*command, str(JOBS)], stdout=subprocess.PIPE, stderr=log, text=True
         )
-        if done.returncode != 0:
+        try:
+            out, _ = driver.communicate(timeout=900)
+        except subprocess.TimeoutExpired:
+            driver.terminate()  # the driver stops the workers it started, then exits
+            driver.communicate(timeout=60)
+            raise RuntimeError(f"{lib} did not finish in 900 s") from None
+        if driver.returncode != 0:
             log.seek(0)
             tail = "\n".join(log.read().splitlines()[-15:])
-            raise RuntimeError(f"{lib} failed (exit {done.returncode}):\n{tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+            raise RuntimeError(f"{lib} failed (exit {driver.returncode}):\n{tail}")
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main(explicit_python: str | None, pg_url: str | None, workers: int, window: int) -> int:
