@@ -78,4 +78,4 @@ faults: gearmand postgresql-server $(BIN)/tox
 	$(SUDO) $(BIN)/python -m tests.faults.run $(ARGS)
 
 clean:
-	rm -rf $(VENV) .tox docs/_build build
+	rm -rf $(VENV) .venv-peers .tox docs/_build build

@@ -6,7 +6,8 @@ and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with th
 ratios between them. ``--fanout`` measures websocket fan-out instead, ``--policies``
 the key policies under load (:mod:`.policies`), ``--streams`` one job's stream
 (:mod:`.streams`), and ``--async`` one worker process running many ``async def``
-jobs at once (:mod:`.asyncjobs`).
+jobs at once (:mod:`.asyncjobs`). ``--peers`` runs rows (a) and (b) beside Dramatiq,
+Huey and Celery (:mod:`.peers`), ``--profile`` says where a job's time goes.
 """
 
 from __future__ import annotations
@@ -21,58 +22,11 @@ import subprocess
 import sys
 import tempfile
 from typing import Any
-from urllib.parse import urlparse
 
 from ..testing import Gearmand
+from .columns import PREPARED, drop_pg, e2e, pg_database
 from .floor import measure_floor, measure_round_trip
 from .report import report_table
-
-
-def _pg_database(url: str) -> tuple[str, str] | None:
-    """Create a scratch database next to ``url``'s; return (its url, its name)."""
-    try:
-        import psycopg
-    except ImportError:
-        return None
-    parsed = urlparse(url)
-    name = f"gearattach_bench_{os.getpid()}"
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        print(f"PostgreSQL at {url} is not usable: {exc}", file=sys.stderr)
-        return None
-    return parsed._replace(path=f"/{name}").geturl(), name
-
-
-# The database OPTIONS docs/deployment.rst recommends for throughput.
-PREPARED = "server_side_binding=true&prepare_threshold=5"
-
-
-def _drop_pg(url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _e2e(
-    url: str, server: str, jobs: int, window: int, workers: int, tracing: str = ""
-) -> dict[str, Any]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "django_gearattach.bench.e2e",
-        "client",
-        url,
-        server,
-        str(jobs),
-        str(window),
-        str(workers),
-    ]
-    env = {**os.environ, "GEARATTACH_BENCH_TRACING": tracing} if tracing else None
-    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env).stdout
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def main() -> int:
@@ -82,8 +36,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument(
         "--pg-url",
-        default=os.environ.get("GEARATTACH_PG_URL", "postgres://postgres@127.0.0.1:5432/test"),
-        help="a PostgreSQL database to create the scratch database next to",
+        default=os.environ.get("GEARATTACH_PG_URL"),
+        help="a PostgreSQL database to create the scratch database next to (default: "
+        "$GEARATTACH_PG_URL, else postgres://postgres@127.0.0.1:5432/test; --peers and "
+        "--profile measure PostgreSQL only when it is given)",
     )
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument(
@@ -119,6 +75,23 @@ def main() -> int:
         "that each await asyncio.sleep(1) (wall time, memory per job in flight)",
     )
     parser.add_argument("--async-count", type=int, default=1000, help="jobs (--async)")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="rows (a) and (b) of this app beside Dramatiq, Huey and Celery on a private "
+        "Redis, with the targets of issue 23 (the peers run in .venv-peers, created on first "
+        "use from the 'bench' extra)",
+    )
+    parser.add_argument(
+        "--peers-python",
+        help="--peers: an interpreter that already has the 'bench' extra, instead of .venv-peers",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="where a job's time goes: row (b) on SQLite with the client and the workers "
+        "under cProfile, per job and per phase",
+    )
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
     parser.add_argument(
@@ -133,6 +106,16 @@ def main() -> int:
     if importlib.util.find_spec("dj_database_url") is None:
         print("the benchmark needs dj-database-url: pip install -e '.[test]'", file=sys.stderr)
         return 2
+    if args.peers:
+        from .peers.run import main as peers
+
+        return peers(args.peers_python, args.pg_url, args.workers, args.window)
+    if args.profile:
+        from .profiling import main as profile
+
+        return profile(args.workers, args.window)
+    if args.pg_url is None:
+        args.pg_url = "postgres://postgres@127.0.0.1:5432/test"
     if args.fanout:
         return _fanout(args.sockets, args.fanout_jobs, args.server)
     if args.policies:
@@ -164,7 +147,7 @@ def main() -> int:
             columns.append(
                 (
                     "SQLite (WAL)",
-                    _e2e(
+                    e2e(
                         f"sqlite:///{tmp}/bench.sqlite3",
                         gearmand.address,
                         args.jobs,
@@ -175,7 +158,7 @@ def main() -> int:
             )
         if not args.no_postgres:
             for name, options in (("PG prepared", PREPARED), ("PG default", "")):
-                scratch = _pg_database(args.pg_url)  # a fresh database per column
+                scratch = pg_database(args.pg_url)  # a fresh database per column
                 if scratch is None:
                     columns.append((name, None))
                     continue
@@ -184,10 +167,10 @@ def main() -> int:
                     if options:
                         url += ("&" if "?" in url else "?") + options
                     columns.append(
-                        (name, _e2e(url, gearmand.address, args.jobs, args.window, args.workers))
+                        (name, e2e(url, gearmand.address, args.jobs, args.window, args.workers))
                     )
                 finally:
-                    _drop_pg(args.pg_url, scratch[1])
+                    drop_pg(args.pg_url, scratch[1])
     print(report_table(floor, trips, columns))
     return 0
 
@@ -244,7 +227,7 @@ def _tracing(args: argparse.Namespace) -> int:
     columns: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
     with Gearmand() as gearmand:
         measure = functools.partial(
-            _e2e, server=gearmand.address, jobs=args.jobs, window=args.window, workers=args.workers
+            e2e, server=gearmand.address, jobs=args.jobs, window=args.window, workers=args.workers
         )
         with tempfile.TemporaryDirectory() as tmp:
             off = measure(f"sqlite:///{tmp}/off.sqlite3", tracing="sdk")
@@ -253,14 +236,14 @@ def _tracing(args: argparse.Namespace) -> int:
         if not args.no_postgres:
             pair: list[dict[str, Any] | None] = []
             for tracing in ("sdk", "on"):
-                scratch = _pg_database(args.pg_url)
+                scratch = pg_database(args.pg_url)
                 if scratch is None:
                     pair.append(None)
                     continue
                 try:
                     pair.append(measure(f"{scratch[0]}?{PREPARED}", tracing=tracing))
                 finally:
-                    _drop_pg(args.pg_url, scratch[1])
+                    drop_pg(args.pg_url, scratch[1])
             columns.append(("PG prepared", pair[0], pair[1]))
     print(report(columns))
     return 0

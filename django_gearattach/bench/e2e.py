@@ -30,6 +30,12 @@ QUERIES = {"count": 0}
 #: Set by ``--tracing``: "sdk" sets OpenTelemetry's SDK up (an exporter that drops every
 #: span) and submits each job inside a request's span; "on" also turns the app's tracing on.
 TRACING_ENV = "GEARATTACH_BENCH_TRACING"
+#: Set by ``--peers`` and ``--profile``: "ab" measures rows (a) and (b) only.
+ROWS_ENV = "GEARATTACH_BENCH_ROWS"
+#: The gearmand's pid, whose CPU time per job row (b) then reports.
+SERVER_PID_ENV = "GEARATTACH_BENCH_SERVER_PID"
+#: Set by ``--profile`` to a directory: client and workers profile row (b) only there.
+PHASE_PROFILE_ENV = "GEARATTACH_BENCH_PHASE_PROFILE"
 
 
 def database(url: str) -> dict[str, Any]:
@@ -80,6 +86,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU seconds the gearmand of ``SERVER_PID_ENV`` has used, if it is known."""
+    pid = os.environ.get(SERVER_PID_ENV)
+    if not pid:
+        return None
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # -- the worker processes ----------------------------------------------------------------
 def run_worker(url: str, server: str, report: str) -> None:
     """A real Worker; SIGUSR1 appends a snapshot of its counters to ``report``."""
@@ -113,6 +132,20 @@ def run_worker(url: str, server: str, report: str) -> None:
 
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGUSR1, lambda *_: snapshot())
+    phase_dir = os.environ.get(PHASE_PROFILE_ENV)
+    if phase_dir:  # --profile: SIGUSR2 starts the profiler, the next one writes it out
+        profiler = cProfile.Profile(time.process_time)
+        toggled = {"on": False}
+
+        def toggle(*_: object) -> None:
+            if toggled["on"]:
+                profiler.disable()
+                profiler.dump_stats(f"{phase_dir}/worker-{os.getpid()}.prof")
+            else:
+                profiler.enable()
+            toggled["on"] = not toggled["on"]
+
+        signal.signal(signal.SIGUSR2, toggle)
     profile_dir = os.environ.get("GEARATTACH_BENCH_PROFILE")
     if profile_dir:  # --profile: CPU time spent per function, for docs/benchmarks.rst
         profiler = cProfile.Profile(time.process_time)
@@ -149,6 +182,10 @@ class Workers:
             time.sleep(0.01)
         lines = [self._lines(r)[-1] for r in self.reports]
         return {k: sum(line[k] for line in lines) for k in ("jobs", "folded", "queries", "cpu")}
+
+    def signal(self, signum: int) -> None:
+        for proc in self.procs:
+            proc.send_signal(signum)
 
     def stop(self) -> dict[str, float]:
         """Stop the workers; return the probe start times they recorded (row (e))."""
@@ -213,11 +250,14 @@ class _Phase:
     def __enter__(self) -> _Phase:
         self.queries, self.cpu = QUERIES["count"], cpu_seconds()
         self.worker = self.workers.snapshot()
+        self.server = server_cpu_seconds()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.client_queries = QUERIES["count"] - self.queries
         self.client_cpu = cpu_seconds() - self.cpu
+        server = server_cpu_seconds()
+        self.server_cpu = None if server is None or self.server is None else server - self.server
         after = self.workers.snapshot()
         self.worker = {k: after[k] - self.worker[k] for k in after}
 
@@ -229,6 +269,11 @@ class _Phase:
             "worker_folded_share": self.worker["folded"] / done,
             "client_cpu_ms_per_job": self.client_cpu * 1000 / jobs,
             "worker_cpu_ms_per_job": self.worker["cpu"] * 1000 / done,
+            **(
+                {"server_cpu_ms_per_job": self.server_cpu * 1000 / jobs}
+                if self.server_cpu is not None
+                else {}
+            ),
         }
 
 
@@ -246,6 +291,8 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
         asyncio.run(_drive(min(300, jobs), window))  # warm-up
         shapes.one_at_a_time(20)
         Job.objects.all().delete()
+        if os.environ.get(ROWS_ENV) == "ab":
+            return _rows_ab(pool)
         with _Phase(pool) as phase:
             out["rate"] = asyncio.run(_drive(jobs, window))
         out.update(phase.per_job(jobs))
@@ -265,6 +312,28 @@ def run_client(url: str, server: str, jobs: int, window: int, workers: int) -> d
     if missing:
         raise RuntimeError(f"{len(missing)} probe jobs have no start time")
     out["e"] = [heard[key] - starts[key] for key in heard]
+    return out
+
+
+def _rows_ab(pool: Workers) -> dict[str, Any]:
+    """Rows (a) and (b) only (``--peers``); with ``PHASE_PROFILE_ENV``, row (b) profiled."""
+    from . import shapes
+
+    out: dict[str, Any] = {"a": shapes.one_at_a_time(200)}
+    profile_dir = os.environ.get(PHASE_PROFILE_ENV)
+    profiler = cProfile.Profile(time.process_time) if profile_dir else None
+    with _Phase(pool) as phase:
+        if profiler is not None:
+            pool.signal(signal.SIGUSR2)
+            profiler.enable()
+        out["b"], _ = shapes.submit_then_attach(shapes.NOOP, 2000)
+        if profiler is not None:
+            profiler.disable()
+            pool.signal(signal.SIGUSR2)
+    out["b_cpu"] = phase.per_job(2000)
+    out["b_cpu"]["worker_jobs"] = phase.worker["jobs"]
+    if profiler is not None:
+        profiler.dump_stats(f"{profile_dir}/client.prof")
     return out
 
 
