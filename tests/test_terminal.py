@@ -84,14 +84,16 @@ def test_status_and_servers_print_aligned_tables_and_json_on_request(gearmand):
     env = command_env(gearmand)
     screen = run_in_terminal(gearattach("status", "tests.add", "term-3"), env)
     assert screen.code == 0, screen.text
-    rows = dict(line.split(None, 1) for line in screen.text.splitlines() if line.strip())
+    # No worker runs tests.add here: the command says so after the table.
+    *table, warning = [line for line in screen.text.splitlines() if line.strip()]
+    assert warning.startswith("warning: no worker is running for 'tests.add'")
+    rows = dict(line.split(None, 1) for line in table)
     assert rows["function"].strip() == "tests.add"
     assert rows["status"].strip() == "queued"
     assert rows["server"].strip() == gearmand.address
     # Aligned: every value starts in the same column.
-    lines = [line for line in screen.text.splitlines() if line.strip()]
-    columns = {len(line) - len(line.split(None, 1)[1]) for line in lines}
-    assert len(columns) == 1, lines
+    columns = {len(line) - len(line.split(None, 1)[1]) for line in table}
+    assert len(columns) == 1, table
 
     screen = run_in_terminal(gearattach("servers"), env)
     assert screen.code == 0, screen.text
