@@ -123,10 +123,19 @@ class JobContext:
         self._reporter.stream(chunk)
 
     async def astream(self, chunk: Any) -> None:
-        """:meth:`stream` from an ``async def`` task (its first chunk reads the record)."""
+        """:meth:`stream` from an ``async def`` task (its first chunk reads the record).
+
+        On the worker's event loop the chunk leaves from the loop, in order with the
+        chunks of :meth:`stream`; the record is read and written by threads.
+        """
+        self._check_cancelled()
+        astream = getattr(self._reporter, "astream", None)
+        if astream is not None:
+            await astream(chunk)
+            return
         from asgiref.sync import sync_to_async
 
-        await sync_to_async(self.stream)(chunk)
+        await sync_to_async(self._reporter.stream)(chunk)
 
 
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(

@@ -116,6 +116,12 @@ class _Events:
             self._span.add_event("gearattach.stream")
         self._reporter.stream(chunk)
 
+    async def astream(self, chunk: Any) -> None:
+        if not self._streamed:
+            self._streamed = True
+            self._span.add_event("gearattach.stream")
+        await self._reporter.astream(chunk)
+
     def __getattr__(self, name: str) -> Any:
         """Any other report (a stream's chunks...) is an event named after it."""
         found = getattr(self._reporter, name)

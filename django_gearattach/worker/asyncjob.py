@@ -32,7 +32,8 @@ from ..payload import dumps
 from ..timelimits import SoftTimeLimitExceeded, TimeLimits, soft_message
 from . import fencing
 from .claim import Claim
-from .reporting import Reporter
+from .reporting import Reporter, off_loop
+from .streaming import RunStream
 
 #: Runs a blocking call in one of the runner's database threads.
 InThread = Callable[..., "asyncio.Future[Any]"]
@@ -74,13 +75,33 @@ class AsyncReporter(Reporter):
     def warning(self, message: str) -> None:
         self._send(Command.WORK_WARNING, message)
 
+    def stream(self, chunk: Any) -> None:
+        """A chunk leaves from the loop (in order with the run's other packets); the
+        run's first chunk reads the record in a thread, and a thread of the stream's
+        own writes the batches."""
+        stream = self._run_stream()
+        if stream.run is None and not off_loop(stream.start):
+            return
+        stream.append(chunk)
+
+    async def astream(self, chunk: Any) -> None:
+        stream = self._run_stream()
+        if stream.run is None and not await self._in_thread(stream.start):
+            return
+        stream.append(chunk)
+
+    def _run_stream(self) -> RunStream:
+        if self._stream is None:
+            self._stream = RunStream(self.claim, background=True)
+        return self._stream
+
     def _save(self, **fields: Any) -> None:
         self._unsaved.update(fields)
         now = time.monotonic()
         if self.writing is not None or now - self._last_write < self.interval:
             return  # the write in flight, or the outcome's, takes these
         self._last_write = now
-        fields = self.pending() | {"lease_until": fencing.lease_end()}
+        fields = self._take() | {"lease_until": fencing.lease_end()}
         self.writing = self._in_thread(self.claim.write, fields)
         self.writing.add_done_callback(self._written)
 
@@ -92,6 +113,10 @@ class AsyncReporter(Reporter):
         """Wait for the write in flight (its reports are then not the outcome's)."""
         if self.writing is not None:
             await asyncio.gather(self.writing, return_exceptions=True)
+        if self._stream is not None:
+            # The stream's last batch, before the outcome (written only while the run
+            # holds its claim): the writer thread is joined in a thread, not on the loop.
+            await self._in_thread(self.close)
 
 
 @dataclass(eq=False)

@@ -268,6 +268,7 @@ class AsyncRunner:
         body = run.body
         if run.stopped.done():
             body.add_done_callback(_forget_body)  # it may never end: nobody waits for it
+            await self.in_thread(reporter.close)  # its stream's writer thread ends
             if claim.state == ENDED:
                 return f"ended by the watchdog first ({claim.ended_by})"
             # Unrecorded (the database failed): its lease runs out, then the recovery

@@ -12,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.db import connections
 
 from .. import signals
 from ..gearman.protocol import Command
@@ -21,6 +25,8 @@ from ..payload import dumps
 from . import fencing
 from .claim import Claim
 from .streaming import RunStream
+
+T = TypeVar("T")
 
 
 class Reporter:
@@ -62,7 +68,13 @@ class Reporter:
             self._stream = RunStream(
                 self.claim, background=self.keeper is not None, keeper=self.keeper
             )
-        self._stream.append(chunk)
+        # An async def task run to its end in this thread (immediate mode): its batches
+        # are written by a thread, as Django calls no database from an event loop.
+        off_loop(self._stream.append, chunk)
+
+    async def astream(self, chunk: Any) -> None:
+        """:meth:`stream` from a coroutine (immediate mode: see :meth:`stream`)."""
+        self.stream(chunk)
 
     def close(self) -> None:
         """The run is over: stop its stream's writer, writing what it holds only while
@@ -95,6 +107,22 @@ class Reporter:
     def _take(self) -> dict[str, Any]:
         fields, self._unsaved = self._unsaved, {}
         return fields
+
+
+def off_loop(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` here, or, when this thread runs an event loop, in a thread of its
+    own that closes its database connections (Django calls no database from a loop)."""
+    if not _on_event_loop():
+        return func(*args)
+
+    def call() -> T:
+        try:
+            return func(*args)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="gearattach-off-loop") as pool:
+        return pool.submit(call).result()
 
 
 def _on_event_loop() -> bool:

@@ -67,7 +67,7 @@ class RunStream:
     def append(self, value: Any) -> bool:
         """Send a chunk and buffer it; False (and nothing sent) once the claim is lost."""
         data = streams.encode_data(value)
-        if self.run is None and not self._start():
+        if self.run is None and not self.start():
             return False
         assert self.run is not None
         # Seqs are handed out and sent in one order, whatever thread streams.
@@ -91,8 +91,11 @@ class RunStream:
             self._flush()
         return True
 
-    def _start(self) -> bool:
-        """Read the record's pk and this run's number (one SELECT, once per run)."""
+    def start(self) -> bool:
+        """Read the record's pk and this run's number (one SELECT, once per run); False
+        when the run lost its claim. The first :meth:`append` calls it if nobody did."""
+        if self.run is not None:
+            return True
         row = (
             Job.objects.filter(
                 function=self.claim.function,

@@ -114,3 +114,16 @@ async def async_blocking(seconds=1.5):
     time.sleep(seconds)
     await asyncio.sleep(5)
     return "not stopped"
+
+
+@task(name="tests.async_streamer", bind=True)
+async def async_streamer(job, count, pause=0.005):
+    """Streams ``count`` chunks "a1 ".."aN " from a coroutine, with ``job.astream``
+    and ``job.stream`` alternating."""
+    for number in range(1, count + 1):
+        if number % 2:
+            await job.astream(f"a{number} ")
+        else:
+            job.stream(f"a{number} ")
+        await asyncio.sleep(pause)
+    return {"chunks": count}

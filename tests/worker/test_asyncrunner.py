@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from django_gearattach import SoftTimeLimitExceeded, cancel, submit
+from django_gearattach import SoftTimeLimitExceeded, cancel, streams, submit
 from django_gearattach.cancelling import CANCELLED_RUNNING_ERROR
 from django_gearattach.models import Job, Status
 from django_gearattach.operations import Cancel
@@ -271,3 +271,31 @@ def test_the_gearworker_option_refuses_a_bad_async_concurrency(gearmand):
 
     with pytest.raises(CommandError, match="--async-concurrency: must be at least 1"):
         call_command("gearworker", "--async-concurrency", "0")
+
+
+def test_a_coroutine_streams_to_attachers_and_the_record(gearmand, worker):
+    """Issue 22: an async task's chunks (``job.astream`` and ``job.stream`` alike) reach
+    attachers live and in order, and are kept with the record: a reload after the end
+    replays them whole."""
+    wait_for_workers(gearmand.address, "tests.async_streamer")
+    job = submit("tests.async_streamer", [200])
+    attacher = AttachThread("tests.async_streamer", job.key)
+    attacher.start()
+    record = wait_for_status("tests.async_streamer", job.key, Status.COMPLETE)
+    assert record.result == {"chunks": 200}
+    events = attacher.result()
+    chunks = [e for e in events if e.event == "chunk"]
+    assert [(c.run, c.seq, c.data) for c in chunks] == [(1, n, f"a{n} ") for n in range(1, 201)]
+    assert events[-1].event == "complete"
+    replay = streams.read(job)
+    assert [c.data for c in replay.chunks] == [f"a{n} " for n in range(1, 201)]
+    assert record.stream_seq == 200
+
+
+def test_an_async_task_streams_in_immediate_mode(settings):
+    """Immediate mode runs the coroutine in the submitting thread's loop: its chunks are
+    written by a thread (Django calls no database from a loop)."""
+    settings.GEARATTACH = {**settings.GEARATTACH, "IMMEDIATE": True}
+    job = submit("tests.async_streamer", [30, 0])
+    assert Job.objects.get(pk=job.pk).status == Status.COMPLETE
+    assert [c.data for c in streams.read(job).chunks] == [f"a{n} " for n in range(1, 31)]
