@@ -31,7 +31,7 @@ import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -70,15 +70,22 @@ _feed_ids = itertools.count(1)
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message for browsers, encoded once. ``seq`` orders a feed's messages."""
+    """One message for browsers, encoded once. ``seq`` orders a feed's messages.
+
+    ``type`` and ``final`` are worked out once too: a stream's chunk is looked at by
+    every subscriber's resumer and socket.
+    """
 
     payload: dict[str, Any]
     text: str
     seq: int
+    type: str = field(init=False)
+    final: bool = field(init=False)
 
-    @property
-    def type(self) -> str:
-        return str(self.payload["type"])
+    def __post_init__(self) -> None:
+        kind = str(self.payload["type"])
+        object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "final", kind in TERMINAL or kind in (MISSING, BROKEN))
 
     def for_reader(self, summarised: bool) -> tuple[dict[str, Any], str]:
         """The payload and its JSON for a token that is (or is not) a summary token."""
@@ -86,10 +93,6 @@ class Message:
             return self.payload, self.text
         payload = summary(self.payload)
         return payload, json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-    @property
-    def final(self) -> bool:
-        return self.type in TERMINAL or self.type in (MISSING, BROKEN)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
@@ -141,7 +144,13 @@ class JobFeed:
 
     def encode(self, payload: dict[str, Any]) -> Message:
         """``payload`` as a message of this feed (not published: for one subscriber)."""
-        text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+        if payload["type"] == "chunk":
+            # A chunk's data is JSON already (the worker sent it so): the plain encoder.
+            data = json.dumps(payload["data"], separators=(",", ":"))
+            run, seq = int(payload["run"]), int(payload["seq"])
+            text = f'{{"type":"chunk","run":{run},"seq":{seq},"data":{data}}}'
+        else:
+            text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
         return Message(payload, text, self.seq)
 
     def restart(self, run: int) -> Message:
