@@ -72,12 +72,16 @@ class StreamCursor:
 
     def needs_read(self, record: Job) -> bool:
         """Whether :meth:`from_record` has anything to read for ``record``."""
+        if {"stream_run", "stream_seq"} & record.get_deferred_fields():
+            return True  # a record loaded without them (.only()): read them
         current, restart, start = streams.plan(record.stream_run, record.stream_seq, self._held())
         return current is not None and (restart or start < record.stream_seq)
 
     def from_record(self, record: Job) -> list[JobEvent]:
         """The events that bring this attacher up to the chunks ``record`` keeps."""
         self.pk = record.pk
+        if {"stream_run", "stream_seq"} & record.get_deferred_fields():
+            record = Job.objects.only("status", "stream_run", "stream_seq").get(pk=record.pk)
         if record.is_active:
             now = time.monotonic()
             self._checks = [now + delay for delay in RECHECKS]

@@ -116,3 +116,26 @@ def test_chunks_are_deleted_with_their_record():
     Job.objects.filter(pk=job.pk).update(created_at=job.created_at - timedelta(days=2))
     assert prune(timedelta(days=1)) == 1  # records counted, not their chunks
     assert not JobChunk.objects.exists()
+
+
+def test_the_signature_is_django_salted_hmac_of_the_chunk():
+    from django.conf import settings
+    from django.utils.crypto import salted_hmac
+
+    message = b"f\0k\x001\x002\0[1]"
+    expected = salted_hmac(streams.SALT, message, secret=settings.SECRET_KEY, algorithm="sha256")
+    assert streams._mac(settings.SECRET_KEY, "f", "k", 1, 2, b"[1]") == expected.hexdigest()[:32]
+
+
+@pytest.mark.django_db
+def test_an_attacher_given_a_record_without_its_stream_fields_reads_them():
+    from django_gearattach.attach_streams import StreamCursor
+    from django_gearattach.attachment import JobEvent
+
+    job = Job.objects.create(function="f", key="k", status="complete", stream_run=1, stream_seq=1)
+    JobChunk.objects.create(job=job, run=1, seq=1, data='"only"')
+    partial = Job.objects.only("function", "key", "status").get(pk=job.pk)
+    events = StreamCursor("f", "k", None, JobEvent).from_record(partial)
+    assert [e.as_dict() for e in events] == [
+        {"event": "chunk", "run": 1, "seq": 1, "data": "only"}
+    ]

@@ -3,8 +3,9 @@
 One run measures the raw gearmand floors (no Django, no database), then, for SQLite
 and for PostgreSQL (with and without prepared statements), the async throughput row
 and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with the
-ratios between them. ``--fanout`` measures websocket fan-out instead, and ``--policies``
-the key policies under load (:mod:`.policies`).
+ratios between them. ``--fanout`` measures websocket fan-out instead, ``--policies``
+the key policies under load (:mod:`.policies`), and ``--streams`` one job's stream
+(:mod:`.streams`).
 """
 
 from __future__ import annotations
@@ -96,6 +97,15 @@ def main() -> int:
         "1,000 requests of a stale shared page, from 8 processes (SQLite)",
     )
     parser.add_argument(
+        "--streams",
+        action="store_true",
+        help="measure one job streaming 10,000 chunks instead, to --stream-attachers "
+        "Python attachers (SQLite)",
+    )
+    parser.add_argument(
+        "--stream-attachers", type=int, default=20, help="Python attachers (--streams)"
+    )
+    parser.add_argument(
         "--tracing",
         action="store_true",
         help="the async row with tracing off, then on (OpenTelemetry's SDK, spans dropped)",
@@ -118,6 +128,8 @@ def main() -> int:
         return _fanout(args.sockets, args.fanout_jobs, args.server)
     if args.policies:
         return _policies()
+    if args.streams:
+        return _streams(args.stream_attachers)
     if args.tracing:
         return _tracing(args)
 
@@ -180,6 +192,22 @@ def _policies() -> int:
         s["refreshes"] == 1 and s["stored"] == s["visitors"] for s in figures["stale"]
     )
     return 0 if exact else 1
+
+
+def _streams(attachers: int) -> int:
+    print(
+        f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "django_gearattach.bench.streams", "main", str(attachers)],
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout
+    *table, line = out.strip().splitlines()
+    print("\n".join(table))
+    figures = json.loads(line)
+    return 0 if figures["complete"] == figures["attachers"] else 1
 
 
 def _tracing(args: argparse.Namespace) -> int:

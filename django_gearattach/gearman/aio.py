@@ -375,11 +375,14 @@ class Follow:
 
     async def next_event(self, timeout: float | None = None) -> WorkEvent | None:
         """The next event; ``None`` after ``timeout`` seconds of silence."""
-        try:
-            async with asyncio.timeout(timeout):
-                item = await self._queue.get()
-        except TimeoutError:
-            return None
+        if not self._queue.empty():  # a stream's chunks queue up: no timer for those
+            item = self._queue.get_nowait()
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    item = await self._queue.get()
+            except TimeoutError:
+                return None
         if isinstance(item, BaseException):
             raise item
         return item
