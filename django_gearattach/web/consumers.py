@@ -43,8 +43,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ..conf import conf
-from .hub import Message, get_hub
-from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, error_frame
+from .hub import get_hub
+from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, Message, error_frame
 from .positions import BAD_POSITION, START, parse_position
 from .streams import Slot, StreamLimitReached, client_of, registry
 from .tokens import Identity, TokenRefused, check_token
