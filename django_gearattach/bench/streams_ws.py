@@ -114,11 +114,20 @@ def serve(db: str, server: str, port: int) -> None:
     app = ProtocolTypeRouter(
         {"http": get_asgi_application(), "websocket": URLRouter(websocket_urlpatterns)}
     )
-    uvicorn.Server(
+    uvicorn_server = uvicorn.Server(
         uvicorn.Config(
             app, ws="wsproto", host="127.0.0.1", port=port, log_level="warning", lifespan="off"
         )
-    ).run()
+    )
+    profile = os.environ.get("GEARATTACH_BENCH_PROFILE")
+    if profile:  # CPU time per function of the server, for docs/streaming.rst
+        import cProfile
+
+        profiler = cProfile.Profile(time.process_time)
+        profiler.runcall(uvicorn_server.run)
+        profiler.dump_stats(profile)
+    else:
+        uvicorn_server.run()
 
 
 # -- the client -----------------------------------------------------------------------

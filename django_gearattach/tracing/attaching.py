@@ -30,7 +30,8 @@ from .carrier import job_link
 
 if TYPE_CHECKING:
     from ..attachment import JobEvent
-    from ..web.hub import JobFeed, Message
+    from ..web.hub import JobFeed
+    from ..web.messages import Message
 
 
 def _names(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, Job | None]:

@@ -43,9 +43,9 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from ..conf import conf
-from .hub import Message, get_hub
-from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, error_frame
-from .positions import BAD_POSITION, parse_position
+from .hub import get_hub
+from .messages import BROKEN, CANNOT_FOLLOW, MISSING, PONG, RECONNECT, Message, error_frame
+from .positions import BAD_POSITION, START, parse_position
 from .streams import Slot, StreamLimitReached, client_of, registry
 from .tokens import Identity, TokenRefused, check_token
 
@@ -112,12 +112,14 @@ class JobConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         self.summarised = ref.summary
         hub = get_hub()
         record = None
-        if ref.run is not None:  # only the run it was issued for
+        # A position needs the record too: a new feed then reads only the chunks after it.
+        if ref.run is not None or after != START:
             record = await hub.record(ref.function, ref.key)
-            if record is None or not ref.names(record):
-                self.slot.release()
-                await self.close(code=CLOSE_NOT_FOUND)
-                return
+        # A run token follows only the run it was issued for.
+        if ref.run is not None and (record is None or not ref.names(record)):
+            self.slot.release()
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
         loop = asyncio.get_running_loop()
         self.expiry = loop.call_later(conf.STREAM_MAX_AGE, self.expire)
         self.stop_listening = hub.listen(

@@ -27,15 +27,12 @@ import contextlib
 import contextvars
 import functools
 import itertools
-import json
 import logging
 import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 
 from .. import records
 from ..attachment import aattach
@@ -47,12 +44,11 @@ from ..payload import shown
 from .messages import (
     BROKEN,
     MISSING,
-    TERMINAL,
+    Message,
     message_for,
     outcome_message,
     restart_message,
     snapshot,
-    summary,
 )
 from .positions import START, Position
 from .replay import Resumer, Tail
@@ -66,30 +62,6 @@ logger = logging.getLogger("django_gearattach.web.hub")
 #: or 1011, the HTTP views answer 404 or 503).
 
 _feed_ids = itertools.count(1)
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message for browsers, encoded once. ``seq`` orders a feed's messages."""
-
-    payload: dict[str, Any]
-    text: str
-    seq: int
-
-    @property
-    def type(self) -> str:
-        return str(self.payload["type"])
-
-    def for_reader(self, summarised: bool) -> tuple[dict[str, Any], str]:
-        """The payload and its JSON for a token that is (or is not) a summary token."""
-        if not summarised or summary(self.payload) is self.payload:
-            return self.payload, self.text
-        payload = summary(self.payload)
-        return payload, json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-    @property
-    def final(self) -> bool:
-        return self.type in TERMINAL or self.type in (MISSING, BROKEN)
 
 
 def _load_many(targets: list[tuple[str, str]]) -> list[Job | BaseException | None]:
@@ -141,8 +113,7 @@ class JobFeed:
 
     def encode(self, payload: dict[str, Any]) -> Message:
         """``payload`` as a message of this feed (not published: for one subscriber)."""
-        text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
-        return Message(payload, text, self.seq)
+        return Message.encoded(payload, self.seq)
 
     def restart(self, run: int) -> Message:
         """The ``restart`` message of run ``run``, encoded once for every subscriber."""
@@ -394,6 +365,8 @@ def _kept(record: Job | None, position: Position) -> bool:
     anywhere else (a client's guess) starts the feed at the stream's start."""
     if record is None or position == START:
         return False
+    if {"stream_run", "stream_seq"} & record.get_deferred_fields():
+        return False  # not loaded: reading them here would block the event loop
     return position[0] == record.stream_run and position[1] <= record.stream_seq
 
 

@@ -24,9 +24,11 @@ For any other task ``html`` is null and ``result`` is its return value.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.utils.translation import gettext_noop
 
 from ..attachment import JobEvent
@@ -189,3 +191,42 @@ def state(record: Job, *, summarised: bool = False) -> dict[str, Any]:
         "data": record.data,
         "outcome": outcome,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message for browsers, encoded once. ``seq`` orders a feed's messages.
+
+    ``type`` and ``final`` are worked out once too: a stream's chunk is looked at by
+    every subscriber's resumer and socket.
+    """
+
+    payload: dict[str, Any]
+    text: str
+    seq: int
+    type: str = field(init=False)
+    final: bool = field(init=False)
+
+    @classmethod
+    def encoded(cls, payload: dict[str, Any], seq: int) -> Message:
+        """``payload`` with its JSON text."""
+        if payload["type"] == "chunk":
+            # A chunk's data is JSON already (the worker sent it so): the plain encoder.
+            data = json.dumps(payload["data"], separators=(",", ":"))
+            run, number = int(payload["run"]), int(payload["seq"])
+            text = f'{{"type":"chunk","run":{run},"seq":{number},"data":{data}}}'
+        else:
+            text = json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+        return cls(payload, text, seq)
+
+    def __post_init__(self) -> None:
+        kind = str(self.payload["type"])
+        object.__setattr__(self, "type", kind)
+        object.__setattr__(self, "final", kind in TERMINAL or kind in (MISSING, BROKEN))
+
+    def for_reader(self, summarised: bool) -> tuple[dict[str, Any], str]:
+        """The payload and its JSON for a token that is (or is not) a summary token."""
+        if not summarised or summary(self.payload) is self.payload:
+            return self.payload, self.text
+        payload = summary(self.payload)
+        return payload, json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))

@@ -35,7 +35,8 @@ from .messages import BROKEN, MISSING, chunk_message, restart_message
 from .positions import START, Position
 
 if TYPE_CHECKING:
-    from .hub import JobFeed, Message
+    from .hub import JobFeed
+    from .messages import Message
 
 logger = logging.getLogger("django_gearattach.web.replay")
 

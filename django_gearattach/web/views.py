@@ -45,13 +45,14 @@ from ..conf import conf
 from ..models import Job, Status
 from . import streams
 from .files import FileResponse
-from .hub import Message, Subscription, get_hub
+from .hub import Subscription, get_hub
 from .messages import (
     BROKEN,
     CANNOT_FOLLOW,
     MISSING,
     OFFLOAD_FUNCTION,
     RECONNECT,
+    Message,
     outcome_message,
     state,
     summary,

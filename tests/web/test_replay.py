@@ -15,8 +15,7 @@ import pytest
 
 from django_gearattach import streams
 from django_gearattach.web import replay
-from django_gearattach.web.hub import Message
-from django_gearattach.web.messages import chunk_message, restart_message
+from django_gearattach.web.messages import Message, chunk_message, restart_message
 from django_gearattach.web.replay import Resumer, Tail
 
 

@@ -13,7 +13,8 @@ from channels.testing import WebsocketCommunicator
 
 from django_gearattach import submit
 from django_gearattach.models import Job, Status
-from django_gearattach.web.hub import Hub, Message
+from django_gearattach.web.hub import Hub
+from django_gearattach.web.messages import Message
 from django_gearattach.web.tokens import make_token
 from tests.asgi import application
 from tests.helpers import wait_until
