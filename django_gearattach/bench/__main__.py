@@ -109,6 +109,11 @@ def main() -> int:
         "that each await asyncio.sleep(1) (wall time, memory per job in flight)",
     )
     parser.add_argument("--async-count", type=int, default=1000, help="jobs (--async)")
+    parser.add_argument(
+        "--async-db",
+        metavar="URL",
+        help="an existing, empty database for --async (default: SQLite in a temporary file)",
+    )
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
     parser.add_argument(
@@ -134,7 +139,7 @@ def main() -> int:
             f"machine: {platform.node()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}"
         )
-        return async_main(args.async_count)
+        return async_main(args.async_count, args.async_db)
     if args.tracing:
         return _tracing(args)
 
