@@ -126,7 +126,11 @@ class AsyncRunner:
             logger.exception("the asyncio runner failed")
         finally:
             loop.close()
-            self._executor.submit(connections.close_all)
+            # Each database thread closes its own connections (they are per thread): a
+            # barrier makes every thread take one of these.
+            barrier = threading.Barrier(DB_THREADS)
+            for _ in range(DB_THREADS):
+                self._executor.submit(_close_connections, barrier)
             self._executor.shutdown(wait=True)
             connections.close_all()
 
@@ -313,6 +317,12 @@ class AsyncRunner:
 def _database_call(func: Any, /, *args: Any, **kwargs: Any) -> Any:
     records.drop_broken_connections()  # whatever failed last in this thread, reconnect
     return func(*args, **kwargs)
+
+
+def _close_connections(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(5.0)
+    connections.close_all()
 
 
 def _forget_body(body: asyncio.Task[Any]) -> None:
