@@ -219,7 +219,9 @@ class AsyncRunner:
             self.starter.forget(job, key, abandoned=True)
             if isinstance(exc, GiveBack):
                 # Still held by this connection: closing it requeues the job.
-                logger.info("job %s[%s] handed back unrun: the worker stops", job.function, key)
+                logger.info(
+                    "job %s[%s] handed back unrun: the worker stops", job.function, shown(key)
+                )
                 return
             # Nothing was recorded for it: gearmand forgets this copy; the record stays
             # active, so attachers follow it on and the recovery sweep resubmits it.
@@ -228,7 +230,7 @@ class AsyncRunner:
             return
         except Exception:
             self.starter.forget(job, key, abandoned=True)
-            logger.exception("job %s[%s]: the asyncio runner failed", job.function, key)
+            logger.exception("job %s[%s]: the asyncio runner failed", job.function, shown(key))
             job.send(Command.WORK_FAIL)
             return
         finally:
