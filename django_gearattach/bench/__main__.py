@@ -76,6 +76,11 @@ def main() -> int:
     )
     parser.add_argument("--async-count", type=int, default=1000, help="jobs (--async)")
     parser.add_argument(
+        "--async-db",
+        metavar="URL",
+        help="an existing, empty database for --async (default: SQLite in a temporary file)",
+    )
+    parser.add_argument(
         "--peers",
         action="store_true",
         help="rows (a) and (b) of this app beside Dramatiq, Huey and Celery on a private "
@@ -129,7 +134,7 @@ def main() -> int:
             f"machine: {platform.node()}, {os.cpu_count()} cores, "
             f"Python {platform.python_version()}"
         )
-        return async_main(args.async_count)
+        return async_main(args.async_count, args.async_db)
     if args.tracing:
         return _tracing(args)
 

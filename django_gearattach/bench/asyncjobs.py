@@ -1,9 +1,10 @@
 """``python -m django_gearattach.bench --async``: one worker process, many async jobs.
 
-1,000 background jobs of an ``async def`` task that awaits ``asyncio.sleep(1)`` are
-queued in gearmand first; then ONE worker process (a real
-:class:`~django_gearattach.worker.loop.Worker`, its asyncio runner allowed all of them
-at once) is started and runs them. Printed beside the targets:
+ONE worker process (a real :class:`~django_gearattach.worker.loop.Worker`, its asyncio
+runner allowed all of them at once) runs 1,000 background jobs of an ``async def``
+task that awaits ``asyncio.sleep(1)``. The jobs are scheduled for one moment after
+the last submit (gearmand's SUBMIT_JOB_EPOCH), so they are all due together and the
+submitter's speed is not measured. Printed beside the targets:
 
 * wall time: from the first job's start to the last job's end, read from the
   records (the worker's start-up is not counted; submitting is not either);
@@ -18,6 +19,7 @@ SQLite (WAL) in a temporary directory, or ``--db URL``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import subprocess
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from typing import Any
 
 FUNCTION = "bench.async_sleep"
@@ -72,10 +75,10 @@ def _overlap(intervals: list[tuple[float, float]]) -> int:
     return most
 
 
-def _batch(count: int, seconds: float) -> list[str]:
+def _batch(count: int, seconds: float, run_at: datetime | None = None) -> list[str]:
     from ..submission import submit
 
-    return [submit(FUNCTION, [seconds]).key for _ in range(count)]
+    return [submit(FUNCTION, [seconds], run_at=run_at).key for _ in range(count)]
 
 
 def _wait(keys: list[str], timeout: float) -> list[Any]:
@@ -101,6 +104,8 @@ def run_client(url: str, server: str, jobs: int) -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    from django.utils import timezone
+
     from ..testing import wait_for_workers
 
     _task()
@@ -110,10 +115,15 @@ def run_client(url: str, server: str, jobs: int) -> int:
     )
     try:
         wait_for_workers(server, FUNCTION, 1)
+        began = time.monotonic()
         _wait(_batch(50, 0.2), 30)  # warm-up: threads, connections, caches
+        per_submit = (time.monotonic() - began) / 50
         time.sleep(0.5)
         before = _rss_kib(proc.pid)
-        keys = _batch(jobs, 1.0)  # queued; the worker takes them as fast as it can
+        # Scheduled for one moment after the last submit: gearmand hands them all out
+        # then, so the worker is measured, not the submitter.
+        lead = math.ceil(jobs * per_submit * 1.5) + 2
+        keys = _batch(jobs, 1.0, timezone.now() + timedelta(seconds=lead))
         peak = [before]
         stop = threading.Event()
 
@@ -123,7 +133,7 @@ def run_client(url: str, server: str, jobs: int) -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        rows = _wait(keys, 120)
+        rows = _wait(keys, 120 + lead)
         stop.set()
         sampler.join()
     finally:

@@ -126,7 +126,11 @@ class AsyncRunner:
             logger.exception("the asyncio runner failed")
         finally:
             loop.close()
-            self._executor.submit(connections.close_all)
+            # Each database thread closes its own connections (they are per thread): a
+            # barrier makes every thread take one of these.
+            barrier = threading.Barrier(DB_THREADS)
+            for _ in range(DB_THREADS):
+                self._executor.submit(_close_connections, barrier)
             self._executor.shutdown(wait=True)
             connections.close_all()
 
@@ -215,7 +219,9 @@ class AsyncRunner:
             self.starter.forget(job, key, abandoned=True)
             if isinstance(exc, GiveBack):
                 # Still held by this connection: closing it requeues the job.
-                logger.info("job %s[%s] handed back unrun: the worker stops", job.function, key)
+                logger.info(
+                    "job %s[%s] handed back unrun: the worker stops", job.function, shown(key)
+                )
                 return
             # Nothing was recorded for it: gearmand forgets this copy; the record stays
             # active, so attachers follow it on and the recovery sweep resubmits it.
@@ -224,7 +230,7 @@ class AsyncRunner:
             return
         except Exception:
             self.starter.forget(job, key, abandoned=True)
-            logger.exception("job %s[%s]: the asyncio runner failed", job.function, key)
+            logger.exception("job %s[%s]: the asyncio runner failed", job.function, shown(key))
             job.send(Command.WORK_FAIL)
             return
         finally:
@@ -314,6 +320,12 @@ class AsyncRunner:
 def _database_call(func: Any, /, *args: Any, **kwargs: Any) -> Any:
     records.drop_broken_connections()  # whatever failed last in this thread, reconnect
     return func(*args, **kwargs)
+
+
+def _close_connections(barrier: threading.Barrier) -> None:
+    with contextlib.suppress(threading.BrokenBarrierError):
+        barrier.wait(5.0)
+    connections.close_all()
 
 
 def _forget_body(body: asyncio.Task[Any]) -> None:
