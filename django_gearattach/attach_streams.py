@@ -11,8 +11,8 @@ the run and seq of the last chunk it gave out. It gives out
   before the attacher joined, and not yet kept when the replay read) has the missing
   ones read from the record first, waiting for the worker's next batch if need be;
 * chunks sent before the attacher joined that were still in the worker's buffer when
-  the replay read the record, and that no live chunk follows (the task waits): read
-  again from the record a little after the join (:data:`RECHECKS`);
+  the replay read the record, and that no live chunk follows (the task
+  waits): read again from the record a little after the join (:data:`RECHECKS`);
 * before the outcome, the chunks the record holds that did not come live (the worker
   keeps every chunk before it records the outcome).
 
@@ -82,7 +82,7 @@ class StreamCursor:
         self.pk = record.pk
         if {"stream_run", "stream_seq"} & record.get_deferred_fields():
             record = Job.objects.only("status", "stream_run", "stream_seq").get(pk=record.pk)
-        if record.is_active:
+        if record.is_active:  # it may have streamed (or start to) chunks not kept yet
             now = time.monotonic()
             self._checks = [now + delay for delay in RECHECKS]
         if not self.needs_read(record):
@@ -128,7 +128,11 @@ class StreamCursor:
         return True
 
     def recheck(self) -> list[JobEvent]:
-        record = Job.objects.filter(function=self.function, key=self.key).first()
+        record = (
+            Job.objects.filter(function=self.function, key=self.key)
+            .only("status", "stream_run", "stream_seq")
+            .first()
+        )
         checks = self._checks
         events = [] if record is None else self.from_record(record)
         self._checks = checks
@@ -152,6 +156,7 @@ class StreamCursor:
             self.run, self.seq = chunk.run, 0
         elif chunk.run < self.run or chunk.seq <= self.seq:
             return events, None  # an older run's, or given out already
+        self._checks = []  # a live chunk: whatever came before it is read on a gap
         if chunk.seq > self.seq + 1:
             return events, chunk
         events += self._take(chunk.run, False, [chunk])

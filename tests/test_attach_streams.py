@@ -14,6 +14,7 @@ from django_gearattach import aattach, attach, streams, submit
 from django_gearattach.models import Job, JobChunk, Status
 from django_gearattach.testing import wait_for_workers
 from tests.conftest import executions
+from tests.dbthreads import closes_thread_connections  # noqa: F401
 from tests.helpers import AttachThread, foreground_clients, wait_for_status, wait_until
 from tests.rawgearman import ForgingPeer
 
@@ -69,6 +70,7 @@ def test_attach_after_the_end_replays_the_whole_stream_and_runs_nothing(worker, 
     assert len(executions(log_path)) == 1
 
 
+@pytest.mark.usefixtures("closes_thread_connections")
 async def test_aattach_replays_and_follows_too(worker, tmp_path):
     from asgiref.sync import sync_to_async
 
