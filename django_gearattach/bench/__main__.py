@@ -10,7 +10,6 @@ the key policies under load (:mod:`.policies`).
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
@@ -26,14 +25,14 @@ from .floor import measure_floor, measure_round_trip
 from .report import report_table
 
 
-def _pg_database(url: str) -> tuple[str, str] | None:
+def _pg_database(url: str, suffix: str = "") -> tuple[str, str] | None:
     """Create a scratch database next to ``url``'s; return (its url, its name)."""
     try:
         import psycopg
     except ImportError:
         return None
     parsed = urlparse(url)
-    name = f"gearattach_bench_{os.getpid()}"
+    name = f"gearattach_bench_{os.getpid()}{suffix}"
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -99,6 +98,14 @@ def main() -> int:
         "--tracing",
         action="store_true",
         help="the async row with tracing off, then on (OpenTelemetry's SDK, spans dropped)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of --jobs per side (--tracing)"
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --tracing: also count the instructions per job under valgrind's callgrind",
     )
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
@@ -183,41 +190,57 @@ def _policies() -> int:
 
 
 def _tracing(args: argparse.Namespace) -> int:
-    """Each database's end-to-end rows with the app's tracing off, then on, in one run.
-
-    Both have OpenTelemetry's SDK (spans dropped) and a request's span around each
-    submit, as a traced site has: what differs is the app's own tracing."""
+    """The async row with the app's tracing off and on, interleaved in ``--rounds``
+    rounds per database (:mod:`.tracing`)."""
     if importlib.util.find_spec("opentelemetry.sdk") is None:
         print("--tracing needs opentelemetry-sdk: pip install -e '.[test]'", file=sys.stderr)
         return 2
-    from .tracing import report
+    from .tracing import Side, compare, report
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"{args.jobs} jobs, {args.window} in flight; {args.workers} worker processes\n")
-    columns: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
-    with Gearmand() as gearmand:
-        measure = functools.partial(
-            _e2e, server=gearmand.address, jobs=args.jobs, window=args.window, workers=args.workers
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            off = measure(f"sqlite:///{tmp}/off.sqlite3", tracing="sdk")
-            on = measure(f"sqlite:///{tmp}/on.sqlite3", tracing="on")
-            columns.append(("SQLite (WAL)", off, on))
+    print(
+        f"{args.rounds} rounds of {args.jobs} jobs per side, {args.window} in flight; "
+        f"{args.workers} worker processes per side; medians over the rounds\n"
+    )
+    columns: list[tuple[str, Side | None, Side | None]] = []
+    with Gearmand() as one, Gearmand() as other, tempfile.TemporaryDirectory() as tmp:
+        scratch: list[tuple[str, str]] = []
+        urls = {"SQLite (WAL)": [f"sqlite:///{tmp}/{mode}.sqlite3" for mode in ("off", "on")]}
         if not args.no_postgres:
-            pair: list[dict[str, Any] | None] = []
-            for tracing in ("sdk", "on"):
-                scratch = _pg_database(args.pg_url)
-                if scratch is None:
-                    pair.append(None)
-                    continue
+            for mode in ("off", "on"):
+                made = _pg_database(args.pg_url, f"_{mode}")
+                if made is not None:
+                    scratch.append(made)
+            if len(scratch) == 2:
+                urls["PG prepared"] = [f"{url}?{PREPARED}" for url, _ in scratch]
+        try:
+            for name, (off_url, on_url) in urls.items():
+                sides = [
+                    Side(mode, url, server.address, args.workers, args.window)
+                    for mode, url, server in (("sdk", off_url, one), ("on", on_url, other))
+                ]
                 try:
-                    pair.append(measure(f"{scratch[0]}?{PREPARED}", tracing=tracing))
+                    compare(sides[0], sides[1], args.rounds, args.jobs)
                 finally:
-                    _drop_pg(args.pg_url, scratch[1])
-            columns.append(("PG prepared", pair[0], pair[1]))
+                    for side in sides:
+                        side.close()
+                columns.append((name, sides[0], sides[1]))
+        finally:
+            for _, db in scratch:
+                _drop_pg(args.pg_url, db)
+    if not args.no_postgres and len(columns) == 1:
+        columns.append(("PG prepared", None, None))
     print(report(columns))
+    if args.instructions:
+        from . import instructions
+
+        figures = instructions.run()
+        if figures is None:
+            print("\ninstructions: valgrind is not installed", file=sys.stderr)
+            return 2
+        print("\n" + instructions.report(figures))
     return 0
 
 

@@ -41,7 +41,7 @@ from ..gearman.protocol import Command
 from ..gearman.rendezvous import Address
 from ..gearman.worker import Assignment, WorkerPool
 from ..models import Job, Status
-from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
+from ..payload import ATTACH_MARKER, decode_document, dumps, is_attach_marker, shown
 from ..ratelimits import Throttles
 from ..scheduling import pending_epoch
 from ..submission import send_successor
@@ -210,10 +210,13 @@ class Worker:
             payload: bytes | dict[str, Any] = record.arguments
         else:
             payload = job.data
+        document: dict[str, Any] = {}
         try:
-            args, kwargs = (
-                decode_arguments(payload) if isinstance(payload, bytes) else _split(payload)
-            )
+            if isinstance(payload, bytes):  # decoded once: the tracing reads its "trace"
+                document = decode_document(payload)
+                args, kwargs = document.get("args", []), document.get("kwargs", {})
+            else:
+                args, kwargs = _split(payload)
             problem = None
         except BadPayload as exc:
             args, kwargs, problem = [], {}, str(exc)
@@ -234,7 +237,8 @@ class Worker:
             # it is marked running (runs.py); the ones it runs are read once it is.
             payload = self._arguments_now(job, key, payload)
             args, kwargs = _split(payload)
-        return self._run(claim, args, kwargs, payload)
+            return self._run(claim, args, kwargs, payload)
+        return self._run(claim, args, kwargs, document)
 
     def _arguments_now(
         self, job: Assignment, key: str, arguments: dict[str, Any]
