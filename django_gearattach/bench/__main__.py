@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,11 +196,21 @@ def _tracing(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("opentelemetry.sdk") is None:
         print("--tracing needs opentelemetry-sdk: pip install -e '.[test]'", file=sys.stderr)
         return 2
+    from .e2e import CALLGRIND_ENV
     from .tracing import Side, compare, report
+
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind: apt-get install valgrind", file=sys.stderr)
+            return 2
+        counts = tempfile.mkdtemp(prefix="gearattach-callgrind-")
+        os.environ[CALLGRIND_ENV] = counts  # the client processes and their workers
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
+    if args.instructions:
+        print("instructions counted by valgrind's callgrind (CPU time under it says nothing)")
     print(
         f"{args.rounds} rounds of {args.jobs} jobs per side, {args.window} in flight; "
         f"{args.workers} worker processes per side; medians over the rounds\n"
@@ -232,15 +243,13 @@ def _tracing(args: argparse.Namespace) -> int:
                 _drop_pg(args.pg_url, db)
     if not args.no_postgres and len(columns) == 1:
         columns.append(("PG prepared", None, None))
-    print(report(columns))
-    if args.instructions:
+    print(report(columns, counted=args.instructions))
+    if args.instructions:  # where the instructions tracing adds go
         from . import instructions
 
         figures = instructions.run()
-        if figures is None:
-            print("\ninstructions: valgrind is not installed", file=sys.stderr)
-            return 2
         print("\n" + instructions.report(figures))
+        shutil.rmtree(os.environ[CALLGRIND_ENV], ignore_errors=True)
     return 0
 
 

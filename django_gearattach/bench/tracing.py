@@ -22,11 +22,14 @@ import sys
 import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from itertools import starmap
 from typing import IO, Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from .e2e import callgrind
 
 
 class DropExporter(SpanExporter):
@@ -55,7 +58,7 @@ def request_span() -> AbstractContextManager[Any]:
 def serve(url: str, server: str, workers: int, window: int) -> None:
     """Set up, start the workers, warm up; then run ``jobs`` per line read on stdin and
     answer each with a JSON line of figures per job."""
-    from .e2e import Workers, _drive, _Phase, configure
+    from .e2e import CALLGRIND_ENV, Workers, _drive, _Phase, configure, counted, instructions
 
     configure(url, server)
     from django.core.management import call_command
@@ -68,8 +71,9 @@ def serve(url: str, server: str, workers: int, window: int) -> None:
     # docs/benchmarks.rst (the workers profile themselves: e2e.run_worker).
     profile_dir = os.environ.get("GEARATTACH_BENCH_PROFILE")
     profiler = cProfile.Profile(time.process_time) if profile_dir else None
+    counting = os.environ.get(CALLGRIND_ENV, "")
     try:
-        asyncio.run(_drive(300, window))  # warm-up
+        asyncio.run(_drive(50 if counting else 300, window))  # warm-up
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
             jobs = int(line)
@@ -77,9 +81,18 @@ def serve(url: str, server: str, workers: int, window: int) -> None:
             with _Phase(pool) as phase:
                 if profiler is not None:
                     rate = profiler.runcall(asyncio.run, _drive(jobs, window))
+                elif counting:  # callgrind counts inside starmap only
+                    (rate,) = starmap(asyncio.run, [(_drive(jobs, window),)])
+                    counted()
                 else:
                     rate = asyncio.run(_drive(jobs, window))
-            print(json.dumps({"rate": rate, **phase.per_job(jobs)}), flush=True)
+            figures = {"rate": rate, **phase.per_job(jobs)}
+            if counting:
+                client = instructions(counting, "client", os.getpid())
+                worker = sum(instructions(counting, "worker", p.pid) for p in pool.procs)
+                figures["client_instructions_per_job"] = client / jobs
+                figures["worker_instructions_per_job"] = worker / max(phase.worker["jobs"], 1)
+            print(json.dumps(figures), flush=True)
     finally:
         pool.stop()
         if profiler is not None:
@@ -90,10 +103,10 @@ class Side:
     """The parent's handle on one serving client process."""
 
     def __init__(self, mode: str, url: str, server: str, workers: int, window: int) -> None:
-        command = [sys.executable, "-m", "django_gearattach.bench.tracing", "serve"]
+        command = [*callgrind("client"), sys.executable, "-m", "django_gearattach.bench.tracing"]
         env = {**os.environ, "GEARATTACH_BENCH_TRACING": mode}
         self.proc = subprocess.Popen(
-            [*command, url, server, str(workers), str(window)],
+            [*command, "serve", url, server, str(workers), str(window)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -119,7 +132,7 @@ class Side:
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        self.proc.wait(60)
+        self.proc.wait(900)
 
     def median(self, key: str) -> float:
         return statistics.median(r[key] for r in self.rounds)
@@ -133,10 +146,16 @@ def compare(off: Side, on: Side, rounds: int, jobs: int) -> None:
 
 
 ROWS = [
-    ("async jobs/s", "rate", "{:,.0f}"),
-    ("client CPU ms per job", "client_cpu_ms_per_job", "{:.3f}"),
-    ("worker CPU ms per job", "worker_cpu_ms_per_job", "{:.3f}"),
-    ("worker queries per job", "worker_queries_per_job", "{:.2f}"),
+    ("async jobs/s", "rate", "{:,.0f}", 1),
+    ("client CPU ms per job", "client_cpu_ms_per_job", "{:.3f}", 1),
+    ("worker CPU ms per job", "worker_cpu_ms_per_job", "{:.3f}", 1),
+    ("worker queries per job", "worker_queries_per_job", "{:.2f}", 1),
+]
+#: ``--instructions``: the rows that count (CPU time under valgrind says nothing).
+COUNTED = [
+    ("client kinstr per job", "client_instructions_per_job", "{:,.0f}", 1000),
+    ("worker kinstr per job", "worker_instructions_per_job", "{:,.0f}", 1000),
+    ("worker queries per job", "worker_queries_per_job", "{:.2f}", 1),
 ]
 
 
@@ -144,21 +163,21 @@ def _ratios(off: Side, on: Side, key: str) -> list[float]:
     return [b[key] / a[key] for a, b in zip(off.rounds, on.rounds, strict=True) if a[key]]
 
 
-def report(columns: list[tuple[str, Side | None, Side | None]]) -> str:
+def report(columns: list[tuple[str, Side | None, Side | None]], counted: bool = False) -> str:
     """One table: per database, the medians off and on, their ratio, and the spread of
-    the per-round ratios (lowest-highest)."""
+    the per-round ratios (lowest-highest); instructions instead of CPU when ``counted``."""
     width = 44
     lines = []
     header = f"{'':<24}" + "".join(f"{name:>{width}}" for name, _, _ in columns)
     sub = f"{'':<24}" + "".join(f"{'off':>9}{'on':>9}{'on/off':>9}{'rounds':>17}" for _ in columns)
     lines += [header, sub]
-    for label, key, fmt in ROWS:
+    for label, key, fmt, scale in COUNTED if counted else ROWS:
         cells = []
         for _, off, on in columns:
             if off is None or on is None:
                 cells.append(f"{'n/a':>{width}}")
                 continue
-            a, b = off.median(key), on.median(key)
+            a, b = off.median(key) / scale, on.median(key) / scale
             ratio = b / a if a else float("nan")
             each = _ratios(off, on, key)
             spread = f"{min(each):.2f}-{max(each):.2f}" if each else "n/a"

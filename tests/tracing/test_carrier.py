@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -161,7 +162,7 @@ def test_contexts_are_read_as_the_w3c_propagator_reads_them(value):
         assert read(carrier._extract(fields)) == read(propagate.extract(fields))
 
 
-def read(context) -> dict:
+def read(context) -> dict[str, Any]:
     """A context's values, its span as its span context (spans compare by identity)."""
     from opentelemetry.trace import Span
 
@@ -175,10 +176,10 @@ def test_a_context_is_written_as_the_global_propagator_writes_it(tracer):
 
     from django_gearattach.tracing import carrier
 
-    def both() -> tuple[dict, dict]:
-        ours: dict = {}
+    def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        ours: dict[str, Any] = {}
         carrier._inject(ours, trace.get_current_span())
-        theirs: dict = {}
+        theirs: dict[str, Any] = {}
         propagate.inject(theirs)
         return ours, theirs
 
@@ -186,26 +187,30 @@ def test_a_context_is_written_as_the_global_propagator_writes_it(tracer):
     assert ours == theirs == {}  # outside any span
     with tracer.start_as_current_span("request"):
         ours, theirs = both()
-        assert ours == theirs and set(ours) == {"traceparent"}
+        assert ours == theirs
+        assert set(ours) == {"traceparent"}
         token = otel_context.attach(baggage.set_baggage("user", "1"))
         try:
             ours, theirs = both()
-            assert ours == theirs and set(ours) == {"traceparent", "baggage"}
+            assert ours == theirs
+            assert set(ours) == {"traceparent", "baggage"}
         finally:
             otel_context.detach(token)
     state = SpanContext(1, 2, False, trace_state=TraceState([("vendor", "x")]))
     with trace.use_span(NonRecordingSpan(state)):
         ours, theirs = both()
-        assert ours == theirs and ours["tracestate"] == "vendor=x"
+        assert ours == theirs
+        assert ours["tracestate"] == "vendor=x"
 
 
 def test_another_global_propagator_is_used_as_it_is(recorded, tracer):
     """Only OpenTelemetry's default propagator is done on the short path."""
     from opentelemetry import propagate
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     from django_gearattach.tracing import carrier
 
-    class Upper(carrier.TraceContextTextMapPropagator):
+    class Upper(TraceContextTextMapPropagator):
         def inject(self, carrier, context=None, setter=None):
             super().inject(carrier, context)
             carrier["x-upper"] = carrier["traceparent"].upper()
