@@ -16,6 +16,7 @@ Cases, each with OpenTelemetry's SDK (spans dropped) and a request's span around
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
@@ -38,6 +39,10 @@ def _between_cases() -> None:
 def _measure(case: Callable[[int], Any], jobs: int) -> None:
     for number in range(WARM_UP):
         case(number)
+    # The objects of set-up and earlier cases out of the collector's way: a full
+    # collection among the counted jobs would count them, and move between runs.
+    gc.collect()
+    gc.freeze()
     _between_cases()
     deque(starmap(case, ((number,) for number in range(jobs))), 0)
     _between_cases()
