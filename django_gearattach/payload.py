@@ -62,8 +62,15 @@ def decode_arguments(data: bytes) -> tuple[list[Any], dict[str, Any]]:
     A ``"trace"`` key (the submitter's trace context) is accepted and left out: see
     :func:`trace_of`.
     """
+    document = decode_document(data)
+    return document.get("args", []), document.get("kwargs", {})
+
+
+def decode_document(data: bytes) -> dict[str, Any]:
+    """Job data parsed and checked as :func:`decode_arguments` does, as the whole JSON
+    object (with its ``"trace"``, for a traced worker's span: decoded once)."""
     if not data.strip():
-        return [], {}
+        return {}
     try:
         value = json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -77,11 +84,11 @@ def decode_arguments(data: bytes) -> tuple[list[Any], dict[str, Any]]:
     args, kwargs = value.get("args", []), value.get("kwargs", {})
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise BadPayload('"args" must be a JSON array and "kwargs" a JSON object')
-    return args, kwargs
+    return value
 
 
 #: A W3C ``traceparent``: version 00, a trace id and a span id that are not all zeros.
-_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def trace_of(arguments: Any, offloaded: bool = False) -> dict[str, Any] | None:
@@ -106,7 +113,7 @@ def traceparent_of(arguments: Any, offloaded: bool = False) -> str | None:
     """The stored job's ``traceparent``, if it is well formed; else None."""
     carrier = trace_of(arguments, offloaded)
     value = None if carrier is None else carrier.get("traceparent")
-    return value if isinstance(value, str) and _TRACEPARENT.fullmatch(value) else None
+    return value if isinstance(value, str) and TRACEPARENT.fullmatch(value) else None
 
 
 def is_attach_marker(data: bytes) -> bool:

@@ -46,6 +46,9 @@ from .scheduling import schedule
 from .sealing import session_hash
 from .tasks import Task, function_name, policy_of
 
+#: ``dumps({"args": [], "kwargs": {}})``: the arguments of a job without any, in full.
+NO_ARGUMENTS = b'{"args":[],"kwargs":{}}'
+
 logger = logging.getLogger("django_gearattach")
 
 
@@ -74,8 +77,10 @@ class _Request:
         self.data = encode_arguments(args, kwargs)
         if self.data == b"{}":
             self.arguments: dict[str, Any] = {"args": [], "kwargs": {}}
+            self._encoded = NO_ARGUMENTS
         else:  # as JSON will store them (tuples become lists, dates strings...)
             self.arguments = {"args": [], "kwargs": {}, **json.loads(self.data)}
+            self._encoded = self.data
         self.caller_key = key is not None
         self.key = key if key is not None else new_key()
         self.unique = check_key(self.key)
@@ -120,7 +125,10 @@ class _Request:
         carrier = carrier_for(self.function, self.key, rerun_of, run_at)
         if carrier is not None:
             self.arguments[TRACE] = carrier
-            self.data = dumps(self.arguments)
+            # dumps(self.arguments) without encoding the arguments again: the encoded
+            # ones are what dumps gives for them (they were decoded from it), and the
+            # carrier goes last, as in the dict.
+            self.data = self._encoded[:-1] + b',"trace":' + dumps(carrier) + b"}"
 
     def restart(self, job: Job, reason: RunReason) -> bool:
         """Start the finished ``job``'s next run with this request's arguments, owned by

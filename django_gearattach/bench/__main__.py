@@ -13,11 +13,11 @@ Huey and Celery (:mod:`.peers`), ``--profile`` says where a job's time goes.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib.util
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +96,14 @@ def main() -> int:
         action="store_true",
         help="where a job's time goes: row (b) on SQLite with the client and the workers "
         "under cProfile, per job and per phase",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of --jobs per side (--tracing)"
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --tracing: also count the instructions per job under valgrind's callgrind",
     )
     parser.add_argument("--sockets", type=int, default=2000, help="websockets (--fanout)")
     parser.add_argument("--fanout-jobs", type=int, default=100, help="jobs (--fanout)")
@@ -216,41 +224,65 @@ def _streams(attachers: int) -> int:
 
 
 def _tracing(args: argparse.Namespace) -> int:
-    """Each database's end-to-end rows with the app's tracing off, then on, in one run.
-
-    Both have OpenTelemetry's SDK (spans dropped) and a request's span around each
-    submit, as a traced site has: what differs is the app's own tracing."""
+    """The async row with the app's tracing off and on, interleaved in ``--rounds``
+    rounds per database (:mod:`.tracing`)."""
     if importlib.util.find_spec("opentelemetry.sdk") is None:
         print("--tracing needs opentelemetry-sdk: pip install -e '.[test]'", file=sys.stderr)
         return 2
-    from .tracing import report
+    from .e2e import CALLGRIND_ENV
+    from .tracing import Side, compare, report
+
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            print("--instructions needs valgrind: apt-get install valgrind", file=sys.stderr)
+            return 2
+        counts = tempfile.mkdtemp(prefix="gearattach-callgrind-")
+        os.environ[CALLGRIND_ENV] = counts  # the client processes and their workers
 
     print(
         f"machine: {platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    print(f"{args.jobs} jobs, {args.window} in flight; {args.workers} worker processes\n")
-    columns: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = []
-    with Gearmand() as gearmand:
-        measure = functools.partial(
-            e2e, server=gearmand.address, jobs=args.jobs, window=args.window, workers=args.workers
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            off = measure(f"sqlite:///{tmp}/off.sqlite3", tracing="sdk")
-            on = measure(f"sqlite:///{tmp}/on.sqlite3", tracing="on")
-            columns.append(("SQLite (WAL)", off, on))
+    if args.instructions:
+        print("instructions counted by valgrind's callgrind (CPU time under it says nothing)")
+    print(
+        f"{args.rounds} rounds of {args.jobs} jobs per side, {args.window} in flight; "
+        f"{args.workers} worker processes per side; medians over the rounds\n"
+    )
+    columns: list[tuple[str, Side | None, Side | None]] = []
+    with Gearmand() as one, Gearmand() as other, tempfile.TemporaryDirectory() as tmp:
+        scratch: list[tuple[str, str]] = []
+        urls = {"SQLite (WAL)": [f"sqlite:///{tmp}/{mode}.sqlite3" for mode in ("off", "on")]}
         if not args.no_postgres:
-            pair: list[dict[str, Any] | None] = []
-            for tracing in ("sdk", "on"):
-                scratch = pg_database(args.pg_url)
-                if scratch is None:
-                    pair.append(None)
-                    continue
+            for mode in ("off", "on"):
+                made = pg_database(args.pg_url, f"_{mode}")
+                if made is not None:
+                    scratch.append(made)
+            if len(scratch) == 2:
+                urls["PG prepared"] = [f"{url}?{PREPARED}" for url, _ in scratch]
+        try:
+            for name, (off_url, on_url) in urls.items():
+                sides = [
+                    Side(mode, url, server.address, args.workers, args.window)
+                    for mode, url, server in (("sdk", off_url, one), ("on", on_url, other))
+                ]
                 try:
-                    pair.append(measure(f"{scratch[0]}?{PREPARED}", tracing=tracing))
+                    compare(sides[0], sides[1], args.rounds, args.jobs)
                 finally:
-                    drop_pg(args.pg_url, scratch[1])
-            columns.append(("PG prepared", pair[0], pair[1]))
-    print(report(columns))
+                    for side in sides:
+                        side.close()
+                columns.append((name, sides[0], sides[1]))
+        finally:
+            for _, db in scratch:
+                drop_pg(args.pg_url, db)
+    if not args.no_postgres and len(columns) == 1:
+        columns.append(("PG prepared", None, None))
+    print(report(columns, counted=args.instructions))
+    if args.instructions:  # where the instructions tracing adds go
+        from . import instructions
+
+        figures = instructions.run()
+        print("\n" + instructions.report(figures))
+        shutil.rmtree(os.environ[CALLGRIND_ENV], ignore_errors=True)
     return 0
 
 

@@ -13,14 +13,14 @@ from urllib.parse import urlparse
 PREPARED = "server_side_binding=true&prepare_threshold=5"
 
 
-def pg_database(url: str) -> tuple[str, str] | None:
+def pg_database(url: str, suffix: str = "") -> tuple[str, str] | None:
     """Create a scratch database next to ``url``'s; return (its url, its name)."""
     try:
         import psycopg
     except ImportError:
         return None
     parsed = urlparse(url)
-    name = f"gearattach_bench_{os.getpid()}"
+    name = f"gearattach_bench_{os.getpid()}{suffix}"
     try:
         with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')

@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
+from itertools import accumulate, starmap
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,41 @@ def configure(url: str, server: str) -> None:
     connection_created.connect(install, weak=False)
 
 
+#: Set by ``--tracing --instructions``: a directory for valgrind's callgrind output. The
+#: processes run under callgrind, which counts instructions only inside
+#: ``itertools.starmap`` and dumps its counts at each ``accumulate`` step (:func:`counted`).
+CALLGRIND_ENV = "GEARATTACH_BENCH_CALLGRIND"
+
+
+def callgrind(role: str) -> list[str]:
+    """The command prefix that runs a bench process under callgrind, if asked for."""
+    directory = os.environ.get(CALLGRIND_ENV)
+    if not directory:
+        return []
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--toggle-collect=starmap_next",
+        "--dump-before=accumulate_next",
+        f"--callgrind-out-file={directory}/{role}.%p",
+    ]
+
+
+def counted() -> None:
+    """Under callgrind: dump the instructions counted since the last dump."""
+    next(accumulate([1]))
+
+
+def instructions(directory: str, role: str, pid: int) -> int:
+    """The count of the latest dump of process ``pid`` (:func:`callgrind`)."""
+    dumps = Path(directory).glob(f"{role}.{pid}.*")
+    latest = max(dumps, key=lambda path: int(path.suffix[1:]))
+    for line in latest.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    return 0
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -120,6 +157,7 @@ def run_worker(url: str, server: str, report: str) -> None:
     worker = BenchWorker(tasks, [Address.parse(server)])
 
     def snapshot(final: bool = False) -> None:
+        counted()  # under callgrind: the instructions since the last snapshot
         line = {
             "jobs": worker.jobs_done,
             "folded": worker.jobs_folded,
@@ -147,7 +185,9 @@ def run_worker(url: str, server: str, report: str) -> None:
 
         signal.signal(signal.SIGUSR2, toggle)
     profile_dir = os.environ.get("GEARATTACH_BENCH_PROFILE")
-    if profile_dir:  # --profile: CPU time spent per function, for docs/benchmarks.rst
+    if os.environ.get(CALLGRIND_ENV):  # everything the worker does is counted
+        deque(starmap(worker.run, [()]), 0)
+    elif profile_dir:  # --profile: CPU time spent per function, for docs/benchmarks.rst
         profiler = cProfile.Profile(time.process_time)
         profiler.runcall(worker.run)
         profiler.dump_stats(f"{profile_dir}/worker-{os.getpid()}.prof")
@@ -162,8 +202,13 @@ class Workers:
     def __init__(self, url: str, server: str, count: int) -> None:
         self.reports = [Path(tempfile.mktemp(prefix="gearattach-bench-")) for _ in range(count)]
         command = [sys.executable, "-m", "django_gearattach.bench.e2e", "worker", url, server]
-        self.procs = [subprocess.Popen([*command, str(report)]) for report in self.reports]
-        wait_for_workers(server, "gearattach.bench.noop", count)
+        command = [*callgrind("worker"), *command]
+        # Their output goes to stderr: the client's stdout is what it answers on.
+        self.procs = [
+            subprocess.Popen([*command, str(report)], stdout=sys.stderr) for report in self.reports
+        ]
+        self.slow = bool(os.environ.get(CALLGRIND_ENV))  # valgrind: 50 times slower
+        wait_for_workers(server, "gearattach.bench.noop", count, 900 if self.slow else 20)
 
     def _lines(self, report: Path) -> list[dict[str, Any]]:
         if not report.exists():
@@ -175,7 +220,7 @@ class Workers:
         before = [len(self._lines(r)) for r in self.reports]
         for proc in self.procs:
             proc.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + (600 if self.slow else 30)
         while any(len(self._lines(r)) <= n for r, n in zip(self.reports, before, strict=True)):
             if time.monotonic() > deadline:
                 raise RuntimeError("a bench worker did not answer SIGUSR1")
@@ -193,7 +238,7 @@ class Workers:
             proc.send_signal(signal.SIGTERM)
         starts: dict[str, float] = {}
         for proc, report in zip(self.procs, self.reports, strict=True):
-            proc.wait(30)
+            proc.wait(600 if self.slow else 30)
             lines = self._lines(report)
             if lines and "starts" in lines[-1]:
                 starts.update(lines[-1]["starts"])

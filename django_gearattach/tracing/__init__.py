@@ -14,6 +14,8 @@ tracer does nothing until an SDK is set up.
 
 from __future__ import annotations
 
+from typing import Any
+
 try:
     from opentelemetry import trace
 except ImportError as exc:  # pragma: no cover - the extra is not installed
@@ -27,6 +29,16 @@ from .. import __version__
 SCOPE = "django_gearattach"
 
 
+#: The tracer provider last asked, and its tracer for this app (the SDK makes a new
+#: tracer, and checks its scope, on each call: a cost per job).
+_cached: tuple[Any, trace.Tracer] | None = None
+
+
 def tracer() -> trace.Tracer:
     """The app's tracer, from the tracer provider set up now (the SDK's, or a no-op)."""
-    return trace.get_tracer(SCOPE, __version__)
+    global _cached
+    provider = trace.get_tracer_provider()
+    cached = _cached
+    if cached is None or cached[0] is not provider:
+        cached = _cached = (provider, provider.get_tracer(SCOPE, __version__))
+    return cached[1]

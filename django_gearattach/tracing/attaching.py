@@ -45,7 +45,7 @@ def _names(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str, Job
 
 def _arguments(record: Job | None) -> Any:
     """The record's arguments if they are loaded (never a query for a deferred field)."""
-    if record is None or "arguments" in record.get_deferred_fields():
+    if record is None or "arguments" not in record.__dict__:  # deferred: not loaded
         return None
     return record.arguments
 
@@ -84,10 +84,7 @@ class _Attach:
             return
         self.ended = True
         if self.recording:
-            self.span.set_attribute("gearattach.outcome", outcome)
-            self.span.set_attribute("gearattach.events", self.events)
-            if told is not None:
-                self.span.set_attribute("gearattach.told", told)
+            self.span.set_attributes(_ending_attributes(outcome, self.events, told))
             if error is not None:
                 self.span.set_status(Status(StatusCode.ERROR, error))
         self.span.end()
@@ -238,8 +235,12 @@ class Waiter:
             link = job_link(self.feed.function, _arguments(record), "job") if record else None
             if link is not None:
                 span.add_link(link.context, link.attributes)
-            span.set_attribute("gearattach.outcome", outcome)
-            span.set_attribute("gearattach.events", self.heard)
-            if told is not None:
-                span.set_attribute("gearattach.told", told)
+            span.set_attributes(_ending_attributes(outcome, self.heard, told))
         span.end()
+
+
+def _ending_attributes(outcome: str, events: int, told: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"gearattach.outcome": outcome, "gearattach.events": events}
+    if told is not None:
+        attributes["gearattach.told"] = told
+    return attributes

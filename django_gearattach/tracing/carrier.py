@@ -25,11 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
-from opentelemetry.trace import Link, Span, SpanContext
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ..payload import trace_of, traceparent_of
+from ..payload import TRACEPARENT, trace_of, traceparent_of
 from ..web.messages import OFFLOAD_FUNCTION
 
 if TYPE_CHECKING:
@@ -42,6 +44,60 @@ MAX_FIELDS = 16
 MAX_VALUE = 1024
 
 _w3c = TraceContextTextMapPropagator()
+_baggage = W3CBaggagePropagator()
+#: The global propagator last looked at, and whether it is OpenTelemetry's default
+#: (W3C trace context, then W3C baggage), whose work :func:`_inject` and :func:`_extract`
+#: do without its generic getters and setters (what a job costs: docs/benchmarks.rst).
+_default: tuple[Any, bool] = (None, False)
+
+
+def _is_default(textmap: Any) -> bool:
+    global _default
+    seen = _default
+    if seen[0] is not textmap:
+        parts = getattr(textmap, "_propagators", None)
+        kinds = [type(part) for part in parts] if isinstance(parts, list | tuple) else []
+        plain = kinds == [TraceContextTextMapPropagator, W3CBaggagePropagator]
+        seen = _default = (textmap, isinstance(textmap, CompositePropagator) and plain)
+    return seen[1]
+
+
+def _inject(carrier: dict[str, Any], span: Span) -> None:
+    """``propagate.inject(carrier)`` for the current ``span``, the same fields."""
+    textmap = propagate.get_global_textmap()
+    if not _is_default(textmap):
+        textmap.inject(carrier)
+        return
+    context = span.get_span_context()
+    if context != trace.INVALID_SPAN_CONTEXT:
+        carrier["traceparent"] = traceparent(context)
+        if context.trace_state:
+            carrier["tracestate"] = context.trace_state.to_header()
+    _baggage.inject(carrier)
+
+
+def remote(value: str) -> SpanContext:
+    """The span context of a ``traceparent`` (invalid if it is not one), as the W3C
+    propagator reads it: directly when it is a plain version-00 one."""
+    if TRACEPARENT.fullmatch(value):
+        return SpanContext(
+            int(value[3:35], 16),
+            int(value[36:52], 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(value[53:55], 16)),
+        )
+    return trace.get_current_span(_w3c.extract({"traceparent": value})).get_span_context()
+
+
+def _extract(fields: dict[str, str]) -> Context:
+    """``propagate.extract(fields)``, the same context."""
+    textmap = propagate.get_global_textmap()
+    value = fields.get("traceparent")
+    plain = value is not None and len(fields) == 1 and TRACEPARENT.fullmatch(value)
+    if value is not None and plain and _is_default(textmap):
+        # A plain W3C context, read as the default propagator reads it.
+        return trace.set_span_in_context(NonRecordingSpan(remote(value)), Context())
+    return textmap.extract(fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +129,7 @@ def carrier_for(
     the trace of its last run.
     """
     run = running.get()
+    caller = trace.get_current_span()
     carrier: dict[str, Any]
     if run is not None and (run.function, run.key) == (function, key):
         first = {k: v for k, v in (run.carrier or {}).items() if k not in OWN_KEYS}
@@ -80,7 +137,7 @@ def carrier_for(
         carrier = {**first, "link": link, "link_reason": "retry"}
     else:
         carrier = {}
-        propagate.inject(carrier)
+        _inject(carrier, caller)
         before = None
         if rerun_of is not None:
             before = traceparent_of(rerun_of.arguments, offloaded(function))
@@ -91,7 +148,6 @@ def carrier_for(
     carrier["sent_at"] = round(time.time(), 6)
     if not_before is not None:
         carrier["not_before"] = not_before
-    caller = trace.get_current_span()
     if caller.is_recording():
         caller.add_event(
             "gearattach.submit", {"gearattach.function": function, "gearattach.key": key}
@@ -124,11 +180,11 @@ def parent_and_links(carrier: dict[str, Any] | None) -> tuple[Context | None, li
     if carrier is None:
         return None, []
     fields = {k: v for k, v in carrier.items() if k not in OWN_KEYS and isinstance(v, str)}
-    parent = propagate.extract(fields) if fields else None
+    parent = _extract(fields) if fields else None
     links = []
     link = carrier.get("link")
     if isinstance(link, str):
-        linked = trace.get_current_span(_w3c.extract({"traceparent": link})).get_span_context()
+        linked = remote(link)
         if linked.is_valid:
             reason = carrier.get("link_reason")
             attributes = {"gearattach.link": reason} if isinstance(reason, str) else None
@@ -141,5 +197,5 @@ def job_link(function: str, arguments: Any, reason: str) -> Link | None:
     value = traceparent_of(arguments, offloaded(function))
     if value is None:
         return None
-    linked = trace.get_current_span(_w3c.extract({"traceparent": value})).get_span_context()
+    linked = remote(value)
     return Link(linked, {"gearattach.link": reason}) if linked.is_valid else None

@@ -170,21 +170,20 @@ class RunTracer:
         function, key, execution = claim.function, claim.key, claim.execution
         carrier = _carrier(function, payload, kwargs)
         parent, links = parent_and_links(carrier)
+        attributes: dict[str, Any] = {
+            "messaging.system": "gearman",
+            "messaging.destination.name": function,
+            "gearattach.key": key,
+            "gearattach.execution": execution,
+        }
+        wait = _queue_wait(carrier)
+        if wait is not None:  # given at the start: one attribute set the less per job
+            attributes["gearattach.queue_wait"] = wait
         span = self.tracer.start_span(
-            function,
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes={
-                "messaging.system": "gearman",
-                "messaging.destination.name": function,
-                "gearattach.key": key,
-                "gearattach.execution": execution,
-            },
+            function, context=parent, kind=SpanKind.CONSUMER, links=links, attributes=attributes
         )
         run = _Run(span)
         if span.is_recording():
-            self._describe(span, carrier)
             context._reporter = _Events(context._reporter, span)
             context.on_outcome(run.on_outcome)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
@@ -207,14 +206,6 @@ class RunTracer:
             self._attempt(span, function, key)
         run.end(outcome)
         return word
-
-    def _describe(self, span: Span, carrier: Any) -> None:
-        """The queue wait: from the submitter's clock, or the time it was scheduled for."""
-        sent_at = (carrier or {}).get("sent_at")
-        if isinstance(sent_at, float):
-            not_before = (carrier or {}).get("not_before")
-            since = max(sent_at, not_before) if isinstance(not_before, float) else sent_at
-            span.set_attribute("gearattach.queue_wait", max(time.time() - since, 0.0))
 
     def _attempt(self, span: Span, function: str, key: str) -> None:
         """The starts of a run that did not complete, as the record counts them (a read
@@ -243,6 +234,16 @@ class RunTracer:
         run.span.add_event(event, {"gearattach.error": error})
         if run.end(status, error if status == "failed" else None):
             flush()
+
+
+def _queue_wait(carrier: Any) -> float | None:
+    """Seconds from the submitter's clock, or the time it was scheduled for, to now."""
+    sent_at = carrier.get("sent_at") if carrier else None
+    if not isinstance(sent_at, float):
+        return None
+    not_before = carrier.get("not_before")
+    since = max(sent_at, not_before) if isinstance(not_before, float) else sent_at
+    return max(time.time() - since, 0.0)
 
 
 def _attributes(values: dict[str, Any]) -> dict[str, Any]:

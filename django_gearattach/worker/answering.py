@@ -23,7 +23,7 @@ from ..gearman.errors import GearmanError
 from ..gearman.protocol import Command
 from ..gearman.worker import Assignment
 from ..models import Job, Status
-from ..payload import ATTACH_MARKER, decode_arguments, dumps, is_attach_marker, shown
+from ..payload import ATTACH_MARKER, decode_document, dumps, is_attach_marker, shown
 from ..scheduling import pending_epoch
 from ..submission import send_successor
 from ..tasks import JobContext, Rescheduled
@@ -70,10 +70,13 @@ class Answering:
             payload: bytes | dict[str, Any] = record.arguments
         else:
             payload = job.data
+        document: dict[str, Any] = {}
         try:
-            args, kwargs = (
-                decode_arguments(payload) if isinstance(payload, bytes) else _split(payload)
-            )
+            if isinstance(payload, bytes):  # decoded once: the tracing reads its "trace"
+                document = decode_document(payload)
+                args, kwargs = document.get("args", []), document.get("kwargs", {})
+            else:
+                args, kwargs = _split(payload)
             problem = None
         except BadPayload as exc:
             args, kwargs, problem = [], {}, str(exc)
@@ -94,7 +97,8 @@ class Answering:
             # it is marked running (runs.py); the ones it runs are read once it is.
             payload = self._arguments_now(job, key, payload)
             args, kwargs = _split(payload)
-        return claim, args, kwargs, payload
+            return claim, args, kwargs, payload
+        return claim, args, kwargs, document
 
     def _arguments_now(
         self, job: Assignment, key: str, arguments: dict[str, Any]

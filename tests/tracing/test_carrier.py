@@ -3,14 +3,16 @@ immediate mode runs the job through the worker's own code, and its span)."""
 
 from __future__ import annotations
 
+import datetime
 import json
+from typing import Any
 
 import pytest
 from django.test import Client
 
 from django_gearattach import submit
 from django_gearattach.models import Job
-from django_gearattach.payload import decode_arguments, trace_of, traceparent_of
+from django_gearattach.payload import decode_arguments, dumps, trace_of, traceparent_of
 from django_gearattach.submission import _Request
 from django_gearattach.web.capture import verify
 from django_gearattach.worker import immediate
@@ -39,6 +41,21 @@ def test_a_job_submitted_in_a_span_carries_it_in_its_payload_and_record(recorded
     assert isinstance(payload["trace"]["sent_at"], float)
     assert request.arguments["trace"] == payload["trace"]  # the record keeps it too
     assert decode_arguments(request.data) == ([1, 2], {})  # workers take it in their stride
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [
+        ((), None),
+        ((1, 2.5, "é\n", None, [True]), {"when": datetime.date(2026, 1, 2), "n": {"1": []}}),
+    ],
+)
+def test_the_payload_is_the_record_s_arguments_encoded(recorded, tracer, args, kwargs):
+    """The carrier is added to the encoded arguments (not encoded again): the same bytes."""
+    with tracer.start_as_current_span("request"):
+        request = _Request("tests.add", args, kwargs, None, None, None, "")
+    assert "trace" in request.arguments
+    assert request.data == dumps(request.arguments)
 
 
 def test_outside_any_trace_or_with_tracing_off_nothing_is_added(recorded, tracer, settings):
@@ -118,3 +135,94 @@ def test_an_offloaded_request_signs_its_context_with_the_rest(immediate_mode, tr
     assert not verify(kwargs["view"], changed, job.key, kwargs["signature"])
     run = immediate_mode.spans().one("gearattach.offload")
     assert (run["trace_id"], run["parent_id"]) == context_of(span)
+
+
+TRACEPARENTS = [
+    "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    "00-" + "a" * 32 + "-" + "b" * 16 + "-00",
+    "00-" + "0" * 32 + "-" + "b" * 16 + "-01",
+    "01-" + "a" * 32 + "-" + "b" * 16 + "-01-future",
+    "ff-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    " 00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+    "00-" + "A" * 32 + "-" + "b" * 16 + "-01",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("value", TRACEPARENTS)
+def test_contexts_are_read_as_the_w3c_propagator_reads_them(value):
+    """The short paths of tracing/carrier.py give what OpenTelemetry's own give."""
+    from opentelemetry import propagate, trace
+
+    from django_gearattach.tracing import carrier
+
+    w3c = carrier._w3c.extract({"traceparent": value})
+    assert carrier.remote(value) == trace.get_current_span(w3c).get_span_context()
+    for fields in ({"traceparent": value}, {"traceparent": value, "tracestate": "a=1"}):
+        assert read(carrier._extract(fields)) == read(propagate.extract(fields))
+
+
+def read(context) -> dict[str, Any]:
+    """A context's values, its span as its span context (spans compare by identity)."""
+    from opentelemetry.trace import Span
+
+    return {k: v.get_span_context() if isinstance(v, Span) else v for k, v in context.items()}
+
+
+def test_a_context_is_written_as_the_global_propagator_writes_it(tracer):
+    from opentelemetry import baggage, propagate, trace
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceState
+
+    from django_gearattach.tracing import carrier
+
+    def both() -> tuple[dict[str, Any], dict[str, Any]]:
+        ours: dict[str, Any] = {}
+        carrier._inject(ours, trace.get_current_span())
+        theirs: dict[str, Any] = {}
+        propagate.inject(theirs)
+        return ours, theirs
+
+    ours, theirs = both()
+    assert ours == theirs == {}  # outside any span
+    with tracer.start_as_current_span("request"):
+        ours, theirs = both()
+        assert ours == theirs
+        assert set(ours) == {"traceparent"}
+        token = otel_context.attach(baggage.set_baggage("user", "1"))
+        try:
+            ours, theirs = both()
+            assert ours == theirs
+            assert set(ours) == {"traceparent", "baggage"}
+        finally:
+            otel_context.detach(token)
+    state = SpanContext(1, 2, False, trace_state=TraceState([("vendor", "x")]))
+    with trace.use_span(NonRecordingSpan(state)):
+        ours, theirs = both()
+        assert ours == theirs
+        assert ours["tracestate"] == "vendor=x"
+
+
+def test_another_global_propagator_is_used_as_it_is(recorded, tracer):
+    """Only OpenTelemetry's default propagator is done on the short path."""
+    from opentelemetry import propagate
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from django_gearattach.tracing import carrier
+
+    class Upper(TraceContextTextMapPropagator):
+        def inject(self, carrier, context=None, setter=None):
+            super().inject(carrier, context)
+            carrier["x-upper"] = carrier["traceparent"].upper()
+
+    default = propagate.get_global_textmap()
+    propagate.set_global_textmap(Upper())
+    try:
+        with tracer.start_as_current_span("request"):
+            request = _Request("tests.add", (), None, None, None, None, "")
+        carried = request.arguments["trace"]
+        assert carried["x-upper"] == carried["traceparent"].upper()
+        fields = {"traceparent": TRACEPARENTS[0]}
+        assert read(carrier._extract(fields)) == read(propagate.extract(fields))
+    finally:
+        propagate.set_global_textmap(default)
