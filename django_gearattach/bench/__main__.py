@@ -5,8 +5,9 @@ and for PostgreSQL (with and without prepared statements), the async throughput 
 and the user-shaped rows (a)-(e) of :mod:`.shapes`, and prints one table with the
 ratios between them. ``--fanout`` measures websocket fan-out instead, ``--policies``
 the key policies under load (:mod:`.policies`), ``--streams`` one job's stream
-(:mod:`.streams`), and ``--async`` one worker process running many ``async def``
-jobs at once (:mod:`.asyncjobs`). ``--peers`` runs rows (a) and (b) beside Dramatiq,
+(:mod:`.streams`; ``--streams-ws`` to websockets, :mod:`.streams_ws`), and
+``--async`` one worker process running many ``async def`` jobs at once
+(:mod:`.asyncjobs`). ``--peers`` runs rows (a) and (b) beside Dramatiq,
 Huey and Celery (:mod:`.peers`), ``--profile`` says where a job's time goes.
 """
 
@@ -61,6 +62,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--stream-attachers", type=int, default=20, help="Python attachers (--streams)"
+    )
+    parser.add_argument(
+        "--streams-ws",
+        action="store_true",
+        help="measure one job streaming 10,000 chunks to 100 websocket attachers through "
+        "a real uvicorn instead (SQLite)",
     )
     parser.add_argument(
         "--tracing",
@@ -135,6 +142,11 @@ def main() -> int:
         return _policies()
     if args.streams:
         return _streams(args.stream_attachers)
+    if args.streams_ws:
+        from .streams_ws import main as streams_ws
+
+        streams_ws([])
+        return 0
     if args.async_jobs:
         from .asyncjobs import main as async_main
 
