@@ -36,11 +36,13 @@ _NOT_RUN: list[str] = []
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """``postgres_only`` tests (a database cut through a proxy in front of PostgreSQL)
-    run on the PostgreSQL legs; elsewhere they are deselected and listed at the end."""
-    if _on_postgresql():
-        return
-    kept = [item for item in items if item.get_closest_marker("postgres_only") is None]
-    dropped = [item for item in items if item.get_closest_marker("postgres_only") is not None]
+    run on the PostgreSQL legs; ``own_sqlite`` scenarios (a browser, a new project: their
+    servers use a SQLite database of their own whatever the leg's) run on the SQLite legs
+    only, since a PostgreSQL leg would run them the same way again. Either is deselected
+    elsewhere and listed at the end."""
+    skipped_marker = "own_sqlite" if _on_postgresql() else "postgres_only"
+    kept = [item for item in items if item.get_closest_marker(skipped_marker) is None]
+    dropped = [item for item in items if item.get_closest_marker(skipped_marker) is not None]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
@@ -48,10 +50,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _NOT_RUN:
+    if not _NOT_RUN:
+        return
+    if _on_postgresql():
+        terminalreporter.section(
+            "Scenarios on a SQLite database of their own: run on the SQLite legs"
+        )
+        why = "NOT RUN here (same on every leg; runs on the SQLite legs)"
+    else:
         terminalreporter.section("PostgreSQL-only tests, not run on this database leg")
-        for nodeid in _NOT_RUN:
-            terminalreporter.line(f"NOT RUN (needs DATABASE_URL=postgres://...): {nodeid}")
+        why = "NOT RUN (needs DATABASE_URL=postgres://...)"
+    for nodeid in _NOT_RUN:
+        terminalreporter.line(f"{why}: {nodeid}")
 
 
 @pytest.fixture

@@ -23,6 +23,10 @@ import pytest
 
 from django_gearattach.testing import Gearmand, wait_for_workers
 
+# Its servers use a SQLite database of its own: the PostgreSQL legs would run it the
+# same way again (tests/conftest.py).
+pytestmark = pytest.mark.own_sqlite
+
 PROJECT = Path(__file__).resolve().parents[1] / "celeryproj"
 
 

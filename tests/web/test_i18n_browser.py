@@ -22,6 +22,10 @@ import pytest
 from django_gearattach.testing import Gearmand, WorkerProcess, free_port, wait_for_port
 from tests.browser import ARTIFACTS
 
+# Its servers use a SQLite database of its own: the PostgreSQL legs would run it the
+# same way again (tests/conftest.py).
+pytestmark = pytest.mark.own_sqlite
+
 pytest_plugins = ["tests.browser"]
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -28,6 +28,10 @@ from example_project.demo.tasks import compose
 from example_project.rundemo import asgi_server_command
 from tests.browser import ARTIFACTS
 
+# Its servers use a SQLite database of its own: the PostgreSQL legs would run it the
+# same way again (tests/conftest.py).
+pytestmark = pytest.mark.own_sqlite
+
 pytest_plugins = ["tests.browser"]
 
 ROOT = Path(__file__).resolve().parents[2]
