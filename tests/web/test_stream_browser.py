@@ -63,6 +63,15 @@ class Site:
         return dict(row) if row else {}
 
 
+def wait_for_kept(site: Site, key: str, chunks: int) -> None:
+    """Wait until the record holds ``chunks`` chunks: they reach it in batches (every
+    0.1 s), so a page can show a word live a moment before a reload could render it."""
+    deadline = time.monotonic() + 20
+    while (site.record(key).get("stream_seq") or 0) < chunks:
+        assert time.monotonic() < deadline, f"the record never held {chunks} chunks"
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The example project: gearmand, `gearworker --concurrency 2` and uvicorn."""
@@ -163,6 +172,7 @@ def test_two_tabs_show_the_same_text_growing_and_a_late_tab_joins(
     first = context.new_page()
     first.goto(site.url + ask(question))
     wait_for_words(first, 8)
+    wait_for_kept(site, key_of(question), 8)
     second = context.new_page()
     second.goto(site.url + ask(question))
     shown_at_once = second.locator(STREAM).text_content() or ""
@@ -186,6 +196,7 @@ def test_a_reload_resumes_after_the_text_it_shows_without_repeating_a_word(
     page = context.new_page()
     page.goto(site.url + ask(question))
     wait_for_words(page, 10)
+    wait_for_kept(site, key_of(question), 10)
     page.reload()
     position = page.locator("[data-gearattach]").get_attribute("data-stream-after") or ""
     rendered = int(position.split(":")[1])
